@@ -1,0 +1,1 @@
+//! uniffi bindings (filled by the bindings issue).

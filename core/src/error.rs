@@ -1,0 +1,76 @@
+//! The detailed internal error type of the core.
+
+use crate::validate::Invalid;
+
+/// Everything that can go wrong in the core, with enough detail to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field failed validation; nothing was written.
+    #[error("invalid {0}")]
+    Invalid(#[from] Invalid),
+    /// The actor may not do this.
+    #[error("not permitted: {0}")]
+    Forbidden(String),
+    /// The workflow does not allow this step from the current state.
+    #[error("workflow: {0}")]
+    Workflow(String),
+    /// No record with that id.
+    #[error("no {kind} with id {id}")]
+    NotFound {
+        /// Record kind.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A stored document could not be loaded; the record is set aside.
+    #[error("record {id} is corrupt: {detail}")]
+    Corrupt {
+        /// Record id.
+        id: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The local database failed.
+    #[error("storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+    /// The database file was written by a newer version of the code.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// An Automerge operation failed.
+    #[error("document: {0}")]
+    Document(String),
+    /// A wire message could not be decoded or encoded.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The network or the server failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The server refused the request (status and its message).
+    #[error("server answered {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// Message from the server.
+        message: String,
+    },
+    /// The operation was cancelled by the caller.
+    #[error("cancelled")]
+    Cancelled,
+    /// The device is not enrolled with a server.
+    #[error("not enrolled: {0}")]
+    NotEnrolled(String),
+}
+
+impl From<automerge::AutomergeError> for Error {
+    fn from(e: automerge::AutomergeError) -> Self {
+        Error::Document(e.to_string())
+    }
+}
+
+/// Result with the core's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

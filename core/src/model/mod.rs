@@ -1,0 +1,25 @@
+//! The typed record model: grid tree, people, producers, checklist templates, visits.
+
+mod grid;
+mod person;
+mod producer;
+mod record;
+mod template;
+mod visit;
+
+pub use grid::{GridKind, GridLevel, GridNode};
+pub use person::{Actor, Person, Role};
+pub use producer::{
+    Certification, DirectoryReview, GeoPoint, LivestockCount, Producer, ProducerStatus,
+    ProducerType, ResponsibilityLetter, ReviewAction, ReviewEvent, ReviewState, RiskLevel, Scale,
+    Species,
+};
+pub use record::{Record, RecordKind, RECORD_SCHEMA_VERSION};
+pub use template::{
+    default_template, AnswerType, ChecklistItem, ChecklistTemplate, ChoiceOption,
+    DEFAULT_TEMPLATE_ID,
+};
+pub use visit::{
+    Acknowledgement, Answer, AnswerValue, Finding, RapidTest, Rectification, Severity, TestMethod,
+    Verdict, Visit, VisitReview, VisitStatus, YesNoNa,
+};

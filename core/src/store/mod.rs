@@ -1,0 +1,878 @@
+//! The local store: one SQLite file per device holding each record as Automerge bytes plus
+//! materialized columns for the field app's queries, and the sync bookkeeping beside them
+//! so that data and cursors always commit together.
+
+mod queries;
+pub mod schema;
+mod sync_state;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use automerge::ActorId;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::doc::{heads_to_bytes, Conflict, HistoryEntry, RecordDoc};
+use crate::model::{
+    default_template, Actor, ChecklistTemplate, GridKind, GridLevel, GridNode, Person, Producer,
+    Record, RecordKind, ReviewAction, ReviewEvent, ReviewState, Role, Visit, VisitReview,
+    VisitStatus, DEFAULT_TEMPLATE_ID,
+};
+use crate::rules::{self, GridTree};
+use crate::validate;
+use crate::{now_ms, Error, Result};
+
+pub use queries::{
+    Counts, DueProducer, ProducerSort, ProducerSummary, RectificationItem, VisitSummary,
+};
+pub use sync_state::{KeptEdit, PendingPush, PulledRecord, ServerLink};
+
+/// Incremental chunks kept beside a document before it is compacted into one save.
+const COMPACT_AFTER_CHUNKS: i64 = 16;
+
+/// The grid tree held in memory for permission checks.
+#[derive(Debug, Default, Clone)]
+pub struct TreeSnapshot {
+    nodes: HashMap<String, (GridLevel, Option<String>)>,
+}
+
+impl TreeSnapshot {
+    /// A snapshot of the given nodes.
+    pub fn from_nodes(nodes: &[GridNode]) -> Self {
+        TreeSnapshot {
+            nodes: nodes
+                .iter()
+                .map(|n| (n.code.clone(), (n.level, n.parent.clone())))
+                .collect(),
+        }
+    }
+}
+
+impl GridTree for TreeSnapshot {
+    fn parent_of(&self, code: &str) -> Option<String> {
+        self.nodes.get(code).and_then(|n| n.1.clone())
+    }
+    fn level_of(&self, code: &str) -> Option<GridLevel> {
+        self.nodes.get(code).map(|n| n.0)
+    }
+}
+
+/// A device's local store. Safe to share between threads (`Arc<Store>`).
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    actor: ActorId,
+    tree: Mutex<Option<TreeSnapshot>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in a file, in WAL mode with full durability.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn)?;
+        let actor_hex: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'actor'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let actor = match actor_hex {
+            Some(h) => ActorId::from(
+                hex::decode(&h).map_err(|e| Error::Document(format!("stored actor id: {e}")))?,
+            ),
+            None => {
+                let a = ActorId::random();
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('actor', ?1)",
+                    [hex::encode(a.to_bytes())],
+                )?;
+                a
+            }
+        };
+        Ok(Store {
+            conn: Mutex::new(conn),
+            actor,
+            tree: Mutex::new(None),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction that commits only if `f` succeeds.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` with the connection for reading.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.lock();
+        f(&conn)
+    }
+
+    /// The Automerge actor id of this device.
+    pub fn actor_id(&self) -> &ActorId {
+        &self.actor
+    }
+
+    // ---- identity and reference data ----
+
+    /// The person using this device, once set (by enrolment or by hand for offline use).
+    pub fn profile(&self) -> Result<Option<Person>> {
+        self.read(|c| get_meta_json(c, "profile"))
+    }
+
+    /// Sets the person using this device.
+    pub fn set_profile(&self, person: &Person) -> Result<()> {
+        self.write(|tx| set_meta_json(tx, "profile", person))
+    }
+
+    /// The acting identity for local edits.
+    pub fn actor(&self) -> Result<Actor> {
+        let p = self
+            .profile()?
+            .ok_or_else(|| Error::NotEnrolled("no person is set up on this device".into()))?;
+        Ok(Actor::new(p.id, p.role, p.grids))
+    }
+
+    /// Adds or replaces grid nodes.
+    pub fn upsert_grids(&self, nodes: &[GridNode]) -> Result<()> {
+        for n in nodes {
+            n.validate()?;
+        }
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO grids (code, name, level, kind, parent) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(code) DO UPDATE SET name = ?2, level = ?3, kind = ?4, parent = ?5",
+            )?;
+            for n in nodes {
+                st.execute(params![
+                    n.code,
+                    n.name,
+                    n.level.as_str(),
+                    n.kind.as_str(),
+                    n.parent
+                ])?;
+            }
+            Ok(())
+        })?;
+        *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Every grid node on the device.
+    pub fn grids(&self) -> Result<Vec<GridNode>> {
+        self.read(load_grids)
+    }
+
+    /// The grid tree for permission checks (cached until the grids change).
+    pub fn tree(&self) -> Result<TreeSnapshot> {
+        let mut t = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = t.as_ref() {
+            return Ok(t.clone());
+        }
+        let snap = TreeSnapshot::from_nodes(&self.grids()?);
+        *t = Some(snap.clone());
+        Ok(snap)
+    }
+
+    /// Adds or replaces people (reference data for grid charts).
+    pub fn upsert_people(&self, people: &[Person]) -> Result<()> {
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO people (id, name, phone, role, grids) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET name = ?2, phone = ?3, role = ?4, grids = ?5",
+            )?;
+            for p in people {
+                let grids = serde_json::to_string(&p.grids).unwrap_or_default();
+                st.execute(params![p.id, p.name, p.phone, p.role.as_str(), grids])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// People known on the device.
+    pub fn people(&self) -> Result<Vec<Person>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT id, name, phone, role, grids FROM people ORDER BY name")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, name, phone, role, grids) = row?;
+                out.push(Person {
+                    id,
+                    name,
+                    phone,
+                    role: Role::parse(&role).unwrap_or(Role::Liaison),
+                    grids: serde_json::from_str(&grids).unwrap_or_default(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    // ---- records ----
+
+    /// Registers a new producer (as the device's person).
+    pub fn create_producer(&self, mut p: Producer) -> Result<Producer> {
+        let now = now_ms();
+        p.created_at_ms = p.created_at_ms.max(validate::MIN_TIME_MS);
+        p.updated_at_ms = now;
+        let actor = self.actor()?;
+        if p.created_by.is_empty() {
+            p.created_by = actor.person_id.clone();
+        }
+        match self.put(&actor, Record::Producer(p), PutMode::Create, now)? {
+            Record::Producer(p) => Ok(p),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// Saves edits to a producer. Editing a directory field of an approved entry sends it
+    /// back to review; editing a returned entry puts it back to draft.
+    pub fn update_producer(&self, p: Producer) -> Result<Producer> {
+        let actor = self.actor()?;
+        match self.put(&actor, Record::Producer(p), PutMode::Update, now_ms())? {
+            Record::Producer(p) => Ok(p),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// Takes a step in the directory review chain.
+    pub fn review_producer(&self, id: &str, action: ReviewAction) -> Result<Producer> {
+        let actor = self.actor()?;
+        let mut p = self.producer(id)?;
+        let now = now_ms();
+        let effective = p.effective_review_state();
+        let to = match (&action, effective) {
+            (ReviewAction::Submit, ReviewState::Draft | ReviewState::Returned) => {
+                ReviewState::Submitted
+            }
+            (ReviewAction::ApproveTownship, ReviewState::Submitted) => {
+                ReviewState::TownshipApproved
+            }
+            (ReviewAction::ApproveCounty, ReviewState::TownshipApproved) => {
+                ReviewState::CountyApproved
+            }
+            (
+                ReviewAction::Return(_),
+                ReviewState::Submitted
+                | ReviewState::TownshipApproved
+                | ReviewState::CountyApproved,
+            ) => ReviewState::Returned,
+            (a, s) => {
+                return Err(Error::Workflow(format!(
+                    "cannot {} an entry that is {}",
+                    a.as_str(),
+                    s.as_str()
+                )))
+            }
+        };
+        if let ReviewAction::Return(reason) = &action {
+            validate::require_text("review.return_reason", reason, 500)?;
+            p.review.return_reason = Some(reason.clone());
+        }
+        if to.is_approved() {
+            p.review.approved_fingerprint = Some(p.directory_fingerprint());
+        }
+        p.review.state = to;
+        p.review.history.push(ReviewEvent {
+            id: crate::new_id(),
+            action,
+            by: actor.person_id.clone(),
+            at_ms: now,
+            state_after: to,
+        });
+        match self.put(&actor, Record::Producer(p), PutMode::Review, now)? {
+            Record::Producer(p) => Ok(p),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// A producer by id.
+    pub fn producer(&self, id: &str) -> Result<Producer> {
+        match self.record(id)? {
+            Record::Producer(p) => Ok(p),
+            _ => Err(Error::NotFound {
+                kind: "producer",
+                id: id.into(),
+            }),
+        }
+    }
+
+    /// Creates or updates a visit (as the device's person).
+    pub fn save_visit(&self, mut v: Visit) -> Result<Visit> {
+        let actor = self.actor()?;
+        let now = now_ms();
+        v.updated_at_ms = now;
+        let exists = self.record_exists(&v.id)?;
+        let mode = if exists {
+            PutMode::Update
+        } else {
+            PutMode::Create
+        };
+        match self.put(&actor, Record::Visit(v), mode, now)? {
+            Record::Visit(v) => Ok(v),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// Closes a visit: every required item must be answered.
+    pub fn complete_visit(&self, id: &str) -> Result<Visit> {
+        let mut v = self.visit(id)?;
+        if v.status == VisitStatus::Completed {
+            return Err(Error::Workflow("the visit is already completed".into()));
+        }
+        v.status = VisitStatus::Completed;
+        let now = now_ms();
+        v.ended_at_ms = Some(v.ended_at_ms.unwrap_or(now).max(v.started_at_ms));
+        self.save_visit(v)
+    }
+
+    /// Links a follow-up visit to the visit it follows up, and marks the rectification
+    /// resolved when `resolved` is set.
+    pub fn add_follow_up(&self, original: &str, follow_up: &str, resolved: bool) -> Result<Visit> {
+        let f = self.visit(follow_up)?;
+        if f.producer_id != self.visit(original)?.producer_id {
+            return Err(validate::Invalid::new(
+                "follow_up_visit",
+                "is a visit to another producer",
+            )
+            .into());
+        }
+        let mut v = self.visit(original)?;
+        v.follow_up_visit = Some(follow_up.to_string());
+        if resolved {
+            if let Some(r) = &mut v.rectification {
+                r.resolved_at_ms = Some(now_ms());
+            }
+        }
+        self.save_visit(v)
+    }
+
+    /// Adds a supervisor's or county reviewer's review to a visit.
+    pub fn review_visit(&self, id: &str, comment: &str) -> Result<Visit> {
+        let actor = self.actor()?;
+        let mut v = self.visit(id)?;
+        v.review = Some(VisitReview {
+            by: actor.person_id,
+            at_ms: now_ms(),
+            comment: comment.to_string(),
+        });
+        self.save_visit(v)
+    }
+
+    /// A visit by id.
+    pub fn visit(&self, id: &str) -> Result<Visit> {
+        match self.record(id)? {
+            Record::Visit(v) => Ok(v),
+            _ => Err(Error::NotFound {
+                kind: "visit",
+                id: id.into(),
+            }),
+        }
+    }
+
+    /// Saves a checklist template version (county staff and administrators).
+    pub fn save_template(&self, t: ChecklistTemplate) -> Result<ChecklistTemplate> {
+        let actor = self.actor()?;
+        let mode = if self.record_exists(&t.id)? {
+            PutMode::Update
+        } else {
+            PutMode::Create
+        };
+        match self.put(&actor, Record::Template(t), mode, now_ms())? {
+            Record::Template(t) => Ok(t),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// A template version: a stored one, or the built-in default.
+    pub fn template(&self, template_id: &str, version: u32) -> Result<ChecklistTemplate> {
+        let id = ChecklistTemplate::record_id(template_id, version);
+        match self.record(&id) {
+            Ok(Record::Template(t)) => Ok(t),
+            Err(Error::NotFound { .. }) if template_id == DEFAULT_TEMPLATE_ID && version == 1 => {
+                Ok(default_template("builtin"))
+            }
+            Ok(_) => Err(Error::NotFound {
+                kind: "template",
+                id,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The newest version of every template on the device, with the built-in default.
+    pub fn templates(&self) -> Result<Vec<ChecklistTemplate>> {
+        let ids: Vec<String> = self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id FROM templates t WHERE version = (SELECT MAX(version) FROM templates WHERE template_id = t.template_id) ORDER BY template_id",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(Record::Template(t)) = self.record(&id) {
+                out.push(t);
+            }
+        }
+        if !out.iter().any(|t| t.template_id == DEFAULT_TEMPLATE_ID) {
+            out.insert(0, default_template("builtin"));
+        }
+        Ok(out)
+    }
+
+    /// Any record by id.
+    pub fn record(&self, id: &str) -> Result<Record> {
+        let loaded = self.read(|c| load_doc(c, id));
+        match loaded {
+            Ok(Some(doc)) => doc.read(),
+            Ok(None) => Err(Error::NotFound {
+                kind: "record",
+                id: id.into(),
+            }),
+            Err(Error::Corrupt { id, detail }) => {
+                self.set_aside(&id, &detail)?;
+                Err(Error::Corrupt { id, detail })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn record_exists(&self, id: &str) -> Result<bool> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT 1 FROM records WHERE id = ?1", [id], |_| Ok(()))
+                    .optional()?
+                    .is_some(),
+            )
+        })
+    }
+
+    /// Fields of a record holding concurrent values.
+    pub fn conflicts(&self, id: &str) -> Result<Vec<Conflict>> {
+        let doc = self
+            .read(|c| load_doc(c, id))?
+            .ok_or_else(|| Error::NotFound {
+                kind: "record",
+                id: id.into(),
+            })?;
+        doc.conflicts()
+    }
+
+    /// Keeps the current winner of a conflicting field and drops the other values.
+    pub fn resolve_conflict(&self, id: &str, path: &str) -> Result<()> {
+        let actor = self.actor()?;
+        let now = now_ms();
+        self.write(|tx| {
+            let mut doc = load_doc(tx, id)?.ok_or_else(|| Error::NotFound {
+                kind: "record",
+                id: id.into(),
+            })?;
+            doc.set_actor(&self.actor);
+            let old_heads = doc.heads();
+            if doc.resolve_conflict(path, &actor.person_id, now)? {
+                persist_doc(tx, id, &mut doc, &old_heads, true)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The history of changes to a record.
+    pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
+        let mut doc = self
+            .read(|c| load_doc(c, id))?
+            .ok_or_else(|| Error::NotFound {
+                kind: "record",
+                id: id.into(),
+            })?;
+        Ok(doc.history())
+    }
+
+    /// Records whose stored bytes failed to load, with the error.
+    pub fn corrupt_records(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT id, corrupt FROM records WHERE corrupt IS NOT NULL ORDER BY id")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn set_aside(&self, id: &str, detail: &str) -> Result<()> {
+        tracing::warn!(record = id, "record set aside: {detail}");
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE records SET corrupt = ?2 WHERE id = ?1",
+                params![id, detail],
+            )?;
+            tx.execute("DELETE FROM producers WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM visits WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// The validated, permission-checked write of one record.
+    fn put(&self, actor: &Actor, mut rec: Record, mode: PutMode, now: i64) -> Result<Record> {
+        let tree = self.tree()?;
+        // Templates and producer types are needed to validate visits; read them first.
+        let (template, producer_type) = match &rec {
+            Record::Visit(v) => {
+                let t = self.template(&v.template_id, v.template_version)?;
+                let pt = self.producer(&v.producer_id).ok().map(|p| p.producer_type);
+                (Some(t), pt)
+            }
+            _ => (None, None),
+        };
+        self.write(|tx| {
+            let existing = load_doc(tx, rec.id())?;
+            let mut doc = match (existing, mode) {
+                (Some(_), PutMode::Create) => {
+                    return Err(Error::Workflow(format!(
+                        "record {} already exists",
+                        rec.id()
+                    )))
+                }
+                (None, PutMode::Update | PutMode::Review) => {
+                    return Err(Error::NotFound {
+                        kind: rec.kind().as_str(),
+                        id: rec.id().into(),
+                    })
+                }
+                (d, _) => d,
+            };
+            let before = match &doc {
+                Some(d) => Some(d.read()?),
+                None => None,
+            };
+            if let (Some(Record::Producer(b)), Record::Producer(p)) = (&before, &mut rec) {
+                if mode == PutMode::Update {
+                    apply_edit_workflow(b, p, &actor.person_id, now);
+                }
+            }
+            match &rec {
+                Record::Visit(v) => validate::validate_visit(v, template.as_ref(), producer_type)?,
+                other => validate::validate_record(other)?,
+            }
+            rules::check_change(&tree, actor, before.as_ref(), &rec)?;
+            match doc.as_mut() {
+                Some(d) => {
+                    d.set_actor(&self.actor);
+                    let old_heads = d.heads();
+                    if d.update(&rec, &actor.person_id, now)? {
+                        persist_doc(tx, rec.id(), d, &old_heads, true)?;
+                    }
+                }
+                None => {
+                    let mut d = RecordDoc::create(&rec, &self.actor, &actor.person_id, now)?;
+                    insert_doc(tx, &rec, &mut d)?;
+                    doc = Some(d);
+                }
+            }
+            let stored = doc.as_ref().map(|d| d.read()).transpose()?.unwrap_or(rec);
+            materialize(tx, &stored)?;
+            Ok(stored)
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutMode {
+    Create,
+    Update,
+    Review,
+}
+
+/// Workflow side effects of an edit: approved entries go back to review, returned ones to draft.
+fn apply_edit_workflow(before: &Producer, p: &mut Producer, person: &str, now: i64) {
+    p.review = before.review.clone();
+    p.created_by = before.created_by.clone();
+    p.created_at_ms = before.created_at_ms;
+    let changed = before.directory_fingerprint() != p.directory_fingerprint();
+    if !changed {
+        return;
+    }
+    let to = match before.review.state {
+        s if s.is_approved() => Some((ReviewAction::EditedAfterApproval, ReviewState::Submitted)),
+        ReviewState::Returned => Some((ReviewAction::EditedAfterReturn, ReviewState::Draft)),
+        _ => None,
+    };
+    if let Some((action, state)) = to {
+        p.review.state = state;
+        p.review.history.push(ReviewEvent {
+            id: crate::new_id(),
+            action,
+            by: person.to_string(),
+            at_ms: now,
+            state_after: state,
+        });
+    }
+}
+
+pub(crate) fn get_meta(c: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+pub(crate) fn set_meta(c: &Connection, key: &str, value: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn get_meta_json<T: serde::de::DeserializeOwned>(c: &Connection, key: &str) -> Result<Option<T>> {
+    match get_meta(c, key)? {
+        Some(s) => {
+            Ok(Some(serde_json::from_str(&s).map_err(|e| {
+                Error::Document(format!("meta {key}: {e}"))
+            })?))
+        }
+        None => Ok(None),
+    }
+}
+
+fn set_meta_json<T: serde::Serialize>(c: &Connection, key: &str, v: &T) -> Result<()> {
+    let s = serde_json::to_string(v).map_err(|e| Error::Document(e.to_string()))?;
+    set_meta(c, key, &s)
+}
+
+fn load_grids(c: &Connection) -> Result<Vec<GridNode>> {
+    let mut st = c.prepare("SELECT code, name, level, kind, parent FROM grids ORDER BY code")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (code, name, level, kind, parent) = row?;
+        out.push(GridNode {
+            code,
+            name,
+            level: GridLevel::parse(&level).unwrap_or(GridLevel::Village),
+            kind: GridKind::parse(&kind).unwrap_or(GridKind::Mixed),
+            parent,
+        });
+    }
+    Ok(out)
+}
+
+/// Loads a record's document (full save plus incremental chunks).
+pub(crate) fn load_doc(c: &Connection, id: &str) -> Result<Option<RecordDoc>> {
+    let row: Option<(Vec<u8>, i64, Option<String>)> = c
+        .query_row(
+            "SELECT doc, chunk_count, corrupt FROM records WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((full, chunk_count, corrupt)) = row else {
+        return Ok(None);
+    };
+    if let Some(detail) = corrupt {
+        return Err(Error::Corrupt {
+            id: id.into(),
+            detail,
+        });
+    }
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    if chunk_count > 0 {
+        let mut st =
+            c.prepare_cached("SELECT bytes FROM record_chunks WHERE id = ?1 ORDER BY n")?;
+        let rows = st.query_map([id], |r| r.get(0))?;
+        for r in rows {
+            chunks.push(r?);
+        }
+    }
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    let doc = RecordDoc::load(&full, &refs).map_err(|e| Error::Corrupt {
+        id: id.into(),
+        detail: e.to_string(),
+    })?;
+    doc.read().map_err(|e| Error::Corrupt {
+        id: id.into(),
+        detail: e.to_string(),
+    })?;
+    Ok(Some(doc))
+}
+
+fn insert_doc(tx: &Transaction<'_>, rec: &Record, d: &mut RecordDoc) -> Result<()> {
+    let heads = heads_to_bytes(&d.heads());
+    tx.execute(
+        "INSERT INTO records (id, kind, grid, doc, heads, local_rev, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+        params![
+            rec.id(),
+            rec.kind().as_str(),
+            rec.grid(),
+            d.save(),
+            heads,
+            now_ms()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes what changed in a document since `old_heads`: an incremental chunk, compacting
+/// into one save every [`COMPACT_AFTER_CHUNKS`]. `local` marks a local edit to push.
+pub(crate) fn persist_doc(
+    tx: &Transaction<'_>,
+    id: &str,
+    d: &mut RecordDoc,
+    old_heads: &[automerge::ChangeHash],
+    local: bool,
+) -> Result<()> {
+    let rec = d.read()?;
+    let heads = heads_to_bytes(&d.heads());
+    let chunk_count: i64 =
+        tx.query_row("SELECT chunk_count FROM records WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })?;
+    if chunk_count + 1 >= COMPACT_AFTER_CHUNKS {
+        tx.execute("DELETE FROM record_chunks WHERE id = ?1", [id])?;
+        tx.execute(
+            "UPDATE records SET doc = ?2, chunk_count = 0 WHERE id = ?1",
+            params![id, d.save()],
+        )?;
+    } else {
+        let chunk = d.save_after(old_heads);
+        tx.execute(
+            "INSERT INTO record_chunks (id, n, bytes) VALUES (?1, ?2, ?3)",
+            params![id, chunk_count, chunk],
+        )?;
+        tx.execute(
+            "UPDATE records SET chunk_count = ?2 WHERE id = ?1",
+            params![id, chunk_count + 1],
+        )?;
+    }
+    tx.execute(
+        "UPDATE records SET heads = ?2, grid = ?3, updated_at_ms = ?4,
+             local_rev = local_rev + ?5 WHERE id = ?1",
+        params![id, heads, rec.grid(), now_ms(), i64::from(local)],
+    )?;
+    Ok(())
+}
+
+/// Refreshes the query tables for a record.
+pub(crate) fn materialize(tx: &Transaction<'_>, rec: &Record) -> Result<()> {
+    match rec {
+        Record::Producer(p) => {
+            tx.execute(
+                "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, last_visit_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                         (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1), ?10)
+                 ON CONFLICT(id) DO UPDATE SET grid = ?2, name = ?3, owner = ?4, phone = ?5,
+                     producer_type = ?6, status = ?7, review_state = ?8, risk = ?9, updated_at_ms = ?10",
+                params![
+                    p.id,
+                    p.grid,
+                    p.name,
+                    p.owner,
+                    p.phone,
+                    p.producer_type.as_str(),
+                    serde_plain(&p.status),
+                    p.effective_review_state().as_str(),
+                    serde_plain(&p.risk),
+                    p.updated_at_ms
+                ],
+            )?;
+        }
+        Record::Visit(v) => {
+            let (open, deadline, notice) = match &v.rectification {
+                Some(r) => (
+                    v.rectification_open(),
+                    Some(r.deadline.clone()),
+                    Some(r.notice_number.clone()),
+                ),
+                None => (false, None, None),
+            };
+            tx.execute(
+                "INSERT INTO visits (id, producer_id, grid, inspector, started_at_ms, status, rect_open, rect_deadline, rect_notice)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET producer_id = ?2, grid = ?3, inspector = ?4,
+                     started_at_ms = ?5, status = ?6, rect_open = ?7, rect_deadline = ?8, rect_notice = ?9",
+                params![
+                    v.id,
+                    v.producer_id,
+                    v.grid,
+                    v.inspector,
+                    v.started_at_ms,
+                    serde_plain(&v.status),
+                    open,
+                    deadline,
+                    notice
+                ],
+            )?;
+            tx.execute(
+                "UPDATE producers SET last_visit_ms = (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1) WHERE id = ?1",
+                [&v.producer_id],
+            )?;
+        }
+        Record::Template(t) => {
+            tx.execute(
+                "INSERT INTO templates (id, template_id, version, grid) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET template_id = ?2, version = ?3, grid = ?4",
+                params![t.id, t.template_id, t.version, t.grid],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The stable identifier of a unit-variant enum (its serde name).
+pub(crate) fn serde_plain<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Removes a record and its query rows.
+pub(crate) fn delete_record(tx: &Transaction<'_>, id: &str, kind: RecordKind) -> Result<()> {
+    tx.execute("DELETE FROM record_chunks WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM records WHERE id = ?1", [id])?;
+    match kind {
+        RecordKind::Producer => tx.execute("DELETE FROM producers WHERE id = ?1", [id])?,
+        RecordKind::Visit => tx.execute("DELETE FROM visits WHERE id = ?1", [id])?,
+        RecordKind::Template => tx.execute("DELETE FROM templates WHERE id = ?1", [id])?,
+    };
+    Ok(())
+}

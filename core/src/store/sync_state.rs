@@ -1,0 +1,579 @@
+//! Sync bookkeeping in the same database as the data: what to push, the cursors, applying
+//! pulled pages, rejected edits, and edits kept after a grid left the device.
+
+use std::collections::HashSet;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use super::{delete_record, load_doc, materialize, persist_doc, Store};
+use crate::doc::{heads_from_bytes, heads_to_bytes, load_received, RecordDoc};
+use crate::model::RecordKind;
+use crate::sync::protocol::{Cursor, PushOutcome, PushResult, Reference, SyncResponse};
+use crate::{now_ms, Error, Result};
+
+/// The device's link to its server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerLink {
+    /// Base URL of the server.
+    pub url: String,
+    /// Device id given at enrolment.
+    pub device_id: String,
+    /// Current device secret.
+    pub secret: String,
+    /// A rotated secret not yet confirmed by use.
+    pub pending_secret: Option<String>,
+    /// Server epoch last seen.
+    pub epoch: String,
+    /// Version of the reference data held.
+    pub reference_version: String,
+}
+
+/// Local changes of one record waiting to be pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPush {
+    /// Record id.
+    pub id: String,
+    /// Kind.
+    pub kind: RecordKind,
+    /// Local revision the push covers.
+    pub rev: i64,
+    /// Change chunks since the heads the server acknowledged.
+    pub changes: Vec<u8>,
+    /// Heads after these changes.
+    pub heads: Vec<automerge::ChangeHash>,
+}
+
+/// A record received in a pull page (alias of the wire type).
+pub type PulledRecord = crate::sync::protocol::PullRecord;
+
+/// An edit kept after its grid left the device (reassignment or revocation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptEdit {
+    /// Record id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// Grid it belonged to.
+    pub grid: String,
+    /// The record as JSON, for export.
+    pub record_json: String,
+    /// Why it was kept.
+    pub reason: String,
+    /// When, milliseconds since the Unix epoch.
+    pub kept_at_ms: i64,
+}
+
+/// A local edit the server refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedEdit {
+    /// Record id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// Machine-readable code.
+    pub code: String,
+    /// Reason given by the server.
+    pub reason: String,
+}
+
+/// What applying a page did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// Records created or updated.
+    pub applied: usize,
+    /// Records that need their whole document (gap in history).
+    pub need_full: Vec<String>,
+    /// Records removed because their grid left the device.
+    pub removed: usize,
+    /// Of those, records with unsynced edits kept for export.
+    pub kept: usize,
+}
+
+const LINK_KEY: &str = "server_link";
+
+impl Store {
+    /// The server link, if enrolled.
+    pub fn server_link(&self) -> Result<Option<ServerLink>> {
+        self.read(|c| match super::get_meta(c, LINK_KEY)? {
+            Some(s) => {
+                Ok(Some(serde_json::from_str(&s).map_err(|e| {
+                    Error::Document(format!("server link: {e}"))
+                })?))
+            }
+            None => Ok(None),
+        })
+    }
+
+    /// Saves the server link.
+    pub fn set_server_link(&self, link: &ServerLink) -> Result<()> {
+        let s = serde_json::to_string(link).map_err(|e| Error::Document(e.to_string()))?;
+        self.write(|tx| super::set_meta(tx, LINK_KEY, &s))
+    }
+
+    /// The device's cursors.
+    pub fn cursors(&self) -> Result<Vec<Cursor>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT grid, seq FROM sync_cursors ORDER BY grid")?;
+            let rows = st.query_map([], |r| {
+                Ok(Cursor {
+                    grid: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Up to `limit` records with local changes to push (rejected ones wait for a new edit),
+    /// skipping ids in `skip` (already pushed in this sync run).
+    pub fn pending_pushes(&self, limit: usize, skip: &HashSet<String>) -> Result<Vec<PendingPush>> {
+        let rows: Vec<(String, String, i64, Vec<u8>)> = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, kind, local_rev, server_heads FROM records
+                 WHERE local_rev > acked_rev AND corrupt IS NULL
+                   AND (rejected_rev IS NULL OR local_rev > rejected_rev)
+                 ORDER BY updated_at_ms, id",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let mut out = Vec::new();
+            for r in rows {
+                let r = r?;
+                if !skip.contains(&r.0) {
+                    out.push(r);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, kind, rev, server_heads) in rows {
+            let mut doc = match self.read(|c| load_doc(c, &id)) {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(Error::Corrupt { id, detail }) => {
+                    self.set_aside(&id, &detail)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let server_heads = heads_from_bytes(&server_heads)?;
+            let server_heads = if doc.has_heads(&server_heads) {
+                server_heads
+            } else {
+                Vec::new()
+            };
+            out.push(PendingPush {
+                kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer),
+                changes: doc.save_after(&server_heads),
+                heads: doc.heads(),
+                id,
+                rev,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records the server's answers for a push. Returns (accepted, rejected).
+    pub fn apply_push_results(
+        &self,
+        pushed: &[PendingPush],
+        results: &[PushResult],
+    ) -> Result<(usize, usize)> {
+        self.write(|tx| {
+            let (mut ok, mut bad) = (0, 0);
+            for r in results {
+                let Some(p) = pushed.iter().find(|p| p.id == r.id) else { continue };
+                match &r.outcome {
+                    PushOutcome::Accepted => {
+                        ok += 1;
+                        tx.execute(
+                            "UPDATE records SET acked_rev = MAX(acked_rev, ?2), server_heads = ?3,
+                                 rejected_rev = NULL, rejected_code = NULL, rejected_reason = NULL
+                             WHERE id = ?1",
+                            params![p.id, p.rev, heads_to_bytes(&p.heads)],
+                        )?;
+                    }
+                    PushOutcome::Rejected { code, reason } => {
+                        bad += 1;
+                        if *code == crate::sync::protocol::RejectCode::MissingDeps {
+                            // The server lacks earlier changes: send everything next time.
+                            tx.execute("UPDATE records SET server_heads = x'' WHERE id = ?1", [&p.id])?;
+                            continue;
+                        }
+                        tx.execute(
+                            "UPDATE records SET rejected_rev = ?2, rejected_code = ?3, rejected_reason = ?4 WHERE id = ?1",
+                            params![p.id, p.rev, code.as_str(), reason],
+                        )?;
+                    }
+                }
+            }
+            Ok((ok, bad))
+        })
+    }
+
+    /// Applies one pull page and its cursors in one transaction.
+    pub fn apply_page(&self, resp: &SyncResponse) -> Result<PageOutcome> {
+        let out = self.write(|tx| {
+            let mut out = PageOutcome::default();
+            if let Some(reference) = &resp.reference {
+                apply_reference(tx, reference, &mut out)?;
+            }
+            let (readable, templates) = scope_sets(tx)?;
+            for rec in &resp.records {
+                let Some(kind) = RecordKind::from_tag(rec.kind) else {
+                    continue;
+                };
+                let allowed = readable.contains(&rec.grid)
+                    || (kind == RecordKind::Template && templates.contains(&rec.grid));
+                if !allowed {
+                    continue;
+                }
+                if apply_record(tx, rec, kind)? {
+                    out.applied += 1;
+                } else {
+                    out.need_full.push(rec.id.clone());
+                }
+            }
+            for d in &resp.departures {
+                if !readable.contains(&d.new_grid) {
+                    let row: Option<String> = tx
+                        .query_row(
+                            "SELECT kind FROM records WHERE id = ?1 AND grid = ?2",
+                            params![d.id, d.grid],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if let Some(kind) = row {
+                        remove_or_keep(
+                            tx,
+                            &d.id,
+                            &kind,
+                            "moved to a grid outside this device's scope",
+                            &mut out,
+                        )?;
+                    }
+                }
+            }
+            for c in &resp.cursors {
+                tx.execute(
+                    "UPDATE sync_cursors SET seq = MAX(seq, ?2) WHERE grid = ?1",
+                    params![c.grid, c.seq as i64],
+                )?;
+            }
+            Ok(out)
+        })?;
+        if resp.reference.is_some() {
+            *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        Ok(out)
+    }
+
+    /// After the server's history changed (restored from backup): start every feed over
+    /// and mark every record to be pushed again; the server ignores what it already has.
+    pub fn reset_for_new_epoch(&self) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE sync_cursors SET seq = 0", [])?;
+            tx.execute(
+                "UPDATE records SET server_heads = x'', acked_rev = 0, local_rev = MAX(local_rev, 1)",
+                [],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Edits the server refused, with its reasons.
+    pub fn rejected_edits(&self) -> Result<Vec<RejectedEdit>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, kind, COALESCE(rejected_code, ''), COALESCE(rejected_reason, '') FROM records
+                 WHERE rejected_rev IS NOT NULL ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(RejectedEdit { id: r.get(0)?, kind: r.get(1)?, code: r.get(2)?, reason: r.get(3)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Drops a rejected edit: the record goes back to what the server last acknowledged
+    /// (a record the server never accepted is removed).
+    pub fn discard_rejected(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            let row: Option<(String, Vec<u8>, Option<i64>)> = tx
+                .query_row("SELECT kind, server_heads, rejected_rev FROM records WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let Some((kind, server_heads, Some(_))) = row else {
+                return Err(Error::NotFound { kind: "rejected edit", id: id.into() });
+            };
+            let kind = RecordKind::parse(&kind).unwrap_or(RecordKind::Producer);
+            let server_heads = heads_from_bytes(&server_heads)?;
+            if server_heads.is_empty() {
+                return delete_record(tx, id, kind);
+            }
+            let mut doc = load_doc(tx, id)?.ok_or_else(|| Error::NotFound { kind: "record", id: id.into() })?;
+            let mut reverted = doc.fork_at(&server_heads)?;
+            tx.execute("DELETE FROM record_chunks WHERE id = ?1", [id])?;
+            tx.execute(
+                "UPDATE records SET doc = ?2, chunk_count = 0, heads = ?3, local_rev = acked_rev,
+                     rejected_rev = NULL, rejected_code = NULL, rejected_reason = NULL WHERE id = ?1",
+                params![id, reverted.save(), heads_to_bytes(&server_heads)],
+            )?;
+            materialize(tx, &reverted.read()?)?;
+            Ok(())
+        })
+    }
+
+    /// Edits kept after their grid left the device.
+    pub fn kept_edits(&self) -> Result<Vec<KeptEdit>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id, kind, grid, doc, reason, kept_at_ms FROM kept_edits ORDER BY kept_at_ms, id")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, kind, grid, bytes, reason, kept_at_ms) = row?;
+                let record_json = RecordDoc::load(&bytes, &[])
+                    .and_then(|d| d.read())
+                    .map(|r| r.to_json().to_string())
+                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+                out.push(KeptEdit { id, kind, grid, record_json, reason, kept_at_ms });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Forgets a kept edit once the person has exported or dealt with it.
+    pub fn dismiss_kept_edit(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            if tx.execute("DELETE FROM kept_edits WHERE id = ?1", [id])? == 0 {
+                return Err(Error::NotFound {
+                    kind: "kept edit",
+                    id: id.into(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes everything that came from the server, keeping unsynced edits for export
+    /// (the device was revoked). Returns how many edits were kept.
+    pub fn wipe_after_revocation(&self, reason: &str) -> Result<usize> {
+        self.write(|tx| {
+            let mut out = PageOutcome::default();
+            let ids: Vec<(String, String)> = {
+                let mut st = tx.prepare("SELECT id, kind FROM records")?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            for (id, kind) in ids {
+                remove_or_keep(tx, &id, &kind, reason, &mut out)?;
+            }
+            tx.execute("DELETE FROM sync_cursors", [])?;
+            tx.execute("DELETE FROM people", [])?;
+            tx.execute("DELETE FROM meta WHERE key IN ('server_link', 'scope')", [])?;
+            Ok(out.kept)
+        })
+    }
+}
+
+fn scope_sets(tx: &Transaction<'_>) -> Result<(HashSet<String>, HashSet<String>)> {
+    let scope: Option<String> = super::get_meta(tx, "scope")?;
+    let (readable, templates): (Vec<String>, Vec<String>) = match scope {
+        Some(s) => serde_json::from_str(&s).map_err(|e| Error::Document(format!("scope: {e}")))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok((
+        readable.into_iter().collect(),
+        templates.into_iter().collect(),
+    ))
+}
+
+fn apply_reference(tx: &Transaction<'_>, r: &Reference, out: &mut PageOutcome) -> Result<()> {
+    for g in &r.grids {
+        tx.execute(
+            "INSERT INTO grids (code, name, level, kind, parent) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(code) DO UPDATE SET name = ?2, level = ?3, kind = ?4, parent = ?5",
+            params![g.code, g.name, g.level.as_str(), g.kind.as_str(), g.parent],
+        )?;
+    }
+    let keep: HashSet<&str> = r.grids.iter().map(|g| g.code.as_str()).collect();
+    let all: Vec<String> = {
+        let mut st = tx.prepare("SELECT code FROM grids")?;
+        let rows = st.query_map([], |row| row.get(0))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    for code in all {
+        if !keep.contains(code.as_str()) {
+            tx.execute("DELETE FROM grids WHERE code = ?1", [&code])?;
+        }
+    }
+    tx.execute("DELETE FROM people", [])?;
+    for p in &r.people {
+        tx.execute(
+            "INSERT OR REPLACE INTO people (id, name, phone, role, grids) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![p.id, p.name, p.phone, p.role.as_str(), serde_json::to_string(&p.grids).unwrap_or_default()],
+        )?;
+    }
+    let me = serde_json::to_string(&r.me).map_err(|e| Error::Document(e.to_string()))?;
+    super::set_meta(tx, "profile", &me)?;
+    let scope = serde_json::to_string(&(&r.readable, &r.template_grids))
+        .map_err(|e| Error::Document(e.to_string()))?;
+    super::set_meta(tx, "scope", &scope)?;
+    // Cursors: new grids start at zero, lost grids go away with their records.
+    let feeds: HashSet<&str> = r
+        .readable
+        .iter()
+        .chain(&r.template_grids)
+        .map(String::as_str)
+        .collect();
+    for g in &feeds {
+        tx.execute(
+            "INSERT OR IGNORE INTO sync_cursors (grid, seq) VALUES (?1, 0)",
+            [g],
+        )?;
+    }
+    let cursors: Vec<String> = {
+        let mut st = tx.prepare("SELECT grid FROM sync_cursors")?;
+        let rows = st.query_map([], |row| row.get(0))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    for g in cursors {
+        if !feeds.contains(g.as_str()) {
+            tx.execute("DELETE FROM sync_cursors WHERE grid = ?1", [&g])?;
+        }
+    }
+    let readable: HashSet<&str> = r.readable.iter().map(String::as_str).collect();
+    let templates: HashSet<&str> = r.template_grids.iter().map(String::as_str).collect();
+    let records: Vec<(String, String, String)> = {
+        let mut st = tx.prepare("SELECT id, kind, grid FROM records")?;
+        let rows = st.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    for (id, kind, grid) in records {
+        let ok = readable.contains(grid.as_str())
+            || (kind == "template" && templates.contains(grid.as_str()));
+        if !ok {
+            remove_or_keep(
+                tx,
+                &id,
+                &kind,
+                &format!("grid {grid} is no longer assigned to you"),
+                out,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a record; unsynced or rejected edits are first kept for export.
+fn remove_or_keep(
+    tx: &Transaction<'_>,
+    id: &str,
+    kind: &str,
+    reason: &str,
+    out: &mut PageOutcome,
+) -> Result<()> {
+    let row: Option<(String, bool)> = tx
+        .query_row(
+            "SELECT grid, local_rev > acked_rev OR rejected_rev IS NOT NULL FROM records WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((grid, dirty)) = row else {
+        return Ok(());
+    };
+    if dirty {
+        let bytes = match load_doc(tx, id) {
+            Ok(Some(mut d)) => d.save(),
+            _ => tx.query_row("SELECT doc FROM records WHERE id = ?1", [id], |r| r.get(0))?,
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO kept_edits (id, kind, grid, doc, reason, kept_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, kind, grid, bytes, reason, now_ms()],
+        )?;
+        out.kept += 1;
+    }
+    delete_record(
+        tx,
+        id,
+        RecordKind::parse(kind).unwrap_or(RecordKind::Producer),
+    )?;
+    out.removed += 1;
+    Ok(())
+}
+
+/// Applies one pulled record. Returns false when the device needs the whole document.
+fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> Result<bool> {
+    let server_heads: Vec<automerge::ChangeHash> = rec
+        .heads
+        .iter()
+        .map(|h| automerge::ChangeHash(*h))
+        .collect();
+    let existing = match load_doc(tx, &rec.id) {
+        Ok(d) => d,
+        Err(Error::Corrupt { .. }) if rec.full => {
+            // A full copy from the server replaces a document that failed to load.
+            delete_record(tx, &rec.id, kind)?;
+            None
+        }
+        Err(Error::Corrupt { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match existing {
+        Some(mut doc) => {
+            let old_heads = doc.heads();
+            if doc.apply(&rec.bytes).is_err() {
+                return Ok(false);
+            }
+            if !doc.missing_deps().is_empty() || !doc.has_heads(&server_heads) {
+                return Ok(false);
+            }
+            if doc.read().is_err() {
+                return Ok(false);
+            }
+            if doc.heads() != old_heads {
+                persist_doc(tx, &rec.id, &mut doc, &old_heads, false)?;
+            }
+            tx.execute(
+                "UPDATE records SET server_heads = ?2 WHERE id = ?1",
+                params![rec.id, heads_to_bytes(&server_heads)],
+            )?;
+            materialize(tx, &doc.read()?)?;
+        }
+        None => {
+            let mut doc = match load_received(&rec.bytes) {
+                Ok(d) => d,
+                Err(_) => return Ok(false),
+            };
+            if doc.kind() != kind || !doc.missing_deps().is_empty() {
+                return Ok(false);
+            }
+            let record = match doc.read() {
+                Ok(r) => r,
+                Err(_) => return Ok(false),
+            };
+            let heads = heads_to_bytes(&doc.heads());
+            tx.execute(
+                "INSERT INTO records (id, kind, grid, doc, heads, server_heads, local_rev, acked_rev, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
+                params![rec.id, kind.as_str(), record.grid(), doc.save(), heads, heads_to_bytes(&server_heads), now_ms()],
+            )?;
+            materialize(tx, &record)?;
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,314 @@
+//! The sync engine: push local changes, pull pages of the grid feeds, apply each page with
+//! its cursors in one transaction. No I/O of its own: it talks through a [`Transport`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{
+    self, EnrollRequest, EnrollResponse, PushRecord, RotateResponse, SyncRequest, SyncResponse,
+};
+use crate::model::Person;
+use crate::store::{ServerLink, Store};
+use crate::{Error, Result};
+
+/// Moves bytes to and from the server. Implementations own the network; errors from the
+/// server come back as [`Error::Server`] with its status and message.
+pub trait Transport: Send + Sync {
+    /// One sync round trip: POST the encoded request, return the encoded response.
+    fn sync(&self, auth: &str, body: Vec<u8>) -> Result<Vec<u8>>;
+    /// Exchanges an enrolment code for a device credential.
+    fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse>;
+    /// Asks for a new device secret.
+    fn rotate(&self, auth: &str) -> Result<RotateResponse>;
+}
+
+/// A flag another thread sets to stop a running sync between round trips.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// A new, unset flag.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Asks the sync to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Progress after each round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    /// Round trips so far.
+    pub round_trips: u32,
+    /// Records accepted by the server so far.
+    pub pushed: u32,
+    /// Records pulled and applied so far.
+    pub pulled: u32,
+    /// Whether more pages wait.
+    pub more: bool,
+}
+
+/// What a finished sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// HTTP round trips.
+    pub round_trips: u32,
+    /// Records whose changes the server accepted.
+    pub pushed: u32,
+    /// Records the server refused, with reasons.
+    pub rejected: Vec<(String, String)>,
+    /// Records pulled and applied.
+    pub pulled: u32,
+    /// Records removed because their grid left the device.
+    pub removed: u32,
+    /// Of those, records with unsynced edits kept for export.
+    pub kept: u32,
+    /// Request bytes sent (compressed).
+    pub bytes_up: u64,
+    /// Response bytes received (compressed).
+    pub bytes_down: u64,
+    /// Whether the server's history was found reset (restored from a backup).
+    pub epoch_reset: bool,
+}
+
+/// Drives sync for one store over one transport.
+pub struct SyncEngine<'a> {
+    store: &'a Store,
+    transport: &'a dyn Transport,
+    /// Records per pull page asked for.
+    pub page_limit: u32,
+    /// Records per push batch.
+    pub push_batch: usize,
+}
+
+impl std::fmt::Debug for SyncEngine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("page_limit", &self.page_limit)
+            .finish()
+    }
+}
+
+fn auth_header(device_id: &str, secret: &str) -> String {
+    format!("Bearer {device_id}.{secret}")
+}
+
+/// Enrols the store with a server using a one-time code; returns the person enrolled.
+pub fn enroll(
+    store: &Store,
+    transport: &dyn Transport,
+    url: &str,
+    code: &str,
+    device_name: &str,
+) -> Result<Person> {
+    if store.server_link()?.is_some() {
+        return Err(Error::Workflow("this device is already enrolled".into()));
+    }
+    let resp = transport.enroll(&EnrollRequest {
+        code: code.trim().to_string(),
+        device_name: device_name.to_string(),
+    })?;
+    store.set_profile(&resp.person)?;
+    store.set_server_link(&ServerLink {
+        url: url.to_string(),
+        device_id: resp.device_id,
+        secret: resp.secret,
+        pending_secret: None,
+        epoch: resp.epoch,
+        reference_version: String::new(),
+    })?;
+    Ok(resp.person)
+}
+
+impl<'a> SyncEngine<'a> {
+    /// An engine with default batch sizes.
+    pub fn new(store: &'a Store, transport: &'a dyn Transport) -> Self {
+        SyncEngine {
+            store,
+            transport,
+            page_limit: protocol::MAX_PAGE_RECORDS,
+            push_batch: protocol::MAX_PUSH_RECORDS,
+        }
+    }
+
+    /// Rotates the device secret. If the answer is lost the old secret keeps working.
+    pub fn rotate_credential(&self) -> Result<()> {
+        let mut link = self.link()?;
+        let resp = self
+            .transport
+            .rotate(&auth_header(&link.device_id, &link.secret))?;
+        link.pending_secret = Some(resp.secret);
+        self.store.set_server_link(&link)
+    }
+
+    fn link(&self) -> Result<ServerLink> {
+        self.store
+            .server_link()?
+            .ok_or_else(|| Error::NotEnrolled("enrol this device with a server first".into()))
+    }
+
+    /// Runs a whole sync: rounds of push and pull until nothing is left.
+    pub fn sync(
+        &self,
+        progress: &mut dyn FnMut(&SyncProgress),
+        cancel: &CancelFlag,
+    ) -> Result<SyncReport> {
+        let mut link = self.link()?;
+        let mut report = SyncReport::default();
+        let mut pushed_ids: HashSet<String> = HashSet::new();
+        let mut want_full: Vec<String> = Vec::new();
+        let mut full_asked: HashMap<String, u32> = HashMap::new();
+        let mut resets = 0;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let pending = self.store.pending_pushes(self.push_batch, &pushed_ids)?;
+            let req = SyncRequest {
+                epoch: link.epoch.clone(),
+                reference_version: link.reference_version.clone(),
+                push: pending
+                    .iter()
+                    .map(|p| PushRecord {
+                        id: p.id.clone(),
+                        kind: p.kind.tag(),
+                        changes: p.changes.clone(),
+                        heads: p.heads.iter().map(|h| h.0).collect(),
+                    })
+                    .collect(),
+                cursors: self.store.cursors()?,
+                want_full: std::mem::take(&mut want_full),
+                page_limit: self.page_limit,
+            };
+            let body = protocol::encode(&req)?;
+            report.bytes_up += body.len() as u64;
+            let answer = self.round_trip(&mut link, body)?;
+            report.round_trips += 1;
+            report.bytes_down += answer.len() as u64;
+            let resp: SyncResponse = protocol::decode(&answer)?;
+            let epoch_changed = !link.epoch.is_empty() && resp.epoch != link.epoch;
+            if resp.reset || epoch_changed {
+                resets += 1;
+                if resets > 2 {
+                    return Err(Error::Protocol(
+                        "the server reset its history repeatedly".into(),
+                    ));
+                }
+                tracing::warn!(
+                    "server history reset (restored from a backup?): re-sending everything"
+                );
+                self.store.reset_for_new_epoch()?;
+                link.epoch = resp.epoch.clone();
+                link.reference_version.clear();
+                self.store.set_server_link(&link)?;
+                pushed_ids.clear();
+                report.epoch_reset = true;
+                continue;
+            }
+            let (ok, _) = self.store.apply_push_results(&pending, &resp.results)?;
+            report.pushed += ok as u32;
+            for r in &resp.results {
+                if let protocol::PushOutcome::Rejected { code, reason } = &r.outcome {
+                    if *code != protocol::RejectCode::MissingDeps {
+                        report.rejected.push((r.id.clone(), reason.clone()));
+                        pushed_ids.insert(r.id.clone());
+                    }
+                } else {
+                    pushed_ids.insert(r.id.clone());
+                }
+            }
+            let outcome = self.store.apply_page(&resp)?;
+            report.pulled += outcome.applied as u32;
+            report.removed += outcome.removed as u32;
+            report.kept += outcome.kept as u32;
+            for id in outcome.need_full {
+                let n = full_asked.entry(id.clone()).or_insert(0);
+                *n += 1;
+                if *n <= 2 {
+                    want_full.push(id);
+                }
+            }
+            let mut link_changed = false;
+            if let Some(r) = &resp.reference {
+                link.reference_version = r.version.clone();
+                link_changed = true;
+            }
+            if link.epoch.is_empty() {
+                link.epoch = resp.epoch.clone();
+                link_changed = true;
+            }
+            if link_changed {
+                self.store.set_server_link(&link)?;
+            }
+            progress(&SyncProgress {
+                round_trips: report.round_trips,
+                pushed: report.pushed,
+                pulled: report.pulled,
+                more: resp.more,
+            });
+            let more_to_push = !self.store.pending_pushes(1, &pushed_ids)?.is_empty();
+            if !resp.more && !more_to_push && want_full.is_empty() {
+                return Ok(report);
+            }
+            if report.round_trips > 100_000 {
+                return Err(Error::Protocol(
+                    "sync did not finish after 100,000 round trips".into(),
+                ));
+            }
+        }
+    }
+
+    /// One request with the current credential, handling rotation and revocation.
+    fn round_trip(&self, link: &mut ServerLink, body: Vec<u8>) -> Result<Vec<u8>> {
+        if let Some(pending) = link.pending_secret.clone() {
+            match self
+                .transport
+                .sync(&auth_header(&link.device_id, &pending), body.clone())
+            {
+                Ok(answer) => {
+                    // The server has now switched to the new secret.
+                    link.secret = pending;
+                    link.pending_secret = None;
+                    self.store.set_server_link(link)?;
+                    return Ok(answer);
+                }
+                Err(Error::Server { status: 401, .. }) => {
+                    link.pending_secret = None;
+                    self.store.set_server_link(link)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match self
+            .transport
+            .sync(&auth_header(&link.device_id, &link.secret), body)
+        {
+            Err(Error::Server {
+                status: 401,
+                message,
+            }) if message.contains("revoked") => {
+                let kept = self
+                    .store
+                    .wipe_after_revocation(&format!("device revoked: {message}"))?;
+                tracing::warn!(
+                    kept,
+                    "device revoked; server data removed, unsynced edits kept"
+                );
+                Err(Error::Server {
+                    status: 401,
+                    message,
+                })
+            }
+            other => other,
+        }
+    }
+}

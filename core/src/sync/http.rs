@@ -1,0 +1,124 @@
+//! HTTP transport on reqwest (rustls): timeouts, and retries with backoff on network errors.
+
+use std::time::Duration;
+
+use super::engine::Transport;
+use super::protocol::{
+    EnrollRequest, EnrollResponse, ErrorBody, RotateResponse, CONTENT_TYPE, PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+};
+use crate::{Error, Result};
+
+/// Talks to a gridsync server over HTTP(S).
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    base: String,
+    client: reqwest::blocking::Client,
+    /// Attempts per request on network errors (not on answers from the server).
+    pub attempts: u32,
+    /// First backoff delay; doubled after each failed attempt.
+    pub backoff: Duration,
+}
+
+impl HttpTransport {
+    /// A transport for the server at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base_url: &str) -> Result<Self> {
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .user_agent(concat!("gridsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        Ok(HttpTransport {
+            base: base_url.trim_end_matches('/').to_string(),
+            client,
+            attempts: 4,
+            backoff: Duration::from_millis(250),
+        })
+    }
+
+    fn send(&self, build: impl Fn() -> reqwest::blocking::RequestBuilder) -> Result<Vec<u8>> {
+        let mut delay = self.backoff;
+        let mut last = String::new();
+        for attempt in 0..self.attempts.max(1) {
+            if attempt > 0 {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            match build().send() {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.bytes().map_err(|e| Error::Transport(e.to_string()));
+                    let body = match body {
+                        Ok(b) => b,
+                        Err(e) => {
+                            last = e.to_string();
+                            continue;
+                        }
+                    };
+                    if status.is_success() {
+                        return Ok(body.to_vec());
+                    }
+                    let message = serde_json::from_slice::<ErrorBody>(&body)
+                        .map(|e| format!("{}: {}", e.error, e.message))
+                        .unwrap_or_else(|_| {
+                            String::from_utf8_lossy(&body).chars().take(300).collect()
+                        });
+                    if status.is_server_error() && status.as_u16() != 501 {
+                        last = format!("{status}: {message}");
+                        continue;
+                    }
+                    return Err(Error::Server {
+                        status: status.as_u16(),
+                        message,
+                    });
+                }
+                Err(e) => {
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(Error::Transport(format!(
+            "gave up after {} attempts: {last}",
+            self.attempts
+        )))
+    }
+}
+
+impl Transport for HttpTransport {
+    fn sync(&self, auth: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        let url = format!("{}/v1/sync", self.base);
+        self.send(|| {
+            self.client
+                .post(&url)
+                .header("authorization", auth)
+                .header("content-type", CONTENT_TYPE)
+                .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                .body(body.clone())
+        })
+    }
+
+    fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse> {
+        let url = format!("{}/v1/enroll", self.base);
+        let body = serde_json::to_vec(req).map_err(|e| Error::Protocol(e.to_string()))?;
+        let answer = self.send(|| {
+            self.client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                .body(body.clone())
+        })?;
+        serde_json::from_slice(&answer).map_err(|e| Error::Protocol(format!("enrol answer: {e}")))
+    }
+
+    fn rotate(&self, auth: &str) -> Result<RotateResponse> {
+        let url = format!("{}/v1/device/rotate", self.base);
+        let answer = self.send(|| {
+            self.client
+                .post(&url)
+                .header("authorization", auth)
+                .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+        })?;
+        serde_json::from_slice(&answer).map_err(|e| Error::Protocol(format!("rotate answer: {e}")))
+    }
+}

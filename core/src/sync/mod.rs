@@ -1,0 +1,13 @@
+//! Sync: the versioned wire protocol, the engine that drives it, and transports.
+//!
+//! The engine does no I/O of its own: it talks to a [`Transport`], which the HTTP
+//! transport (feature `http`) implements with reqwest.
+
+mod engine;
+#[cfg(feature = "http")]
+mod http;
+pub mod protocol;
+
+pub use engine::{enroll, CancelFlag, SyncEngine, SyncProgress, SyncReport, Transport};
+#[cfg(feature = "http")]
+pub use http::HttpTransport;

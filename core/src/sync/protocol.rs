@@ -1,0 +1,388 @@
+//! The gridsync wire protocol, version 1 (see `docs/protocol.md`).
+//!
+//! Sync bodies are `gzip(postcard(message))`; enrolment and device calls are JSON.
+//! Every size is bounded before anything is allocated.
+
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{GridNode, Person};
+use crate::{Error, Result};
+
+/// The protocol version this build speaks (header `x-gridsync-protocol`).
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Header that carries the protocol version.
+pub const PROTOCOL_HEADER: &str = "x-gridsync-protocol";
+/// Media type of sync bodies.
+pub const CONTENT_TYPE: &str = "application/x-gridsync";
+/// Largest compressed request or response body.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Largest body once decompressed.
+pub const MAX_DECODED_BYTES: usize = 32 * 1024 * 1024;
+/// Most records in one push batch.
+pub const MAX_PUSH_RECORDS: usize = 500;
+/// Largest change payload of one pushed record.
+pub const MAX_RECORD_CHANGE_BYTES: usize = 1024 * 1024;
+/// Most records in one pull page.
+pub const MAX_PAGE_RECORDS: u32 = 2000;
+/// Soft limit of document bytes in one pull page.
+pub const PAGE_BYTE_BUDGET: usize = 4 * 1024 * 1024;
+/// Most cursors in one request.
+pub const MAX_CURSORS: usize = 5000;
+/// Largest grid code or record id on the wire.
+pub const MAX_ID_LEN: usize = 64;
+
+/// A device's position in one grid's feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Grid code.
+    pub grid: String,
+    /// Last sequence applied.
+    pub seq: u64,
+}
+
+/// Local changes of one record that the server has not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRecord {
+    /// Record id.
+    pub id: String,
+    /// Record kind tag ([`crate::model::RecordKind::tag`]).
+    pub kind: u8,
+    /// Automerge change chunks not reachable from what the server acknowledged.
+    #[serde(with = "serde_bytes_compat")]
+    pub changes: Vec<u8>,
+    /// The device's heads after these changes (identify them, and become the acked heads).
+    pub heads: Vec<[u8; 32]>,
+}
+
+/// Why a pushed record was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectCode {
+    /// The result failed validation.
+    Invalid,
+    /// The person may not make this change.
+    Forbidden,
+    /// The workflow does not allow the change.
+    Workflow,
+    /// The changes depend on changes the server does not have: re-send everything.
+    MissingDeps,
+    /// The bytes are not a valid record document.
+    BadDocument,
+    /// The record is larger than the limits.
+    TooLarge,
+}
+
+impl RejectCode {
+    /// Stable identifier.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::Invalid => "invalid",
+            RejectCode::Forbidden => "forbidden",
+            RejectCode::Workflow => "workflow",
+            RejectCode::MissingDeps => "missing_deps",
+            RejectCode::BadDocument => "bad_document",
+            RejectCode::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The server's answer for one pushed record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushOutcome {
+    /// Stored durably (or already there).
+    Accepted,
+    /// Refused; nothing was stored.
+    Rejected {
+        /// Machine-readable reason.
+        code: RejectCode,
+        /// Human-readable reason naming the field or rule.
+        reason: String,
+    },
+}
+
+/// Per-record result of a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushResult {
+    /// Record id.
+    pub id: String,
+    /// Outcome.
+    pub outcome: PushOutcome,
+}
+
+/// One record in a pull page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRecord {
+    /// Record id.
+    pub id: String,
+    /// Kind tag.
+    pub kind: u8,
+    /// Grid whose feed carries it.
+    pub grid: String,
+    /// Feed sequence of this entry.
+    pub seq: u64,
+    /// Whether `bytes` is a whole compact document rather than changes since the cursor.
+    pub full: bool,
+    /// The document or the change chunks.
+    #[serde(with = "serde_bytes_compat")]
+    pub bytes: Vec<u8>,
+    /// The server's heads for the record.
+    pub heads: Vec<[u8; 32]>,
+}
+
+/// A record that left a grid's feed (moved to another grid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Departure {
+    /// Record id.
+    pub id: String,
+    /// Grid it left.
+    pub grid: String,
+    /// Feed sequence of the departure.
+    pub seq: u64,
+    /// Grid it moved to.
+    pub new_grid: String,
+}
+
+/// The reference data a device needs: who it is, the grid tree around its scope, people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Version tag; the device sends it back and gets nothing while it still matches.
+    pub version: String,
+    /// The person the device belongs to.
+    pub me: Person,
+    /// Grid nodes in scope and their ancestors.
+    pub grids: Vec<GridNode>,
+    /// Grids whose records the device may hold (its scope).
+    pub readable: Vec<String>,
+    /// Ancestor grids whose checklist templates the device may hold.
+    pub template_grids: Vec<String>,
+    /// People of the grids in scope (for grid charts).
+    pub people: Vec<Person>,
+}
+
+/// One sync round trip: push, then pull a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Server epoch the device last saw (empty if none).
+    pub epoch: String,
+    /// Version of the reference data the device holds (empty if none).
+    pub reference_version: String,
+    /// Local changes to push (at most [`MAX_PUSH_RECORDS`]).
+    pub push: Vec<PushRecord>,
+    /// The device's cursors.
+    pub cursors: Vec<Cursor>,
+    /// Records whose whole document the device needs (a gap in its history).
+    pub want_full: Vec<String>,
+    /// Most records the device wants in this page.
+    pub page_limit: u32,
+}
+
+/// The server's answer to a [`SyncRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// The server's epoch.
+    pub epoch: String,
+    /// The device's cursors cannot belong to this server's history (restored from an older
+    /// backup): reset cursors and re-send everything.
+    pub reset: bool,
+    /// Per-record push results, in request order.
+    pub results: Vec<PushResult>,
+    /// Records of the page, in feed order per grid.
+    pub records: Vec<PullRecord>,
+    /// Records that left a grid.
+    pub departures: Vec<Departure>,
+    /// Cursors after this page (only those that moved).
+    pub cursors: Vec<Cursor>,
+    /// Whether more pages wait.
+    pub more: bool,
+    /// New reference data, when the device's version is stale.
+    pub reference: Option<Reference>,
+}
+
+/// Enrolment request (JSON): a one-time code for a device credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The one-time code.
+    pub code: String,
+    /// A name for the device (e.g. the phone model).
+    pub device_name: String,
+}
+
+/// Enrolment answer (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// Device id.
+    pub device_id: String,
+    /// Device secret; the server keeps only its hash.
+    pub secret: String,
+    /// The person enrolled.
+    pub person: Person,
+    /// The server's epoch.
+    pub epoch: String,
+}
+
+/// Credential rotation answer (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateResponse {
+    /// The new secret; the old one keeps working until the new one is first used.
+    pub secret: String,
+}
+
+/// Error body (JSON) of every non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub error: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// Encodes a message as `gzip(postcard(msg))`.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
+    let raw = postcard::to_allocvec(msg).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    std::io::Write::write_all(&mut gz, &raw).map_err(|e| Error::Protocol(e.to_string()))?;
+    gz.finish().map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// Decodes `gzip(postcard(msg))`, refusing bodies over the limits.
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::Protocol(format!(
+            "body of {} bytes exceeds {MAX_BODY_BYTES}",
+            body.len()
+        )));
+    }
+    let mut raw = Vec::new();
+    let gz = flate2::read::GzDecoder::new(body);
+    gz.take(MAX_DECODED_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::Protocol(format!("body is not valid gzip: {e}")))?;
+    if raw.len() > MAX_DECODED_BYTES {
+        return Err(Error::Protocol(format!(
+            "body decompresses to more than {MAX_DECODED_BYTES} bytes"
+        )));
+    }
+    postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
+}
+
+/// Checks the sizes and identifiers of a request before the server acts on it.
+pub fn check_request(req: &SyncRequest) -> std::result::Result<(), String> {
+    if req.push.len() > MAX_PUSH_RECORDS {
+        return Err(format!(
+            "{} records pushed, at most {MAX_PUSH_RECORDS} per request",
+            req.push.len()
+        ));
+    }
+    if req.cursors.len() > MAX_CURSORS {
+        return Err(format!(
+            "{} cursors, at most {MAX_CURSORS}",
+            req.cursors.len()
+        ));
+    }
+    if req.want_full.len() > MAX_PAGE_RECORDS as usize {
+        return Err(format!(
+            "want_full lists {} ids, at most {MAX_PAGE_RECORDS}",
+            req.want_full.len()
+        ));
+    }
+    for p in &req.push {
+        if p.id.is_empty() || p.id.len() > MAX_ID_LEN {
+            return Err("a pushed record id is empty or too long".into());
+        }
+        if p.changes.len() > MAX_RECORD_CHANGE_BYTES {
+            return Err(format!(
+                "record {} carries {} bytes of changes, at most {MAX_RECORD_CHANGE_BYTES}",
+                p.id,
+                p.changes.len()
+            ));
+        }
+        if p.heads.is_empty() || p.heads.len() > 64 {
+            return Err(format!("record {} has {} heads", p.id, p.heads.len()));
+        }
+    }
+    for c in &req.cursors {
+        if c.grid.is_empty() || c.grid.len() > MAX_ID_LEN {
+            return Err("a cursor grid code is empty or too long".into());
+        }
+    }
+    Ok(())
+}
+
+/// Serializes byte vectors as one length-prefixed run (postcard's native `bytes`).
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_layout_is_pinned() {
+        // Pins the postcard layout of version 1: changing it needs a new protocol version.
+        let req = SyncRequest {
+            epoch: "e1".into(),
+            reference_version: String::new(),
+            push: vec![PushRecord {
+                id: "r".into(),
+                kind: 1,
+                changes: vec![7, 8],
+                heads: vec![[1; 32]],
+            }],
+            cursors: vec![Cursor {
+                grid: "g".into(),
+                seq: 300,
+            }],
+            want_full: vec![],
+            page_limit: 2000,
+        };
+        let raw = postcard::to_allocvec(&req).unwrap();
+        let mut expected = vec![2, b'e', b'1', 0, 1, 1, b'r', 1, 2, 7, 8, 1];
+        expected.extend([1u8; 32]);
+        expected.extend([1, 1, b'g', 0xac, 0x02, 0, 0xd0, 0x0f]);
+        assert_eq!(raw, expected);
+        let back: SyncRequest = decode(&encode(&req).unwrap()).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn decode_refuses_garbage_and_bombs() {
+        assert!(matches!(
+            decode::<SyncRequest>(b"not gzip"),
+            Err(Error::Protocol(_))
+        ));
+        // 40 MB of zeros compresses to a few kB but must not be inflated past the limit.
+        let zeros = vec![0u8; MAX_DECODED_BYTES + 1024];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &zeros).unwrap();
+        let bomb = gz.finish().unwrap();
+        let e = decode::<SyncRequest>(&bomb).unwrap_err();
+        assert!(e.to_string().contains("decompresses"), "{e}");
+        // A declared length far beyond the body is refused without allocating it.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &[0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap();
+        assert!(decode::<SyncRequest>(&gz.finish().unwrap()).is_err());
+    }
+}
