@@ -18,6 +18,10 @@ use crate::{Error, Result};
 
 const SCHEMA_KEY: &str = "_schema";
 const KIND_KEY: &str = "_kind";
+/// Top-level fields that say when the record was last edited. Every edit writes them, so
+/// concurrent edits always collide there: a merge reads the latest value and does not
+/// report a conflict (it would hide the real ones and could go back in time).
+const EDIT_TIME_KEYS: &[&str] = &["updated_at_ms"];
 
 /// Two or more values written concurrently to the same field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -501,9 +505,18 @@ fn read_map(doc: &AutoCommit, obj: &ObjId, path: &str, c: &mut Vec<Conflict>) ->
         let Some((winner, wid)) = doc.get(obj, k.as_str())? else {
             continue;
         };
-        let wv = read_value(doc, &winner, &wid, &p, c)?;
+        let mut wv = read_value(doc, &winner, &wid, &p, c)?;
         let all = doc.get_all(obj, k.as_str())?;
-        if all.len() > 1 {
+        if path.is_empty() && EDIT_TIME_KEYS.contains(&k.as_str()) {
+            for (v, _) in &all {
+                if let AmValue::Scalar(s) = v {
+                    let x = from_scalar(s);
+                    if x.as_i64().unwrap_or(i64::MIN) > wv.as_i64().unwrap_or(i64::MIN) {
+                        wv = x;
+                    }
+                }
+            }
+        } else if all.len() > 1 {
             let mut others = Vec::new();
             for (v, id) in &all {
                 if *id != wid {

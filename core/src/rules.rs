@@ -133,7 +133,9 @@ pub fn review_step_allowed(role: Role, from: ReviewState, to: ReviewState) -> bo
 }
 
 fn check_producer(actor: &Actor, before: Option<&Producer>, after: &Producer) -> Result<()> {
-    let from = before.map_or(ReviewState::Draft, |b| b.review.state);
+    // A review step starts from the state that holds for the fields (an approval that an
+    // edit merged after no longer counts), so nobody can re-approve by keeping a stale one.
+    let from = before.map_or(ReviewState::Draft, |b| b.effective_review_state());
     let to = after.review.state;
     if let Some(b) = before {
         if b.created_by != after.created_by || b.created_at_ms != after.created_at_ms {
@@ -146,13 +148,23 @@ fn check_producer(actor: &Actor, before: Option<&Producer>, after: &Producer) ->
         }
         // Editing an approved entry must send it back to review.
         let fields_changed = b.directory_fingerprint() != after.directory_fingerprint();
-        if fields_changed && b.review.state.is_approved() && to.is_approved() && to == from {
+        if fields_changed
+            && b.review.state.is_approved()
+            && to.is_approved()
+            && to == b.review.state
+        {
             return Err(Error::Workflow(
                 "a directory field of an approved entry changed without sending it back to review"
                     .into(),
             ));
         }
         if from.is_approved() && to == ReviewState::Submitted && fields_changed {
+            return Ok(());
+        }
+        if b.review.state == to
+            && b.review.approved_fingerprint == after.review.approved_fingerprint
+        {
+            // Not a review step: an edit that leaves the review as it was.
             return Ok(());
         }
     } else if actor.role == Role::Liaison

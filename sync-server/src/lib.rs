@@ -1,1 +1,27 @@
-//! The sync server library.
+//! The gridsync sync server: authoritative copy of every grid, per-grid feeds, and who may
+//! see and change what. `main.rs` is the command line; this library is what tests embed.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod dataset;
+pub mod demo;
+pub mod push;
+pub mod scope;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Serves the API on a bound listener until `shutdown` resolves; requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn storage::Storage>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = Arc::new(api::AppState::new(storage));
+    let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use automerge::ActorId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::doc::{heads_to_bytes, Conflict, HistoryEntry, RecordDoc};
+use crate::doc::{heads_from_bytes, heads_to_bytes, Conflict, HistoryEntry, RecordDoc};
 use crate::model::{
     default_template, Actor, ChecklistTemplate, GridKind, GridLevel, GridNode, Person, Producer,
     Record, RecordKind, ReviewAction, ReviewEvent, ReviewState, Role, Visit, VisitReview,
@@ -258,9 +258,11 @@ impl Store {
 
     /// Saves edits to a producer. Editing a directory field of an approved entry sends it
     /// back to review; editing a returned entry puts it back to draft.
-    pub fn update_producer(&self, p: Producer) -> Result<Producer> {
+    pub fn update_producer(&self, mut p: Producer) -> Result<Producer> {
         let actor = self.actor()?;
-        match self.put(&actor, Record::Producer(p), PutMode::Update, now_ms())? {
+        let now = now_ms();
+        p.updated_at_ms = now;
+        match self.put(&actor, Record::Producer(p), PutMode::Update, now)? {
             Record::Producer(p) => Ok(p),
             _ => Err(Error::Document("unexpected record kind".into())),
         }
@@ -697,14 +699,14 @@ fn load_grids(c: &Connection) -> Result<Vec<GridNode>> {
 
 /// Loads a record's document (full save plus incremental chunks).
 pub(crate) fn load_doc(c: &Connection, id: &str) -> Result<Option<RecordDoc>> {
-    let row: Option<(Vec<u8>, i64, Option<String>)> = c
+    let row: Option<(Vec<u8>, i64, Option<String>, Vec<u8>)> = c
         .query_row(
-            "SELECT doc, chunk_count, corrupt FROM records WHERE id = ?1",
+            "SELECT doc, chunk_count, corrupt, heads FROM records WHERE id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let Some((full, chunk_count, corrupt)) = row else {
+    let Some((full, chunk_count, corrupt, stored_heads)) = row else {
         return Ok(None);
     };
     if let Some(detail) = corrupt {
@@ -723,10 +725,20 @@ pub(crate) fn load_doc(c: &Connection, id: &str) -> Result<Option<RecordDoc>> {
         }
     }
     let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-    let doc = RecordDoc::load(&full, &refs).map_err(|e| Error::Corrupt {
+    let mut doc = RecordDoc::load(&full, &refs).map_err(|e| Error::Corrupt {
         id: id.into(),
         detail: e.to_string(),
     })?;
+    // Automerge skips change chunks it cannot parse; the heads written with the last
+    // change tell whether everything stored was actually loaded.
+    let mut want = heads_from_bytes(&stored_heads).unwrap_or_default();
+    want.sort_unstable();
+    if want != doc.heads() {
+        return Err(Error::Corrupt {
+            id: id.into(),
+            detail: "stored changes are missing or damaged (heads do not match)".into(),
+        });
+    }
     doc.read().map_err(|e| Error::Corrupt {
         id: id.into(),
         detail: e.to_string(),

@@ -11,6 +11,7 @@ use crate::{Error, Result};
 const STEPS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_patrol_and_kept.sql"),
+    include_str!("migrations/0003_cursor_tokens.sql"),
 ];
 
 /// The schema version this build writes.

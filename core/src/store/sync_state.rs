@@ -114,12 +114,9 @@ impl Store {
     /// The device's cursors.
     pub fn cursors(&self) -> Result<Vec<Cursor>> {
         self.read(|c| {
-            let mut st = c.prepare_cached("SELECT grid, seq FROM sync_cursors ORDER BY grid")?;
+            let mut st = c.prepare_cached("SELECT grid, seq, token FROM sync_cursors ORDER BY grid")?;
             let rows = st.query_map([], |r| {
-                Ok(Cursor {
-                    grid: r.get(0)?,
-                    seq: r.get::<_, i64>(1)? as u64,
-                })
+                Ok(Cursor { grid: r.get(0)?, seq: r.get::<_, i64>(1)? as u64, token: r.get::<_, i64>(2)? as u64 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -259,8 +256,8 @@ impl Store {
             }
             for c in &resp.cursors {
                 tx.execute(
-                    "UPDATE sync_cursors SET seq = MAX(seq, ?2) WHERE grid = ?1",
-                    params![c.grid, c.seq as i64],
+                    "UPDATE sync_cursors SET seq = ?2, token = ?3 WHERE grid = ?1 AND seq < ?2",
+                    params![c.grid, c.seq as i64, c.token as i64],
                 )?;
             }
             Ok(out)
@@ -275,7 +272,7 @@ impl Store {
     /// and mark every record to be pushed again; the server ignores what it already has.
     pub fn reset_for_new_epoch(&self) -> Result<()> {
         self.write(|tx| {
-            tx.execute("UPDATE sync_cursors SET seq = 0", [])?;
+            tx.execute("UPDATE sync_cursors SET seq = 0, token = 0", [])?;
             tx.execute(
                 "UPDATE records SET server_heads = x'', acked_rev = 0, local_rev = MAX(local_rev, 1)",
                 [],
@@ -576,4 +573,15 @@ fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> R
         }
     }
     Ok(true)
+}
+
+impl Store {
+    /// Ids of every record on the device (sorted), for exports and checks.
+    pub fn record_ids(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id FROM records ORDER BY id")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
 }

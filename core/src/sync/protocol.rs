@@ -40,6 +40,9 @@ pub struct Cursor {
     pub grid: String,
     /// Last sequence applied.
     pub seq: u64,
+    /// Token of the feed entry at `seq` (0 at the start). A server whose entry at `seq`
+    /// has another token is not the history the device followed: it was restored.
+    pub token: u64,
 }
 
 /// Local changes of one record that the server has not acknowledged.
@@ -353,7 +356,7 @@ mod tests {
             }],
             cursors: vec![Cursor {
                 grid: "g".into(),
-                seq: 300,
+                seq: 300, token: 5,
             }],
             want_full: vec![],
             page_limit: 2000,
@@ -361,7 +364,7 @@ mod tests {
         let raw = postcard::to_allocvec(&req).unwrap();
         let mut expected = vec![2, b'e', b'1', 0, 1, 1, b'r', 1, 2, 7, 8, 1];
         expected.extend([1u8; 32]);
-        expected.extend([1, 1, b'g', 0xac, 0x02, 0, 0xd0, 0x0f]);
+        expected.extend([1, 1, b'g', 0xac, 0x02, 5, 0, 0xd0, 0x0f]);
         assert_eq!(raw, expected);
         let back: SyncRequest = decode(&encode(&req).unwrap()).unwrap();
         assert_eq!(back, req);

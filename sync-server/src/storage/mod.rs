@@ -1,0 +1,240 @@
+//! Storage backends of the server. Every backend implements [`Storage`]; one conformance
+//! suite (`tests/storage_conformance.rs`) runs against each of them.
+//!
+//! Calls are blocking: the HTTP layer runs them on tokio's blocking pool.
+
+pub mod sqlite;
+
+use gridsync_core::model::{GridNode, Person, RecordKind};
+use gridsync_core::sync::protocol::{Departure, PullRecord, PushResult};
+use serde::{Deserialize, Serialize};
+
+/// Errors of a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(String),
+    /// Input refused (names what is wrong).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such row.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Database(e.to_string())
+    }
+}
+
+/// Result of storage calls.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A stored record as the push logic needs it.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    /// Kind.
+    pub kind: RecordKind,
+    /// Current grid.
+    pub grid: String,
+    /// Compact Automerge document.
+    pub doc: Vec<u8>,
+}
+
+/// What the push logic decided for one record.
+#[derive(Debug, Clone)]
+pub enum PushDecision {
+    /// Store this: the merged document and the changes that were new to the server.
+    Store {
+        /// Kind.
+        kind: RecordKind,
+        /// Grid after the merge.
+        grid: String,
+        /// Compact merged document.
+        doc: Vec<u8>,
+        /// Heads of the merged document (32 bytes each).
+        heads: Vec<u8>,
+        /// Change chunks new to the server.
+        new_changes: Vec<u8>,
+        /// Audit action (`create` / `update`).
+        action: &'static str,
+    },
+    /// Nothing new (a retried or duplicated push).
+    Duplicate,
+    /// Refused; nothing is stored.
+    Reject(gridsync_core::sync::protocol::RejectCode, String),
+}
+
+/// Who pushed (for the audit trail).
+#[derive(Debug, Clone)]
+pub struct Author {
+    /// Person id.
+    pub person_id: String,
+    /// Device id.
+    pub device_id: Option<String>,
+}
+
+/// One feed a device reads: a grid, its cursor, and whether only templates are visible.
+#[derive(Debug, Clone)]
+pub struct FeedRead {
+    /// Grid code.
+    pub grid: String,
+    /// Cursor (last sequence the device applied).
+    pub after: u64,
+    /// Only checklist templates of this grid are visible (an ancestor grid).
+    pub templates_only: bool,
+}
+
+/// One pull page.
+#[derive(Debug, Clone, Default)]
+pub struct PullPage {
+    /// Records, in feed order per grid.
+    pub records: Vec<PullRecord>,
+    /// Departures.
+    pub departures: Vec<Departure>,
+    /// New cursors of the feeds that moved: grid, sequence, token of that entry.
+    pub cursors: Vec<(String, u64, u64)>,
+    /// Whether more waits.
+    pub more: bool,
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Device id.
+    pub id: String,
+    /// Person it belongs to.
+    pub person_id: String,
+    /// Name given at enrolment.
+    pub name: String,
+    /// SHA-256 of the current secret (hex).
+    pub secret_hash: String,
+    /// SHA-256 of a rotated secret not yet used.
+    pub pending_hash: Option<String>,
+    /// Enrolment time.
+    pub created_at_ms: i64,
+    /// Last request.
+    pub last_seen_ms: Option<i64>,
+    /// Revocation time.
+    pub revoked_at_ms: Option<i64>,
+    /// Why it was revoked.
+    pub revoked_reason: Option<String>,
+}
+
+/// A one-time enrolment code as stored (hash only).
+#[derive(Debug, Clone)]
+pub struct EnrolCode {
+    /// SHA-256 of the normalized code (hex).
+    pub code_hash: String,
+    /// Person it enrols.
+    pub person_id: String,
+    /// Who issued it.
+    pub created_by: String,
+    /// When.
+    pub created_at_ms: i64,
+    /// Expiry.
+    pub expires_at_ms: i64,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at_ms: i64,
+    /// Person.
+    pub person_id: String,
+    /// Device, if the action came from one.
+    pub device_id: Option<String>,
+    /// Record, if any.
+    pub record_id: Option<String>,
+    /// Record kind, if any.
+    pub kind: Option<String>,
+    /// Grid, if any.
+    pub grid: Option<String>,
+    /// What happened.
+    pub action: String,
+    /// Detail.
+    pub detail: String,
+}
+
+/// What to list from the audit trail.
+#[derive(Debug, Clone)]
+pub enum AuditFilter {
+    /// Changes of one record.
+    Record(String),
+    /// Actions of one person.
+    Person(String),
+    /// Changes in one grid.
+    Grid(String),
+    /// Everything (newest first, limited).
+    All,
+}
+
+/// The push processor: given the stored record (if any), decide what to store.
+pub type PushProcessor<'a> = dyn FnMut(Option<&StoredRecord>, &gridsync_core::sync::protocol::PushRecord) -> PushDecision + 'a;
+
+/// A storage backend.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The server epoch (changes when the data is restored from a backup).
+    fn epoch(&self) -> StorageResult<String>;
+    /// Sets a new epoch.
+    fn rotate_epoch(&self) -> StorageResult<String>;
+    /// A counter that changes whenever grids or people change (reference data cache key).
+    fn reference_generation(&self) -> StorageResult<i64>;
+
+    /// Every grid node.
+    fn grids(&self) -> StorageResult<Vec<GridNode>>;
+    /// Inserts or replaces grid nodes, all or none.
+    fn import_grids(&self, nodes: &[GridNode]) -> StorageResult<()>;
+    /// Inserts or replaces a person.
+    fn upsert_person(&self, p: &Person) -> StorageResult<()>;
+    /// A person by id (inactive people are returned with `None`).
+    fn person(&self, id: &str) -> StorageResult<Option<Person>>;
+    /// Every active person.
+    fn people(&self) -> StorageResult<Vec<Person>>;
+
+    /// Stores an enrolment code (hash only).
+    fn insert_code(&self, code: &EnrolCode) -> StorageResult<()>;
+    /// Redeems a code once: if it exists, is unused and unexpired, marks it used and
+    /// registers `device` for its person, atomically. Returns the person id.
+    fn redeem_code(&self, code_hash: &str, now_ms: i64, device: &Device) -> StorageResult<Option<String>>;
+    /// A device by id.
+    fn device(&self, id: &str) -> StorageResult<Option<Device>>;
+    /// Every device.
+    fn devices(&self) -> StorageResult<Vec<Device>>;
+    /// Sets a pending secret hash (rotation).
+    fn set_pending_secret(&self, device_id: &str, hash: &str) -> StorageResult<()>;
+    /// Makes the pending secret current (first use after a rotation).
+    fn promote_pending_secret(&self, device_id: &str) -> StorageResult<()>;
+    /// Revokes a device.
+    fn revoke_device(&self, device_id: &str, reason: &str, now_ms: i64) -> StorageResult<()>;
+    /// Notes a request from a device.
+    fn touch_device(&self, device_id: &str, now_ms: i64) -> StorageResult<()>;
+
+    /// A stored record.
+    fn record(&self, id: &str) -> StorageResult<Option<StoredRecord>>;
+    /// Applies a batch of pushed records in one transaction; `process` decides each.
+    fn apply_push(
+        &self,
+        author: &Author,
+        records: &[gridsync_core::sync::protocol::PushRecord],
+        process: &mut PushProcessor<'_>,
+    ) -> StorageResult<Vec<PushResult>>;
+    /// Reads one page of the feeds.
+    fn pull(&self, feeds: &[FeedRead], limit: u32, byte_budget: usize) -> StorageResult<PullPage>;
+    /// Whole documents of records in `grids` by id (for devices with a gap).
+    fn full_records(&self, ids: &[String]) -> StorageResult<Vec<PullRecord>>;
+    /// The head sequence of a feed (0 if it never had an entry).
+    fn feed_head(&self, grid: &str) -> StorageResult<u64>;
+    /// Whether a device cursor names an entry of this server's history (seq 0 always does).
+    fn cursor_valid(&self, grid: &str, seq: u64, token: u64) -> StorageResult<bool>;
+
+    /// Writes an audit entry.
+    fn audit(&self, entry: &AuditEntry) -> StorageResult<()>;
+    /// Lists audit entries, oldest first, at most `limit`.
+    fn audit_list(&self, filter: &AuditFilter, limit: u32) -> StorageResult<Vec<AuditEntry>>;
+    /// Counts of records by kind (for status and tests).
+    fn record_counts(&self) -> StorageResult<Vec<(String, i64)>>;
+}

@@ -1,0 +1,620 @@
+//! The embedded SQLite backend: one file in the data directory, WAL, one writer connection
+//! and a small pool of readers. Sequences are taken inside the single write transaction, so
+//! they are committed in the order they are assigned and no cursor can skip an entry.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Role};
+use gridsync_core::sync::protocol::{Departure, PullRecord, PushRecord, PushResult, PushOutcome};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::*;
+
+const STEPS: &[&str] = &[include_str!("migrations/sqlite_0001.sql")];
+
+/// SQLite storage.
+#[derive(Debug)]
+pub struct SqliteStorage {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+fn open_conn(path: &Path) -> StorageResult<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(30))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    Ok(c)
+}
+
+fn now_ms() -> i64 {
+    gridsync_core::now_ms()
+}
+
+pub(crate) fn new_epoch() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+impl SqliteStorage {
+    /// Opens (creating and migrating) the database file.
+    pub fn open(path: impl AsRef<Path>) -> StorageResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut c = open_conn(&path)?;
+        {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if v > STEPS.len() as i64 {
+                return Err(StorageError::Invalid(format!(
+                    "database schema {v} is newer than this server ({})",
+                    STEPS.len()
+                )));
+            }
+            for step in &STEPS[v as usize..] {
+                tx.execute_batch(step)?;
+            }
+            tx.pragma_update(None, "user_version", STEPS.len() as i64)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO server_meta (key, value) VALUES ('epoch', ?1)",
+                [new_epoch()],
+            )?;
+            tx.execute("INSERT OR IGNORE INTO server_meta (key, value) VALUES ('ref_generation', '1')", [])?;
+            // A database written by `admin backup` gets a new epoch the first time it is served.
+            let restored: Option<String> = tx
+                .query_row("SELECT value FROM server_meta WHERE key = 'restored_backup'", [], |r| r.get(0))
+                .optional()?;
+            if restored.is_some() {
+                tx.execute("UPDATE server_meta SET value = ?1 WHERE key = 'epoch'", [new_epoch()])?;
+                tx.execute("DELETE FROM server_meta WHERE key = 'restored_backup'", [])?;
+            }
+            tx.commit()?;
+        }
+        Ok(SqliteStorage {
+            writer: Mutex::new(c),
+            readers: Mutex::new(Vec::new()),
+            path,
+        })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StorageResult<T>) -> StorageResult<T> {
+        let mut c = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> StorageResult<T>) -> StorageResult<T> {
+        let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match conn {
+            Some(c) => c,
+            None => open_conn(&self.path)?,
+        };
+        // Each read sees one consistent snapshot.
+        let out = {
+            let tx = conn.transaction()?;
+            let out = f(&tx);
+            tx.finish()?;
+            out
+        };
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Writes a consistent copy of the database to `dest`, marked so that the server
+    /// takes a new epoch when it first serves the copy.
+    pub fn backup_to(&self, dest: &Path) -> StorageResult<()> {
+        let dest_s = dest
+            .to_str()
+            .ok_or_else(|| StorageError::Invalid("backup path is not UTF-8".into()))?;
+        // VACUUM INTO takes its own read snapshot; it cannot run inside a transaction.
+        open_conn(&self.path)?.execute("VACUUM INTO ?1", [dest_s])?;
+        let copy = open_conn(dest)?;
+        copy.execute(
+            "INSERT OR REPLACE INTO server_meta (key, value) VALUES ('restored_backup', '1')",
+            [],
+        )?;
+        Ok(())
+    }
+}
+
+fn bump_generation(tx: &Transaction<'_>) -> StorageResult<()> {
+    tx.execute(
+        "UPDATE server_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'ref_generation'",
+        [],
+    )?;
+    Ok(())
+}
+
+fn next_seq(tx: &Transaction<'_>, grid: &str) -> StorageResult<u64> {
+    let seq: i64 = tx.query_row(
+        "INSERT INTO feed_heads (grid, seq) VALUES (?1, 1)
+         ON CONFLICT(grid) DO UPDATE SET seq = seq + 1 RETURNING seq",
+        [grid],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO feed_log (grid, seq, token) VALUES (?1, ?2, ?3)",
+        params![grid, seq, new_token()],
+    )?;
+    Ok(seq as u64)
+}
+
+/// A random positive 63-bit token (fits SQLite's and PostgreSQL's signed 64-bit integers).
+pub(crate) fn new_token() -> i64 {
+    use rand::RngCore;
+    (rand::rngs::OsRng.next_u64() >> 1) as i64 | 1
+}
+
+fn split_heads(b: &[u8]) -> Vec<[u8; 32]> {
+    b.chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect()
+}
+
+fn person_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Person> {
+    let role: String = r.get(3)?;
+    let grids: String = r.get(4)?;
+    Ok(Person {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        phone: r.get(2)?,
+        role: Role::parse(&role).unwrap_or(Role::Liaison),
+        grids: serde_json::from_str(&grids).unwrap_or_default(),
+    })
+}
+
+fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: r.get(0)?,
+        person_id: r.get(1)?,
+        name: r.get(2)?,
+        secret_hash: r.get(3)?,
+        pending_hash: r.get(4)?,
+        created_at_ms: r.get(5)?,
+        last_seen_ms: r.get(6)?,
+        revoked_at_ms: r.get(7)?,
+        revoked_reason: r.get(8)?,
+    })
+}
+
+const DEVICE_COLS: &str = "id, person_id, name, secret_hash, pending_hash, created_at_ms, last_seen_ms, revoked_at_ms, revoked_reason";
+
+fn insert_audit(tx: &Connection, e: &AuditEntry) -> StorageResult<()> {
+    tx.execute(
+        "INSERT INTO audit (at_ms, person_id, device_id, record_id, kind, grid, action, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![e.at_ms, e.person_id, e.device_id, e.record_id, e.kind, e.grid, e.action, e.detail],
+    )?;
+    Ok(())
+}
+
+impl Storage for SqliteStorage {
+    fn epoch(&self) -> StorageResult<String> {
+        self.read(|c| Ok(c.query_row("SELECT value FROM server_meta WHERE key = 'epoch'", [], |r| r.get(0))?))
+    }
+
+    fn rotate_epoch(&self) -> StorageResult<String> {
+        let e = new_epoch();
+        self.write(|tx| {
+            tx.execute("UPDATE server_meta SET value = ?1 WHERE key = 'epoch'", [&e])?;
+            Ok(())
+        })?;
+        Ok(e)
+    }
+
+    fn reference_generation(&self) -> StorageResult<i64> {
+        self.read(|c| {
+            let v: String = c.query_row("SELECT value FROM server_meta WHERE key = 'ref_generation'", [], |r| r.get(0))?;
+            Ok(v.parse().unwrap_or(0))
+        })
+    }
+
+    fn grids(&self) -> StorageResult<Vec<GridNode>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT code, name, level, kind, parent FROM grids ORDER BY code")?;
+            let rows = st.query_map([], |r| {
+                let level: String = r.get(2)?;
+                let kind: String = r.get(3)?;
+                Ok(GridNode {
+                    code: r.get(0)?,
+                    name: r.get(1)?,
+                    level: GridLevel::parse(&level).unwrap_or(GridLevel::Village),
+                    kind: GridKind::parse(&kind).unwrap_or(GridKind::Mixed),
+                    parent: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn import_grids(&self, nodes: &[GridNode]) -> StorageResult<()> {
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO grids (code, name, level, kind, parent) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(code) DO UPDATE SET name = ?2, level = ?3, kind = ?4, parent = ?5",
+            )?;
+            for n in nodes {
+                st.execute(params![n.code, n.name, n.level.as_str(), n.kind.as_str(), n.parent])?;
+            }
+            bump_generation(tx)
+        })
+    }
+
+    fn upsert_person(&self, p: &Person) -> StorageResult<()> {
+        let grids = serde_json::to_string(&p.grids).map_err(|e| StorageError::Invalid(e.to_string()))?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO people (id, name, phone, role, grids, active) VALUES (?1, ?2, ?3, ?4, ?5, 1)
+                 ON CONFLICT(id) DO UPDATE SET name = ?2, phone = ?3, role = ?4, grids = ?5, active = 1",
+                params![p.id, p.name, p.phone, p.role.as_str(), grids],
+            )?;
+            bump_generation(tx)
+        })
+    }
+
+    fn person(&self, id: &str) -> StorageResult<Option<Person>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT id, name, phone, role, grids FROM people WHERE id = ?1 AND active = 1",
+                [id],
+                person_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn people(&self) -> StorageResult<Vec<Person>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT id, name, phone, role, grids FROM people WHERE active = 1 ORDER BY id")?;
+            let rows = st.query_map([], person_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn insert_code(&self, code: &EnrolCode) -> StorageResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO enrol_codes (code_hash, person_id, created_by, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![code.code_hash, code.person_id, code.created_by, code.created_at_ms, code.expires_at_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn redeem_code(&self, code_hash: &str, now: i64, device: &Device) -> StorageResult<Option<String>> {
+        self.write(|tx| {
+            let person: Option<String> = tx
+                .query_row(
+                    "UPDATE enrol_codes SET used_at_ms = ?2
+                     WHERE code_hash = ?1 AND used_at_ms IS NULL AND expires_at_ms > ?2
+                     RETURNING person_id",
+                    params![code_hash, now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(person) = person else { return Ok(None) };
+            tx.execute(
+                &format!("INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, ?5, NULL, NULL, NULL)"),
+                params![device.id, person, device.name, device.secret_hash, now],
+            )?;
+            Ok(Some(person))
+        })
+    }
+
+    fn device(&self, id: &str) -> StorageResult<Option<Device>> {
+        self.read(|c| {
+            Ok(c.query_row(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"), [id], device_from_row)
+                .optional()?)
+        })
+    }
+
+    fn devices(&self) -> StorageResult<Vec<Device>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY created_at_ms, id"))?;
+            let rows = st.query_map([], device_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn set_pending_secret(&self, device_id: &str, hash: &str) -> StorageResult<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE devices SET pending_hash = ?2 WHERE id = ?1", params![device_id, hash])?;
+            Ok(())
+        })
+    }
+
+    fn promote_pending_secret(&self, device_id: &str) -> StorageResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE devices SET secret_hash = pending_hash, pending_hash = NULL WHERE id = ?1 AND pending_hash IS NOT NULL",
+                [device_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn revoke_device(&self, device_id: &str, reason: &str, now: i64) -> StorageResult<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE devices SET revoked_at_ms = ?2, revoked_reason = ?3 WHERE id = ?1 AND revoked_at_ms IS NULL",
+                params![device_id, now, reason],
+            )?;
+            if n == 0 {
+                return Err(StorageError::NotFound(format!("no active device {device_id}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn touch_device(&self, device_id: &str, now: i64) -> StorageResult<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1", params![device_id, now])?;
+            Ok(())
+        })
+    }
+
+    fn record(&self, id: &str) -> StorageResult<Option<StoredRecord>> {
+        self.read(|c| load_record(c, id))
+    }
+
+    fn apply_push(&self, author: &Author, records: &[PushRecord], process: &mut PushProcessor<'_>) -> StorageResult<Vec<PushResult>> {
+        self.write(|tx| {
+            let mut results = Vec::with_capacity(records.len());
+            for p in records {
+                let stored = load_record(tx, &p.id)?;
+                let outcome = match process(stored.as_ref(), p) {
+                    PushDecision::Duplicate => PushOutcome::Accepted,
+                    PushDecision::Reject(code, reason) => PushOutcome::Rejected { code, reason },
+                    PushDecision::Store { kind, grid, doc, heads, new_changes, action } => {
+                        let now = now_ms();
+                        let seq = next_seq(tx, &grid)?;
+                        let grid_since = match &stored {
+                            Some(s) if s.grid != grid => {
+                                let dep = next_seq(tx, &s.grid)?;
+                                tx.execute(
+                                    "INSERT INTO departures (grid, seq, record_id, new_grid) VALUES (?1, ?2, ?3, ?4)",
+                                    params![s.grid, dep as i64, p.id, grid],
+                                )?;
+                                seq
+                            }
+                            Some(_) => tx.query_row("SELECT grid_since FROM records WHERE id = ?1", [&p.id], |r| r.get::<_, i64>(0))? as u64,
+                            None => seq,
+                        };
+                        tx.execute(
+                            "INSERT INTO records (id, kind, grid, doc, heads, seq, grid_since, updated_at_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                             ON CONFLICT(id) DO UPDATE SET grid = ?3, doc = ?4, heads = ?5, seq = ?6, grid_since = ?7, updated_at_ms = ?8",
+                            params![p.id, kind.as_str(), grid, doc, heads, seq as i64, grid_since as i64, now],
+                        )?;
+                        tx.execute(
+                            "INSERT INTO changes (record_id, seq, bytes) VALUES (?1, ?2, ?3)",
+                            params![p.id, seq as i64, new_changes],
+                        )?;
+                        insert_audit(
+                            tx,
+                            &AuditEntry {
+                                at_ms: now,
+                                person_id: author.person_id.clone(),
+                                device_id: author.device_id.clone(),
+                                record_id: Some(p.id.clone()),
+                                kind: Some(kind.as_str().into()),
+                                grid: Some(grid.clone()),
+                                action: action.into(),
+                                detail: format!("{} bytes of changes, feed seq {seq}", new_changes.len()),
+                            },
+                        )?;
+                        PushOutcome::Accepted
+                    }
+                };
+                results.push(PushResult { id: p.id.clone(), outcome });
+            }
+            Ok(results)
+        })
+    }
+
+    fn pull(&self, feeds: &[FeedRead], limit: u32, byte_budget: usize) -> StorageResult<PullPage> {
+        self.read(|c| {
+            let mut page = PullPage::default();
+            let mut bytes = 0usize;
+            for feed in feeds {
+                let room = (limit as usize).saturating_sub(page.records.len() + page.departures.len());
+                if room == 0 || bytes >= byte_budget {
+                    page.more = true;
+                    break;
+                }
+                let kind_filter = if feed.templates_only { " AND kind = 'template'" } else { "" };
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT id, kind, seq, grid_since, heads,
+                            CASE WHEN ?2 = 0 OR grid_since > ?2 THEN doc END
+                     FROM records WHERE grid = ?1 AND seq > ?2{kind_filter} ORDER BY seq LIMIT ?3"
+                ))?;
+                let mut entries: Vec<(u64, Option<PullRecord>, Option<Departure>)> = Vec::new();
+                let rows = st.query_map(params![feed.grid, feed.after as i64, room as i64 + 1], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)? as u64,
+                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, Option<Vec<u8>>>(5)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (id, kind, seq, heads, doc) = row?;
+                    let kind = RecordKind::parse(&kind).unwrap_or(RecordKind::Producer);
+                    let rec = PullRecord {
+                        id,
+                        kind: kind.tag(),
+                        grid: feed.grid.clone(),
+                        seq,
+                        full: doc.is_some(),
+                        bytes: doc.unwrap_or_default(),
+                        heads: split_heads(&heads),
+                    };
+                    entries.push((seq, Some(rec), None));
+                }
+                if !feed.templates_only {
+                    let mut st = c.prepare_cached(
+                        "SELECT record_id, seq, new_grid FROM departures WHERE grid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    )?;
+                    let rows = st.query_map(params![feed.grid, feed.after as i64, room as i64 + 1], |r| {
+                        Ok(Departure {
+                            id: r.get(0)?,
+                            grid: feed.grid.clone(),
+                            seq: r.get::<_, i64>(1)? as u64,
+                            new_grid: r.get(2)?,
+                        })
+                    })?;
+                    for d in rows {
+                        let d = d?;
+                        entries.push((d.seq, None, Some(d)));
+                    }
+                    entries.sort_by_key(|e| e.0);
+                }
+                let mut cursor = None;
+                let mut cut = false;
+                for (i, (seq, rec, dep)) in entries.into_iter().enumerate() {
+                    if i >= room || (bytes >= byte_budget && cursor.is_some()) {
+                        cut = true;
+                        break;
+                    }
+                    if let Some(mut rec) = rec {
+                        if !rec.full {
+                            let mut st = c.prepare_cached("SELECT bytes FROM changes WHERE record_id = ?1 AND seq > ?2 ORDER BY seq")?;
+                            let rows = st.query_map(params![rec.id, feed.after as i64], |r| r.get::<_, Vec<u8>>(0))?;
+                            for b in rows {
+                                rec.bytes.extend_from_slice(&b?);
+                            }
+                        }
+                        bytes += rec.bytes.len() + rec.heads.len() * 32 + rec.id.len();
+                        page.records.push(rec);
+                    }
+                    if let Some(d) = dep {
+                        bytes += d.id.len() + d.new_grid.len();
+                        page.departures.push(d);
+                    }
+                    cursor = Some(seq);
+                }
+                if let Some(seq) = cursor {
+                    let token: i64 = c.query_row(
+                        "SELECT token FROM feed_log WHERE grid = ?1 AND seq = ?2",
+                        params![feed.grid, seq as i64],
+                        |r| r.get(0),
+                    )?;
+                    page.cursors.push((feed.grid.clone(), seq, token as u64));
+                }
+                if cut {
+                    page.more = true;
+                    break;
+                }
+            }
+            Ok(page)
+        })
+    }
+
+    fn full_records(&self, ids: &[String]) -> StorageResult<Vec<PullRecord>> {
+        self.read(|c| {
+            let mut out = Vec::new();
+            let mut st = c.prepare_cached("SELECT id, kind, grid, seq, doc, heads FROM records WHERE id = ?1")?;
+            for id in ids {
+                let row = st
+                    .query_row([id], |r| {
+                        let kind: String = r.get(1)?;
+                        Ok(PullRecord {
+                            id: r.get(0)?,
+                            kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer).tag(),
+                            grid: r.get(2)?,
+                            seq: r.get::<_, i64>(3)? as u64,
+                            full: true,
+                            bytes: r.get(4)?,
+                            heads: split_heads(&r.get::<_, Vec<u8>>(5)?),
+                        })
+                    })
+                    .optional()?;
+                out.extend(row);
+            }
+            Ok(out)
+        })
+    }
+
+    fn feed_head(&self, grid: &str) -> StorageResult<u64> {
+        self.read(|c| {
+            let v: Option<i64> = c.query_row("SELECT seq FROM feed_heads WHERE grid = ?1", [grid], |r| r.get(0)).optional()?;
+            Ok(v.unwrap_or(0) as u64)
+        })
+    }
+
+    fn cursor_valid(&self, grid: &str, seq: u64, token: u64) -> StorageResult<bool> {
+        if seq == 0 {
+            return Ok(true);
+        }
+        self.read(|c| {
+            let t: Option<i64> = c
+                .query_row("SELECT token FROM feed_log WHERE grid = ?1 AND seq = ?2", params![grid, seq as i64], |r| r.get(0))
+                .optional()?;
+            Ok(t == Some(token as i64))
+        })
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> StorageResult<()> {
+        self.write(|tx| insert_audit(tx, entry))
+    }
+
+    fn audit_list(&self, filter: &AuditFilter, limit: u32) -> StorageResult<Vec<AuditEntry>> {
+        self.read(|c| {
+            let (cond, arg) = match filter {
+                AuditFilter::Record(id) => ("record_id = ?1", id.as_str()),
+                AuditFilter::Person(id) => ("person_id = ?1", id.as_str()),
+                AuditFilter::Grid(g) => ("grid = ?1", g.as_str()),
+                AuditFilter::All => ("?1 = ?1", ""),
+            };
+            let mut st = c.prepare(&format!(
+                "SELECT at_ms, person_id, device_id, record_id, kind, grid, action, detail FROM audit
+                 WHERE {cond} ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![arg, limit], |r| {
+                Ok(AuditEntry {
+                    at_ms: r.get(0)?,
+                    person_id: r.get(1)?,
+                    device_id: r.get(2)?,
+                    record_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    grid: r.get(5)?,
+                    action: r.get(6)?,
+                    detail: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn record_counts(&self) -> StorageResult<Vec<(String, i64)>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT kind, COUNT(*) FROM records GROUP BY kind ORDER BY kind")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
+fn load_record(c: &Connection, id: &str) -> StorageResult<Option<StoredRecord>> {
+    let row: Option<(String, String, Vec<u8>)> = c
+        .query_row("SELECT kind, grid, doc FROM records WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(row.map(|(kind, grid, doc)| StoredRecord {
+        kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer),
+        grid,
+        doc,
+    }))
+}
