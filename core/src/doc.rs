@@ -57,16 +57,33 @@ pub struct RecordDoc {
 impl RecordDoc {
     /// A new document holding `record`, written by `actor` on behalf of `person`.
     pub fn create(record: &Record, actor: &ActorId, person: &str, now_ms: i64) -> Result<Self> {
+        Ok(Self::create_exact(record, actor, person, now_ms)?.0)
+    }
+
+    /// Like [`RecordDoc::create`], and tells whether the document reads back exactly as
+    /// `record` (false when a list held duplicates, which a document keeps once), so that
+    /// a caller may skip reading it back.
+    pub fn create_exact(
+        record: &Record,
+        actor: &ActorId,
+        person: &str,
+        now_ms: i64,
+    ) -> Result<(Self, bool)> {
         let mut doc = AutoCommit::new().with_actor(actor.clone());
         doc.put(ROOT, SCHEMA_KEY, RECORD_SCHEMA_VERSION)?;
         doc.put(ROOT, KIND_KEY, record.kind().as_str())?;
+        let Value::Object(fields) = record.to_json() else {
+            return Err(Error::Document("record did not serialize to a map".into()));
+        };
+        let mut dropped = false;
+        // Everything is new: write without looking up what is there.
+        reconcile_map(&mut doc, &ROOT, &fields, true, true, &mut dropped)?;
         let mut d = RecordDoc {
             doc,
             kind: record.kind(),
         };
-        d.reconcile_fields(record)?;
         d.commit(person, now_ms);
-        Ok(d)
+        Ok((d, !dropped))
     }
 
     /// Loads a document from its saved bytes and any incremental chunks after them.
@@ -120,25 +137,27 @@ impl RecordDoc {
 
     /// The record as typed data (Automerge's winner on conflicting fields).
     pub fn read(&self) -> Result<Record> {
-        let json = self.read_json(&mut Vec::new())?;
+        let json = self.read_json(&mut None)?;
         Record::from_json(self.kind, json)
             .map_err(|e| Error::Document(format!("record shape: {e}")))
     }
 
     /// Every field with concurrent values.
     pub fn conflicts(&self) -> Result<Vec<Conflict>> {
-        let mut out = Vec::new();
+        let mut out = Some(Vec::new());
         self.read_json(&mut out)?;
-        Ok(out)
+        Ok(out.unwrap_or_default())
     }
 
-    fn read_json(&self, conflicts: &mut Vec<Conflict>) -> Result<Value> {
+    fn read_json(&self, conflicts: &mut Option<Vec<Conflict>>) -> Result<Value> {
         let mut v = read_map(&self.doc, &ROOT, "", conflicts)?;
         if let Value::Object(m) = &mut v {
             m.remove(SCHEMA_KEY);
             m.remove(KIND_KEY);
         }
-        conflicts.retain(|c| c.path != SCHEMA_KEY && c.path != KIND_KEY);
+        if let Some(c) = conflicts {
+            c.retain(|c| c.path != SCHEMA_KEY && c.path != KIND_KEY);
+        }
         Ok(v)
     }
 
@@ -174,7 +193,7 @@ impl RecordDoc {
         let Value::Object(fields) = record.to_json() else {
             return Err(Error::Document("record did not serialize to a map".into()));
         };
-        reconcile_map(&mut self.doc, &ROOT, &fields, true)
+        reconcile_map(&mut self.doc, &ROOT, &fields, true, false, &mut false)
     }
 
     fn commit(&mut self, person: &str, now_ms: i64) -> bool {
@@ -328,35 +347,45 @@ fn scalar_eq(a: &ScalarValue, b: &ScalarValue) -> bool {
     }
 }
 
+/// Writes `new` into the map `obj`. `fresh` says the object was just made (nothing to look
+/// up or delete); `dropped` is set when a duplicate list entry was left out.
 fn reconcile_map(
     doc: &mut AutoCommit,
     obj: &ObjId,
     new: &Map<String, Value>,
     root: bool,
+    fresh: bool,
+    dropped: &mut bool,
 ) -> Result<()> {
-    let stale: Vec<String> = doc
-        .keys(obj)
-        .filter(|k| !new.contains_key(k) && !(root && k.starts_with('_')))
-        .collect();
-    for k in stale {
-        doc.delete(obj, k.as_str())?;
+    if !fresh {
+        let stale: Vec<String> = doc
+            .keys(obj)
+            .filter(|k| !(new.contains_key(k) || root && k.starts_with('_')))
+            .collect();
+        for k in stale {
+            doc.delete(obj, k.as_str())?;
+        }
     }
     for (k, v) in new {
-        let current = doc.get(obj, k.as_str())?;
+        let current = if fresh {
+            None
+        } else {
+            doc.get(obj, k.as_str())?
+        };
         match v {
             Value::Object(m) => {
-                let child = match current {
-                    Some((AmValue::Object(ObjType::Map), id)) => id,
-                    _ => doc.put_object(obj, k.as_str(), ObjType::Map)?,
+                let (child, made) = match current {
+                    Some((AmValue::Object(ObjType::Map), id)) => (id, false),
+                    _ => (doc.put_object(obj, k.as_str(), ObjType::Map)?, true),
                 };
-                reconcile_map(doc, &child, m, false)?;
+                reconcile_map(doc, &child, m, false, made, dropped)?;
             }
             Value::Array(a) => {
                 let child = match current {
                     Some((AmValue::Object(ObjType::List), id)) => id,
                     _ => doc.put_object(obj, k.as_str(), ObjType::List)?,
                 };
-                reconcile_list(doc, &child, a)?;
+                reconcile_list(doc, &child, a, dropped)?;
             }
             scalar => {
                 let want = to_scalar(scalar);
@@ -380,7 +409,12 @@ fn item_id(doc: &AutoCommit, obj: &ObjId) -> Option<String> {
     }
 }
 
-fn reconcile_list(doc: &mut AutoCommit, list: &ObjId, new: &[Value]) -> Result<()> {
+fn reconcile_list(
+    doc: &mut AutoCommit,
+    list: &ObjId,
+    new: &[Value],
+    dropped: &mut bool,
+) -> Result<()> {
     let keyed = !new.is_empty()
         && new
             .iter()
@@ -411,7 +445,7 @@ fn reconcile_list(doc: &mut AutoCommit, list: &ObjId, new: &[Value]) -> Result<(
         for (_, key, id) in &present {
             if let Some(m) = wanted.get(key.as_str()) {
                 if seen.insert(key.clone()) {
-                    reconcile_map(doc, id, m, false)?;
+                    reconcile_map(doc, id, m, false, false, dropped)?;
                 }
             }
         }
@@ -423,8 +457,10 @@ fn reconcile_list(doc: &mut AutoCommit, list: &ObjId, new: &[Value]) -> Result<(
                 if let Some(m) = v.as_object() {
                     let at = doc.length(list);
                     let child = doc.insert_object(list, at, ObjType::Map)?;
-                    reconcile_map(doc, &child, m, false)?;
+                    reconcile_map(doc, &child, m, false, true, dropped)?;
                 }
+            } else {
+                *dropped = true;
             }
         }
         return Ok(());
@@ -446,11 +482,15 @@ fn reconcile_list(doc: &mut AutoCommit, list: &ObjId, new: &[Value]) -> Result<(
                 let at = doc.length(list);
                 doc.insert(list, at, w.clone())?;
                 have.push(w);
+            } else {
+                *dropped = true;
             }
         }
         return Ok(());
     }
-    // Anything else is replaced whole (not used by the record model today).
+    // Anything else is replaced whole (not used by the record model today); reading it
+    // back may leave out repeated entries.
+    *dropped = true;
     for i in (0..len).rev() {
         doc.delete(list, i)?;
     }
@@ -458,11 +498,11 @@ fn reconcile_list(doc: &mut AutoCommit, list: &ObjId, new: &[Value]) -> Result<(
         match v {
             Value::Object(m) => {
                 let child = doc.insert_object(list, i, ObjType::Map)?;
-                reconcile_map(doc, &child, m, false)?;
+                reconcile_map(doc, &child, m, false, true, dropped)?;
             }
             Value::Array(a) => {
                 let child = doc.insert_object(list, i, ObjType::List)?;
-                reconcile_list(doc, &child, a)?;
+                reconcile_list(doc, &child, a, dropped)?;
             }
             s => {
                 doc.insert(list, i, to_scalar(s))?;
@@ -479,12 +519,15 @@ fn list_is_keyed(doc: &AutoCommit, list: &ObjId) -> bool {
     )
 }
 
+/// Conflicts being collected while reading (`None`: reading values only, which is cheaper).
+type Collect = Option<Vec<Conflict>>;
+
 fn read_value(
     doc: &AutoCommit,
     v: &AmValue<'_>,
     id: &ObjId,
     path: &str,
-    c: &mut Vec<Conflict>,
+    c: &mut Collect,
 ) -> Result<Value> {
     Ok(match v {
         AmValue::Scalar(s) => from_scalar(s),
@@ -494,20 +537,26 @@ fn read_value(
     })
 }
 
-fn read_map(doc: &AutoCommit, obj: &ObjId, path: &str, c: &mut Vec<Conflict>) -> Result<Value> {
+fn read_map(doc: &AutoCommit, obj: &ObjId, path: &str, c: &mut Collect) -> Result<Value> {
     let mut out = Map::new();
+    let root = *obj == ROOT;
     for k in doc.keys(obj) {
-        let p = if path.is_empty() {
-            k.clone()
-        } else {
-            format!("{path}.{k}")
+        let p = match (c.is_some(), root) {
+            (false, _) => String::new(),
+            (true, true) => k.clone(),
+            (true, false) => format!("{path}.{k}"),
         };
         let Some((winner, wid)) = doc.get(obj, k.as_str())? else {
             continue;
         };
         let mut wv = read_value(doc, &winner, &wid, &p, c)?;
+        let edit_time = root && EDIT_TIME_KEYS.contains(&k.as_str());
+        if !edit_time && c.is_none() {
+            out.insert(k, wv);
+            continue;
+        }
         let all = doc.get_all(obj, k.as_str())?;
-        if path.is_empty() && EDIT_TIME_KEYS.contains(&k.as_str()) {
+        if edit_time {
             for (v, _) in &all {
                 if let AmValue::Scalar(s) = v {
                     let x = from_scalar(s);
@@ -520,28 +569,35 @@ fn read_map(doc: &AutoCommit, obj: &ObjId, path: &str, c: &mut Vec<Conflict>) ->
             let mut others = Vec::new();
             for (v, id) in &all {
                 if *id != wid {
-                    others.push(read_value(doc, v, id, &p, &mut Vec::new())?);
+                    others.push(read_value(doc, v, id, &p, &mut None)?);
                 }
             }
-            c.push(Conflict {
-                path: p,
-                winner: wv.clone(),
-                others,
-            });
+            if let Some(list) = c.as_mut() {
+                list.push(Conflict {
+                    path: p,
+                    winner: wv.clone(),
+                    others,
+                });
+            }
         }
         out.insert(k, wv);
     }
     Ok(Value::Object(out))
 }
 
-fn read_list(doc: &AutoCommit, obj: &ObjId, path: &str, c: &mut Vec<Conflict>) -> Result<Value> {
+fn read_list(doc: &AutoCommit, obj: &ObjId, path: &str, c: &mut Collect) -> Result<Value> {
     let mut out: Vec<Value> = Vec::new();
     let mut keyed_seen = std::collections::HashSet::new();
     for i in 0..doc.length(obj) {
         let Some((v, id)) = doc.get(obj, i)? else {
             continue;
         };
-        let item = read_value(doc, &v, &id, &format!("{path}[{i}]"), c)?;
+        let p = if c.is_some() {
+            format!("{path}[{i}]")
+        } else {
+            String::new()
+        };
+        let item = read_value(doc, &v, &id, &p, c)?;
         match &item {
             // Lists of ids are sets: a value added on two replicas shows once.
             Value::Object(m) => {

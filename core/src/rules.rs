@@ -249,7 +249,7 @@ fn check_visit(actor: &Actor, before: Option<&Visit>, after: &Visit) -> Result<(
         x.updated_at_ms = b.updated_at_ms;
         &x == b
     };
-    if !own && !(reviewer && only_review) {
+    if !(own || reviewer && only_review) {
         return Err(forbid("you cannot change someone else's visit"));
     }
     Ok(())

@@ -1,4 +1,5 @@
 //! Merge semantics of record documents edited offline on two or three replicas.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 mod common;
 
@@ -469,4 +470,29 @@ fn nested_conflicts_name_their_path_and_resolve() {
     exchange(a, b);
     assert_eq!(b.conflicts().unwrap(), vec![]);
     assert_eq!(visit_of(b), visit_of(a));
+}
+
+#[test]
+fn create_reports_whether_the_document_reads_back_exactly() {
+    let p = sample_producer();
+    let (d, exact) = RecordDoc::create_exact(&Record::Producer(p.clone()), &actor(1), "x", T0)
+        .unwrap();
+    assert!(exact);
+    assert_eq!(producer_of(&d), p);
+    let mut dup = p.clone();
+    dup.products = vec!["羊肉".into(), "羊肉".into()];
+    let (d, exact) =
+        RecordDoc::create_exact(&Record::Producer(dup), &actor(1), "x", T0).unwrap();
+    assert!(!exact, "a duplicate list entry is kept once");
+    assert_eq!(producer_of(&d).products, vec!["羊肉".to_string()]);
+    // The fast path writes the same document an update from empty would.
+    let tpl = default_template(REGION);
+    let mut v = Visit::new("p", VIL1, "liaison-1", &tpl, T0);
+    answer_required(&mut v);
+    v.findings.push(finding("f1", "问题", "liaison-1"));
+    let (mut d, exact) = RecordDoc::create_exact(&Record::Visit(v.clone()), &actor(2), "x", T0)
+        .unwrap();
+    assert!(exact);
+    assert_eq!(visit_of(&d), v);
+    assert_eq!(visit_of(&load_received(&d.fork().save()).unwrap()), v);
 }

@@ -1,5 +1,6 @@
 //! The local store on real SQLite files: records, queries, validation, corruption,
 //! concurrency, reopening and change tracking.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 mod common;
 
@@ -535,4 +536,90 @@ fn change_tracking_keeps_edits_made_during_a_sync() {
     let skip = HashSet::from([a.id.clone()]);
     assert!(s.pending_pushes(100, &skip).unwrap().is_empty());
     let _ = b;
+}
+
+#[test]
+fn batch_creation_is_all_or_nothing_and_names_the_entry() {
+    let (_d, _p, s) = temp_store(&supervisor());
+    let batch: Vec<_> = (0..50)
+        .map(|i| ranch(&format!("批量牧场{i:02}"), if i % 2 == 0 { VIL1 } else { VIL2 }, i))
+        .collect();
+    let stored = s.create_producers(batch).unwrap();
+    assert_eq!(stored.len(), 50);
+    assert!(stored.iter().all(|p| p.created_by == "super-1"));
+    assert_eq!(s.counts().unwrap().producers, 50);
+    assert_eq!(s.producer(&stored[7].id).unwrap(), stored[7]);
+    assert_eq!(s.pending_pushes(1000, &HashSet::new()).unwrap().len(), 50);
+    assert_eq!(
+        s.producers_in_grid(VIL2, ProducerSort::Name, 100, 0).unwrap().len(),
+        25
+    );
+    // One bad entry: nothing of the batch is written, and the error names it.
+    let mut batch: Vec<_> = (0..3)
+        .map(|i| ranch(&format!("第二批{i}"), VIL1, 100 + i))
+        .collect();
+    batch[1].phone = "12".into();
+    match s.create_producers(batch) {
+        Err(Error::Invalid(i)) => assert_eq!(i.field, "producers[1].phone"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // Outside the supervisor's township: forbidden, nothing written.
+    let batch = vec![ranch("本镇", VIL1, 200), ranch("外镇", VIL3, 201)];
+    assert!(matches!(s.create_producers(batch), Err(Error::Forbidden(_))));
+    // A duplicate id is refused.
+    let dup = vec![stored[0].clone()];
+    assert!(matches!(s.create_producers(dup), Err(Error::Workflow(_))));
+    assert_eq!(s.counts().unwrap().producers, 50);
+    assert!(s.search_producers("第二批", 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_new_record_reads_back_as_stored_even_with_duplicates() {
+    let (_d, _p, s) = temp_store(&liaison());
+    let mut p = ranch("重复产品牧场", VIL1, 1);
+    p.products = vec!["羊肉".into(), "羊绒".into(), "羊肉".into()];
+    p.certifications = vec![
+        gridsync_core::model::Certification::Green,
+        gridsync_core::model::Certification::Green,
+    ];
+    p.scale.crop_area_mu = Some(35.0);
+    p.location = Some(gridsync_core::model::GeoPoint { lat: 44.5, lon: -0.0 });
+    let created = s.create_producer(p).unwrap();
+    assert_eq!(created.products, vec!["羊肉".to_string(), "羊绒".to_string()]);
+    assert_eq!(created.certifications.len(), 1);
+    assert_eq!(s.producer(&created.id).unwrap(), created);
+    // Without duplicates the returned record is exactly what a later read gives.
+    let q = s.create_producer(ranch("普通牧场", VIL1, 2)).unwrap();
+    assert_eq!(s.producer(&q.id).unwrap(), q);
+    let tpl = s.template(gridsync_core::model::DEFAULT_TEMPLATE_ID, 1).unwrap();
+    let mut v = Visit::new(&q.id, VIL1, "liaison-1", &tpl, now_ms());
+    answer_required(&mut v);
+    let v = s.save_visit(v).unwrap();
+    assert_eq!(s.visit(&v.id).unwrap(), v);
+}
+
+#[test]
+fn a_large_batch_is_prepared_in_parallel_in_order() {
+    let (_d, _p, s) = temp_store(&liaison());
+    let mut batch: Vec<_> = (0..700)
+        .map(|i| ranch(&format!("大批{i:03}"), VIL1, i))
+        .collect();
+    batch[450].phone = "123".into();
+    match s.create_producers(batch.clone()) {
+        Err(Error::Invalid(i)) => assert_eq!(i.field, "producers[450].phone"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(s.counts().unwrap().producers, 0);
+    batch[450].phone = "13900001234".into();
+    let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();
+    let stored = s.create_producers(batch).unwrap();
+    assert_eq!(
+        stored.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        ids,
+        "results come back in the order given"
+    );
+    assert_eq!(s.counts().unwrap().producers, 700);
+    let page = s.producers_in_grid(VIL1, ProducerSort::Name, 3, 0).unwrap();
+    assert_eq!(page[0].name, "大批000");
+    assert_eq!(s.producer(&ids[699]).unwrap().name, "大批699");
 }

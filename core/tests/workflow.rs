@@ -1,5 +1,6 @@
 //! Workflows on the store: the directory review chain and who may take each step, and
 //! what a completed visit still accepts.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 mod common;
 

@@ -35,6 +35,10 @@ pub struct AppState {
     pub scopes: ScopeCache,
     /// Enrolment rate limiter.
     pub limiter: EnrolLimiter,
+    /// Longest time to receive a request body (slow clients get 408).
+    pub body_timeout: Duration,
+    /// Longest time for a whole request.
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -44,6 +48,8 @@ impl AppState {
             storage,
             scopes: ScopeCache::default(),
             limiter: EnrolLimiter::new(10, 120, Duration::from_secs(60)),
+            body_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -80,6 +86,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
+    let (body_timeout, request_timeout) = (state.body_timeout, state.request_timeout);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/enroll", post(enroll))
@@ -87,8 +94,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/device/rotate", post(rotate))
         .route("/v1/enrolment-codes", post(issue_code))
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(20)))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(120)))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .with_state(state)
 }
 
@@ -115,13 +122,16 @@ async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
             let text = format!("{e}");
             let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
             let mut too_large = text.contains("length limit");
+            let mut timed_out = text.contains("timeout");
             while let Some(s) = src {
-                if s.to_string().contains("length limit") {
-                    too_large = true;
-                }
+                let m = s.to_string();
+                too_large |= m.contains("length limit");
+                timed_out |= m.contains("timeout") || m.contains("timed out");
                 src = s.source();
             }
-            if too_large {
+            if timed_out {
+                Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the request body arrived too slowly"))
+            } else if too_large {
                 Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body exceeds {limit} bytes")))
             } else {
                 Err(ApiError::new(StatusCode::BAD_REQUEST, "body_read", format!("could not read the request body: {text}")))

@@ -19,7 +19,15 @@ pub async fn serve(
     storage: Arc<dyn storage::Storage>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(api::AppState::new(storage));
+    serve_state(listener, Arc::new(api::AppState::new(storage)), shutdown).await
+}
+
+/// Serves with a prepared state (tests shorten its timeouts).
+pub async fn serve_state(
+    listener: tokio::net::TcpListener,
+    state: Arc<api::AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)

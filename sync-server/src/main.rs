@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use gridsync_core::model::{Person, Role};
-use gridsync_server::storage::{sqlite::SqliteStorage, AuditFilter, Storage};
+use gridsync_server::storage::{postgres::PostgresStorage, sqlite::SqliteStorage, AuditFilter, Storage};
 use gridsync_server::{admin, demo};
 
 #[derive(Parser, Debug)]
@@ -23,9 +23,13 @@ struct Cli {
 enum Cmd {
     /// Serve the sync API.
     Serve {
-        /// Data directory (created on first run).
+        /// Data directory (created on first run) for the embedded SQLite database.
         #[arg(long, env = "GRIDSYNC_DATA")]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        /// PostgreSQL instead of SQLite: `postgres://user@host:port/db` (several instances
+        /// may serve one database).
+        #[arg(long, env = "GRIDSYNC_DATABASE")]
+        database: Option<String>,
         /// Address to listen on.
         #[arg(long, env = "GRIDSYNC_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
@@ -35,9 +39,12 @@ enum Cmd {
     },
     /// Administer a data directory (works while the server runs).
     Admin {
-        /// Data directory.
+        /// Data directory (embedded SQLite).
         #[arg(long, env = "GRIDSYNC_DATA")]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        /// PostgreSQL instead of SQLite: `postgres://user@host:port/db`.
+        #[arg(long, env = "GRIDSYNC_DATABASE")]
+        database: Option<String>,
         #[command(subcommand)]
         cmd: AdminCmd,
     },
@@ -106,17 +113,64 @@ enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write a consistent backup; a server started on it takes a new epoch.
+    /// Write a consistent backup; a server started on it takes a new epoch (SQLite only).
     Backup { to: PathBuf },
+    /// Copy everything from the SQLite database in --data into an empty PostgreSQL database.
+    CopyTo {
+        /// Target: `postgres://user@host:port/db`.
+        #[arg(long = "database")]
+        target: String,
+    },
+    /// Copy everything from a PostgreSQL database into the empty SQLite database in --data.
+    CopyFrom {
+        /// Source: `postgres://user@host:port/db`.
+        #[arg(long = "database")]
+        source: String,
+    },
     /// Give the server a new epoch (after restoring data by other means).
     RotateEpoch,
     /// Show counts.
     Status,
 }
 
-fn open(data: &Path) -> Result<Arc<SqliteStorage>, String> {
+/// The configured backend.
+enum Backend {
+    Sqlite(Arc<SqliteStorage>),
+    Postgres(Arc<PostgresStorage>),
+}
+
+impl Backend {
+    fn storage(&self) -> Arc<dyn Storage> {
+        match self {
+            Backend::Sqlite(s) => s.clone(),
+            Backend::Postgres(p) => p.clone(),
+        }
+    }
+
+    fn describe(&self, data: Option<&Path>) -> String {
+        match self {
+            Backend::Sqlite(_) => format!("sqlite in {}", data.map(|d| d.display().to_string()).unwrap_or_default()),
+            Backend::Postgres(_) => "postgres".into(),
+        }
+    }
+}
+
+fn open_sqlite(data: &Path) -> Result<Arc<SqliteStorage>, String> {
     std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
     SqliteStorage::open(data.join("gridsync.db")).map(Arc::new).map_err(|e| format!("cannot open the database: {e}"))
+}
+
+fn open_postgres(url: &str) -> Result<Arc<PostgresStorage>, String> {
+    PostgresStorage::open(url).map(Arc::new).map_err(|e| format!("cannot open the PostgreSQL database: {e}"))
+}
+
+/// PostgreSQL when a database URL is given, else the embedded SQLite in the data directory.
+fn open(data: Option<&Path>, database: Option<&str>) -> Result<Backend, String> {
+    match (database.filter(|d| !d.trim().is_empty()), data) {
+        (Some(url), _) => Ok(Backend::Postgres(open_postgres(url)?)),
+        (None, Some(dir)) => Ok(Backend::Sqlite(open_sqlite(dir)?)),
+        (None, None) => Err("give --data DIR (embedded SQLite) or --database postgres://... (PostgreSQL)".into()),
+    }
 }
 
 fn main() {
@@ -129,8 +183,8 @@ fn main() {
         builder.init();
     }
     let result = match cli.cmd {
-        Cmd::Serve { data, listen, demo } => serve(&data, &listen, demo),
-        Cmd::Admin { data, cmd } => run_admin(&data, cmd),
+        Cmd::Serve { data, database, listen, demo } => serve(data.as_deref(), database.as_deref(), &listen, demo),
+        Cmd::Admin { data, database, cmd } => run_admin(data.as_deref(), database.as_deref(), cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -138,8 +192,10 @@ fn main() {
     }
 }
 
-fn serve(data: &Path, listen: &str, with_demo: bool) -> Result<(), String> {
-    let storage = open(data)?;
+fn serve(data: Option<&Path>, database: Option<&str>, listen: &str, with_demo: bool) -> Result<(), String> {
+    let backend = open(data, database)?;
+    let where_ = backend.describe(data);
+    let storage = backend.storage();
     if with_demo {
         let codes = demo::seed_demo(storage.as_ref()).map_err(|e| format!("demo: {e}"))?;
         for c in codes {
@@ -152,7 +208,7 @@ fn serve(data: &Path, listen: &str, with_demo: bool) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on http://{addr}");
         std::io::stdout().flush().ok();
-        tracing::info!(%addr, data = %data.display(), "gridsync-server started");
+        tracing::info!(%addr, storage = %where_, "gridsync-server started");
         gridsync_server::serve(listener, storage, shutdown_signal()).await.map_err(|e| e.to_string())?;
         tracing::info!("gridsync-server stopped");
         Ok(())
@@ -178,8 +234,25 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-fn run_admin(data: &Path, cmd: AdminCmd) -> Result<(), String> {
-    let storage = open(data)?;
+fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Result<(), String> {
+    // The copy commands open both sides themselves.
+    match &cmd {
+        AdminCmd::CopyTo { target } => {
+            let dir = data.ok_or("copy-to copies from the SQLite database in --data DIR: give --data")?;
+            let from = open_sqlite(dir)?;
+            let to = open_postgres(target)?;
+            return copy(from.as_ref(), to.as_ref(), &format!("{} -> postgres", dir.display()));
+        }
+        AdminCmd::CopyFrom { source } => {
+            let dir = data.ok_or("copy-from copies into the SQLite database in --data DIR: give --data")?;
+            let from = open_postgres(source)?;
+            let to = open_sqlite(dir)?;
+            return copy(from.as_ref(), to.as_ref(), &format!("postgres -> {}", dir.display()));
+        }
+        _ => {}
+    }
+    let backend = open(data, database)?;
+    let storage = backend.storage();
     let s: &dyn Storage = storage.as_ref();
     match cmd {
         AdminCmd::ImportGrids { file } => {
@@ -268,10 +341,16 @@ fn run_admin(data: &Path, cmd: AdminCmd) -> Result<(), String> {
                 }
             }
         }
-        AdminCmd::Backup { to } => {
-            storage.backup_to(&to).map_err(|e| e.to_string())?;
-            println!("backup written to {}", to.display());
-        }
+        AdminCmd::Backup { to } => match &backend {
+            Backend::Sqlite(sqlite) => {
+                sqlite.backup_to(&to).map_err(|e| e.to_string())?;
+                println!("backup written to {}", to.display());
+            }
+            Backend::Postgres(_) => {
+                return Err("admin backup writes SQLite files; back up PostgreSQL with pg_dump, or copy its data into a SQLite directory with `admin --data DIR copy-from --database URL` (see docs/deployment.md)".into());
+            }
+        },
+        AdminCmd::CopyTo { .. } | AdminCmd::CopyFrom { .. } => {}
         AdminCmd::RotateEpoch => {
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;
             println!("new epoch {e}: devices will re-send what this server may have lost");
@@ -284,5 +363,15 @@ fn run_admin(data: &Path, cmd: AdminCmd) -> Result<(), String> {
             println!("devices: {}", s.devices().map_err(|e| e.to_string())?.len());
         }
     }
+    Ok(())
+}
+
+fn copy(from: &dyn Storage, to: &dyn Storage, what: &str) -> Result<(), String> {
+    let counts = gridsync_server::storage::copy_all(from, to).map_err(|e| format!("copy {what}: {e}"))?;
+    println!("copied {what}:");
+    for (table, n) in &counts {
+        println!("  {table}: {n}");
+    }
+    println!("epoch {} kept: devices keep syncing against the copy", to.epoch().map_err(|e| e.to_string())?);
     Ok(())
 }

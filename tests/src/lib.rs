@@ -12,17 +12,195 @@ use gridsync_core::model::{Person, Producer, ProducerType, Role};
 use gridsync_core::store::Store;
 use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine, SyncReport, Transport};
 use gridsync_server::dataset::{generate, Dataset, DatasetSpec};
+use gridsync_server::storage::postgres::{PostgresStorage, ScratchSchema};
 use gridsync_server::storage::sqlite::SqliteStorage;
-use gridsync_server::storage::Storage;
+use gridsync_server::storage::{self as st, Storage, StorageResult};
+
+/// Which storage backend test servers use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite in the data directory.
+    Sqlite,
+    /// PostgreSQL at this URL; each server data directory names its own schema.
+    Postgres(String),
+}
+
+impl Backend {
+    /// From the environment: `GRIDSYNC_TEST_BACKEND=sqlite|postgres` if set, else PostgreSQL
+    /// when `GRIDSYNC_TEST_POSTGRES` names a database, else SQLite.
+    pub fn from_env() -> Backend {
+        let url = std::env::var("GRIDSYNC_TEST_POSTGRES").ok().map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
+        match std::env::var("GRIDSYNC_TEST_BACKEND").as_deref() {
+            Ok("sqlite") => Backend::Sqlite,
+            Ok("postgres") => Backend::Postgres(url.expect("GRIDSYNC_TEST_BACKEND=postgres needs GRIDSYNC_TEST_POSTGRES")),
+            _ => url.map(Backend::Postgres).unwrap_or(Backend::Sqlite),
+        }
+    }
+}
+
+/// File in a test server's data directory naming its PostgreSQL schema.
+const SCHEMA_FILE: &str = "postgres-schema";
+
+/// A test server's storage: SQLite or PostgreSQL, used as a [`Storage`].
+#[derive(Debug, Clone)]
+pub enum TestStorage {
+    /// Embedded SQLite.
+    Sqlite(Arc<SqliteStorage>),
+    /// PostgreSQL.
+    Postgres(Arc<PostgresStorage>),
+}
+
+impl TestStorage {
+    fn inner(&self) -> &dyn Storage {
+        match self {
+            TestStorage::Sqlite(s) => s.as_ref(),
+            TestStorage::Postgres(p) => p.as_ref(),
+        }
+    }
+
+    /// The storage as a shared trait object.
+    pub fn shared(&self) -> Arc<dyn Storage> {
+        match self {
+            TestStorage::Sqlite(s) => s.clone(),
+            TestStorage::Postgres(p) => p.clone(),
+        }
+    }
+
+    /// The PostgreSQL storage, if that is the backend.
+    pub fn postgres(&self) -> Option<&PostgresStorage> {
+        match self {
+            TestStorage::Postgres(p) => Some(p),
+            TestStorage::Sqlite(_) => None,
+        }
+    }
+
+    /// Writes a backup as a SQLite file that a restored server takes a new epoch from:
+    /// `admin backup` for SQLite; for PostgreSQL a copy (as `admin copy-from` makes), marked the same way.
+    pub fn backup_to(&self, dest: &Path) -> StorageResult<()> {
+        match self {
+            TestStorage::Sqlite(s) => s.backup_to(dest),
+            TestStorage::Postgres(p) => {
+                let tmp = dest.with_extension("unmarked");
+                copy_to_sqlite_file(p.as_ref(), &tmp)?;
+                let r = SqliteStorage::open(&tmp)?.backup_to(dest);
+                for ext in ["unmarked", "unmarked-wal", "unmarked-shm"] {
+                    std::fs::remove_file(dest.with_extension(ext)).ok();
+                }
+                r
+            }
+        }
+    }
+}
+
+fn copy_to_sqlite_file(from: &dyn Storage, dest: &Path) -> StorageResult<()> {
+    std::fs::remove_file(dest).ok();
+    let to = SqliteStorage::open(dest)?;
+    st::copy_all(from, &to)?;
+    Ok(())
+}
+
+impl Storage for TestStorage {
+    fn epoch(&self) -> StorageResult<String> {
+        self.inner().epoch()
+    }
+    fn rotate_epoch(&self) -> StorageResult<String> {
+        self.inner().rotate_epoch()
+    }
+    fn reference_generation(&self) -> StorageResult<i64> {
+        self.inner().reference_generation()
+    }
+    fn grids(&self) -> StorageResult<Vec<gridsync_core::model::GridNode>> {
+        self.inner().grids()
+    }
+    fn import_grids(&self, nodes: &[gridsync_core::model::GridNode]) -> StorageResult<()> {
+        self.inner().import_grids(nodes)
+    }
+    fn upsert_person(&self, p: &Person) -> StorageResult<()> {
+        self.inner().upsert_person(p)
+    }
+    fn person(&self, id: &str) -> StorageResult<Option<Person>> {
+        self.inner().person(id)
+    }
+    fn people(&self) -> StorageResult<Vec<Person>> {
+        self.inner().people()
+    }
+    fn insert_code(&self, code: &st::EnrolCode) -> StorageResult<()> {
+        self.inner().insert_code(code)
+    }
+    fn redeem_code(&self, code_hash: &str, now_ms: i64, device: &st::Device) -> StorageResult<Option<String>> {
+        self.inner().redeem_code(code_hash, now_ms, device)
+    }
+    fn device(&self, id: &str) -> StorageResult<Option<st::Device>> {
+        self.inner().device(id)
+    }
+    fn devices(&self) -> StorageResult<Vec<st::Device>> {
+        self.inner().devices()
+    }
+    fn set_pending_secret(&self, device_id: &str, hash: &str) -> StorageResult<()> {
+        self.inner().set_pending_secret(device_id, hash)
+    }
+    fn promote_pending_secret(&self, device_id: &str) -> StorageResult<()> {
+        self.inner().promote_pending_secret(device_id)
+    }
+    fn revoke_device(&self, device_id: &str, reason: &str, now_ms: i64) -> StorageResult<()> {
+        self.inner().revoke_device(device_id, reason, now_ms)
+    }
+    fn touch_device(&self, device_id: &str, now_ms: i64) -> StorageResult<()> {
+        self.inner().touch_device(device_id, now_ms)
+    }
+    fn record(&self, id: &str) -> StorageResult<Option<st::StoredRecord>> {
+        self.inner().record(id)
+    }
+    fn apply_push(
+        &self,
+        author: &st::Author,
+        records: &[gridsync_core::sync::protocol::PushRecord],
+        process: &mut st::PushProcessor<'_>,
+    ) -> StorageResult<Vec<gridsync_core::sync::protocol::PushResult>> {
+        self.inner().apply_push(author, records, process)
+    }
+    fn pull(&self, feeds: &[st::FeedRead], limit: u32, byte_budget: usize) -> StorageResult<st::PullPage> {
+        self.inner().pull(feeds, limit, byte_budget)
+    }
+    fn full_records(&self, ids: &[String]) -> StorageResult<Vec<gridsync_core::sync::protocol::PullRecord>> {
+        self.inner().full_records(ids)
+    }
+    fn feed_head(&self, grid: &str) -> StorageResult<u64> {
+        self.inner().feed_head(grid)
+    }
+    fn cursor_valid(&self, grid: &str, seq: u64, token: u64) -> StorageResult<bool> {
+        self.inner().cursor_valid(grid, seq, token)
+    }
+    fn audit(&self, entry: &st::AuditEntry) -> StorageResult<()> {
+        self.inner().audit(entry)
+    }
+    fn audit_list(&self, filter: &st::AuditFilter, limit: u32) -> StorageResult<Vec<st::AuditEntry>> {
+        self.inner().audit_list(filter, limit)
+    }
+    fn record_counts(&self) -> StorageResult<Vec<(String, i64)>> {
+        self.inner().record_counts()
+    }
+    fn is_empty(&self) -> StorageResult<bool> {
+        self.inner().is_empty()
+    }
+    fn export(&self, sink: &mut st::DumpSink<'_>) -> StorageResult<()> {
+        self.inner().export(sink)
+    }
+    fn import(&self, source: &mut st::DumpSource<'_>) -> StorageResult<st::CopyCounts> {
+        self.inner().import(source)
+    }
+}
 
 /// A server running on 127.0.0.1 with its data directory.
 pub struct TestServer {
-    /// Data directory.
+    /// Data directory (SQLite file, or the name of its PostgreSQL schema).
     pub data: PathBuf,
     /// Address it listens on.
     pub addr: SocketAddr,
     /// Storage handle (shared with the running server).
-    pub storage: Arc<SqliteStorage>,
+    pub storage: Arc<TestStorage>,
+    /// Backend it runs on.
+    pub backend: Backend,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -34,20 +212,43 @@ impl std::fmt::Debug for TestServer {
 }
 
 impl TestServer {
-    /// Starts a server on a data directory (created if missing), on a free port.
+    /// Starts a server on a data directory (created if missing), on a free port, with the
+    /// backend chosen by the environment ([`Backend::from_env`]).
     pub fn start(data: &Path) -> TestServer {
         Self::start_on(data, "127.0.0.1:0")
     }
 
     /// Starts a server on a given address.
     pub fn start_on(data: &Path, addr: &str) -> TestServer {
+        Self::start_with(data, addr, &Backend::from_env())
+    }
+
+    /// Starts a server with an explicit backend. With PostgreSQL the data directory holds the
+    /// name of the server's schema: a fresh one the first time, the same one on a restart.
+    pub fn start_with(data: &Path, addr: &str, backend: &Backend) -> TestServer {
         std::fs::create_dir_all(data).expect("data dir");
-        let storage = Arc::new(SqliteStorage::open(data.join("gridsync.db")).expect("open storage"));
+        let storage = match backend {
+            Backend::Sqlite => TestStorage::Sqlite(Arc::new(SqliteStorage::open(data.join("gridsync.db")).expect("open storage"))),
+            Backend::Postgres(url) => {
+                let file = data.join(SCHEMA_FILE);
+                let schema = match std::fs::read_to_string(&file) {
+                    Ok(name) => name.trim().to_string(),
+                    Err(_) => {
+                        let mut s = ScratchSchema::new(url).expect("create a PostgreSQL schema");
+                        s.keep();
+                        std::fs::write(&file, s.name()).expect("write schema file");
+                        s.name().to_string()
+                    }
+                };
+                TestStorage::Postgres(Arc::new(PostgresStorage::open_in_schema(url, &schema).expect("open PostgreSQL storage")))
+            }
+        };
+        let storage = Arc::new(storage);
         let listener = std::net::TcpListener::bind(addr).expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let s2: Arc<dyn Storage> = storage.clone();
+        let s2: Arc<dyn Storage> = storage.shared();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
@@ -59,7 +260,16 @@ impl TestServer {
                 .expect("serve");
             });
         });
-        TestServer { data: data.to_path_buf(), addr, storage, stop: Some(tx), thread: Some(thread) }
+        TestServer { data: data.to_path_buf(), addr, storage, backend: backend.clone(), stop: Some(tx), thread: Some(thread) }
+    }
+
+    /// Starts a second instance on the same PostgreSQL schema as `other` (scale-out), with
+    /// its own data directory `data`. Panics unless `other` runs on PostgreSQL.
+    pub fn start_sharing(data: &Path, other: &TestServer) -> TestServer {
+        let schema = std::fs::read_to_string(other.data.join(SCHEMA_FILE)).expect("the other server runs on PostgreSQL");
+        std::fs::create_dir_all(data).expect("data dir");
+        std::fs::write(data.join(SCHEMA_FILE), schema).expect("write schema file");
+        TestServer::start_with(data, "127.0.0.1:0", &other.backend)
     }
 
     /// Base URL.
@@ -81,12 +291,59 @@ impl TestServer {
         }
     }
 
-    /// Restarts on the same data directory and port.
+    /// Restarts on the same data directory (and schema) and port.
     pub fn restart(mut self) -> TestServer {
-        let (data, addr) = (self.data.clone(), self.addr);
+        let (data, addr, backend) = (self.data.clone(), self.addr, self.backend.clone());
         self.shutdown();
         drop(self);
-        TestServer::start_on(&data, &addr.to_string())
+        TestServer::start_with(&data, &addr.to_string(), &backend)
+    }
+
+    /// Takes a backup into the SQLite file `to`. `marked`: as `admin backup` writes it (a
+    /// server restored from it takes a new epoch); otherwise a plain copy (SQLite: the
+    /// database file copied while the server is stopped, so the server is restarted).
+    pub fn backup(self, to: &Path, marked: bool) -> TestServer {
+        if marked {
+            self.storage.backup_to(to).expect("backup");
+            return self;
+        }
+        match self.storage.as_ref() {
+            TestStorage::Sqlite(_) => {
+                let (data, addr, backend) = (self.data.clone(), self.addr, self.backend.clone());
+                self.stop();
+                std::fs::copy(data.join("gridsync.db"), to).expect("copy database file");
+                TestServer::start_with(&data, &addr.to_string(), &backend)
+            }
+            TestStorage::Postgres(p) => {
+                copy_to_sqlite_file(p.as_ref(), to).expect("copy to a SQLite file");
+                self
+            }
+        }
+    }
+
+    /// Stops the server, restores the backup file `from` and starts again on the same port.
+    /// PostgreSQL: the backup is copied into a new schema (as `admin copy-to` does).
+    pub fn restore(self, from: &Path) -> TestServer {
+        let (data, addr, backend) = (self.data.clone(), self.addr, self.backend.clone());
+        self.stop();
+        match &backend {
+            Backend::Sqlite => {
+                for f in ["gridsync.db-wal", "gridsync.db-shm"] {
+                    std::fs::remove_file(data.join(f)).ok();
+                }
+                std::fs::copy(from, data.join("gridsync.db")).expect("restore database file");
+            }
+            Backend::Postgres(url) => {
+                // Opening the backup takes its new epoch if it was marked.
+                let src = SqliteStorage::open(from).expect("open backup");
+                let mut schema = ScratchSchema::new(url).expect("new schema");
+                schema.keep();
+                let target = schema.open().expect("open new schema");
+                st::copy_all(&src, &target).expect("copy the backup in");
+                std::fs::write(data.join(SCHEMA_FILE), schema.name()).expect("write schema file");
+            }
+        }
+        TestServer::start_with(&data, &addr.to_string(), &backend)
     }
 
     /// Loads a dataset (grids, people, records through the push path).
@@ -287,4 +544,74 @@ pub fn snapshot(store: &Store) -> std::collections::BTreeMap<String, serde_json:
             (id, v)
         })
         .collect()
+}
+
+/// Sends one hand-made sync request with a phone's credential and decodes the answer.
+pub fn raw_sync(
+    phone: &Phone,
+    push: Vec<gridsync_core::sync::protocol::PushRecord>,
+    cursors: Vec<gridsync_core::sync::protocol::Cursor>,
+) -> gridsync_core::Result<gridsync_core::sync::protocol::SyncResponse> {
+    use gridsync_core::sync::protocol;
+    let link = phone.store.server_link()?.expect("enrolled");
+    let req = protocol::SyncRequest {
+        epoch: link.epoch.clone(),
+        reference_version: String::new(),
+        push,
+        cursors,
+        want_full: vec![],
+        page_limit: protocol::MAX_PAGE_RECORDS,
+    };
+    let auth = format!("Bearer {}.{}", link.device_id, link.secret);
+    let answer = phone.transport().sync(&auth, protocol::encode(&req)?)?;
+    protocol::decode(&answer)
+}
+
+/// Changes that turn the server's copy of a record into `edit(record)`, as a push.
+pub fn push_edit_of_stored(
+    storage: &dyn gridsync_server::storage::Storage,
+    id: &str,
+    person: &str,
+    edit: impl FnOnce(&mut gridsync_core::model::Record),
+) -> gridsync_core::sync::protocol::PushRecord {
+    let stored = storage.record(id).expect("storage").expect("record exists");
+    let mut doc = gridsync_core::doc::RecordDoc::load(&stored.doc, &[]).expect("load");
+    doc.set_actor(&automerge::ActorId::random());
+    let before = doc.heads();
+    let mut rec = doc.read().expect("read");
+    edit(&mut rec);
+    doc.update(&rec, person, gridsync_core::now_ms()).expect("update");
+    gridsync_core::sync::protocol::PushRecord {
+        id: id.to_string(),
+        kind: rec.kind().tag(),
+        changes: doc.save_after(&before),
+        heads: doc.heads().iter().map(|h| h.0).collect(),
+    }
+}
+
+/// A push creating a new record from scratch.
+pub fn push_new(rec: &gridsync_core::model::Record, person: &str) -> gridsync_core::sync::protocol::PushRecord {
+    let mut doc = gridsync_core::doc::RecordDoc::create(rec, &automerge::ActorId::random(), person, gridsync_core::now_ms()).expect("create");
+    gridsync_core::sync::protocol::PushRecord {
+        id: rec.id().to_string(),
+        kind: rec.kind().tag(),
+        changes: doc.save(),
+        heads: doc.heads().iter().map(|h| h.0).collect(),
+    }
+}
+
+/// `PRAGMA integrity_check` of a SQLite file, on a connection of its own ("ok" when sound).
+pub fn integrity_check(path: &Path) -> String {
+    let conn = match rusqlite::Connection::open(path) {
+        Ok(c) => c,
+        Err(e) => return format!("cannot open {}: {e}", path.display()),
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(30)).ok();
+    let rows = conn.prepare("PRAGMA integrity_check").and_then(|mut st| {
+        st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<String>>>()
+    });
+    match rows {
+        Ok(r) => r.join("; "),
+        Err(e) => format!("integrity_check failed: {e}"),
+    }
 }

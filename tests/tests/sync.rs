@@ -217,18 +217,8 @@ fn server_restored_from_an_older_copy_gets_back_what_it_lost() {
         a.sync().unwrap();
         // The backup.
         let backup = dir.path().join("backup.db");
-        if via_backup_command {
-            server.storage.backup_to(&backup).unwrap();
-        }
-        let server = if via_backup_command {
-            server
-        } else {
-            let data_dir = server.data.clone();
-            let addr = server.addr;
-            server.stop();
-            std::fs::copy(data_dir.join("gridsync.db"), &backup).unwrap();
-            TestServer::start_on(&data_dir, &addr.to_string())
-        };
+        // Marked as `admin backup` writes it, or a plain copy of the data (see the harness).
+        let server = server.backup(&backup, via_backup_command);
         // Work after the backup, which the restore will lose.
         let lost_a = a.store.create_producer(new_producer("备份后A牧场", &v, &liaison.id)).unwrap();
         a.sync().unwrap();
@@ -239,13 +229,7 @@ fn server_restored_from_an_older_copy_gets_back_what_it_lost() {
         b.sync().unwrap();
         a.sync().unwrap();
         // Restore the older copy.
-        let (data_dir, addr) = (server.data.clone(), server.addr);
-        server.stop();
-        for f in ["gridsync.db-wal", "gridsync.db-shm"] {
-            std::fs::remove_file(data_dir.join(f)).ok();
-        }
-        std::fs::copy(&backup, data_dir.join("gridsync.db")).unwrap();
-        let server = TestServer::start_on(&data_dir, &addr.to_string());
+        let server = server.restore(&backup);
         use gridsync_server::storage::Storage;
         assert!(server.storage.record(&lost_a.id).unwrap().is_none(), "the restore lost A's producer");
         let ra = a.sync().unwrap();

@@ -544,73 +544,245 @@ impl Store {
         })
     }
 
+    /// Registers many producers in one transaction (an import): all are stored or none.
+    /// Each goes through the same validation and permission checks as
+    /// [`Store::create_producer`]; an error names the entry (`producers[3].phone`).
+    /// The documents are built on several threads before the one write transaction.
+    pub fn create_producers(&self, producers: Vec<Producer>) -> Result<Vec<Producer>> {
+        let actor = self.actor()?;
+        let tree = self.tree()?;
+        let now = now_ms();
+        let records: Vec<Record> = producers
+            .into_iter()
+            .map(|mut p| {
+                p.created_at_ms = p.created_at_ms.max(validate::MIN_TIME_MS);
+                p.updated_at_ms = now;
+                if p.created_by.is_empty() {
+                    p.created_by = actor.person_id.clone();
+                }
+                Record::Producer(p)
+            })
+            .collect();
+        let prepared = self.prepare_batch(&tree, &actor, records, now)?;
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(prepared.len());
+            for n in prepared {
+                match store_new(tx, n, PutMode::Import)? {
+                    Record::Producer(p) => out.push(p),
+                    _ => return Err(Error::Document("unexpected record kind".into())),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Prepares new records on up to `available_parallelism` threads, in order; the first
+    /// failing entry's error names it (`producers[i].field`).
+    fn prepare_batch(
+        &self,
+        tree: &TreeSnapshot,
+        actor: &Actor,
+        records: Vec<Record>,
+        now: i64,
+    ) -> Result<Vec<NewRecord>> {
+        let name = |i: usize, e: Error| match e {
+            Error::Invalid(v) => {
+                validate::Invalid::new(format!("producers[{i}].{}", v.field), v.problem).into()
+            }
+            other => other,
+        };
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let per = records.len().div_ceil(workers).max(256);
+        if records.len() <= per {
+            return records
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    self.prepare_new(tree, actor, r, now, None, None)
+                        .map_err(|e| name(i, e))
+                })
+                .collect();
+        }
+        let mut chunks: Vec<(usize, Vec<Record>)> = Vec::new();
+        let mut rest = records;
+        let mut start = 0;
+        while !rest.is_empty() {
+            let tail = rest.split_off(per.min(rest.len()));
+            let n = rest.len();
+            chunks.push((start, rest));
+            start += n;
+            rest = tail;
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|(start, chunk)| {
+                    s.spawn(move || {
+                        chunk
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, r)| {
+                                self.prepare_new(tree, actor, r, now, None, None)
+                                    .map_err(|e| name(start + j, e))
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for h in handles {
+                let part = h
+                    .join()
+                    .map_err(|_| Error::Document("a worker thread panicked".into()))??;
+                out.extend(part);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Validates and permission-checks a new record and builds its document (no database).
+    fn prepare_new(
+        &self,
+        tree: &TreeSnapshot,
+        actor: &Actor,
+        rec: Record,
+        now: i64,
+        template: Option<&ChecklistTemplate>,
+        producer_type: Option<crate::model::ProducerType>,
+    ) -> Result<NewRecord> {
+        match &rec {
+            Record::Visit(v) => validate::validate_visit(v, template, producer_type)?,
+            other => validate::validate_record(other)?,
+        }
+        rules::check_change(tree, actor, None, &rec)?;
+        let (doc, exact) = RecordDoc::create_exact(&rec, &self.actor, &actor.person_id, now)?;
+        Ok(NewRecord { rec, doc, exact })
+    }
+
     /// The validated, permission-checked write of one record.
-    fn put(&self, actor: &Actor, mut rec: Record, mode: PutMode, now: i64) -> Result<Record> {
+    fn put(&self, actor: &Actor, rec: Record, mode: PutMode, now: i64) -> Result<Record> {
         let tree = self.tree()?;
         // Templates and producer types are needed to validate visits; read them first.
         let (template, producer_type) = match &rec {
             Record::Visit(v) => {
                 let t = self.template(&v.template_id, v.template_version)?;
-                let pt = self.producer(&v.producer_id).ok().map(|p| p.producer_type);
-                (Some(t), pt)
+                let pt = self.read(|c| {
+                    Ok(
+                        c.prepare_cached("SELECT producer_type FROM producers WHERE id = ?1")?
+                            .query_row([&v.producer_id], |r| r.get::<_, String>(0))
+                            .optional()?,
+                    )
+                })?;
+                (
+                    Some(t),
+                    pt.as_deref().and_then(crate::model::ProducerType::parse),
+                )
             }
             _ => (None, None),
         };
         self.write(|tx| {
-            let existing = load_doc(tx, rec.id())?;
-            let mut doc = match (existing, mode) {
-                (Some(_), PutMode::Create) => {
-                    return Err(Error::Workflow(format!(
-                        "record {} already exists",
-                        rec.id()
-                    )))
-                }
-                (None, PutMode::Update | PutMode::Review) => {
-                    return Err(Error::NotFound {
-                        kind: rec.kind().as_str(),
-                        id: rec.id().into(),
-                    })
-                }
-                (d, _) => d,
-            };
-            let before = match &doc {
-                Some(d) => Some(d.read()?),
-                None => None,
-            };
-            if let (Some(Record::Producer(b)), Record::Producer(p)) = (&before, &mut rec) {
-                if mode == PutMode::Update {
-                    apply_edit_workflow(b, p, &actor.person_id, now);
-                }
-            }
-            match &rec {
-                Record::Visit(v) => validate::validate_visit(v, template.as_ref(), producer_type)?,
-                other => validate::validate_record(other)?,
-            }
-            rules::check_change(&tree, actor, before.as_ref(), &rec)?;
-            match doc.as_mut() {
-                Some(d) => {
-                    d.set_actor(&self.actor);
-                    let old_heads = d.heads();
-                    if d.update(&rec, &actor.person_id, now)? {
-                        persist_doc(tx, rec.id(), d, &old_heads, true)?;
-                    }
-                }
-                None => {
-                    let mut d = RecordDoc::create(&rec, &self.actor, &actor.person_id, now)?;
-                    insert_doc(tx, &rec, &mut d)?;
-                    doc = Some(d);
-                }
-            }
-            let stored = doc.as_ref().map(|d| d.read()).transpose()?.unwrap_or(rec);
-            materialize(tx, &stored)?;
-            Ok(stored)
+            self.put_in(
+                tx,
+                &tree,
+                actor,
+                rec,
+                mode,
+                now,
+                template.as_ref(),
+                producer_type,
+            )
         })
     }
+
+    /// [`Store::put`] inside a caller's transaction.
+    fn put_in(
+        &self,
+        tx: &Transaction<'_>,
+        tree: &TreeSnapshot,
+        actor: &Actor,
+        mut rec: Record,
+        mode: PutMode,
+        now: i64,
+        template: Option<&ChecklistTemplate>,
+        producer_type: Option<crate::model::ProducerType>,
+    ) -> Result<Record> {
+        let existing = load_doc(tx, rec.id())?;
+        let mut doc = match (existing, mode) {
+            (Some(_), PutMode::Create | PutMode::Import) => {
+                return Err(Error::Workflow(format!(
+                    "record {} already exists",
+                    rec.id()
+                )))
+            }
+            (None, PutMode::Update | PutMode::Review) => {
+                return Err(Error::NotFound {
+                    kind: rec.kind().as_str(),
+                    id: rec.id().into(),
+                })
+            }
+            (None, _) => {
+                let n = self.prepare_new(tree, actor, rec, now, template, producer_type)?;
+                return store_new(tx, n, mode);
+            }
+            (Some(d), _) => d,
+        };
+        let before = doc.read()?;
+        if let (Record::Producer(b), Record::Producer(p)) = (&before, &mut rec) {
+            if mode == PutMode::Update {
+                apply_edit_workflow(b, p, &actor.person_id, now);
+            }
+        }
+        match &rec {
+            Record::Visit(v) => validate::validate_visit(v, template, producer_type)?,
+            other => validate::validate_record(other)?,
+        }
+        rules::check_change(tree, actor, Some(&before), &rec)?;
+        doc.set_actor(&self.actor);
+        let old_heads = doc.heads();
+        if doc.update(&rec, &actor.person_id, now)? {
+            persist_doc(tx, rec.id(), &mut doc, &old_heads, true)?;
+        }
+        let stored = doc.read()?;
+        materialize(tx, &stored)?;
+        Ok(stored)
+    }
+}
+
+/// A new record ready to be stored: checked, with its document built.
+struct NewRecord {
+    rec: Record,
+    doc: RecordDoc,
+    /// Whether the document reads back exactly as `rec`.
+    exact: bool,
+}
+
+/// Stores a prepared new record (refusing an id that exists) and its query rows.
+fn store_new(tx: &Transaction<'_>, mut n: NewRecord, mode: PutMode) -> Result<Record> {
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM records WHERE id = ?1")?
+        .query_row([n.rec.id()], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if exists {
+        return Err(Error::Workflow(format!(
+            "record {} already exists",
+            n.rec.id()
+        )));
+    }
+    insert_doc(tx, &n.rec, &mut n.doc, mode != PutMode::Import)?;
+    // A new document reads back as the record unless a list held duplicates.
+    let stored = if n.exact { n.rec } else { n.doc.read()? };
+    materialize(tx, &stored)?;
+    Ok(stored)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PutMode {
     Create,
+    /// A create inside a batch import: stores the new change as is, uncompressed.
+    Import,
     Update,
     Review,
 }
@@ -699,12 +871,10 @@ fn load_grids(c: &Connection) -> Result<Vec<GridNode>> {
 
 /// Loads a record's document (full save plus incremental chunks).
 pub(crate) fn load_doc(c: &Connection, id: &str) -> Result<Option<RecordDoc>> {
-    let row: Option<(Vec<u8>, i64, Option<String>, Vec<u8>)> = c
-        .query_row(
-            "SELECT doc, chunk_count, corrupt, heads FROM records WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+    type Row = (Vec<u8>, i64, Option<String>, Vec<u8>);
+    let row: Option<Row> = c
+        .prepare_cached("SELECT doc, chunk_count, corrupt, heads FROM records WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     let Some((full, chunk_count, corrupt, stored_heads)) = row else {
         return Ok(None);
@@ -746,16 +916,26 @@ pub(crate) fn load_doc(c: &Connection, id: &str) -> Result<Option<RecordDoc>> {
     Ok(Some(doc))
 }
 
-fn insert_doc(tx: &Transaction<'_>, rec: &Record, d: &mut RecordDoc) -> Result<()> {
+/// Runs a statement through the connection's statement cache (parsed once, not per call).
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<usize> {
+    Ok(c.prepare_cached(sql)?.execute(p)?)
+}
+
+/// Stores a new document: compactly (deflated columns), or, for batch imports, as the
+/// change chunk Automerge already encoded at commit, which loads the same way, costs
+/// nothing to produce and is rewritten compactly at the first compaction.
+fn insert_doc(tx: &Transaction<'_>, rec: &Record, d: &mut RecordDoc, compact: bool) -> Result<()> {
     let heads = heads_to_bytes(&d.heads());
-    tx.execute(
+    let bytes = if compact { d.save() } else { d.save_after(&[]) };
+    exec(
+        tx,
         "INSERT INTO records (id, kind, grid, doc, heads, local_rev, updated_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
         params![
             rec.id(),
             rec.kind().as_str(),
             rec.grid(),
-            d.save(),
+            bytes,
             heads,
             now_ms()
         ],
@@ -774,28 +954,31 @@ pub(crate) fn persist_doc(
 ) -> Result<()> {
     let rec = d.read()?;
     let heads = heads_to_bytes(&d.heads());
-    let chunk_count: i64 =
-        tx.query_row("SELECT chunk_count FROM records WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })?;
+    let chunk_count: i64 = tx
+        .prepare_cached("SELECT chunk_count FROM records WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
     if chunk_count + 1 >= COMPACT_AFTER_CHUNKS {
-        tx.execute("DELETE FROM record_chunks WHERE id = ?1", [id])?;
-        tx.execute(
+        exec(tx, "DELETE FROM record_chunks WHERE id = ?1", [id])?;
+        exec(
+            tx,
             "UPDATE records SET doc = ?2, chunk_count = 0 WHERE id = ?1",
             params![id, d.save()],
         )?;
     } else {
         let chunk = d.save_after(old_heads);
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO record_chunks (id, n, bytes) VALUES (?1, ?2, ?3)",
             params![id, chunk_count, chunk],
         )?;
-        tx.execute(
+        exec(
+            tx,
             "UPDATE records SET chunk_count = ?2 WHERE id = ?1",
             params![id, chunk_count + 1],
         )?;
     }
-    tx.execute(
+    exec(
+        tx,
         "UPDATE records SET heads = ?2, grid = ?3, updated_at_ms = ?4,
              local_rev = local_rev + ?5 WHERE id = ?1",
         params![id, heads, rec.grid(), now_ms(), i64::from(local)],
@@ -807,7 +990,8 @@ pub(crate) fn persist_doc(
 pub(crate) fn materialize(tx: &Transaction<'_>, rec: &Record) -> Result<()> {
     match rec {
         Record::Producer(p) => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, last_visit_ms, updated_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
                          (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1), ?10)
@@ -836,7 +1020,8 @@ pub(crate) fn materialize(tx: &Transaction<'_>, rec: &Record) -> Result<()> {
                 ),
                 None => (false, None, None),
             };
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO visits (id, producer_id, grid, inspector, started_at_ms, status, rect_open, rect_deadline, rect_notice)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(id) DO UPDATE SET producer_id = ?2, grid = ?3, inspector = ?4,
@@ -853,13 +1038,15 @@ pub(crate) fn materialize(tx: &Transaction<'_>, rec: &Record) -> Result<()> {
                     notice
                 ],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE producers SET last_visit_ms = (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1) WHERE id = ?1",
                 [&v.producer_id],
             )?;
         }
         Record::Template(t) => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO templates (id, template_id, version, grid) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(id) DO UPDATE SET template_id = ?2, version = ?3, grid = ?4",
                 params![t.id, t.template_id, t.version, t.grid],

@@ -114,9 +114,14 @@ impl Store {
     /// The device's cursors.
     pub fn cursors(&self) -> Result<Vec<Cursor>> {
         self.read(|c| {
-            let mut st = c.prepare_cached("SELECT grid, seq, token FROM sync_cursors ORDER BY grid")?;
+            let mut st =
+                c.prepare_cached("SELECT grid, seq, token FROM sync_cursors ORDER BY grid")?;
             let rows = st.query_map([], |r| {
-                Ok(Cursor { grid: r.get(0)?, seq: r.get::<_, i64>(1)? as u64, token: r.get::<_, i64>(2)? as u64 })
+                Ok(Cursor {
+                    grid: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                    token: r.get::<_, i64>(2)? as u64,
+                })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })

@@ -389,3 +389,12 @@ mod tests {
         assert!(decode::<SyncRequest>(&gz.finish().unwrap()).is_err());
     }
 }
+
+/// gzip of arbitrary bytes, for tests that need bodies that are valid gzip but not valid
+/// messages.
+#[doc(hidden)]
+pub fn encode_raw_for_tests(raw: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = std::io::Write::write_all(&mut gz, raw);
+    gz.finish().unwrap_or_default()
+}

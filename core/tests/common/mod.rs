@@ -1,5 +1,5 @@
 //! Shared fixtures for the core integration tests: a grid tree, people, valid producers.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use gridsync_core::model::{
     Answer, AnswerValue, GridKind, GridLevel, GridNode, Person, Producer, ProducerType, Role,

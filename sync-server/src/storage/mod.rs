@@ -3,6 +3,7 @@
 //!
 //! Calls are blocking: the HTTP layer runs them on tokio's blocking pool.
 
+pub mod postgres;
 pub mod sqlite;
 
 use gridsync_core::model::{GridNode, Person, RecordKind};
@@ -124,7 +125,7 @@ pub struct Device {
 }
 
 /// A one-time enrolment code as stored (hash only).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrolCode {
     /// SHA-256 of the normalized code (hex).
     pub code_hash: String,
@@ -237,4 +238,211 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn audit_list(&self, filter: &AuditFilter, limit: u32) -> StorageResult<Vec<AuditEntry>>;
     /// Counts of records by kind (for status and tests).
     fn record_counts(&self) -> StorageResult<Vec<(String, i64)>>;
+
+    /// Whether the store holds no data (no grids, people, codes, devices, records or audit).
+    fn is_empty(&self) -> StorageResult<bool>;
+    /// Streams every row, table by table in [`DumpChunk`]s, from one consistent snapshot.
+    fn export(&self, sink: &mut DumpSink<'_>) -> StorageResult<()>;
+    /// Fills an empty store in one transaction: calls `source` once with a sink that writes
+    /// each chunk. Refuses a store that holds data; on any error nothing is kept.
+    fn import(&self, source: &mut DumpSource<'_>) -> StorageResult<CopyCounts>;
+}
+
+/// Receives the chunks of an export.
+pub type DumpSink<'a> = dyn FnMut(DumpChunk) -> StorageResult<()> + 'a;
+/// Produces the chunks of an import by calling the sink it is given.
+pub type DumpSource<'a> = dyn FnMut(&mut DumpSink<'_>) -> StorageResult<()> + 'a;
+
+/// Rows copied, by table name.
+pub type CopyCounts = std::collections::BTreeMap<String, u64>;
+
+/// Rows per chunk of an export (records also stop at [`DUMP_CHUNK_BYTES`]).
+pub const DUMP_CHUNK_ROWS: usize = 1000;
+/// Bytes of documents or changes per chunk of an export.
+pub const DUMP_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Copies every row of `from` into the empty store `to`: server meta (epoch, reference
+/// generation), grids, people, codes, devices, records, changes, departures, feed heads,
+/// feed log with tokens, audit. Devices keep syncing against the copy without a re-bootstrap.
+pub fn copy_all(from: &dyn Storage, to: &dyn Storage) -> StorageResult<CopyCounts> {
+    to.import(&mut |sink: &mut DumpSink<'_>| from.export(sink))
+}
+
+/// A grid row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridRow {
+    /// Code.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// Level (stored text).
+    pub level: String,
+    /// Kind (stored text).
+    pub kind: String,
+    /// Parent code.
+    pub parent: Option<String>,
+}
+
+/// A person row as stored (including inactive people).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonRow {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Phone.
+    pub phone: String,
+    /// Role (stored text).
+    pub role: String,
+    /// Assigned grids as a JSON array.
+    pub grids: String,
+    /// Whether the person is active.
+    pub active: bool,
+}
+
+/// An enrolment code row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRow {
+    /// The code and its metadata.
+    pub code: EnrolCode,
+    /// When it was redeemed.
+    pub used_at_ms: Option<i64>,
+}
+
+/// A record row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    /// Id.
+    pub id: String,
+    /// Kind (stored text).
+    pub kind: String,
+    /// Current grid.
+    pub grid: String,
+    /// Compact document.
+    pub doc: Vec<u8>,
+    /// Heads (32 bytes each).
+    pub heads: Vec<u8>,
+    /// Feed sequence of the last change.
+    pub seq: i64,
+    /// Sequence at which it entered its current grid.
+    pub grid_since: i64,
+    /// Last write.
+    pub updated_at_ms: i64,
+}
+
+/// A change chunk row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRow {
+    /// Record id.
+    pub record_id: String,
+    /// Grid whose feed sequence it was stored under.
+    pub grid: String,
+    /// Feed sequence it was stored under.
+    pub seq: i64,
+    /// Change bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A departure row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepartureRow {
+    /// Grid the record left.
+    pub grid: String,
+    /// Sequence in that grid's feed.
+    pub seq: i64,
+    /// Record id.
+    pub record_id: String,
+    /// Grid it moved to.
+    pub new_grid: String,
+}
+
+/// A feed log row: the token of one feed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedLogRow {
+    /// Grid.
+    pub grid: String,
+    /// Sequence.
+    pub seq: i64,
+    /// Random token of the entry.
+    pub token: i64,
+}
+
+/// One slice of one table in an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpChunk {
+    /// Server meta: key and value (epoch, reference generation).
+    Meta(Vec<(String, String)>),
+    /// Grid nodes.
+    Grids(Vec<GridRow>),
+    /// People.
+    People(Vec<PersonRow>),
+    /// Enrolment codes.
+    Codes(Vec<CodeRow>),
+    /// Devices.
+    Devices(Vec<Device>),
+    /// Records.
+    Records(Vec<RecordRow>),
+    /// Change chunks.
+    Changes(Vec<ChangeRow>),
+    /// Departures.
+    Departures(Vec<DepartureRow>),
+    /// Feed heads: grid and head sequence.
+    FeedHeads(Vec<(String, i64)>),
+    /// Feed log with tokens.
+    FeedLog(Vec<FeedLogRow>),
+    /// Audit entries with their ids (order).
+    Audit(Vec<(i64, AuditEntry)>),
+}
+
+impl DumpChunk {
+    /// Table name and row count.
+    pub fn table(&self) -> (&'static str, usize) {
+        match self {
+            DumpChunk::Meta(v) => ("server_meta", v.len()),
+            DumpChunk::Grids(v) => ("grids", v.len()),
+            DumpChunk::People(v) => ("people", v.len()),
+            DumpChunk::Codes(v) => ("enrol_codes", v.len()),
+            DumpChunk::Devices(v) => ("devices", v.len()),
+            DumpChunk::Records(v) => ("records", v.len()),
+            DumpChunk::Changes(v) => ("changes", v.len()),
+            DumpChunk::Departures(v) => ("departures", v.len()),
+            DumpChunk::FeedHeads(v) => ("feed_heads", v.len()),
+            DumpChunk::FeedLog(v) => ("feed_log", v.len()),
+            DumpChunk::Audit(v) => ("audit", v.len()),
+        }
+    }
+}
+
+/// Collects rows into chunks for an export, flushing to the sink by rows or bytes.
+#[derive(Debug)]
+pub struct ChunkBuffer<T> {
+    rows: Vec<T>,
+    bytes: usize,
+}
+
+impl<T> Default for ChunkBuffer<T> {
+    fn default() -> Self {
+        ChunkBuffer { rows: Vec::new(), bytes: 0 }
+    }
+}
+
+impl<T> ChunkBuffer<T> {
+    /// Adds a row of about `bytes` bytes; sends a chunk when full.
+    pub fn push(&mut self, row: T, bytes: usize, wrap: fn(Vec<T>) -> DumpChunk, sink: &mut DumpSink<'_>) -> StorageResult<()> {
+        self.rows.push(row);
+        self.bytes += bytes;
+        if self.rows.len() >= DUMP_CHUNK_ROWS || self.bytes >= DUMP_CHUNK_BYTES {
+            self.flush(wrap, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left.
+    pub fn flush(&mut self, wrap: fn(Vec<T>) -> DumpChunk, sink: &mut DumpSink<'_>) -> StorageResult<()> {
+        if !self.rows.is_empty() {
+            self.bytes = 0;
+            sink(wrap(std::mem::take(&mut self.rows)))?;
+        }
+        Ok(())
+    }
 }

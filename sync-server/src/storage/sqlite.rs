@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::*;
 
-const STEPS: &[&str] = &[include_str!("migrations/sqlite_0001.sql")];
+const STEPS: &[&str] = &[include_str!("migrations/sqlite_0001.sql"), include_str!("migrations/sqlite_0002.sql")];
 
 /// SQLite storage.
 #[derive(Debug)]
@@ -399,8 +399,8 @@ impl Storage for SqliteStorage {
                             params![p.id, kind.as_str(), grid, doc, heads, seq as i64, grid_since as i64, now],
                         )?;
                         tx.execute(
-                            "INSERT INTO changes (record_id, seq, bytes) VALUES (?1, ?2, ?3)",
-                            params![p.id, seq as i64, new_changes],
+                            "INSERT INTO changes (record_id, grid, seq, bytes) VALUES (?1, ?2, ?3, ?4)",
+                            params![p.id, grid, seq as i64, new_changes],
                         )?;
                         insert_audit(
                             tx,
@@ -491,8 +491,8 @@ impl Storage for SqliteStorage {
                     }
                     if let Some(mut rec) = rec {
                         if !rec.full {
-                            let mut st = c.prepare_cached("SELECT bytes FROM changes WHERE record_id = ?1 AND seq > ?2 ORDER BY seq")?;
-                            let rows = st.query_map(params![rec.id, feed.after as i64], |r| r.get::<_, Vec<u8>>(0))?;
+                            let mut st = c.prepare_cached("SELECT bytes FROM changes WHERE record_id = ?1 AND grid = ?2 AND seq > ?3 ORDER BY seq")?;
+                            let rows = st.query_map(params![rec.id, feed.grid, feed.after as i64], |r| r.get::<_, Vec<u8>>(0))?;
                             for b in rows {
                                 rec.bytes.extend_from_slice(&b?);
                             }
@@ -606,6 +606,245 @@ impl Storage for SqliteStorage {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
+
+    fn is_empty(&self) -> StorageResult<bool> {
+        self.read(|c| is_empty_conn(c))
+    }
+
+    fn export(&self, sink: &mut DumpSink<'_>) -> StorageResult<()> {
+        self.read(|c| export_conn(c, sink))
+    }
+
+    fn import(&self, source: &mut DumpSource<'_>) -> StorageResult<CopyCounts> {
+        self.write(|tx| {
+            if !is_empty_conn(tx)? {
+                return Err(StorageError::Invalid("the target database already holds data; copy only into an empty one".into()));
+            }
+            let mut counts = CopyCounts::new();
+            source(&mut |chunk: DumpChunk| {
+                let (table, n) = chunk.table();
+                *counts.entry(table.to_string()).or_insert(0) += n as u64;
+                import_chunk(tx, chunk)
+            })?;
+            Ok(counts)
+        })
+    }
+}
+
+const DATA_TABLES: [&str; 10] =
+    ["grids", "people", "enrol_codes", "devices", "records", "changes", "departures", "feed_heads", "feed_log", "audit"];
+
+fn is_empty_conn(c: &Connection) -> StorageResult<bool> {
+    for t in DATA_TABLES {
+        let any: bool = c.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {t})"), [], |r| r.get(0))?;
+        if any {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn export_conn(c: &Connection, sink: &mut DumpSink<'_>) -> StorageResult<()> {
+    fn table<T>(
+        c: &Connection,
+        sql: &str,
+        row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<(T, usize)>,
+        wrap: fn(Vec<T>) -> DumpChunk,
+        sink: &mut DumpSink<'_>,
+    ) -> StorageResult<()> {
+        let mut st = c.prepare(sql)?;
+        let mut rows = st.query([])?;
+        let mut buf = ChunkBuffer::default();
+        while let Some(r) = rows.next()? {
+            let (v, bytes) = row(r)?;
+            buf.push(v, bytes, wrap, sink)?;
+        }
+        buf.flush(wrap, sink)
+    }
+    table(c, "SELECT key, value FROM server_meta ORDER BY key", |r| Ok(((r.get(0)?, r.get(1)?), 0)), DumpChunk::Meta, sink)?;
+    table(
+        c,
+        "SELECT code, name, level, kind, parent FROM grids ORDER BY code",
+        |r| Ok((GridRow { code: r.get(0)?, name: r.get(1)?, level: r.get(2)?, kind: r.get(3)?, parent: r.get(4)? }, 0)),
+        DumpChunk::Grids,
+        sink,
+    )?;
+    table(
+        c,
+        "SELECT id, name, phone, role, grids, active FROM people ORDER BY id",
+        |r| {
+            Ok((
+                PersonRow { id: r.get(0)?, name: r.get(1)?, phone: r.get(2)?, role: r.get(3)?, grids: r.get(4)?, active: r.get::<_, i64>(5)? != 0 },
+                0,
+            ))
+        },
+        DumpChunk::People,
+        sink,
+    )?;
+    table(
+        c,
+        "SELECT code_hash, person_id, created_by, created_at_ms, expires_at_ms, used_at_ms FROM enrol_codes ORDER BY code_hash",
+        |r| {
+            Ok((
+                CodeRow {
+                    code: EnrolCode { code_hash: r.get(0)?, person_id: r.get(1)?, created_by: r.get(2)?, created_at_ms: r.get(3)?, expires_at_ms: r.get(4)? },
+                    used_at_ms: r.get(5)?,
+                },
+                0,
+            ))
+        },
+        DumpChunk::Codes,
+        sink,
+    )?;
+    table(c, &format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"), |r| Ok((device_from_row(r)?, 0)), DumpChunk::Devices, sink)?;
+    table(
+        c,
+        "SELECT id, kind, grid, doc, heads, seq, grid_since, updated_at_ms FROM records ORDER BY id",
+        |r| {
+            let row = RecordRow {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                grid: r.get(2)?,
+                doc: r.get(3)?,
+                heads: r.get(4)?,
+                seq: r.get(5)?,
+                grid_since: r.get(6)?,
+                updated_at_ms: r.get(7)?,
+            };
+            let n = row.doc.len() + row.heads.len();
+            Ok((row, n))
+        },
+        DumpChunk::Records,
+        sink,
+    )?;
+    table(
+        c,
+        "SELECT record_id, grid, seq, bytes FROM changes ORDER BY record_id, grid, seq",
+        |r| {
+            let row = ChangeRow { record_id: r.get(0)?, grid: r.get(1)?, seq: r.get(2)?, bytes: r.get(3)? };
+            let n = row.bytes.len();
+            Ok((row, n))
+        },
+        DumpChunk::Changes,
+        sink,
+    )?;
+    table(
+        c,
+        "SELECT grid, seq, record_id, new_grid FROM departures ORDER BY grid, seq",
+        |r| Ok((DepartureRow { grid: r.get(0)?, seq: r.get(1)?, record_id: r.get(2)?, new_grid: r.get(3)? }, 0)),
+        DumpChunk::Departures,
+        sink,
+    )?;
+    table(c, "SELECT grid, seq FROM feed_heads ORDER BY grid", |r| Ok(((r.get(0)?, r.get(1)?), 0)), DumpChunk::FeedHeads, sink)?;
+    table(
+        c,
+        "SELECT grid, seq, token FROM feed_log ORDER BY grid, seq",
+        |r| Ok((FeedLogRow { grid: r.get(0)?, seq: r.get(1)?, token: r.get(2)? }, 0)),
+        DumpChunk::FeedLog,
+        sink,
+    )?;
+    table(
+        c,
+        "SELECT id, at_ms, person_id, device_id, record_id, kind, grid, action, detail FROM audit ORDER BY id",
+        |r| {
+            Ok((
+                (
+                    r.get(0)?,
+                    AuditEntry {
+                        at_ms: r.get(1)?,
+                        person_id: r.get(2)?,
+                        device_id: r.get(3)?,
+                        record_id: r.get(4)?,
+                        kind: r.get(5)?,
+                        grid: r.get(6)?,
+                        action: r.get(7)?,
+                        detail: r.get(8)?,
+                    },
+                ),
+                0,
+            ))
+        },
+        DumpChunk::Audit,
+        sink,
+    )
+}
+
+fn import_chunk(tx: &Transaction<'_>, chunk: DumpChunk) -> StorageResult<()> {
+    match chunk {
+        DumpChunk::Meta(rows) => {
+            let mut st = tx.prepare_cached("INSERT OR REPLACE INTO server_meta (key, value) VALUES (?1, ?2)")?;
+            for (k, v) in rows {
+                st.execute(params![k, v])?;
+            }
+        }
+        DumpChunk::Grids(rows) => {
+            let mut st = tx.prepare_cached("INSERT INTO grids (code, name, level, kind, parent) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for g in rows {
+                st.execute(params![g.code, g.name, g.level, g.kind, g.parent])?;
+            }
+        }
+        DumpChunk::People(rows) => {
+            let mut st = tx.prepare_cached("INSERT INTO people (id, name, phone, role, grids, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            for p in rows {
+                st.execute(params![p.id, p.name, p.phone, p.role, p.grids, i64::from(p.active)])?;
+            }
+        }
+        DumpChunk::Codes(rows) => {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO enrol_codes (code_hash, person_id, created_by, created_at_ms, expires_at_ms, used_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for c in rows {
+                st.execute(params![c.code.code_hash, c.code.person_id, c.code.created_by, c.code.created_at_ms, c.code.expires_at_ms, c.used_at_ms])?;
+            }
+        }
+        DumpChunk::Devices(rows) => {
+            let mut st = tx.prepare_cached(&format!("INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?;
+            for d in rows {
+                st.execute(params![d.id, d.person_id, d.name, d.secret_hash, d.pending_hash, d.created_at_ms, d.last_seen_ms, d.revoked_at_ms, d.revoked_reason])?;
+            }
+        }
+        DumpChunk::Records(rows) => {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO records (id, kind, grid, doc, heads, seq, grid_since, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for r in rows {
+                st.execute(params![r.id, r.kind, r.grid, r.doc, r.heads, r.seq, r.grid_since, r.updated_at_ms])?;
+            }
+        }
+        DumpChunk::Changes(rows) => {
+            let mut st = tx.prepare_cached("INSERT INTO changes (record_id, grid, seq, bytes) VALUES (?1, ?2, ?3, ?4)")?;
+            for c in rows {
+                st.execute(params![c.record_id, c.grid, c.seq, c.bytes])?;
+            }
+        }
+        DumpChunk::Departures(rows) => {
+            let mut st = tx.prepare_cached("INSERT INTO departures (grid, seq, record_id, new_grid) VALUES (?1, ?2, ?3, ?4)")?;
+            for d in rows {
+                st.execute(params![d.grid, d.seq, d.record_id, d.new_grid])?;
+            }
+        }
+        DumpChunk::FeedHeads(rows) => {
+            let mut st = tx.prepare_cached("INSERT INTO feed_heads (grid, seq) VALUES (?1, ?2)")?;
+            for (g, s) in rows {
+                st.execute(params![g, s])?;
+            }
+        }
+        DumpChunk::FeedLog(rows) => {
+            let mut st = tx.prepare_cached("INSERT INTO feed_log (grid, seq, token) VALUES (?1, ?2, ?3)")?;
+            for f in rows {
+                st.execute(params![f.grid, f.seq, f.token])?;
+            }
+        }
+        DumpChunk::Audit(rows) => {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO audit (id, at_ms, person_id, device_id, record_id, kind, grid, action, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for (id, e) in rows {
+                st.execute(params![id, e.at_ms, e.person_id, e.device_id, e.record_id, e.kind, e.grid, e.action, e.detail])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load_record(c: &Connection, id: &str) -> StorageResult<Option<StoredRecord>> {
