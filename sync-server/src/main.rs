@@ -360,6 +360,8 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             for (k, n) in s.record_counts().map_err(|e| e.to_string())? {
                 println!("{k}: {n}");
             }
+            println!("grids: {}", s.grids().map_err(|e| e.to_string())?.len());
+            println!("people: {}", s.people().map_err(|e| e.to_string())?.len());
             println!("devices: {}", s.devices().map_err(|e| e.to_string())?.len());
         }
     }

@@ -1,0 +1,81 @@
+//! The admin command line, run as a real process on a real data directory.
+
+use std::process::Command;
+
+fn admin(data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gridsync-server"))
+        .arg("admin")
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("GRIDSYNC_DATABASE")
+        .output()
+        .expect("run gridsync-server");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn grid_import_people_codes_devices_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A bad row names its line and column, and nothing is imported.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "code,name,level,parent,kind\n15,内蒙古自治区,region,,mixed\n1525,锡林郭勒盟,league,15,pastoral\n152522,阿巴嘎旗,banner,1525,pastorl\n",
+    )
+    .unwrap();
+    let (ok, _, err) = admin(&data, &["import-grids", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("line 4") && err.contains("column kind") && err.contains("pastorl"), "{err}");
+    let (ok, out, _) = admin(&data, &["status"]);
+    assert!(ok);
+    assert!(out.contains("grids: 0"), "nothing half-imported: {out}");
+    let good = dir.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "code,name,level,parent,kind\n15,内蒙古自治区,region,,mixed\n1525,锡林郭勒盟,league,15,pastoral\n152522,阿巴嘎旗,banner,1525,pastoral\n152522101,别力古台镇,township,152522,pastoral\n152522101001,巴彦嘎查,village,152522101,pastoral\n",
+    )
+    .unwrap();
+    let (ok, out, err) = admin(&data, &["import-grids", good.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("imported 5"), "{out}");
+    assert!(admin(&data, &["status"]).1.contains("grids: 5"));
+    // People: a bad phone is refused with the field named.
+    let (ok, _, err) = admin(&data, &["add-person", "--id", "l1", "--name", "乌日娜", "--phone", "123", "--role", "liaison", "--grid", "152522101001"]);
+    assert!(!ok && err.contains("phone"), "{err}");
+    let (ok, _, err) = admin(&data, &["add-person", "--id", "l1", "--name", "乌日娜", "--phone", "13912345678", "--role", "liaison", "--grid", "nowhere"]);
+    assert!(!ok && err.contains("nowhere"), "{err}");
+    let (ok, _, err) = admin(&data, &["add-person", "--id", "l1", "--name", "乌日娜", "--phone", "13912345678", "--role", "liaison", "--grid", "152522101001"]);
+    assert!(ok, "{err}");
+    // A code, as text and as a QR code.
+    let qr = dir.path().join("code.svg");
+    let (ok, out, err) = admin(&data, &["issue-code", "--person", "l1", "--qr", qr.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let code = v["code"].as_str().unwrap();
+    assert_eq!(code.len(), 14);
+    let svg = std::fs::read_to_string(&qr).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{}", &svg[..60.min(svg.len())]);
+    let (ok, _, err) = admin(&data, &["issue-code", "--person", "ghost"]);
+    assert!(!ok && err.contains("ghost"), "{err}");
+    // No devices yet; revoking an unknown one fails clearly.
+    let (ok, out, _) = admin(&data, &["list-devices", "--json"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "[]");
+    let (ok, _, err) = admin(&data, &["revoke-device", "--device", "nope", "--reason", "x"]);
+    assert!(!ok && err.contains("nope"), "{err}");
+    // Reassignment and the audit trail.
+    let (ok, out, err) = admin(&data, &["assign-grids", "--person", "l1", "--grid", "152522101"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("152522101"));
+    let (ok, out, _) = admin(&data, &["audit", "--person", "l1", "--json"]);
+    assert!(ok);
+    assert!(serde_json::from_str::<serde_json::Value>(out.trim()).unwrap().is_array());
+    let (ok, _, err) = admin(&data, &["audit", "--person", "a", "--grid", "b"]);
+    assert!(!ok && err.contains("at most one"), "{err}");
+}
