@@ -6,7 +6,7 @@ mod common;
 use automerge::ActorId;
 use gridsync_core::doc::{load_received, RecordDoc};
 use gridsync_core::model::{
-    default_template, Finding, Producer, ProducerStatus, Record, ReviewEvent, ReviewAction,
+    default_template, Finding, Producer, ProducerStatus, Record, ReviewAction, ReviewEvent,
     ReviewState, RiskLevel, Severity, Visit,
 };
 
@@ -26,7 +26,11 @@ fn replicas(rec: &Record, n: u8) -> Vec<RecordDoc> {
     for i in 2..=n {
         let mut d = load_received(&bytes).unwrap();
         d.set_actor(&actor(i));
-        assert_eq!(&d.read().unwrap(), rec, "replica {i} reads the created record");
+        assert_eq!(
+            &d.read().unwrap(),
+            rec,
+            "replica {i} reads the created record"
+        );
         out.push(d);
     }
     out
@@ -50,14 +54,20 @@ fn edit_producer(d: &mut RecordDoc, who: &str, at: i64, f: impl FnOnce(&mut Prod
     let mut p = producer_of(d);
     f(&mut p);
     p.updated_at_ms = at;
-    assert!(d.update(&Record::Producer(p), who, at).unwrap(), "edit wrote a change");
+    assert!(
+        d.update(&Record::Producer(p), who, at).unwrap(),
+        "edit wrote a change"
+    );
 }
 
 fn edit_visit(d: &mut RecordDoc, who: &str, at: i64, f: impl FnOnce(&mut Visit)) {
     let mut v = visit_of(d);
     f(&mut v);
     v.updated_at_ms = at;
-    assert!(d.update(&Record::Visit(v), who, at).unwrap(), "edit wrote a change");
+    assert!(
+        d.update(&Record::Visit(v), who, at).unwrap(),
+        "edit wrote a change"
+    );
 }
 
 /// Exchanges the changes of two replicas both ways (incremental chunks since `base`).
@@ -173,7 +183,8 @@ fn findings_added_concurrently_on_three_replicas_all_survive() {
     v.findings.push(finding("f0", "原有问题", "liaison-1"));
     let mut r = replicas(&Record::Visit(v), 3);
     edit_visit(&mut r[0], "liaison-1", T0 + 1, |v| {
-        v.findings.push(finding("fa", "兽药使用记录不全", "liaison-1"))
+        v.findings
+            .push(finding("fa", "兽药使用记录不全", "liaison-1"))
     });
     edit_visit(&mut r[1], "super-1", T0 + 2, |v| {
         v.findings.push(finding("fb", "休药期未执行", "super-1"));
@@ -401,9 +412,13 @@ fn incremental_chunks_and_whole_saves_give_the_same_document() {
     let p = sample_producer();
     let mut r = replicas(&Record::Producer(p.clone()), 2);
     let base = r[0].heads();
-    edit_producer(&mut r[0], "liaison-1", T0 + 1, |p| p.owner = "新户主".into());
+    edit_producer(&mut r[0], "liaison-1", T0 + 1, |p| {
+        p.owner = "新户主".into()
+    });
     let mid = r[0].heads();
-    edit_producer(&mut r[0], "liaison-1", T0 + 2, |p| p.address = "新地址".into());
+    edit_producer(&mut r[0], "liaison-1", T0 + 2, |p| {
+        p.address = "新地址".into()
+    });
     let chunks = r[0].save_after(&base);
     let whole = r[0].save();
     let mut via_chunks = load_received(&r[1].save()).unwrap();
@@ -459,10 +474,17 @@ fn nested_conflicts_name_their_path_and_resolve() {
     exchange(a, b);
     let mut paths: Vec<String> = a.conflicts().unwrap().into_iter().map(|c| c.path).collect();
     paths.sort();
-    assert_eq!(paths, vec!["answers.drug_use.note", "findings[0].description"]);
+    assert_eq!(
+        paths,
+        vec!["answers.drug_use.note", "findings[0].description"]
+    );
     let before = visit_of(a);
-    assert!(a.resolve_conflict("findings[0].description", "super-1", T0 + 3).unwrap());
-    assert!(a.resolve_conflict("answers.drug_use.note", "super-1", T0 + 3).unwrap());
+    assert!(a
+        .resolve_conflict("findings[0].description", "super-1", T0 + 3)
+        .unwrap());
+    assert!(a
+        .resolve_conflict("answers.drug_use.note", "super-1", T0 + 3)
+        .unwrap());
     assert_eq!(a.conflicts().unwrap(), vec![]);
     let after = visit_of(a);
     assert_eq!(after.findings, before.findings);
@@ -475,14 +497,13 @@ fn nested_conflicts_name_their_path_and_resolve() {
 #[test]
 fn create_reports_whether_the_document_reads_back_exactly() {
     let p = sample_producer();
-    let (d, exact) = RecordDoc::create_exact(&Record::Producer(p.clone()), &actor(1), "x", T0)
-        .unwrap();
+    let (d, exact) =
+        RecordDoc::create_exact(&Record::Producer(p.clone()), &actor(1), "x", T0).unwrap();
     assert!(exact);
     assert_eq!(producer_of(&d), p);
     let mut dup = p.clone();
     dup.products = vec!["羊肉".into(), "羊肉".into()];
-    let (d, exact) =
-        RecordDoc::create_exact(&Record::Producer(dup), &actor(1), "x", T0).unwrap();
+    let (d, exact) = RecordDoc::create_exact(&Record::Producer(dup), &actor(1), "x", T0).unwrap();
     assert!(!exact, "a duplicate list entry is kept once");
     assert_eq!(producer_of(&d).products, vec!["羊肉".to_string()]);
     // The fast path writes the same document an update from empty would.
@@ -490,8 +511,8 @@ fn create_reports_whether_the_document_reads_back_exactly() {
     let mut v = Visit::new("p", VIL1, "liaison-1", &tpl, T0);
     answer_required(&mut v);
     v.findings.push(finding("f1", "问题", "liaison-1"));
-    let (mut d, exact) = RecordDoc::create_exact(&Record::Visit(v.clone()), &actor(2), "x", T0)
-        .unwrap();
+    let (mut d, exact) =
+        RecordDoc::create_exact(&Record::Visit(v.clone()), &actor(2), "x", T0).unwrap();
     assert!(exact);
     assert_eq!(visit_of(&d), v);
     assert_eq!(visit_of(&load_received(&d.fork().save()).unwrap()), v);

@@ -17,7 +17,9 @@ use gridsync_core::{now_ms, Error};
 
 use common::*;
 
-fn temp_store(who: &gridsync_core::model::Person) -> (tempfile::TempDir, std::path::PathBuf, Store) {
+fn temp_store(
+    who: &gridsync_core::model::Person,
+) -> (tempfile::TempDir, std::path::PathBuf, Store) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let s = store_as(&path, who);
@@ -27,7 +29,9 @@ fn temp_store(who: &gridsync_core::model::Person) -> (tempfile::TempDir, std::pa
 #[test]
 fn create_update_show_and_search_in_chinese() {
     let (_d, _p, s) = temp_store(&liaison());
-    let a = s.create_producer(ranch("锡林郭勒草原牧场", VIL1, 1)).unwrap();
+    let a = s
+        .create_producer(ranch("锡林郭勒草原牧场", VIL1, 1))
+        .unwrap();
     let b = s.create_producer(ranch("巴彦家庭牧场", VIL1, 2)).unwrap();
     s.create_producer(cooperative("阿巴嘎草原肉羊合作社", VIL1, 3))
         .unwrap();
@@ -65,7 +69,13 @@ fn create_update_show_and_search_in_chinese() {
 fn listing_pages_sorts_and_covers_sub_grids() {
     let (_d, _p, s) = temp_store(&supervisor());
     let names = [
-        "乌兰牧场", "阿拉坦牧场", "宝音牧场", "查干牧场", "达来牧场", "额尔敦牧场", "巴雅尔牧场",
+        "乌兰牧场",
+        "阿拉坦牧场",
+        "宝音牧场",
+        "查干牧场",
+        "达来牧场",
+        "额尔敦牧场",
+        "巴雅尔牧场",
     ];
     let mut ids = Vec::new();
     for (i, n) in names.iter().enumerate() {
@@ -78,9 +88,15 @@ fn listing_pages_sorts_and_covers_sub_grids() {
     }
     s.create_producer(ranch("外镇牧场", VIL3, 99)).unwrap_err();
     // The township sees all seven, sorted by name (code point order), paged.
-    let page1 = s.producers_in_grid(TOWN1, ProducerSort::Name, 3, 0).unwrap();
-    let page2 = s.producers_in_grid(TOWN1, ProducerSort::Name, 3, 3).unwrap();
-    let page3 = s.producers_in_grid(TOWN1, ProducerSort::Name, 3, 6).unwrap();
+    let page1 = s
+        .producers_in_grid(TOWN1, ProducerSort::Name, 3, 0)
+        .unwrap();
+    let page2 = s
+        .producers_in_grid(TOWN1, ProducerSort::Name, 3, 3)
+        .unwrap();
+    let page3 = s
+        .producers_in_grid(TOWN1, ProducerSort::Name, 3, 6)
+        .unwrap();
     let all: Vec<String> = page1
         .iter()
         .chain(&page2)
@@ -97,14 +113,20 @@ fn listing_pages_sorts_and_covers_sub_grids() {
         .is_empty());
     // A village includes its sub-grid; the sub-grid only itself.
     assert_eq!(
-        s.producers_in_grid(VIL1, ProducerSort::Name, 50, 0).unwrap().len(),
+        s.producers_in_grid(VIL1, ProducerSort::Name, 50, 0)
+            .unwrap()
+            .len(),
         5
     );
-    let sub = s.producers_in_grid(SUB1, ProducerSort::Name, 50, 0).unwrap();
+    let sub = s
+        .producers_in_grid(SUB1, ProducerSort::Name, 50, 0)
+        .unwrap();
     assert_eq!(sub.len(), 2);
     assert!(sub.iter().all(|p| p.grid == SUB1));
     assert_eq!(
-        s.producers_in_grid(VIL2, ProducerSort::Name, 50, 0).unwrap().len(),
+        s.producers_in_grid(VIL2, ProducerSort::Name, 50, 0)
+            .unwrap()
+            .len(),
         2
     );
     assert!(s
@@ -132,7 +154,10 @@ fn listing_pages_sorts_and_covers_sub_grids() {
         .producers_in_grid(TOWN1, ProducerSort::LastVisit, 50, 0)
         .unwrap();
     let order: Vec<&str> = by_visit.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(&order[4..], &[ids[1].as_str(), ids[0].as_str(), ids[2].as_str()]);
+    assert_eq!(
+        &order[4..],
+        &[ids[1].as_str(), ids[0].as_str(), ids[2].as_str()]
+    );
     assert!(by_visit[..4].iter().all(|p| p.last_visit_ms.is_none()));
 }
 
@@ -197,7 +222,11 @@ fn visit_history_and_open_rectifications() {
     let q = s.create_producer(ranch("第二牧场", VIL1, 2)).unwrap();
     let now = now_ms();
     let mut ids = Vec::new();
-    for (days, deadline) in [(30, Some("2020-01-31")), (20, None), (10, Some("2099-12-31"))] {
+    for (days, deadline) in [
+        (30, Some("2020-01-31")),
+        (20, None),
+        (10, Some("2099-12-31")),
+    ] {
         let mut v = Visit::new(&p.id, VIL1, "liaison-1", &tpl, now - days * DAY_MS);
         answer_required(&mut v);
         if let Some(d) = deadline {
@@ -233,7 +262,10 @@ fn visit_history_and_open_rectifications() {
     let open = s.open_rectifications("2025-06-01").unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].visit_id, ids[2]);
-    assert_eq!(s.visit(&ids[0]).unwrap().follow_up_visit.as_deref(), Some(f.id.as_str()));
+    assert_eq!(
+        s.visit(&ids[0]).unwrap().follow_up_visit.as_deref(),
+        Some(f.id.as_str())
+    );
     // A follow-up to another producer is refused, naming the field.
     let other = s
         .save_visit(Visit::new(&q.id, VIL1, "liaison-1", &tpl, now))
@@ -274,7 +306,10 @@ fn validation_errors_are_typed_and_write_nothing() {
     p.id_number = Some("110105194912310021".into());
     expect_field(p, "id_number");
     let mut p = ranch("坏坐标", VIL1, 2);
-    p.location = Some(gridsync_core::model::GeoPoint { lat: 95.0, lon: 114.0 });
+    p.location = Some(gridsync_core::model::GeoPoint {
+        lat: 95.0,
+        lon: 114.0,
+    });
     expect_field(p, "location.lat");
     let mut p = ranch("长产品", VIL1, 2);
     p.products = vec!["羊".repeat(51)];
@@ -286,7 +321,9 @@ fn validation_errors_are_typed_and_write_nothing() {
         other => panic!("expected Forbidden, got {other:?}"),
     }
     // An edit that fails leaves the stored record as it was.
-    let existing = s.producers_in_grid(VIL1, ProducerSort::Name, 10, 0).unwrap();
+    let existing = s
+        .producers_in_grid(VIL1, ProducerSort::Name, 10, 0)
+        .unwrap();
     let mut bad = s.producer(&existing[0].id).unwrap();
     let good_phone = bad.phone.clone();
     bad.phone = "1".into();
@@ -328,7 +365,10 @@ fn a_corrupt_record_is_set_aside_and_the_rest_keeps_working() {
         let n = c
             .execute(
                 "UPDATE records SET doc = ?2 WHERE id = ?1",
-                rusqlite::params![bad.id, b"\x85\x6f\x4a\x83 definitely not automerge".to_vec()],
+                rusqlite::params![
+                    bad.id,
+                    b"\x85\x6f\x4a\x83 definitely not automerge".to_vec()
+                ],
             )
             .unwrap();
         assert_eq!(n, 1);
@@ -349,7 +389,9 @@ fn a_corrupt_record_is_set_aside_and_the_rest_keeps_working() {
     assert_eq!((c.producers, c.corrupt), (1, 1));
     // The rest keeps working: reads, lists, new records, edits, pushes.
     assert_eq!(s.producer(&good.id).unwrap().name, "好牧场");
-    let list = s.producers_in_grid(VIL1, ProducerSort::Name, 50, 0).unwrap();
+    let list = s
+        .producers_in_grid(VIL1, ProducerSort::Name, 50, 0)
+        .unwrap();
     assert_eq!(list.len(), 1);
     let third = s.create_producer(ranch("新牧场", VIL1, 3)).unwrap();
     let mut g = s.producer(&good.id).unwrap();
@@ -479,7 +521,11 @@ fn many_edits_compact_and_still_read_back() {
     assert_eq!(s.history(&p.id).unwrap().len(), 41);
     let c = rusqlite::Connection::open(&path).unwrap();
     let chunks: i64 = c
-        .query_row("SELECT COUNT(*) FROM record_chunks WHERE id = ?1", [&p.id], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM record_chunks WHERE id = ?1",
+            [&p.id],
+            |r| r.get(0),
+        )
         .unwrap();
     assert!(chunks < 16, "chunks are compacted, found {chunks}");
 }
@@ -491,7 +537,9 @@ fn change_tracking_keeps_edits_made_during_a_sync() {
     let b = s.create_producer(ranch("乙牧场", VIL1, 2)).unwrap();
     let pending = s.pending_pushes(100, &HashSet::new()).unwrap();
     assert_eq!(pending.len(), 2);
-    assert!(pending.iter().all(|p| !p.changes.is_empty() && !p.heads.is_empty()));
+    assert!(pending
+        .iter()
+        .all(|p| !p.changes.is_empty() && !p.heads.is_empty()));
     assert_eq!(s.counts().unwrap().unsynced, 2);
     // While the push is in flight, the person edits record a.
     let mut e = s.producer(&a.id).unwrap();
@@ -527,7 +575,11 @@ fn change_tracking_keeps_edits_made_during_a_sync() {
     let rej = s.rejected_edits().unwrap();
     assert_eq!(rej.len(), 1);
     assert_eq!(rej[0].reason, "phone: 号码无效");
-    assert_eq!(s.producer(&a.id).unwrap().phone, "13512345678", "kept, not dropped");
+    assert_eq!(
+        s.producer(&a.id).unwrap().phone,
+        "13512345678",
+        "kept, not dropped"
+    );
     let mut e = s.producer(&a.id).unwrap();
     e.phone = "13512345679".into();
     s.update_producer(e).unwrap();
@@ -542,7 +594,13 @@ fn change_tracking_keeps_edits_made_during_a_sync() {
 fn batch_creation_is_all_or_nothing_and_names_the_entry() {
     let (_d, _p, s) = temp_store(&supervisor());
     let batch: Vec<_> = (0..50)
-        .map(|i| ranch(&format!("批量牧场{i:02}"), if i % 2 == 0 { VIL1 } else { VIL2 }, i))
+        .map(|i| {
+            ranch(
+                &format!("批量牧场{i:02}"),
+                if i % 2 == 0 { VIL1 } else { VIL2 },
+                i,
+            )
+        })
         .collect();
     let stored = s.create_producers(batch).unwrap();
     assert_eq!(stored.len(), 50);
@@ -551,7 +609,9 @@ fn batch_creation_is_all_or_nothing_and_names_the_entry() {
     assert_eq!(s.producer(&stored[7].id).unwrap(), stored[7]);
     assert_eq!(s.pending_pushes(1000, &HashSet::new()).unwrap().len(), 50);
     assert_eq!(
-        s.producers_in_grid(VIL2, ProducerSort::Name, 100, 0).unwrap().len(),
+        s.producers_in_grid(VIL2, ProducerSort::Name, 100, 0)
+            .unwrap()
+            .len(),
         25
     );
     // One bad entry: nothing of the batch is written, and the error names it.
@@ -565,7 +625,10 @@ fn batch_creation_is_all_or_nothing_and_names_the_entry() {
     }
     // Outside the supervisor's township: forbidden, nothing written.
     let batch = vec![ranch("本镇", VIL1, 200), ranch("外镇", VIL3, 201)];
-    assert!(matches!(s.create_producers(batch), Err(Error::Forbidden(_))));
+    assert!(matches!(
+        s.create_producers(batch),
+        Err(Error::Forbidden(_))
+    ));
     // A duplicate id is refused.
     let dup = vec![stored[0].clone()];
     assert!(matches!(s.create_producers(dup), Err(Error::Workflow(_))));
@@ -583,15 +646,23 @@ fn a_new_record_reads_back_as_stored_even_with_duplicates() {
         gridsync_core::model::Certification::Green,
     ];
     p.scale.crop_area_mu = Some(35.0);
-    p.location = Some(gridsync_core::model::GeoPoint { lat: 44.5, lon: -0.0 });
+    p.location = Some(gridsync_core::model::GeoPoint {
+        lat: 44.5,
+        lon: -0.0,
+    });
     let created = s.create_producer(p).unwrap();
-    assert_eq!(created.products, vec!["羊肉".to_string(), "羊绒".to_string()]);
+    assert_eq!(
+        created.products,
+        vec!["羊肉".to_string(), "羊绒".to_string()]
+    );
     assert_eq!(created.certifications.len(), 1);
     assert_eq!(s.producer(&created.id).unwrap(), created);
     // Without duplicates the returned record is exactly what a later read gives.
     let q = s.create_producer(ranch("普通牧场", VIL1, 2)).unwrap();
     assert_eq!(s.producer(&q.id).unwrap(), q);
-    let tpl = s.template(gridsync_core::model::DEFAULT_TEMPLATE_ID, 1).unwrap();
+    let tpl = s
+        .template(gridsync_core::model::DEFAULT_TEMPLATE_ID, 1)
+        .unwrap();
     let mut v = Visit::new(&q.id, VIL1, "liaison-1", &tpl, now_ms());
     answer_required(&mut v);
     let v = s.save_visit(v).unwrap();
@@ -622,4 +693,36 @@ fn a_large_batch_is_prepared_in_parallel_in_order() {
     let page = s.producers_in_grid(VIL1, ProducerSort::Name, 3, 0).unwrap();
     assert_eq!(page[0].name, "大批000");
     assert_eq!(s.producer(&ids[699]).unwrap().name, "大批699");
+}
+
+#[test]
+fn a_changed_template_is_never_served_stale() {
+    let (_d, _p, s) = temp_store(&county());
+    let mut t = default_template(BANNER);
+    t.template_id = "county-check".into();
+    t.id = gridsync_core::model::ChecklistTemplate::record_id("county-check", 1);
+    let t = s.save_template(t).unwrap();
+    assert_eq!(s.template("county-check", 1).unwrap(), t);
+    assert_eq!(
+        s.template("county-check", 1).unwrap(),
+        t,
+        "served from the cache"
+    );
+    let mut t2 = t.clone();
+    t2.name_zh = "旗县专项检查表".into();
+    t2.items[0].required = false;
+    s.save_template(t2.clone()).unwrap();
+    assert_eq!(s.template("county-check", 1).unwrap(), t2);
+    // Visits are validated against the current version: the first item is now optional.
+    let p = s.create_producer(ranch("牧场", VIL1, 1)).unwrap();
+    let mut v = Visit::new(&p.id, VIL1, "county-1", &t2, now_ms());
+    answer_required(&mut v);
+    v.answers.remove("production_records");
+    v.status = gridsync_core::model::VisitStatus::Completed;
+    v.ended_at_ms = Some(now_ms());
+    s.save_visit(v).unwrap();
+    assert!(matches!(
+        s.template("county-check", 2),
+        Err(Error::NotFound { .. })
+    ));
 }

@@ -54,7 +54,11 @@ fn review_chain_with_who_may_take_each_step() {
     // The liaison cannot approve, nor return.
     expect_forbidden(s.review_producer(&p.id, ReviewAction::ApproveTownship));
     expect_forbidden(s.review_producer(&p.id, ReviewAction::Return("不行".into())));
-    assert_eq!(s.producer(&p.id).unwrap().review, p1.review, "nothing written");
+    assert_eq!(
+        s.producer(&p.id).unwrap().review,
+        p1.review,
+        "nothing written"
+    );
     // A liaison of another village cannot edit it.
     as_person(&s, &liaison2());
     let mut e = s.producer(&p.id).unwrap();
@@ -79,7 +83,9 @@ fn review_chain_with_who_may_take_each_step() {
     expect_forbidden(s.review_producer(&p.id, ReviewAction::ApproveCounty));
 
     as_person(&s, &county());
-    let p3 = s.review_producer(&p.id, ReviewAction::ApproveCounty).unwrap();
+    let p3 = s
+        .review_producer(&p.id, ReviewAction::ApproveCounty)
+        .unwrap();
     assert_eq!(p3.review.state, ReviewState::CountyApproved);
     assert_eq!(p3.effective_review_state(), ReviewState::CountyApproved);
     assert_eq!(state_in_list(&s, &p.id), "county_approved");
@@ -133,7 +139,10 @@ fn review_chain_with_who_may_take_each_step() {
         .review_producer(&p.id, ReviewAction::Return("身份证号与户主不符".into()))
         .unwrap();
     assert_eq!(p5.review.state, ReviewState::Returned);
-    assert_eq!(p5.review.return_reason.as_deref(), Some("身份证号与户主不符"));
+    assert_eq!(
+        p5.review.return_reason.as_deref(),
+        Some("身份证号与户主不符")
+    );
     // A returned entry cannot be approved until it is submitted again.
     assert!(matches!(
         s.review_producer(&p.id, ReviewAction::ApproveTownship),
@@ -155,7 +164,12 @@ fn review_chain_with_who_may_take_each_step() {
     assert_eq!(p7.review.state, ReviewState::Submitted);
     assert_eq!(p7.review.history.len(), 7);
     // Who changed what, and when, is kept in the document history too.
-    let by: Vec<String> = s.history(&p.id).unwrap().into_iter().map(|h| h.by).collect();
+    let by: Vec<String> = s
+        .history(&p.id)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.by)
+        .collect();
     for who in ["liaison-1", "super-1", "county-1"] {
         assert!(by.iter().any(|b| b == who), "{who} missing from {by:?}");
     }
@@ -304,7 +318,11 @@ fn a_completed_visit_accepts_only_a_follow_up_or_a_review() {
         recorded_at_ms: now_ms(),
     });
     assert!(matches!(s.save_visit(e), Err(Error::Workflow(_))));
-    assert_eq!(s.history(&v.id).unwrap().len(), history_len, "nothing written");
+    assert_eq!(
+        s.history(&v.id).unwrap().len(),
+        history_len,
+        "nothing written"
+    );
 
     // The liaison may not review; the supervisor may.
     assert!(matches!(
@@ -323,7 +341,12 @@ fn a_completed_visit_accepts_only_a_follow_up_or_a_review() {
     let f = s.save_visit(f).unwrap();
     let linked = s.add_follow_up(&v.id, &f.id, true).unwrap();
     assert_eq!(linked.follow_up_visit.as_deref(), Some(f.id.as_str()));
-    assert!(linked.rectification.as_ref().unwrap().resolved_at_ms.is_some());
+    assert!(linked
+        .rectification
+        .as_ref()
+        .unwrap()
+        .resolved_at_ms
+        .is_some());
     assert!(!linked.rectification_open());
     assert_eq!(linked.status, VisitStatus::Completed);
     // The link cannot be replaced afterwards.

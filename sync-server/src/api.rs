@@ -423,7 +423,23 @@ pub fn handle_sync(st: &AppState, device: &Device, person: &Person, req: SyncReq
     }
     let limit = req.page_limit.clamp(1, protocol::MAX_PAGE_RECORDS);
     let page = storage.pull(&feeds, limit, protocol::PAGE_BYTE_BUDGET)?;
-    resp.records.extend(page.records);
+    // Records this request just pushed and nobody else has changed since are not echoed
+    // back: the device has every change (its acknowledged heads are the stored heads);
+    // the cursor still moves past them.
+    let mut echo: std::collections::HashMap<&str, Vec<[u8; 32]>> = std::collections::HashMap::new();
+    for (p, r) in req.push.iter().zip(&resp.results) {
+        if r.outcome == protocol::PushOutcome::Accepted {
+            let mut h = p.heads.clone();
+            h.sort();
+            echo.insert(p.id.as_str(), h);
+        }
+    }
+    resp.records.extend(page.records.into_iter().filter(|r| {
+        let Some(pushed) = echo.get(r.id.as_str()) else { return true };
+        let mut h = r.heads.clone();
+        h.sort();
+        &h != pushed
+    }));
     resp.departures = page.departures;
     resp.cursors = page.cursors.into_iter().map(|(grid, seq, token)| protocol::Cursor { grid, seq, token }).collect();
     resp.more |= page.more;

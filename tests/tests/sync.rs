@@ -191,7 +191,9 @@ fn server_restart_between_push_and_pull() {
     a.sync().unwrap();
     b.sync().unwrap();
     let p = a.store.create_producer(new_producer("重启测试牧场", &v, &liaison.id)).unwrap();
-    assert_eq!(a.sync().unwrap().pushed, 1);
+    let pushed = a.sync().unwrap();
+    assert_eq!(pushed.pushed, 1);
+    assert_eq!(pushed.pulled, 0, "the phone's own record is not echoed back to it");
     let server = server.restart();
     let r = b.sync().unwrap();
     assert_eq!(r.pulled, 1);

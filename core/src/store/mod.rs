@@ -64,6 +64,9 @@ pub struct Store {
     conn: Mutex<Connection>,
     actor: ActorId,
     tree: Mutex<Option<TreeSnapshot>>,
+    /// Parsed template versions with the heads they were read at (every visit save
+    /// validates against its template; a template changes only with its heads).
+    templates: Mutex<HashMap<String, (Vec<u8>, ChecklistTemplate)>>,
 }
 
 impl Store {
@@ -106,6 +109,7 @@ impl Store {
             conn: Mutex::new(conn),
             actor,
             tree: Mutex::new(None),
+            templates: Mutex::new(HashMap::new()),
         })
     }
 
@@ -420,8 +424,31 @@ impl Store {
     /// A template version: a stored one, or the built-in default.
     pub fn template(&self, template_id: &str, version: u32) -> Result<ChecklistTemplate> {
         let id = ChecklistTemplate::record_id(template_id, version);
+        let heads: Option<Vec<u8>> = self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT heads FROM records WHERE id = ?1 AND corrupt IS NULL")?
+                    .query_row([&id], |r| r.get(0))
+                    .optional()?,
+            )
+        })?;
+        if let Some(h) = &heads {
+            let cache = self.templates.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, t)) = cache.get(&id) {
+                if at == h {
+                    return Ok(t.clone());
+                }
+            }
+        }
         match self.record(&id) {
-            Ok(Record::Template(t)) => Ok(t),
+            Ok(Record::Template(t)) => {
+                if let Some(h) = heads {
+                    self.templates
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, (h, t.clone()));
+                }
+                Ok(t)
+            }
             Err(Error::NotFound { .. }) if template_id == DEFAULT_TEMPLATE_ID && version == 1 => {
                 Ok(default_template("builtin"))
             }

@@ -338,6 +338,15 @@ mod serde_bytes_compat {
     }
 }
 
+/// gzip of arbitrary bytes, for tests that need bodies that are valid gzip but not valid
+/// messages.
+#[doc(hidden)]
+pub fn encode_raw_for_tests(raw: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = std::io::Write::write_all(&mut gz, raw);
+    gz.finish().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,13 +397,4 @@ mod tests {
         std::io::Write::write_all(&mut gz, &[0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap();
         assert!(decode::<SyncRequest>(&gz.finish().unwrap()).is_err());
     }
-}
-
-/// gzip of arbitrary bytes, for tests that need bodies that are valid gzip but not valid
-/// messages.
-#[doc(hidden)]
-pub fn encode_raw_for_tests(raw: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = std::io::Write::write_all(&mut gz, raw);
-    gz.finish().unwrap_or_default()
 }

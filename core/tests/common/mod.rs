@@ -74,7 +74,13 @@ pub fn supervisor() -> Person {
 }
 /// County reviewer of the banner.
 pub fn county() -> Person {
-    person("county-1", "李娜", "13904794444", Role::CountyReviewer, &[BANNER])
+    person(
+        "county-1",
+        "李娜",
+        "13904794444",
+        Role::CountyReviewer,
+        &[BANNER],
+    )
 }
 
 /// A store in `dir` with the grid tree loaded, acting as `who`.

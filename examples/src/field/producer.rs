@@ -1,0 +1,385 @@
+//! `producer` commands: add, edit, list, search, show, review, resolve.
+
+use gridsync_core::model::{
+    GeoPoint, LivestockCount, Producer, ProducerStatus, ResponsibilityLetter,
+};
+use gridsync_core::now_ms;
+use gridsync_core::store::{ProducerSort, ProducerSummary, Store};
+use serde_json::json;
+
+use super::args::{Cli, ProducerCmd, ProducerFields};
+use super::{default_grid, open, parse, render, CliError, Out};
+
+fn bad(field: &str, problem: impl Into<String>) -> CliError {
+    CliError::Input {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Runs a `producer` subcommand.
+pub(crate) fn run(cli: &Cli, cmd: &ProducerCmd, out: &mut Out) -> Result<(), CliError> {
+    match cmd {
+        ProducerCmd::Add(f) => add(cli, f, out),
+        ProducerCmd::Edit {
+            id,
+            fields,
+            close,
+            reopen,
+        } => edit(cli, id, fields, *close, *reopen, out),
+        ProducerCmd::List {
+            grid,
+            sort,
+            limit,
+            offset,
+        } => list(cli, grid.as_deref(), sort, *limit, *offset, out),
+        ProducerCmd::Search { query, limit } => {
+            let store = open(cli)?;
+            let rows = store.search_producers(query, *limit)?;
+            print_rows(out, &format!("搜索“{query}”"), &rows);
+            Ok(())
+        }
+        ProducerCmd::Show { id } => show(cli, id, out),
+        ProducerCmd::Review { id, action, reason } => {
+            let action = parse::review_action(action, reason.as_deref())?;
+            let store = open(cli)?;
+            let p = store.review_producer(id, action)?;
+            out.value(json!({
+                "id": p.id,
+                "review_state": p.review.state,
+                "effective_review_state": p.effective_review_state(),
+                "review": p.review,
+            }));
+            out.line(format!(
+                "{}：审核状态 {}",
+                p.name,
+                render::review_state(p.effective_review_state())
+            ));
+            Ok(())
+        }
+        ProducerCmd::Resolve { id, path } => {
+            let store = open(cli)?;
+            store.resolve_conflict(id, path)?;
+            let left = store.conflicts(id)?;
+            out.value(json!({ "id": id, "resolved": path, "conflicts": left }));
+            out.line(format!(
+                "已保留字段 {path} 的当前值，剩余冲突 {} 处",
+                left.len()
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// Applies the fields given on the command line to a producer.
+fn apply_fields(p: &mut Producer, f: &ProducerFields) -> Result<(), CliError> {
+    if let Some(v) = &f.name {
+        p.name = v.clone();
+    }
+    if let Some(v) = &f.producer_type {
+        p.producer_type = parse::producer_type(v)?;
+    }
+    if let Some(v) = &f.owner {
+        p.owner = v.clone();
+    }
+    if let Some(v) = &f.phone {
+        p.phone = v.clone();
+    }
+    if let Some(v) = &f.grid {
+        p.grid = v.clone();
+    }
+    if let Some(v) = &f.credit_code {
+        p.credit_code = (!v.is_empty()).then(|| v.clone());
+    }
+    if let Some(v) = &f.id_number {
+        p.id_number = (!v.is_empty()).then(|| v.to_ascii_uppercase());
+    }
+    if let Some(v) = &f.address {
+        p.address = v.clone();
+    }
+    if let (Some(lat), Some(lon)) = (f.lat, f.lon) {
+        p.location = Some(GeoPoint { lat, lon });
+    }
+    for prod in &f.products {
+        if !p.products.contains(prod) {
+            p.products.push(prod.clone());
+        }
+    }
+    p.products.retain(|x| !f.remove_products.contains(x));
+    if let Some(a) = f.crop_area_mu {
+        p.scale.crop_area_mu = Some(a);
+    }
+    for l in &f.livestock {
+        let (species, on_hand, sold) = parse::livestock(l)?;
+        p.scale.livestock.insert(
+            species,
+            LivestockCount {
+                on_hand,
+                sold_per_year: sold,
+            },
+        );
+    }
+    for c in &f.certifications {
+        let c = parse::certification(c)?;
+        if !p.certifications.contains(&c) {
+            p.certifications.push(c);
+        }
+    }
+    if let Some(v) = &f.issues_certificates {
+        p.issues_compliance_certificates = parse::yes_no("issues-certificates", v)?;
+    }
+    if let Some(d) = &f.letter_signed {
+        p.responsibility_letter = Some(ResponsibilityLetter {
+            signed_on: d.clone(),
+        });
+    }
+    if let Some(r) = &f.risk {
+        p.risk = parse::risk(r)?;
+    }
+    Ok(())
+}
+
+fn add(cli: &Cli, f: &ProducerFields, out: &mut Out) -> Result<(), CliError> {
+    let need = |v: &Option<String>, field: &str| -> Result<String, CliError> {
+        v.clone()
+            .ok_or_else(|| bad(field, "is required to register a producer"))
+    };
+    let name = need(&f.name, "name")?;
+    let ty = parse::producer_type(&need(&f.producer_type, "type")?)?;
+    let owner = need(&f.owner, "owner")?;
+    let phone = need(&f.phone, "phone")?;
+    let store = open(cli)?;
+    let grid = default_grid(&store, f.grid.as_deref())?;
+    let mut p = Producer::new(name, ty, owner, phone, grid, "", now_ms());
+    apply_fields(&mut p, f)?;
+    let p = store.create_producer(p)?;
+    out.value(json!({ "id": p.id, "producer": p }));
+    out.line(format!(
+        "已登记：{}（{}）",
+        p.name,
+        p.producer_type.label_zh()
+    ));
+    out.line(format!("编号：{}", p.id));
+    Ok(())
+}
+
+fn edit(
+    cli: &Cli,
+    id: &str,
+    f: &ProducerFields,
+    close: bool,
+    reopen: bool,
+    out: &mut Out,
+) -> Result<(), CliError> {
+    let store = open(cli)?;
+    let mut p = store.producer(id)?;
+    apply_fields(&mut p, f)?;
+    if close {
+        p.status = ProducerStatus::Closed;
+    }
+    if reopen {
+        p.status = ProducerStatus::Active;
+    }
+    let p = store.update_producer(p)?;
+    out.value(json!({
+        "id": p.id,
+        "producer": p,
+        "effective_review_state": p.effective_review_state(),
+    }));
+    out.line(format!(
+        "已保存：{}，审核状态 {}",
+        p.name,
+        render::review_state(p.effective_review_state())
+    ));
+    Ok(())
+}
+
+fn list(
+    cli: &Cli,
+    grid: Option<&str>,
+    sort: &str,
+    limit: u32,
+    offset: u32,
+    out: &mut Out,
+) -> Result<(), CliError> {
+    let sort = match sort {
+        "name" => ProducerSort::Name,
+        "updated" => ProducerSort::RecentlyUpdated,
+        "last-visit" | "last_visit" => ProducerSort::LastVisit,
+        other => {
+            return Err(bad(
+                "sort",
+                format!("'{other}' is not name, updated or last-visit"),
+            ))
+        }
+    };
+    let store = open(cli)?;
+    let grid = default_grid(&store, grid)?;
+    let rows = store.producers_in_grid(&grid, sort, limit, offset)?;
+    print_rows(out, &format!("网格 {grid} 的生产主体"), &rows);
+    Ok(())
+}
+
+fn print_rows(out: &mut Out, title: &str, rows: &[ProducerSummary]) {
+    out.value(json!(rows));
+    out.line(format!("{title}：{} 个", rows.len()));
+    for r in rows {
+        let ty = parse::producer_type(&r.producer_type)
+            .map(|t| t.label_zh())
+            .unwrap_or("未知");
+        out.line(format!(
+            "  {}  {}  {}  {}  {}  {}  [{}]",
+            r.name,
+            ty,
+            r.owner,
+            r.phone,
+            render::status_str(&r.status),
+            render::review_state_str(&r.review_state),
+            r.id
+        ));
+    }
+}
+
+fn show(cli: &Cli, id: &str, out: &mut Out) -> Result<(), CliError> {
+    let store = open(cli)?;
+    let p = store.producer(id)?;
+    let conflicts = store.conflicts(id)?;
+    let history = store.history(id)?;
+    let visits = store.visit_history(id)?;
+    out.value(json!({
+        "producer": p,
+        "effective_review_state": p.effective_review_state(),
+        "conflicts": conflicts,
+        "history": history,
+        "visits": visits,
+    }));
+    if out.json() {
+        return Ok(());
+    }
+    describe(&store, &p, out);
+    if conflicts.is_empty() {
+        out.line("冲突：无");
+    } else {
+        out.line(format!(
+            "冲突：{} 处（同时修改，已取其一，另一值保留可查）",
+            conflicts.len()
+        ));
+        for c in &conflicts {
+            let others: Vec<String> = c.others.iter().map(|o| o.to_string()).collect();
+            out.line(format!(
+                "  {}（{}）：当前 {}；另有 {}",
+                c.path,
+                render::field_label(&c.path),
+                c.winner,
+                others.join("、")
+            ));
+        }
+    }
+    out.line("审核记录：");
+    for e in &p.review.history {
+        let reason = match &e.action {
+            gridsync_core::model::ReviewAction::Return(r) => format!("，理由：{r}"),
+            _ => String::new(),
+        };
+        out.line(format!(
+            "  {}  {}  {}{}",
+            render::datetime(e.at_ms),
+            e.by,
+            render::review_action(e.action.as_str()),
+            reason
+        ));
+    }
+    out.line(format!("修改历史：{} 次", history.len()));
+    for h in &history {
+        out.line(format!(
+            "  {}  {}  {} 项改动",
+            render::datetime(h.at_ms),
+            h.by,
+            h.ops
+        ));
+    }
+    out.line(format!("巡查记录：{} 次", visits.len()));
+    for v in &visits {
+        out.line(format!(
+            "  {}  {}  {}{}  [{}]",
+            render::datetime(v.started_at_ms),
+            v.inspector,
+            render::visit_status_str(&v.status),
+            if v.rectification_open {
+                "，整改未完成"
+            } else {
+                ""
+            },
+            v.id
+        ));
+    }
+    Ok(())
+}
+
+fn describe(store: &Store, p: &Producer, out: &mut Out) {
+    let grid_name = store
+        .grids()
+        .ok()
+        .and_then(|gs| gs.into_iter().find(|g| g.code == p.grid))
+        .map(|g| g.name)
+        .unwrap_or_default();
+    out.line(format!("名称：{}", p.name));
+    out.line(format!("编号：{}", p.id));
+    out.line(format!("主体类型：{}", p.producer_type.label_zh()));
+    if let Some(c) = &p.credit_code {
+        out.line(format!("统一社会信用代码：{c}"));
+    }
+    if let Some(i) = &p.id_number {
+        out.line(format!("身份证号：{i}"));
+    }
+    out.line(format!("法人/户主：{}", p.owner));
+    out.line(format!("联系电话：{}", p.phone));
+    out.line(format!("所属网格：{} {grid_name}", p.grid));
+    if !p.address.is_empty() {
+        out.line(format!("地址：{}", p.address));
+    }
+    if let Some(l) = &p.location {
+        out.line(format!("坐标：{:.6}, {:.6}", l.lat, l.lon));
+    }
+    if !p.products.is_empty() {
+        out.line(format!("主要产品：{}", p.products.join("、")));
+    }
+    if let Some(a) = p.scale.crop_area_mu {
+        out.line(format!("种植面积：{a} 亩"));
+    }
+    for (s, c) in &p.scale.livestock {
+        let on = c.on_hand.map_or("-".to_string(), |n| n.to_string());
+        let sold = c.sold_per_year.map_or("-".to_string(), |n| n.to_string());
+        out.line(format!("{}：存栏 {on} 头，年出栏 {sold} 头", s.label_zh()));
+    }
+    if !p.certifications.is_empty() {
+        let c: Vec<&str> = p.certifications.iter().map(|c| c.as_str()).collect();
+        out.line(format!("认证：{}", c.join("、")));
+    }
+    out.line(format!(
+        "开具承诺达标合格证：{}",
+        if p.issues_compliance_certificates {
+            "是"
+        } else {
+            "否"
+        }
+    ));
+    if let Some(l) = &p.responsibility_letter {
+        out.line(format!("责任书签订：{}", l.signed_on));
+    }
+    out.line(format!("风险等级：{}", render::risk(p.risk)));
+    out.line(format!("状态：{}", render::status(p.status)));
+    let effective = p.effective_review_state();
+    let stale = if effective != p.review.state {
+        "（审核后有改动，需重新审核）"
+    } else {
+        ""
+    };
+    out.line(format!(
+        "审核状态：{}{stale}",
+        render::review_state(effective)
+    ));
+    if let Some(r) = &p.review.return_reason {
+        out.line(format!("退回理由：{r}"));
+    }
+}

@@ -1,0 +1,554 @@
+//! Runs the built `gridsync-field` binary against temporary databases.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gridsync-field");
+const VILLAGE: &str = "152522101201";
+const TOWNSHIP: &str = "152522101";
+
+struct Device {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Device {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("field.db");
+        Device { _dir: dir, db }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .env_remove("GRIDSYNC_DB")
+            .output()
+            .expect("run gridsync-field")
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command with `--json` that must succeed and parses its output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let text = self.ok(&a);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
+    }
+
+    /// Runs a command that must fail with `code`; returns stderr.
+    fn fails(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn init_liaison(&self) {
+        let out = self.ok(&[
+            "init",
+            "--person-id",
+            "liaison-1",
+            "--name",
+            "巴特尔",
+            "--phone",
+            "13904791111",
+            "--role",
+            "liaison",
+            "--grid",
+            VILLAGE,
+            "--grid-name",
+            "巴彦图嘎嘎查",
+            "--township-name",
+            "别力古台镇",
+        ]);
+        assert!(out.contains("协管员"), "{out}");
+        assert!(out.contains("巴彦图嘎嘎查"), "{out}");
+    }
+
+    fn init_supervisor(&self) {
+        self.ok(&[
+            "init",
+            "--person-id",
+            "super-1",
+            "--name",
+            "张伟",
+            "--phone",
+            "13904793333",
+            "--role",
+            "supervisor",
+            "--grid",
+            TOWNSHIP,
+        ]);
+    }
+}
+
+fn credit_code(serial: u32) -> String {
+    let first = format!("93152522MA{serial:07}");
+    format!(
+        "{first}{}",
+        gridsync_core::validate::uscc_check_char(&first).unwrap()
+    )
+}
+
+fn add_ranch(d: &Device, name: &str) -> String {
+    let v = d.json(&[
+        "producer",
+        "add",
+        "--name",
+        name,
+        "--type",
+        "family_ranch",
+        "--owner",
+        "额尔敦",
+        "--phone",
+        "13947912345",
+        "--id-number",
+        "11010519491231002X",
+        "--product",
+        "羊肉",
+        "--livestock",
+        "sheep_goat=300/150",
+        "--risk",
+        "high",
+    ]);
+    v["id"].as_str().unwrap().to_string()
+}
+
+const ALL_ANSWERS: [&str; 14] = [
+    "--answer",
+    "production_records=yes",
+    "--answer",
+    "input_purchase=yes",
+    "--answer",
+    "drug_use=no",
+    "--answer",
+    "additives=na",
+    "--answer",
+    "input_waste=yes",
+    "--answer",
+    "compliance_certificate=yes",
+    "--answer",
+    "other=无",
+];
+
+#[test]
+fn offline_liaison_flow() {
+    let d = Device::new();
+    d.init_liaison();
+    let ranch = add_ranch(&d, "锡林郭勒草原牧场");
+    let coop = d.json(&[
+        "producer",
+        "add",
+        "--name",
+        "阿巴嘎肉羊合作社",
+        "--type",
+        "农民专业合作社",
+        "--owner",
+        "苏和",
+        "--phone",
+        "0479-8221234",
+        "--credit-code",
+        &credit_code(1234),
+        "--cert",
+        "green",
+        "--issues-certificates",
+        "yes",
+    ]);
+    assert_eq!(coop["producer"]["producer_type"], "cooperative");
+    assert_eq!(coop["producer"]["issues_compliance_certificates"], true);
+
+    // Lists and search, as JSON with stable ids.
+    let list = d.json(&["producer", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"锡林郭勒草原牧场"));
+    let hits = d.json(&["producer", "search", "草原"]);
+    assert_eq!(hits.as_array().unwrap().len(), 1);
+    assert_eq!(hits[0]["id"], ranch.as_str());
+    let text = d.ok(&["producer", "list"]);
+    assert!(text.contains("家庭牧场") && text.contains("草稿"), "{text}");
+
+    // Edit, then show with history.
+    d.ok(&[
+        "producer",
+        "edit",
+        &ranch,
+        "--phone",
+        "13611112222",
+        "--product",
+        "羊绒",
+    ]);
+    let shown = d.json(&["producer", "show", &ranch]);
+    assert_eq!(shown["producer"]["phone"], "13611112222");
+    assert_eq!(
+        shown["producer"]["products"],
+        serde_json::json!(["羊肉", "羊绒"])
+    );
+    assert_eq!(shown["history"].as_array().unwrap().len(), 2);
+    assert_eq!(shown["conflicts"], serde_json::json!([]));
+    assert_eq!(shown["history"][1]["by"], "liaison-1");
+
+    // Submit for review; the liaison cannot approve.
+    let r = d.json(&["producer", "review", &ranch, "submit"]);
+    assert_eq!(r["review_state"], "submitted");
+    let err = d.fails(1, &["producer", "review", &ranch, "approve-township"]);
+    assert!(err.contains("无权操作"), "{err}");
+
+    // A visit that cannot be completed names the missing item and stores nothing.
+    let err = d.fails(
+        2,
+        &[
+            "visit",
+            "record",
+            "--producer",
+            &ranch,
+            "--answer",
+            "production_records=yes",
+            "--complete",
+        ],
+    );
+    assert!(err.contains("answers.input_purchase"), "{err}");
+    assert_eq!(d.json(&["status"])["counts"]["visits"], 0);
+
+    // A full visit with a finding, a rapid test and a rectification.
+    let mut args = vec!["visit", "record", "--producer", ranch.as_str()];
+    args.extend_from_slice(&ALL_ANSWERS);
+    args.extend_from_slice(&[
+        "--note",
+        "drug_use=用药记录不全",
+        "--finding",
+        "休药期未执行",
+        "--severity",
+        "major",
+        "--rapid-test",
+        "sample=羊尿,item=克伦特罗,method=colloidal_gold,verdict=pass",
+        "--rectify",
+        "2030-01-31",
+        "阿整改〔2025〕3号",
+        "--signed-by",
+        "额尔敦",
+        "--lat",
+        "44.02",
+        "--lon",
+        "114.95",
+        "--complete",
+    ]);
+    let mut json_args = vec!["--json"];
+    json_args.extend_from_slice(&args);
+    let rec: Value = serde_json::from_str(&d.ok(&json_args)).unwrap();
+    assert_eq!(rec["status"], "completed");
+    assert_eq!(rec["missing_required"], serde_json::json!([]));
+    let visit = rec["id"].as_str().unwrap().to_string();
+
+    let shown = d.json(&["visit", "show", &visit]);
+    let v = &shown["visit"];
+    assert_eq!(v["answers"]["drug_use"]["value"]["value"], "no");
+    assert_eq!(v["answers"]["drug_use"]["note"], "用药记录不全");
+    assert_eq!(v["findings"][0]["severity"], "major");
+    assert_eq!(v["rapid_tests"][0]["verdict"], "pass");
+    assert_eq!(v["rectification"]["deadline"], "2030-01-31");
+    assert_eq!(shown["producer_name"], "锡林郭勒草原牧场");
+    let text = d.ok(&["visit", "show", &visit]);
+    assert!(
+        text.contains("农药兽药使用情况") && text.contains("否（备注：用药记录不全）"),
+        "{text}"
+    );
+    assert!(text.contains("已完成"), "{text}");
+
+    // A completed visit refuses changes.
+    let err = d.fails(
+        1,
+        &[
+            "visit",
+            "record",
+            "--visit",
+            &visit,
+            "--answer",
+            "drug_use=yes",
+        ],
+    );
+    assert!(err.contains("流程不允许"), "{err}");
+
+    // Rectifications and due patrols.
+    let rect = d.json(&["rectifications", "--today", "2030-02-01"]);
+    assert_eq!(rect.as_array().unwrap().len(), 1);
+    assert_eq!(rect[0]["overdue"], true);
+    assert_eq!(rect[0]["notice_number"], "阿整改〔2025〕3号");
+    let rect = d.json(&["rectifications", "--today", "2029-12-01"]);
+    assert_eq!(rect[0]["overdue"], false);
+    let due = d.json(&["due"]);
+    let due_ids: Vec<&str> = due
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["producer"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        due_ids,
+        vec![coop["id"].as_str().unwrap()],
+        "the visited ranch is not due"
+    );
+    let due = d.json(&["due", "--days-ahead", "31"]);
+    assert_eq!(
+        due.as_array().unwrap().len(),
+        2,
+        "high risk: due again after 30 days"
+    );
+    d.ok(&[
+        "interval",
+        "--type",
+        "family_ranch",
+        "--risk",
+        "high",
+        "--days",
+        "60",
+    ]);
+    assert_eq!(
+        d.json(&["due", "--days-ahead", "31"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Status counts what is waiting to sync.
+    let st = d.json(&["status"]);
+    assert_eq!(st["counts"]["producers"], 2);
+    assert_eq!(st["counts"]["visits"], 1);
+    assert_eq!(st["counts"]["unsynced"], 3);
+    assert_eq!(st["person"]["role"], "liaison");
+    assert_eq!(st["server"], Value::Null);
+    let text = d.ok(&["status"]);
+    assert!(text.contains("未同步 3 条"), "{text}");
+}
+
+#[test]
+fn supervisor_approves_and_a_later_edit_sends_it_back() {
+    let d = Device::new();
+    d.init_liaison();
+    let id = add_ranch(&d, "宝音牧场");
+    d.ok(&["producer", "review", &id, "submit"]);
+    d.init_supervisor();
+    let r = d.json(&["producer", "review", &id, "approve-township"]);
+    assert_eq!(r["review_state"], "township_approved");
+    // Returning needs a reason.
+    let err = d.fails(2, &["producer", "review", &id, "return"]);
+    assert!(err.contains("reason"), "{err}");
+    d.init_liaison();
+    let e = d.json(&["producer", "edit", &id, "--owner", "宝音"]);
+    assert_eq!(e["producer"]["review"]["state"], "submitted");
+    let history = e["producer"]["review"]["history"].as_array().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last["action"]["action"], "edited_after_approval");
+    assert_eq!(last["by"], "liaison-1");
+    let text = d.ok(&["producer", "show", &id]);
+    assert!(text.contains("审核后修改，重新审核"), "{text}");
+    assert!(text.contains("待乡镇审核"), "{text}");
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_field() {
+    let d = Device::new();
+    d.init_liaison();
+    let bad_phone = [
+        "producer",
+        "add",
+        "--name",
+        "坏电话牧场",
+        "--type",
+        "family_ranch",
+        "--owner",
+        "额尔敦",
+        "--phone",
+        "12345",
+        "--id-number",
+        "11010519491231002X",
+    ];
+    let err = d.fails(2, &bad_phone);
+    assert!(err.contains("phone") && err.contains("联系电话"), "{err}");
+    let mut json_args = vec!["--json"];
+    json_args.extend_from_slice(&bad_phone);
+    let out = d.run(&json_args);
+    assert_eq!(out.status.code(), Some(2));
+    let e: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(e["error"], "invalid");
+    assert_eq!(e["field"], "phone");
+    assert!(out.stdout.is_empty());
+    // Nothing was written.
+    assert_eq!(d.json(&["status"])["counts"]["producers"], 0);
+
+    let err = d.fails(
+        2,
+        &[
+            "producer",
+            "add",
+            "--name",
+            "x",
+            "--type",
+            "unicorn",
+            "--owner",
+            "y",
+            "--phone",
+            "13900000000",
+        ],
+    );
+    assert!(err.contains("type"), "{err}");
+    let id = add_ranch(&d, "好牧场");
+    let err = d.fails(
+        2,
+        &[
+            "visit",
+            "record",
+            "--producer",
+            &id,
+            "--answer",
+            "no_such_item=yes",
+        ],
+    );
+    assert!(err.contains("answers.no_such_item"), "{err}");
+    let err = d.fails(
+        2,
+        &[
+            "visit",
+            "record",
+            "--producer",
+            &id,
+            "--answer",
+            "drug_use=maybe",
+        ],
+    );
+    assert!(err.contains("answers.drug_use"), "{err}");
+    let err = d.fails(
+        2,
+        &[
+            "visit",
+            "record",
+            "--producer",
+            &id,
+            "--rectify",
+            "2030-13-01",
+            "N1",
+        ],
+    );
+    assert!(err.contains("rectification.deadline"), "{err}");
+    let err = d.fails(2, &["producer", "show", "no-such-id"]);
+    assert!(err.contains("no-such-id"), "{err}");
+    let err = d.fails(
+        2,
+        &[
+            "producer",
+            "edit",
+            &id,
+            "--credit-code",
+            "91440300192203821X",
+        ],
+    );
+    assert!(err.contains("credit_code"), "{err}");
+    // Argument errors (clap) are bad input too.
+    d.fails(2, &["producer", "add", "--name"]);
+    d.fails(2, &["no-such-command"]);
+}
+
+#[test]
+fn failures_that_are_not_bad_input_exit_1() {
+    let d = Device::new();
+    // Nobody set up yet.
+    let err = d.fails(
+        1,
+        &[
+            "producer",
+            "add",
+            "--name",
+            "x",
+            "--type",
+            "family_ranch",
+            "--owner",
+            "y",
+            "--phone",
+            "13900000000",
+            "--id-number",
+            "11010519491231002X",
+        ],
+    );
+    assert!(err.contains("init"), "{err}");
+    d.init_liaison();
+    let err = d.fails(1, &["sync"]);
+    assert!(err.contains("enroll"), "{err}");
+    // No server listening: a clear transport error, not a panic.
+    let err = d.fails(
+        1,
+        &["enroll", "--server", "http://127.0.0.1:9", "--code", "ABCD"],
+    );
+    assert!(
+        err.contains("网络错误") || err.contains("transport"),
+        "{err}"
+    );
+    // Outside the person's grid.
+    let err = d.fails(
+        1,
+        &[
+            "producer",
+            "add",
+            "--grid",
+            TOWNSHIP,
+            "--name",
+            "x",
+            "--type",
+            "family_ranch",
+            "--owner",
+            "y",
+            "--phone",
+            "13900000000",
+            "--id-number",
+            "11010519491231002X",
+        ],
+    );
+    assert!(err.contains("无权操作"), "{err}");
+}
+
+#[test]
+fn the_database_persists_between_runs_and_json_is_stable() {
+    let d = Device::new();
+    d.init_liaison();
+    let id = add_ranch(&d, "持久牧场");
+    let first = d.json(&["producer", "show", &id]);
+    let second = d.json(&["producer", "show", &id]);
+    assert_eq!(first, second);
+    for key in [
+        "producer",
+        "effective_review_state",
+        "conflicts",
+        "history",
+        "visits",
+    ] {
+        assert!(first.get(key).is_some(), "missing {key}");
+    }
+    assert!(Path::new(&d.db).exists());
+}
