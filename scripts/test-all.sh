@@ -20,6 +20,11 @@ grep -E '^test result:' target/test-rust.log | awk '
   { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
   END { printf "rust: %d passed, %d failed\n", p, f }'
 
+step "The README's run command: the demo walk-through (server with --demo, three phones)"
+GRIDSYNC_DEMO_PORT="${GRIDSYNC_DEMO_PORT:-18080}" scripts/demo.sh --exit >target/demo.log 2>&1 || { tail -50 target/demo.log; exit 1; }
+grep -q '冲突：1 处' target/demo.log || { echo "demo: the merged record shows no conflict"; tail -40 target/demo.log; exit 1; }
+echo "demo: 1 passed, 0 failed"
+
 step "Kotlin and Python bindings against a real server"
 bindings/run-tests.sh
 
