@@ -1,0 +1,111 @@
+//! Enrolment and sync: a foreign listener for progress and a handle to cancel.
+
+use std::sync::Arc;
+
+use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine};
+
+use crate::error::{guard, ApiError};
+use crate::store::GridStore;
+use crate::types::{Person, SyncProgress, SyncReport};
+
+/// Receives sync progress; implemented by the app (Kotlin, Swift or Python).
+///
+/// Called on the thread running `GridStore.sync` after each round trip; hand the value
+/// to the UI thread yourself. An exception thrown here ends the sync with
+/// `ApiError.Internal`.
+#[uniffi::export(with_foreign)]
+pub trait SyncListener: Send + Sync {
+    /// Progress after one round trip.
+    fn on_progress(&self, progress: SyncProgress);
+}
+
+/// A cancel token for a running sync: call `cancel()` from any thread and the sync stops
+/// before its next round trip with `ApiError.Cancelled` (what was applied stays applied).
+#[derive(Debug, Default, uniffi::Object)]
+pub struct SyncHandle {
+    flag: CancelFlag,
+}
+
+#[uniffi::export]
+impl SyncHandle {
+    /// A new handle, not cancelled.
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::new(SyncHandle::default())
+    }
+
+    /// Asks the sync using this handle to stop.
+    pub fn cancel(&self) {
+        self.flag.cancel();
+    }
+
+    /// Whether `cancel()` was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.is_cancelled()
+    }
+}
+
+#[uniffi::export]
+impl GridStore {
+    /// Enrols this device with a server using a one-time code from the administrator;
+    /// sets the device's person and returns it. Blocking network call: run it on a
+    /// background thread.
+    pub fn enroll(
+        &self,
+        server_url: String,
+        code: String,
+        device_name: String,
+    ) -> Result<Person, ApiError> {
+        guard(|| {
+            let transport = HttpTransport::new(&server_url)?;
+            Ok(enroll(&self.store, &transport, &server_url, &code, &device_name)?.into())
+        })
+    }
+
+    /// Whether the device is enrolled with a server.
+    pub fn is_enrolled(&self) -> Result<bool, ApiError> {
+        guard(|| Ok(self.store.server_link()?.is_some()))
+    }
+
+    /// The URL of the server this device is enrolled with.
+    pub fn server_url(&self) -> Result<Option<String>, ApiError> {
+        guard(|| Ok(self.store.server_link()?.map(|l| l.url)))
+    }
+
+    /// Pushes local changes and pulls the grid feeds until nothing is left.
+    ///
+    /// Blocking: it runs for as long as the network takes, so call it on a background
+    /// thread (`Dispatchers.IO`, `Task.detached`). `listener` hears progress after each
+    /// round trip; `handle.cancel()` from another thread stops it between round trips.
+    /// Local edits made on other threads during a sync are kept and pushed next time.
+    /// Two syncs of the same store run one after the other.
+    #[uniffi::method(default(listener = None, handle = None))]
+    pub fn sync(
+        &self,
+        listener: Option<Arc<dyn SyncListener>>,
+        handle: Option<Arc<SyncHandle>>,
+    ) -> Result<SyncReport, ApiError> {
+        guard(|| {
+            let cancel = handle.map(|h| h.flag.clone()).unwrap_or_default();
+            let _running = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
+            let transport = HttpTransport::new(&link.url)?;
+            let engine = SyncEngine::new(&self.store, &transport);
+            let mut progress = |p: &gridsync_core::sync::SyncProgress| {
+                if let Some(l) = &listener {
+                    l.on_progress(p.into());
+                }
+            };
+            Ok(engine.sync(&mut progress, &cancel)?.into())
+        })
+    }
+
+    /// Asks the server for a new device secret (the old one works until the new one is used).
+    pub fn rotate_credential(&self) -> Result<(), ApiError> {
+        guard(|| {
+            let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
+            let transport = HttpTransport::new(&link.url)?;
+            Ok(SyncEngine::new(&self.store, &transport).rotate_credential()?)
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! Sync progress and reports.
+
+use gridsync_core::sync as cs;
+
+/// Progress after each sync round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct SyncProgress {
+    /// Round trips so far.
+    pub round_trips: u32,
+    /// Records accepted by the server so far.
+    pub pushed: u32,
+    /// Records pulled and applied so far.
+    pub pulled: u32,
+    /// Whether more pages wait.
+    pub more: bool,
+}
+
+impl From<&cs::SyncProgress> for SyncProgress {
+    fn from(p: &cs::SyncProgress) -> Self {
+        SyncProgress {
+            round_trips: p.round_trips,
+            pushed: p.pushed,
+            pulled: p.pulled,
+            more: p.more,
+        }
+    }
+}
+
+/// A record the server refused during a sync.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RejectedPush {
+    /// Record id.
+    pub id: String,
+    /// Reason given by the server.
+    pub reason: String,
+}
+
+/// What a finished sync did.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SyncReport {
+    /// HTTP round trips.
+    pub round_trips: u32,
+    /// Records whose changes the server accepted.
+    pub pushed: u32,
+    /// Records the server refused, with reasons.
+    pub rejected: Vec<RejectedPush>,
+    /// Records pulled and applied.
+    pub pulled: u32,
+    /// Records removed because their grid left the device.
+    pub removed: u32,
+    /// Of those, records with unsynced edits kept for export.
+    pub kept: u32,
+    /// Request bytes sent (compressed).
+    pub bytes_up: u64,
+    /// Response bytes received (compressed).
+    pub bytes_down: u64,
+    /// Whether the server's history was found reset (restored from a backup).
+    pub epoch_reset: bool,
+}
+
+impl From<cs::SyncReport> for SyncReport {
+    fn from(r: cs::SyncReport) -> Self {
+        SyncReport {
+            round_trips: r.round_trips,
+            pushed: r.pushed,
+            rejected: r
+                .rejected
+                .into_iter()
+                .map(|(id, reason)| RejectedPush { id, reason })
+                .collect(),
+            pulled: r.pulled,
+            removed: r.removed,
+            kept: r.kept,
+            bytes_up: r.bytes_up,
+            bytes_down: r.bytes_down,
+            epoch_reset: r.epoch_reset,
+        }
+    }
+}
