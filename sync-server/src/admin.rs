@@ -40,13 +40,39 @@ pub enum AdminError {
 const CSV_COLUMNS: [&str; 5] = ["code", "name", "level", "parent", "kind"];
 
 /// Parses and checks a grid CSV (`code,name,level,parent,kind`) against the stored tree.
-pub fn parse_grids_csv(name: &str, data: &[u8], existing: &[GridNode]) -> Result<Vec<GridNode>, AdminError> {
-    let err = |line: u64, column: &str, message: String| AdminError::Csv { file: name.to_string(), line, column: column.to_string(), message };
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(data);
-    let headers = rdr.headers().map_err(|e| err(1, "header", e.to_string()))?.clone();
+pub fn parse_grids_csv(
+    name: &str,
+    data: &[u8],
+    existing: &[GridNode],
+) -> Result<Vec<GridNode>, AdminError> {
+    let err = |line: u64, column: &str, message: String| AdminError::Csv {
+        file: name.to_string(),
+        line,
+        column: column.to_string(),
+        message,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(data);
+    let headers = rdr
+        .headers()
+        .map_err(|e| err(1, "header", e.to_string()))?
+        .clone();
     let pos: Vec<usize> = CSV_COLUMNS
         .iter()
-        .map(|c| headers.iter().position(|h| h.trim_start_matches('\u{feff}') == *c).ok_or_else(|| err(1, c, format!("missing column '{c}' (expected {})", CSV_COLUMNS.join(",")))))
+        .map(|c| {
+            headers
+                .iter()
+                .position(|h| h.trim_start_matches('\u{feff}') == *c)
+                .ok_or_else(|| {
+                    err(
+                        1,
+                        c,
+                        format!("missing column '{c}' (expected {})", CSV_COLUMNS.join(",")),
+                    )
+                })
+        })
         .collect::<Result<_, _>>()?;
     let mut nodes: Vec<GridNode> = Vec::new();
     let mut lines: Vec<u64> = Vec::new();
@@ -55,17 +81,41 @@ pub fn parse_grids_csv(name: &str, data: &[u8], existing: &[GridNode]) -> Result
         let row = row.map_err(|e| err(line, "row", e.to_string()))?;
         let get = |k: usize| row.get(pos[k]).unwrap_or("").to_string();
         let level_s = get(2);
-        let level = GridLevel::parse(&level_s).ok_or_else(|| err(line, "level", format!("'{level_s}' is not one of region, league, banner, township, village, sub_grid")))?;
+        let level = GridLevel::parse(&level_s).ok_or_else(|| {
+            err(
+                line,
+                "level",
+                format!(
+                    "'{level_s}' is not one of region, league, banner, township, village, sub_grid"
+                ),
+            )
+        })?;
         let kind_s = get(4);
-        let kind = GridKind::parse(&kind_s).ok_or_else(|| err(line, "kind", format!("'{kind_s}' is not one of farming, pastoral, mixed")))?;
+        let kind = GridKind::parse(&kind_s).ok_or_else(|| {
+            err(
+                line,
+                "kind",
+                format!("'{kind_s}' is not one of farming, pastoral, mixed"),
+            )
+        })?;
         let parent = Some(get(3)).filter(|p| !p.is_empty());
-        let node = GridNode { code: get(0), name: get(1), level, kind, parent };
+        let node = GridNode {
+            code: get(0),
+            name: get(1),
+            level,
+            kind,
+            parent,
+        };
         node.validate().map_err(|e| match e {
             gridsync_core::Error::Invalid(i) => err(line, &i.field, i.problem),
             other => err(line, "row", other.to_string()),
         })?;
         if nodes.iter().any(|n| n.code == node.code) {
-            return Err(err(line, "code", format!("'{}' appears twice in the file", node.code)));
+            return Err(err(
+                line,
+                "code",
+                format!("'{}' appears twice in the file", node.code),
+            ));
         }
         nodes.push(node);
         lines.push(line);
@@ -75,12 +125,27 @@ pub fn parse_grids_csv(name: &str, data: &[u8], existing: &[GridNode]) -> Result
     }
     for (node, line) in nodes.iter().zip(&lines) {
         if let Some(parent) = &node.parent {
-            let p = nodes.iter().find(|n| &n.code == parent).or_else(|| existing.iter().find(|n| &n.code == parent));
+            let p = nodes
+                .iter()
+                .find(|n| &n.code == parent)
+                .or_else(|| existing.iter().find(|n| &n.code == parent));
             let Some(p) = p else {
-                return Err(err(*line, "parent", format!("parent '{parent}' is neither in the file nor already imported")));
+                return Err(err(
+                    *line,
+                    "parent",
+                    format!("parent '{parent}' is neither in the file nor already imported"),
+                ));
             };
             if p.level.child() != Some(node.level) {
-                return Err(err(*line, "level", format!("a {} cannot sit under a {} ({parent})", node.level.as_str(), p.level.as_str())));
+                return Err(err(
+                    *line,
+                    "level",
+                    format!(
+                        "a {} cannot sit under a {} ({parent})",
+                        node.level.as_str(),
+                        p.level.as_str()
+                    ),
+                ));
             }
         }
     }
@@ -89,7 +154,8 @@ pub fn parse_grids_csv(name: &str, data: &[u8], existing: &[GridNode]) -> Result
 
 /// Imports a grid CSV file: all rows or none.
 pub fn import_grids_csv(storage: &dyn Storage, path: &Path) -> Result<usize, AdminError> {
-    let data = std::fs::read(path).map_err(|e| AdminError::Invalid(format!("{}: {e}", path.display())))?;
+    let data =
+        std::fs::read(path).map_err(|e| AdminError::Invalid(format!("{}: {e}", path.display())))?;
     let name = path.display().to_string();
     let nodes = parse_grids_csv(&name, &data, &storage.grids()?)?;
     storage.import_grids(&nodes)?;
@@ -102,12 +168,16 @@ pub fn add_person(storage: &dyn Storage, p: &Person) -> Result<(), AdminError> {
     validate::require_text("name", &p.name, 50).map_err(|e| AdminError::Invalid(e.to_string()))?;
     validate::check_phone("phone", &p.phone).map_err(|e| AdminError::Invalid(e.to_string()))?;
     if p.grids.is_empty() && p.role != Role::Admin {
-        return Err(AdminError::Invalid("grids: a person needs at least one grid".into()));
+        return Err(AdminError::Invalid(
+            "grids: a person needs at least one grid".into(),
+        ));
     }
     let grids = storage.grids()?;
     for g in &p.grids {
         if !grids.iter().any(|n| &n.code == g) {
-            return Err(AdminError::Invalid(format!("grids: '{g}' is not a known grid")));
+            return Err(AdminError::Invalid(format!(
+                "grids: '{g}' is not a known grid"
+            )));
         }
     }
     storage.upsert_person(p)?;
@@ -115,9 +185,16 @@ pub fn add_person(storage: &dyn Storage, p: &Person) -> Result<(), AdminError> {
 }
 
 /// Issues a one-time enrolment code for a person; only its hash is stored.
-pub fn issue_code(storage: &dyn Storage, person_id: &str, issued_by: &str, ttl_hours: u32) -> Result<IssuedCode, AdminError> {
+pub fn issue_code(
+    storage: &dyn Storage,
+    person_id: &str,
+    issued_by: &str,
+    ttl_hours: u32,
+) -> Result<IssuedCode, AdminError> {
     if storage.person(person_id)?.is_none() {
-        return Err(AdminError::Invalid(format!("person '{person_id}' does not exist or is inactive")));
+        return Err(AdminError::Invalid(format!(
+            "person '{person_id}' does not exist or is inactive"
+        )));
     }
     let code = auth::new_code();
     let now = gridsync_core::now_ms();
@@ -130,19 +207,34 @@ pub fn issue_code(storage: &dyn Storage, person_id: &str, issued_by: &str, ttl_h
         expires_at_ms,
     })?;
     let qr_svg = qrcode::QrCode::new(code.as_bytes())
-        .map(|q| q.render::<qrcode::render::svg::Color<'_>>().min_dimensions(240, 240).build())
+        .map(|q| {
+            q.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(240, 240)
+                .build()
+        })
         .map_err(|e| AdminError::Invalid(format!("QR code: {e}")))?;
-    Ok(IssuedCode { code, expires_at_ms, qr_svg })
+    Ok(IssuedCode {
+        code,
+        expires_at_ms,
+        qr_svg,
+    })
 }
 
 /// Stores records as `admin` would push them from a device: same validation and rules.
 /// Returns how many were accepted; the first rejection is an error.
-pub fn seed_records(storage: &dyn Storage, admin: &Person, records: &[Record]) -> Result<usize, AdminError> {
+pub fn seed_records(
+    storage: &dyn Storage,
+    admin: &Person,
+    records: &[Record],
+) -> Result<usize, AdminError> {
     let nodes = storage.grids()?;
     let tree = std::sync::Arc::new(gridsync_core::store::TreeSnapshot::from_nodes(&nodes));
     let scope = Scope::compute(&nodes, &storage.people()?, admin, tree);
     let actor = ActorId::random();
-    let author = Author { person_id: admin.id.clone(), device_id: None };
+    let author = Author {
+        person_id: admin.id.clone(),
+        device_id: None,
+    };
     let mut accepted = 0;
     for chunk in records.chunks(500) {
         let mut pushes = Vec::with_capacity(chunk.len());
@@ -152,14 +244,24 @@ pub fn seed_records(storage: &dyn Storage, admin: &Person, records: &[Record]) -
                 Record::Visit(v) => v.updated_at_ms,
                 Record::Template(_) => gridsync_core::now_ms(),
             };
-            let mut d = RecordDoc::create(r, &actor, &admin.id, at).map_err(|e| AdminError::Invalid(e.to_string()))?;
-            pushes.push(PushRecord { id: r.id().to_string(), kind: r.kind().tag(), changes: d.save(), heads: d.heads().iter().map(|h| h.0).collect() });
+            let mut d = RecordDoc::create(r, &actor, &admin.id, at)
+                .map_err(|e| AdminError::Invalid(e.to_string()))?;
+            pushes.push(PushRecord {
+                id: r.id().to_string(),
+                kind: r.kind().tag(),
+                changes: d.save(),
+                heads: d.heads().iter().map(|h| h.0).collect(),
+            });
         }
-        let mut process = |stored: Option<&crate::storage::StoredRecord>, p: &PushRecord| crate::push::decide(storage, &scope, stored, p);
+        let mut process = |stored: Option<&crate::storage::StoredRecord>, p: &PushRecord| {
+            crate::push::decide(storage, &scope, stored, p)
+        };
         for res in storage.apply_push(&author, &pushes, &mut process)? {
             match res.outcome {
                 PushOutcome::Accepted => accepted += 1,
-                PushOutcome::Rejected { reason, .. } => return Err(AdminError::Invalid(format!("record {}: {reason}", res.id))),
+                PushOutcome::Rejected { reason, .. } => {
+                    return Err(AdminError::Invalid(format!("record {}: {reason}", res.id)))
+                }
             }
         }
     }
@@ -173,17 +275,30 @@ mod tests {
     #[test]
     fn csv_errors_name_line_and_column() {
         let ok = "code,name,level,parent,kind\nR,区,region,,mixed\nL,盟,league,R,pastoral\n";
-        assert_eq!(parse_grids_csv("t.csv", ok.as_bytes(), &[]).unwrap().len(), 2);
+        assert_eq!(
+            parse_grids_csv("t.csv", ok.as_bytes(), &[]).unwrap().len(),
+            2
+        );
         let bad_level = "code,name,level,parent,kind\nR,区,region,,mixed\nL,盟,leage,R,pastoral\n";
-        let e = parse_grids_csv("t.csv", bad_level.as_bytes(), &[]).unwrap_err().to_string();
+        let e = parse_grids_csv("t.csv", bad_level.as_bytes(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3") && e.contains("column level"), "{e}");
         let orphan = "code,name,level,parent,kind\nB,旗,banner,X,mixed\n";
-        let e = parse_grids_csv("t.csv", orphan.as_bytes(), &[]).unwrap_err().to_string();
+        let e = parse_grids_csv("t.csv", orphan.as_bytes(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("column parent"), "{e}");
-        let wrong_nesting = "code,name,level,parent,kind\nR,区,region,,mixed\nV,村,village,R,mixed\n";
-        let e = parse_grids_csv("t.csv", wrong_nesting.as_bytes(), &[]).unwrap_err().to_string();
+        let wrong_nesting =
+            "code,name,level,parent,kind\nR,区,region,,mixed\nV,村,village,R,mixed\n";
+        let e = parse_grids_csv("t.csv", wrong_nesting.as_bytes(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot sit under"), "{e}");
         let missing = "code,name,parent,kind\n";
-        assert!(parse_grids_csv("t.csv", missing.as_bytes(), &[]).unwrap_err().to_string().contains("missing column 'level'"));
+        assert!(parse_grids_csv("t.csv", missing.as_bytes(), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("missing column 'level'"));
     }
 }

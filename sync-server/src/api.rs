@@ -64,20 +64,31 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         tracing::error!("storage error: {e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", "the server's database failed; try again")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            "the server's database failed; try again",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.code.to_string(), message: self.message };
+        let body = ErrorBody {
+            error: self.code.to_string(),
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -94,8 +105,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/device/rotate", post(rotate))
         .route("/v1/enrolment-codes", post(issue_code))
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .with_state(state)
 }
 
@@ -105,12 +121,18 @@ async fn healthz(State(st): State<Arc<AppState>>) -> ApiResult<&'static str> {
     Ok("ok")
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("request task failed: {e}");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request failed inside the server"))
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed inside the server",
+            ))
         }
     }
 }
@@ -130,11 +152,23 @@ async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
                 src = s.source();
             }
             if timed_out {
-                Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the request body arrived too slowly"))
+                Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body arrived too slowly",
+                ))
             } else if too_large {
-                Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body exceeds {limit} bytes")))
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("request body exceeds {limit} bytes"),
+                ))
             } else {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "body_read", format!("could not read the request body: {text}")))
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_read",
+                    format!("could not read the request body: {text}"),
+                ))
             }
         }
     }
@@ -142,7 +176,11 @@ async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
 
 fn check_protocol(headers: &HeaderMap) -> ApiResult<()> {
     match headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()) {
-        None => Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_protocol", format!("send header {PROTOCOL_HEADER}: {PROTOCOL_VERSION}"))),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_protocol",
+            format!("send header {PROTOCOL_HEADER}: {PROTOCOL_VERSION}"),
+        )),
         Some(v) if v.trim() == PROTOCOL_VERSION.to_string() => Ok(()),
         Some(v) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -154,13 +192,19 @@ fn check_protocol(headers: &HeaderMap) -> ApiResult<()> {
 
 /// Authenticates a device from its bearer credential, checked against the stored hashes.
 fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device, Person)> {
-    let unauthorized = |code: &'static str, msg: String| ApiError::new(StatusCode::UNAUTHORIZED, code, msg);
+    let unauthorized =
+        |code: &'static str, msg: String| ApiError::new(StatusCode::UNAUTHORIZED, code, msg);
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unauthorized("missing_credentials", "send Authorization: Bearer DEVICE.SECRET".into()))?;
-    let (device_id, secret) =
-        auth::parse_bearer(h).ok_or_else(|| unauthorized("bad_credentials", "malformed bearer credential".into()))?;
+        .ok_or_else(|| {
+            unauthorized(
+                "missing_credentials",
+                "send Authorization: Bearer DEVICE.SECRET".into(),
+            )
+        })?;
+    let (device_id, secret) = auth::parse_bearer(h)
+        .ok_or_else(|| unauthorized("bad_credentials", "malformed bearer credential".into()))?;
     let device = storage
         .device(device_id)?
         .ok_or_else(|| unauthorized("bad_credentials", "unknown device or wrong secret".into()))?;
@@ -176,13 +220,23 @@ fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device
     let hash = auth::hash_secret(secret);
     if !auth::hashes_equal(&hash, &device.secret_hash) {
         match &device.pending_hash {
-            Some(p) if auth::hashes_equal(&hash, p) => storage.promote_pending_secret(&device.id)?,
-            _ => return Err(unauthorized("bad_credentials", "unknown device or wrong secret".into())),
+            Some(p) if auth::hashes_equal(&hash, p) => {
+                storage.promote_pending_secret(&device.id)?
+            }
+            _ => {
+                return Err(unauthorized(
+                    "bad_credentials",
+                    "unknown device or wrong secret".into(),
+                ))
+            }
         }
     }
-    let person = storage
-        .person(&device.person_id)?
-        .ok_or_else(|| unauthorized("person_inactive", "the person of this device is no longer active".into()))?;
+    let person = storage.person(&device.person_id)?.ok_or_else(|| {
+        unauthorized(
+            "person_inactive",
+            "the person of this device is no longer active".into(),
+        )
+    })?;
     let now = gridsync_core::now_ms();
     if device.last_seen_ms.is_none_or(|t| now - t > 60_000) {
         storage.touch_device(&device.id, now)?;
@@ -196,13 +250,26 @@ async fn enroll(
     body: Body,
 ) -> ApiResult<Json<EnrollResponse>> {
     if !st.limiter.allow(addr.ip()) {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many enrolment attempts; wait a minute"));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many enrolment attempts; wait a minute",
+        ));
     }
     let bytes = read_body(body, MAX_JSON_BODY).await?;
-    let req: EnrollRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", format!("enrolment body: {e}")))?;
+    let req: EnrollRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            format!("enrolment body: {e}"),
+        )
+    })?;
     if req.device_name.chars().count() > 100 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "device_name is longer than 100 characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "device_name is longer than 100 characters",
+        ));
     }
     let storage = st.storage.clone();
     blocking(move || {
@@ -210,7 +277,11 @@ async fn enroll(
         let device = Device {
             id: gridsync_core::new_id(),
             person_id: String::new(),
-            name: if req.device_name.trim().is_empty() { "phone".into() } else { req.device_name.clone() },
+            name: if req.device_name.trim().is_empty() {
+                "phone".into()
+            } else {
+                req.device_name.clone()
+            },
             secret_hash: auth::hash_secret(&secret),
             pending_hash: None,
             created_at_ms: gridsync_core::now_ms(),
@@ -221,10 +292,20 @@ async fn enroll(
         let code_hash = auth::hash_secret(&auth::normalize_code(&req.code));
         let person_id = storage
             .redeem_code(&code_hash, device.created_at_ms, &device)?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_code", "the enrolment code is unknown, used or expired"))?;
-        let person = storage
-            .person(&person_id)?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "person_inactive", "the person of this code is no longer active"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_code",
+                    "the enrolment code is unknown, used or expired",
+                )
+            })?;
+        let person = storage.person(&person_id)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "person_inactive",
+                "the person of this code is no longer active",
+            )
+        })?;
         storage.audit(&AuditEntry {
             at_ms: device.created_at_ms,
             person_id: person.id.clone(),
@@ -236,12 +317,20 @@ async fn enroll(
             detail: format!("device '{}' enrolled", device.name),
         })?;
         tracing::info!(device = %device.id, person = %person.id, "device enrolled");
-        Ok(Json(EnrollResponse { device_id: device.id, secret, person, epoch: storage.epoch()? }))
+        Ok(Json(EnrollResponse {
+            device_id: device.id,
+            secret,
+            person,
+            epoch: storage.epoch()?,
+        }))
     })
     .await
 }
 
-async fn rotate(State(st): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<RotateResponse>> {
+async fn rotate(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<RotateResponse>> {
     check_protocol(&headers)?;
     let storage = st.storage.clone();
     blocking(move || {
@@ -283,28 +372,60 @@ pub struct IssuedCode {
     pub qr_svg: String,
 }
 
-async fn issue_code(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Json<IssuedCode>> {
+async fn issue_code(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<IssuedCode>> {
     check_protocol(&headers)?;
     let bytes = read_body(body, MAX_JSON_BODY).await?;
     let storage = st.storage.clone();
     let st2 = st.clone();
     blocking(move || {
         let (device, issuer) = authenticate(storage.as_ref(), &headers)?;
-        let req: IssueCodeRequest = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", format!("code request: {e}")))?;
-        if !matches!(issuer.role, Role::Supervisor | Role::CountyReviewer | Role::Admin) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only supervisors, county staff and administrators issue enrolment codes"));
+        let req: IssueCodeRequest = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                format!("code request: {e}"),
+            )
+        })?;
+        if !matches!(
+            issuer.role,
+            Role::Supervisor | Role::CountyReviewer | Role::Admin
+        ) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only supervisors, county staff and administrators issue enrolment codes",
+            ));
         }
         let scope = st2
             .scopes
             .scope(storage.as_ref(), &issuer.id)?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "person_inactive", "issuer is not active"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "person_inactive",
+                    "issuer is not active",
+                )
+            })?;
         let target = storage
             .person(&req.person_id)?
             .filter(|p| !p.grids.is_empty() && p.grids.iter().all(|g| scope.readable.contains(g)))
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such person in your scope"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such person in your scope",
+                )
+            })?;
         if target.role == Role::Admin && issuer.role != Role::Admin {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only administrators enrol administrators"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only administrators enrol administrators",
+            ));
         }
         let ttl = req.ttl_hours.unwrap_or(72).clamp(1, 168);
         let issued = crate::admin::issue_code(storage.as_ref(), &target.id, &issuer.id, ttl)
@@ -328,11 +449,22 @@ fn bad_request(code: &'static str, msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, msg)
 }
 
-async fn sync(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+async fn sync(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     check_protocol(&headers)?;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
         if ct != CONTENT_TYPE {
-            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type", format!("send {CONTENT_TYPE}")));
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_type",
+                format!("send {CONTENT_TYPE}"),
+            ));
         }
     }
     // Authenticate before reading a large body.
@@ -349,27 +481,42 @@ async fn sync(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -
                 bad_request("malformed_body", e.to_string())
             }
         })?;
-        protocol::check_request(&req).map_err(|m| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m))?;
+        protocol::check_request(&req)
+            .map_err(|m| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m))?;
         let resp = handle_sync(&st2, &device, &person, req)?;
-        let body = protocol::encode(&resp).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        let body = protocol::encode(&resp).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
         Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
     })
     .await
 }
 
 /// One sync round trip: push, then a pull page (see `docs/protocol.md`).
-pub fn handle_sync(st: &AppState, device: &Device, person: &Person, req: SyncRequest) -> ApiResult<SyncResponse> {
+pub fn handle_sync(
+    st: &AppState,
+    device: &Device,
+    person: &Person,
+    req: SyncRequest,
+) -> ApiResult<SyncResponse> {
     let storage = st.storage.as_ref();
-    let scope = st
-        .scopes
-        .scope(storage, &person.id)?
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "person_inactive", "the person of this device is no longer active"))?;
+    let scope = st.scopes.scope(storage, &person.id)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "person_inactive",
+            "the person of this device is no longer active",
+        )
+    })?;
     let epoch = storage.epoch()?;
-    let author = Author { person_id: person.id.clone(), device_id: Some(device.id.clone()) };
+    let author = Author {
+        person_id: person.id.clone(),
+        device_id: Some(device.id.clone()),
+    };
     let results = if req.push.is_empty() {
         Vec::new()
     } else {
-        let mut process = |stored: Option<&crate::storage::StoredRecord>, p: &protocol::PushRecord| {
+        let mut process = |stored: Option<&crate::storage::StoredRecord>,
+                           p: &protocol::PushRecord| {
             crate::push::decide(storage, &scope, stored, p)
         };
         storage.apply_push(&author, &req.push, &mut process)?
@@ -403,13 +550,23 @@ pub fn handle_sync(st: &AppState, device: &Device, person: &Person, req: SyncReq
             resp.reset = true;
             return Ok(resp);
         }
-        feeds.push(FeedRead { grid: c.grid.clone(), after: c.seq, templates_only });
+        feeds.push(FeedRead {
+            grid: c.grid.clone(),
+            after: c.seq,
+            templates_only,
+        });
     }
     feeds.sort_by(|a, b| a.grid.cmp(&b.grid));
     if req.reference_version != scope.reference.version {
         resp.reference = Some(scope.reference.clone());
-        let known: std::collections::HashSet<&str> = req.cursors.iter().map(|c| c.grid.as_str()).collect();
-        if scope.readable.iter().chain(&scope.template_grids).any(|g| !known.contains(g.as_str())) {
+        let known: std::collections::HashSet<&str> =
+            req.cursors.iter().map(|c| c.grid.as_str()).collect();
+        if scope
+            .readable
+            .iter()
+            .chain(&scope.template_grids)
+            .any(|g| !known.contains(g.as_str()))
+        {
             resp.more = true;
         }
     }
@@ -435,13 +592,19 @@ pub fn handle_sync(st: &AppState, device: &Device, person: &Person, req: SyncReq
         }
     }
     resp.records.extend(page.records.into_iter().filter(|r| {
-        let Some(pushed) = echo.get(r.id.as_str()) else { return true };
+        let Some(pushed) = echo.get(r.id.as_str()) else {
+            return true;
+        };
         let mut h = r.heads.clone();
         h.sort();
         &h != pushed
     }));
     resp.departures = page.departures;
-    resp.cursors = page.cursors.into_iter().map(|(grid, seq, token)| protocol::Cursor { grid, seq, token }).collect();
+    resp.cursors = page
+        .cursors
+        .into_iter()
+        .map(|(grid, seq, token)| protocol::Cursor { grid, seq, token })
+        .collect();
     resp.more |= page.more;
     Ok(resp)
 }

@@ -16,7 +16,10 @@ const CODE_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub fn new_code() -> String {
     let mut b = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut b);
-    let s: Vec<char> = b.iter().map(|x| CODE_ALPHABET[(*x & 31) as usize] as char).collect();
+    let s: Vec<char> = b
+        .iter()
+        .map(|x| CODE_ALPHABET[(*x & 31) as usize] as char)
+        .collect();
     format!(
         "{}-{}-{}",
         s[0..4].iter().collect::<String>(),
@@ -69,13 +72,16 @@ pub fn parse_bearer(header: &str) -> Option<(&str, &str)> {
     Some((device, secret))
 }
 
+/// Attempt times per client address, and overall.
+type Attempts = (HashMap<IpAddr, Vec<Instant>>, Vec<Instant>);
+
 /// Sliding-window limiter of enrolment attempts, per client address and overall.
 #[derive(Debug)]
 pub struct EnrolLimiter {
     per_client: u32,
     overall: u32,
     window: Duration,
-    state: Mutex<(HashMap<IpAddr, Vec<Instant>>, Vec<Instant>)>,
+    state: Mutex<Attempts>,
 }
 
 impl EnrolLimiter {

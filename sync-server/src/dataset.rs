@@ -45,7 +45,10 @@ impl DatasetSpec {
 
     /// A banner of ten townships at township scale.
     pub fn banner(seed: u64) -> Self {
-        DatasetSpec { townships: 10, ..Self::township(seed) }
+        DatasetSpec {
+            townships: 10,
+            ..Self::township(seed)
+        }
     }
 
     /// The small demo banner.
@@ -136,12 +139,83 @@ impl Rng {
     }
 }
 
-const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "包", "白", "乌", "宝", "巴", "敖", "额", "那", "苏", "其"];
-const GIVEN: &[&str] = &["巴特尔", "其木格", "额尔敦", "乌日娜", "苏和", "萨仁", "宝音", "图雅", "建国", "秀英", "志强", "桂兰", "满都拉", "阿拉坦", "斯琴", "朝鲁", "海军", "玉梅", "金花", "那顺"];
-const TOWNSHIPS: &[&str] = &["别力古台镇", "洪格尔高勒镇", "查干淖尔镇", "伊和高勒苏木", "那仁宝拉格苏木", "吉尔嘎朗图苏木", "巴彦图嘎苏木", "宝格达乌拉苏木", "额尔敦高毕苏木", "青格勒宝拉格"];
-const VILLAGE_WORDS: &[&str] = &["巴彦", "乌兰", "查干", "呼和", "宝力格", "额尔敦", "塔林", "哈日", "阿拉坦", "吉日嘎郎", "沙日", "希日", "芒来", "敖包", "陶森", "温都尔", "那仁", "布日都", "伊和", "巴嘎"];
+const SURNAMES: &[&str] = &[
+    "王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "包", "白", "乌", "宝", "巴", "敖",
+    "额", "那", "苏", "其",
+];
+const GIVEN: &[&str] = &[
+    "巴特尔",
+    "其木格",
+    "额尔敦",
+    "乌日娜",
+    "苏和",
+    "萨仁",
+    "宝音",
+    "图雅",
+    "建国",
+    "秀英",
+    "志强",
+    "桂兰",
+    "满都拉",
+    "阿拉坦",
+    "斯琴",
+    "朝鲁",
+    "海军",
+    "玉梅",
+    "金花",
+    "那顺",
+];
+const TOWNSHIPS: &[&str] = &[
+    "别力古台镇",
+    "洪格尔高勒镇",
+    "查干淖尔镇",
+    "伊和高勒苏木",
+    "那仁宝拉格苏木",
+    "吉尔嘎朗图苏木",
+    "巴彦图嘎苏木",
+    "宝格达乌拉苏木",
+    "额尔敦高毕苏木",
+    "青格勒宝拉格",
+];
+const VILLAGE_WORDS: &[&str] = &[
+    "巴彦",
+    "乌兰",
+    "查干",
+    "呼和",
+    "宝力格",
+    "额尔敦",
+    "塔林",
+    "哈日",
+    "阿拉坦",
+    "吉日嘎郎",
+    "沙日",
+    "希日",
+    "芒来",
+    "敖包",
+    "陶森",
+    "温都尔",
+    "那仁",
+    "布日都",
+    "伊和",
+    "巴嘎",
+];
 const VILLAGE_SUFFIX: &[&str] = &["嘎查", "嘎查", "嘎查", "村"];
-const PRODUCTS: &[&str] = &["羊肉", "牛肉", "鲜奶", "奶豆腐", "马铃薯", "燕麦", "玉米", "葵花籽", "羊绒", "马奶", "驼奶", "蔬菜", "牧草", "鸡蛋"];
+const PRODUCTS: &[&str] = &[
+    "羊肉",
+    "牛肉",
+    "鲜奶",
+    "奶豆腐",
+    "马铃薯",
+    "燕麦",
+    "玉米",
+    "葵花籽",
+    "羊绒",
+    "马奶",
+    "驼奶",
+    "蔬菜",
+    "牧草",
+    "鸡蛋",
+];
 const ADDRESS_WORDS: &[&str] = &["东", "西", "南", "北"];
 const FINDINGS: &[&str] = &[
     "生产记录不完整，缺少近两个月的用药记录",
@@ -152,10 +226,34 @@ const FINDINGS: &[&str] = &[
     "投入品购买票据缺失",
 ];
 const SAMPLES: &[(&str, &str, TestMethod, &str, Option<&str>)] = &[
-    ("羊尿", "克伦特罗", TestMethod::ColloidalGold, "瘦肉精三联检测卡（某生物科技）", None),
-    ("牛尿", "莱克多巴胺", TestMethod::ColloidalGold, "莱克多巴胺检测卡（某生物科技）", None),
-    ("菠菜", "有机磷和氨基甲酸酯类农药", TestMethod::EnzymeInhibition, "农药残留速测卡（某仪器）", Some("%")),
-    ("白菜", "有机磷和氨基甲酸酯类农药", TestMethod::EnzymeInhibition, "农药残留速测卡（某仪器）", Some("%")),
+    (
+        "羊尿",
+        "克伦特罗",
+        TestMethod::ColloidalGold,
+        "瘦肉精三联检测卡（某生物科技）",
+        None,
+    ),
+    (
+        "牛尿",
+        "莱克多巴胺",
+        TestMethod::ColloidalGold,
+        "莱克多巴胺检测卡（某生物科技）",
+        None,
+    ),
+    (
+        "菠菜",
+        "有机磷和氨基甲酸酯类农药",
+        TestMethod::EnzymeInhibition,
+        "农药残留速测卡（某仪器）",
+        Some("%"),
+    ),
+    (
+        "白菜",
+        "有机磷和氨基甲酸酯类农药",
+        TestMethod::EnzymeInhibition,
+        "农药残留速测卡（某仪器）",
+        Some("%"),
+    ),
 ];
 
 /// 2026-01-01T00:00:00Z: generated times are fixed, not taken from the clock.
@@ -168,7 +266,11 @@ fn id_number(rng: &mut Rng, region: &str) -> String {
     let month = 1 + rng.below(12);
     let day = 1 + rng.below(28);
     let first = format!("{region}{year:04}{month:02}{day:02}{:03}", rng.below(1000));
-    let sum: u32 = first.bytes().zip(W).map(|(d, w)| u32::from(d - b'0') * w).sum();
+    let sum: u32 = first
+        .bytes()
+        .zip(W)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
     let check = b"10X98765432"[(sum % 11) as usize] as char;
     format!("{first}{check}")
 }
@@ -186,7 +288,11 @@ fn credit_code(rng: &mut Rng, region: &str) -> String {
 }
 
 fn phone(rng: &mut Rng) -> String {
-    format!("1{}{:09}", *rng.pick(&[3, 5, 8, 9]), rng.below(1_000_000_000))
+    format!(
+        "1{}{:09}",
+        *rng.pick(&[3, 5, 8, 9]),
+        rng.below(1_000_000_000)
+    )
 }
 
 fn person_name(rng: &mut Rng) -> String {
@@ -197,18 +303,54 @@ fn person_name(rng: &mut Rng) -> String {
 pub fn generate(spec: &DatasetSpec) -> Dataset {
     let mut rng = Rng::new(spec.seed);
     let demo = spec.banner_code == "DEMO";
-    let tag = |s: &str| if demo { format!("【演示】{s}") } else { s.to_string() };
+    let tag = |s: &str| {
+        if demo {
+            format!("【演示】{s}")
+        } else {
+            s.to_string()
+        }
+    };
     let region_code = format!("{}-R", spec.banner_code);
     let league_code = format!("{}-L", spec.banner_code);
     let banner_code = spec.banner_code.clone();
     let mut grids = vec![
-        GridNode { code: region_code.clone(), name: tag("内蒙古自治区"), level: GridLevel::Region, kind: GridKind::Mixed, parent: None },
-        GridNode { code: league_code.clone(), name: tag("锡林郭勒盟"), level: GridLevel::League, kind: GridKind::Pastoral, parent: Some(region_code) },
-        GridNode { code: banner_code.clone(), name: spec.banner_name.clone(), level: GridLevel::Banner, kind: GridKind::Pastoral, parent: Some(league_code) },
+        GridNode {
+            code: region_code.clone(),
+            name: tag("内蒙古自治区"),
+            level: GridLevel::Region,
+            kind: GridKind::Mixed,
+            parent: None,
+        },
+        GridNode {
+            code: league_code.clone(),
+            name: tag("锡林郭勒盟"),
+            level: GridLevel::League,
+            kind: GridKind::Pastoral,
+            parent: Some(region_code),
+        },
+        GridNode {
+            code: banner_code.clone(),
+            name: spec.banner_name.clone(),
+            level: GridLevel::Banner,
+            kind: GridKind::Pastoral,
+            parent: Some(league_code),
+        },
     ];
     let mut people = vec![
-        Person { id: format!("{banner_code}-admin"), name: tag("系统管理员"), phone: phone(&mut rng), role: Role::Admin, grids: vec![banner_code.clone()] },
-        Person { id: format!("{banner_code}-county"), name: tag(&person_name(&mut rng)), phone: phone(&mut rng), role: Role::CountyReviewer, grids: vec![banner_code.clone()] },
+        Person {
+            id: format!("{banner_code}-admin"),
+            name: tag("系统管理员"),
+            phone: phone(&mut rng),
+            role: Role::Admin,
+            grids: vec![banner_code.clone()],
+        },
+        Person {
+            id: format!("{banner_code}-county"),
+            name: tag(&person_name(&mut rng)),
+            phone: phone(&mut rng),
+            role: Role::CountyReviewer,
+            grids: vec![banner_code.clone()],
+        },
     ];
     let region_digits = "152522";
     let mut producers = Vec::new();
@@ -216,7 +358,11 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
     let template = default_template("builtin");
     for t in 0..spec.townships {
         let t_code = format!("{banner_code}-T{:02}", t + 1);
-        let t_kind = if t % 3 == 2 { GridKind::Mixed } else { GridKind::Pastoral };
+        let t_kind = if t % 3 == 2 {
+            GridKind::Mixed
+        } else {
+            GridKind::Pastoral
+        };
         grids.push(GridNode {
             code: t_code.clone(),
             name: tag(TOWNSHIPS[t % TOWNSHIPS.len()]),
@@ -224,13 +370,35 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
             kind: t_kind,
             parent: Some(banner_code.clone()),
         });
-        people.push(Person { id: format!("{t_code}-sup"), name: tag(&person_name(&mut rng)), phone: phone(&mut rng), role: Role::Supervisor, grids: vec![t_code.clone()] });
+        people.push(Person {
+            id: format!("{t_code}-sup"),
+            name: tag(&person_name(&mut rng)),
+            phone: phone(&mut rng),
+            role: Role::Supervisor,
+            grids: vec![t_code.clone()],
+        });
         let mut villages = Vec::new();
         for v in 0..spec.villages_per_township {
             let v_code = format!("{t_code}-V{:02}", v + 1);
-            let name = format!("{}{}", VILLAGE_WORDS[(v + t * 7) % VILLAGE_WORDS.len()], rng.pick(VILLAGE_SUFFIX));
-            grids.push(GridNode { code: v_code.clone(), name: tag(&name), level: GridLevel::Village, kind: t_kind, parent: Some(t_code.clone()) });
-            people.push(Person { id: format!("{v_code}-lia"), name: tag(&person_name(&mut rng)), phone: phone(&mut rng), role: Role::Liaison, grids: vec![v_code.clone()] });
+            let name = format!(
+                "{}{}",
+                VILLAGE_WORDS[(v + t * 7) % VILLAGE_WORDS.len()],
+                rng.pick(VILLAGE_SUFFIX)
+            );
+            grids.push(GridNode {
+                code: v_code.clone(),
+                name: tag(&name),
+                level: GridLevel::Village,
+                kind: t_kind,
+                parent: Some(t_code.clone()),
+            });
+            people.push(Person {
+                id: format!("{v_code}-lia"),
+                name: tag(&person_name(&mut rng)),
+                phone: phone(&mut rng),
+                role: Role::Liaison,
+                grids: vec![v_code.clone()],
+            });
             villages.push((v_code, name));
         }
         for _ in 0..spec.producers_per_township {
@@ -238,16 +406,28 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
             let liaison = format!("{v_code}-lia");
             let supervisor = format!("{t_code}-sup");
             let ty = *rng.pick(&[
-                ProducerType::FamilyRanch, ProducerType::FamilyRanch, ProducerType::LargeHousehold,
-                ProducerType::SmallHousehold, ProducerType::SmallHousehold, ProducerType::FamilyFarm,
-                ProducerType::Cooperative, ProducerType::Enterprise, ProducerType::InputDealer, ProducerType::Purchaser,
+                ProducerType::FamilyRanch,
+                ProducerType::FamilyRanch,
+                ProducerType::LargeHousehold,
+                ProducerType::SmallHousehold,
+                ProducerType::SmallHousehold,
+                ProducerType::FamilyFarm,
+                ProducerType::Cooperative,
+                ProducerType::Enterprise,
+                ProducerType::InputDealer,
+                ProducerType::Purchaser,
             ]);
             let owner = person_name(&mut rng);
-            let created = DATASET_EPOCH_MS - (3 * 365 + 30) * DAY_MS + rng.below(30) as i64 * DAY_MS;
+            let created =
+                DATASET_EPOCH_MS - (3 * 365 + 30) * DAY_MS + rng.below(30) as i64 * DAY_MS;
             let mut p = Producer::new(
                 match ty {
-                    ProducerType::Cooperative => format!("{v_name}{}养殖专业合作社", rng.pick(SURNAMES)),
-                    ProducerType::Enterprise => format!("锡林郭勒{}牧业有限公司", rng.pick(VILLAGE_WORDS)),
+                    ProducerType::Cooperative => {
+                        format!("{v_name}{}养殖专业合作社", rng.pick(SURNAMES))
+                    }
+                    ProducerType::Enterprise => {
+                        format!("锡林郭勒{}牧业有限公司", rng.pick(VILLAGE_WORDS))
+                    }
                     ProducerType::InputDealer => format!("{v_name}农牧资经销部"),
                     ProducerType::Purchaser => format!("{owner}牲畜收购点"),
                     ProducerType::FamilyRanch => format!("{owner}家庭牧场"),
@@ -267,8 +447,17 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
             } else {
                 p.id_number = Some(id_number(&mut rng, region_digits));
             }
-            p.address = format!("{}{}{}{}公里", tag(TOWNSHIPS[t % TOWNSHIPS.len()]), v_name, rng.pick(ADDRESS_WORDS), 1 + rng.below(30));
-            p.location = Some(GeoPoint { lat: 43.5 + rng.below(20_000) as f64 / 10_000.0, lon: 114.0 + rng.below(30_000) as f64 / 10_000.0 });
+            p.address = format!(
+                "{}{}{}{}公里",
+                tag(TOWNSHIPS[t % TOWNSHIPS.len()]),
+                v_name,
+                rng.pick(ADDRESS_WORDS),
+                1 + rng.below(30)
+            );
+            p.location = Some(GeoPoint {
+                lat: 43.5 + rng.below(20_000) as f64 / 10_000.0,
+                lon: 114.0 + rng.below(30_000) as f64 / 10_000.0,
+            });
             let n_products = 1 + rng.below(3) as usize;
             for _ in 0..n_products {
                 let prod = rng.pick(PRODUCTS).to_string();
@@ -279,25 +468,62 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
             if rng.chance(0.3) {
                 p.scale.crop_area_mu = Some((10 + rng.below(500)) as f64);
             }
-            let species = *rng.pick(&[Species::SheepGoat, Species::BeefCattle, Species::DairyCow, Species::Horse, Species::Camel]);
-            p.scale.livestock.insert(species, LivestockCount { on_hand: Some(20 + rng.below(800) as u32), sold_per_year: Some(rng.below(400) as u32) });
+            let species = *rng.pick(&[
+                Species::SheepGoat,
+                Species::BeefCattle,
+                Species::DairyCow,
+                Species::Horse,
+                Species::Camel,
+            ]);
+            p.scale.livestock.insert(
+                species,
+                LivestockCount {
+                    on_hand: Some(20 + rng.below(800) as u32),
+                    sold_per_year: Some(rng.below(400) as u32),
+                },
+            );
             if rng.chance(0.15) {
-                p.certifications.push(*rng.pick(&[Certification::Green, Certification::Organic, Certification::GeographicalIndication]));
+                p.certifications.push(*rng.pick(&[
+                    Certification::Green,
+                    Certification::Organic,
+                    Certification::GeographicalIndication,
+                ]));
             }
             p.issues_compliance_certificates = rng.chance(0.6);
             if rng.chance(0.8) {
-                p.responsibility_letter = Some(ResponsibilityLetter { signed_on: format!("2023-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28)) });
+                p.responsibility_letter = Some(ResponsibilityLetter {
+                    signed_on: format!("2023-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28)),
+                });
             }
-            p.risk = *rng.pick(&[RiskLevel::Low, RiskLevel::Low, RiskLevel::Medium, RiskLevel::High]);
+            p.risk = *rng.pick(&[
+                RiskLevel::Low,
+                RiskLevel::Low,
+                RiskLevel::Medium,
+                RiskLevel::High,
+            ]);
             if rng.chance(0.03) {
                 p.status = ProducerStatus::Closed;
             }
             p.updated_at_ms = created;
             for k in 0..spec.visits_per_producer {
                 let span = 3 * 365 * DAY_MS / spec.visits_per_producer.max(1) as i64;
-                let start = created + 30 * DAY_MS + span * k as i64 + rng.below(20) as i64 * DAY_MS + 9 * 3_600_000;
-                let inspector = if rng.chance(0.7) { liaison.clone() } else { supervisor.clone() };
-                let mut v = Visit::new(p.id.clone(), v_code.clone(), inspector.clone(), &template, start);
+                let start = created
+                    + 30 * DAY_MS
+                    + span * k as i64
+                    + rng.below(20) as i64 * DAY_MS
+                    + 9 * 3_600_000;
+                let inspector = if rng.chance(0.7) {
+                    liaison.clone()
+                } else {
+                    supervisor.clone()
+                };
+                let mut v = Visit::new(
+                    p.id.clone(),
+                    v_code.clone(),
+                    inspector.clone(),
+                    &template,
+                    start,
+                );
                 v.id = rng.uuid();
                 v.location = p.location;
                 for item in &template.items {
@@ -305,18 +531,35 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
                         continue;
                     }
                     let value = match item.id.as_str() {
-                        "other" => AnswerValue::Text(if rng.chance(0.2) { "圈舍卫生良好，档案齐全。".into() } else { "无".into() }),
-                        "site_photos" => AnswerValue::Photos(vec![format!("photo/{}.jpg", rng.uuid())]),
-                        _ => AnswerValue::YesNo(if rng.chance(0.9) { YesNoNa::Yes } else if rng.chance(0.5) { YesNoNa::No } else { YesNoNa::NotApplicable }),
+                        "other" => AnswerValue::Text(if rng.chance(0.2) {
+                            "圈舍卫生良好，档案齐全。".into()
+                        } else {
+                            "无".into()
+                        }),
+                        "site_photos" => {
+                            AnswerValue::Photos(vec![format!("photo/{}.jpg", rng.uuid())])
+                        }
+                        _ => AnswerValue::YesNo(if rng.chance(0.9) {
+                            YesNoNa::Yes
+                        } else if rng.chance(0.5) {
+                            YesNoNa::No
+                        } else {
+                            YesNoNa::NotApplicable
+                        }),
                     };
-                    v.answers.insert(item.id.clone(), Answer { value, note: None });
+                    v.answers
+                        .insert(item.id.clone(), Answer { value, note: None });
                 }
                 if rng.chance(0.12) {
                     v.findings.push(Finding {
                         id: rng.uuid(),
                         item_id: Some("drug_use".into()),
                         description: rng.pick(FINDINGS).to_string(),
-                        severity: if rng.chance(0.8) { Severity::Minor } else { Severity::Major },
+                        severity: if rng.chance(0.8) {
+                            Severity::Minor
+                        } else {
+                            Severity::Major
+                        },
                         photos: vec![],
                         recorded_by: inspector.clone(),
                         recorded_at_ms: start + 600_000,
@@ -326,8 +569,16 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
                         v.rectification = Some(Rectification {
                             required: true,
                             deadline: date_of(DATASET_EPOCH_MS + deadline_day * DAY_MS),
-                            notice_number: format!("阿农整〔{}〕{:03}号", 2023 + k / 4, rng.below(999)),
-                            resolved_at_ms: if k + 1 < spec.visits_per_producer { Some(start + 20 * DAY_MS) } else { None },
+                            notice_number: format!(
+                                "阿农整〔{}〕{:03}号",
+                                2023 + k / 4,
+                                rng.below(999)
+                            ),
+                            resolved_at_ms: if k + 1 < spec.visits_per_producer {
+                                Some(start + 20 * DAY_MS)
+                            } else {
+                                None
+                            },
                         });
                     }
                 }
@@ -341,7 +592,11 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
                         kit: kit.into(),
                         value: unit.map(|_| rng.below(600) as f64 / 10.0),
                         unit: unit.map(String::from),
-                        verdict: if rng.chance(0.95) { Verdict::Pass } else { Verdict::Suspect },
+                        verdict: if rng.chance(0.95) {
+                            Verdict::Pass
+                        } else {
+                            Verdict::Suspect
+                        },
                         operator: inspector.clone(),
                         tested_at_ms: start + 900_000,
                     });
@@ -354,7 +609,12 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
             producers.push(p);
         }
     }
-    Dataset { grids, people, producers, visits }
+    Dataset {
+        grids,
+        people,
+        producers,
+        visits,
+    }
 }
 
 /// `YYYY-MM-DD` of a UTC timestamp.
@@ -384,11 +644,16 @@ mod tests {
         assert_eq!(a.producers, b.producers);
         assert_eq!(a.visits.len(), 2 * 24 * 3);
         for p in &a.producers {
-            gridsync_core::validate::validate_producer(p).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            gridsync_core::validate::validate_producer(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         }
         let t = default_template("builtin");
         for v in &a.visits {
-            let pt = a.producers.iter().find(|p| p.id == v.producer_id).map(|p| p.producer_type);
+            let pt = a
+                .producers
+                .iter()
+                .find(|p| p.id == v.producer_id)
+                .map(|p| p.producer_type);
             gridsync_core::validate::validate_visit(v, Some(&t), pt).unwrap();
         }
         assert_eq!(date_of(DATASET_EPOCH_MS), "2026-01-01");

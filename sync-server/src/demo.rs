@@ -25,8 +25,16 @@ pub fn load_dataset(storage: &dyn Storage, data: &Dataset) -> Result<(), AdminEr
     for p in &data.people {
         admin::add_person(storage, p)?;
     }
-    let admin_person = data.person(Role::Admin).ok_or_else(|| AdminError::Invalid("dataset has no admin".into()))?.clone();
-    let producers: Vec<Record> = data.producers.iter().cloned().map(Record::Producer).collect();
+    let admin_person = data
+        .person(Role::Admin)
+        .ok_or_else(|| AdminError::Invalid("dataset has no admin".into()))?
+        .clone();
+    let producers: Vec<Record> = data
+        .producers
+        .iter()
+        .cloned()
+        .map(Record::Producer)
+        .collect();
     admin::seed_records(storage, &admin_person, &producers)?;
     let visits: Vec<Record> = data.visits.iter().cloned().map(Record::Visit).collect();
     admin::seed_records(storage, &admin_person, &visits)?;
@@ -41,9 +49,16 @@ pub fn seed_demo(storage: &dyn Storage) -> Result<Vec<DemoCode>, AdminError> {
     }
     let mut codes = Vec::new();
     for role in [Role::Liaison, Role::Supervisor] {
-        let p = data.person(role).ok_or_else(|| AdminError::Invalid("demo person missing".into()))?;
+        let p = data
+            .person(role)
+            .ok_or_else(|| AdminError::Invalid("demo person missing".into()))?;
         let issued = admin::issue_code(storage, &p.id, "demo", 72)?;
-        codes.push(DemoCode { role, person_id: p.id.clone(), name: p.name.clone(), code: issued.code });
+        codes.push(DemoCode {
+            role,
+            person_id: p.id.clone(),
+            name: p.name.clone(),
+            code: issued.code,
+        });
     }
     Ok(codes)
 }

@@ -6,14 +6,21 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use gridsync_core::model::{Person, Role};
-use gridsync_server::storage::{postgres::PostgresStorage, sqlite::SqliteStorage, AuditFilter, Storage};
+use gridsync_server::storage::{
+    postgres::PostgresStorage, sqlite::SqliteStorage, AuditFilter, Storage,
+};
 use gridsync_server::{admin, demo};
 
 #[derive(Parser, Debug)]
 #[command(name = "gridsync-server", version, about = "gridsync sync server")]
 struct Cli {
     /// Log format: text or json.
-    #[arg(long, env = "GRIDSYNC_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "GRIDSYNC_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     log_format: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -149,7 +156,10 @@ impl Backend {
 
     fn describe(&self, data: Option<&Path>) -> String {
         match self {
-            Backend::Sqlite(_) => format!("sqlite in {}", data.map(|d| d.display().to_string()).unwrap_or_default()),
+            Backend::Sqlite(_) => format!(
+                "sqlite in {}",
+                data.map(|d| d.display().to_string()).unwrap_or_default()
+            ),
             Backend::Postgres(_) => "postgres".into(),
         }
     }
@@ -157,11 +167,15 @@ impl Backend {
 
 fn open_sqlite(data: &Path) -> Result<Arc<SqliteStorage>, String> {
     std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
-    SqliteStorage::open(data.join("gridsync.db")).map(Arc::new).map_err(|e| format!("cannot open the database: {e}"))
+    SqliteStorage::open(data.join("gridsync.db"))
+        .map(Arc::new)
+        .map_err(|e| format!("cannot open the database: {e}"))
 }
 
 fn open_postgres(url: &str) -> Result<Arc<PostgresStorage>, String> {
-    PostgresStorage::open(url).map(Arc::new).map_err(|e| format!("cannot open the PostgreSQL database: {e}"))
+    PostgresStorage::open(url)
+        .map(Arc::new)
+        .map_err(|e| format!("cannot open the PostgreSQL database: {e}"))
 }
 
 /// PostgreSQL when a database URL is given, else the embedded SQLite in the data directory.
@@ -169,22 +183,36 @@ fn open(data: Option<&Path>, database: Option<&str>) -> Result<Backend, String> 
     match (database.filter(|d| !d.trim().is_empty()), data) {
         (Some(url), _) => Ok(Backend::Postgres(open_postgres(url)?)),
         (None, Some(dir)) => Ok(Backend::Sqlite(open_sqlite(dir)?)),
-        (None, None) => Err("give --data DIR (embedded SQLite) or --database postgres://... (PostgreSQL)".into()),
+        (None, None) => Err(
+            "give --data DIR (embedded SQLite) or --database postgres://... (PostgreSQL)".into(),
+        ),
     }
 }
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GRIDSYNC_LOG").unwrap_or_else(|_| "info,tower_http=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRIDSYNC_LOG")
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
     let result = match cli.cmd {
-        Cmd::Serve { data, database, listen, demo } => serve(data.as_deref(), database.as_deref(), &listen, demo),
-        Cmd::Admin { data, database, cmd } => run_admin(data.as_deref(), database.as_deref(), cmd),
+        Cmd::Serve {
+            data,
+            database,
+            listen,
+            demo,
+        } => serve(data.as_deref(), database.as_deref(), &listen, demo),
+        Cmd::Admin {
+            data,
+            database,
+            cmd,
+        } => run_admin(data.as_deref(), database.as_deref(), cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -192,24 +220,39 @@ fn main() {
     }
 }
 
-fn serve(data: Option<&Path>, database: Option<&str>, listen: &str, with_demo: bool) -> Result<(), String> {
+fn serve(
+    data: Option<&Path>,
+    database: Option<&str>,
+    listen: &str,
+    with_demo: bool,
+) -> Result<(), String> {
     let backend = open(data, database)?;
     let where_ = backend.describe(data);
     let storage = backend.storage();
     if with_demo {
         let codes = demo::seed_demo(storage.as_ref()).map_err(|e| format!("demo: {e}"))?;
         for c in codes {
-            println!("enrolment code for {} {} ({}): {}", c.role.as_str(), c.person_id, c.name, c.code);
+            println!(
+                "enrolment code for {} {} ({}): {}",
+                c.role.as_str(),
+                c.person_id,
+                c.name,
+                c.code
+            );
         }
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on http://{addr}");
         std::io::stdout().flush().ok();
         tracing::info!(%addr, storage = %where_, "gridsync-server started");
-        gridsync_server::serve(listener, storage, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        gridsync_server::serve(listener, storage, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!("gridsync-server stopped");
         Ok(())
     })
@@ -221,7 +264,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -238,16 +282,26 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
     // The copy commands open both sides themselves.
     match &cmd {
         AdminCmd::CopyTo { target } => {
-            let dir = data.ok_or("copy-to copies from the SQLite database in --data DIR: give --data")?;
+            let dir =
+                data.ok_or("copy-to copies from the SQLite database in --data DIR: give --data")?;
             let from = open_sqlite(dir)?;
             let to = open_postgres(target)?;
-            return copy(from.as_ref(), to.as_ref(), &format!("{} -> postgres", dir.display()));
+            return copy(
+                from.as_ref(),
+                to.as_ref(),
+                &format!("{} -> postgres", dir.display()),
+            );
         }
         AdminCmd::CopyFrom { source } => {
-            let dir = data.ok_or("copy-from copies into the SQLite database in --data DIR: give --data")?;
+            let dir =
+                data.ok_or("copy-from copies into the SQLite database in --data DIR: give --data")?;
             let from = open_postgres(source)?;
             let to = open_sqlite(dir)?;
-            return copy(from.as_ref(), to.as_ref(), &format!("postgres -> {}", dir.display()));
+            return copy(
+                from.as_ref(),
+                to.as_ref(),
+                &format!("postgres -> {}", dir.display()),
+            );
         }
         _ => {}
     }
@@ -259,24 +313,55 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             let n = admin::import_grids_csv(s, &file).map_err(|e| e.to_string())?;
             println!("imported {n} grid nodes");
         }
-        AdminCmd::AddPerson { id, name, phone, role, grids } => {
-            let role = Role::parse(&role).ok_or_else(|| format!("role '{role}' is not one of liaison, supervisor, county_reviewer, admin"))?;
-            admin::add_person(s, &Person { id: id.clone(), name, phone, role, grids }).map_err(|e| e.to_string())?;
+        AdminCmd::AddPerson {
+            id,
+            name,
+            phone,
+            role,
+            grids,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                format!("role '{role}' is not one of liaison, supervisor, county_reviewer, admin")
+            })?;
+            admin::add_person(
+                s,
+                &Person {
+                    id: id.clone(),
+                    name,
+                    phone,
+                    role,
+                    grids,
+                },
+            )
+            .map_err(|e| e.to_string())?;
             println!("person {id} saved");
         }
         AdminCmd::AssignGrids { person, grids } => {
-            let mut p = s.person(&person).map_err(|e| e.to_string())?.ok_or_else(|| format!("no person {person}"))?;
+            let mut p = s
+                .person(&person)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no person {person}"))?;
             p.grids = grids;
             admin::add_person(s, &p).map_err(|e| e.to_string())?;
             println!("grids of {person}: {}", p.grids.join(", "));
         }
-        AdminCmd::IssueCode { person, ttl_hours, qr, json } => {
-            let issued = admin::issue_code(s, &person, "admin-cli", ttl_hours).map_err(|e| e.to_string())?;
+        AdminCmd::IssueCode {
+            person,
+            ttl_hours,
+            qr,
+            json,
+        } => {
+            let issued =
+                admin::issue_code(s, &person, "admin-cli", ttl_hours).map_err(|e| e.to_string())?;
             if let Some(path) = qr {
-                std::fs::write(&path, &issued.qr_svg).map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::write(&path, &issued.qr_svg)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             }
             if json {
-                println!("{}", serde_json::json!({"code": issued.code, "expires_at_ms": issued.expires_at_ms}));
+                println!(
+                    "{}",
+                    serde_json::json!({"code": issued.code, "expires_at_ms": issued.expires_at_ms})
+                );
             } else {
                 println!("one-time enrolment code for {person} (expires in {ttl_hours} h):");
                 println!("{}", issued.code);
@@ -301,7 +386,8 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             }
         }
         AdminCmd::RevokeDevice { device, reason } => {
-            s.revoke_device(&device, &reason, gridsync_core::now_ms()).map_err(|e| e.to_string())?;
+            s.revoke_device(&device, &reason, gridsync_core::now_ms())
+                .map_err(|e| e.to_string())?;
             s.audit(&gridsync_server::storage::AuditEntry {
                 at_ms: gridsync_core::now_ms(),
                 person_id: "admin-cli".into(),
@@ -315,7 +401,13 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             .map_err(|e| e.to_string())?;
             println!("device {device} revoked");
         }
-        AdminCmd::Audit { record, person, grid, limit, json } => {
+        AdminCmd::Audit {
+            record,
+            person,
+            grid,
+            limit,
+            json,
+        } => {
             let filter = match (record, person, grid) {
                 (Some(r), None, None) => AuditFilter::Record(r),
                 (None, Some(p), None) => AuditFilter::Person(p),
@@ -325,7 +417,10 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             };
             let entries = s.audit_list(&filter, limit).map_err(|e| e.to_string())?;
             if json {
-                println!("{}", serde_json::to_string(&entries).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&entries).map_err(|e| e.to_string())?
+                );
             } else {
                 for e in entries {
                     println!(
@@ -369,11 +464,15 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
 }
 
 fn copy(from: &dyn Storage, to: &dyn Storage, what: &str) -> Result<(), String> {
-    let counts = gridsync_server::storage::copy_all(from, to).map_err(|e| format!("copy {what}: {e}"))?;
+    let counts =
+        gridsync_server::storage::copy_all(from, to).map_err(|e| format!("copy {what}: {e}"))?;
     println!("copied {what}:");
     for (table, n) in &counts {
         println!("  {table}: {n}");
     }
-    println!("epoch {} kept: devices keep syncing against the copy", to.epoch().map_err(|e| e.to_string())?);
+    println!(
+        "epoch {} kept: devices keep syncing against the copy",
+        to.epoch().map_err(|e| e.to_string())?
+    );
     Ok(())
 }

@@ -28,7 +28,12 @@ pub struct Scope {
 
 impl Scope {
     /// Computes the scope of `me`.
-    pub fn compute(nodes: &[GridNode], people: &[Person], me: &Person, tree: Arc<TreeSnapshot>) -> Scope {
+    pub fn compute(
+        nodes: &[GridNode],
+        people: &[Person],
+        me: &Person,
+        tree: Arc<TreeSnapshot>,
+    ) -> Scope {
         let actor = Actor::new(me.id.clone(), me.role, me.grids.clone());
         let readable: HashSet<String> = nodes
             .iter()
@@ -38,7 +43,11 @@ impl Scope {
         let template_grids: HashSet<String> = nodes
             .iter()
             .filter(|n| !readable.contains(&n.code))
-            .filter(|n| me.grids.iter().any(|g| is_within(tree.as_ref(), g, &n.code)))
+            .filter(|n| {
+                me.grids
+                    .iter()
+                    .any(|g| is_within(tree.as_ref(), g, &n.code))
+            })
             .map(|n| n.code.clone())
             .collect();
         let mut grids: Vec<GridNode> = nodes
@@ -50,7 +59,11 @@ impl Scope {
         let mut visible_people: Vec<Person> = people
             .iter()
             .filter(|p| p.role != Role::Admin || p.id == me.id)
-            .filter(|p| p.grids.iter().any(|g| readable.contains(g) || template_grids.contains(g)))
+            .filter(|p| {
+                p.grids
+                    .iter()
+                    .any(|g| readable.contains(g) || template_grids.contains(g))
+            })
             .cloned()
             .collect();
         visible_people.sort_by(|a, b| a.id.cmp(&b.id));
@@ -80,19 +93,27 @@ impl Scope {
     /// Whether a record of `kind` in `grid` is visible.
     pub fn can_read(&self, kind: gridsync_core::model::RecordKind, grid: &str) -> bool {
         self.readable.contains(grid)
-            || (kind == gridsync_core::model::RecordKind::Template && self.template_grids.contains(grid))
+            || (kind == gridsync_core::model::RecordKind::Template
+                && self.template_grids.contains(grid))
     }
 }
+
+/// Reference generation, grid tree and scopes computed at that generation.
+type Cached = (i64, Option<Arc<TreeSnapshot>>, HashMap<String, Arc<Scope>>);
 
 /// Caches scopes until grids or people change.
 #[derive(Debug, Default)]
 pub struct ScopeCache {
-    inner: Mutex<(i64, Option<Arc<TreeSnapshot>>, HashMap<String, Arc<Scope>>)>,
+    inner: Mutex<Cached>,
 }
 
 impl ScopeCache {
     /// The scope of a person (`None` if the person is unknown or inactive).
-    pub fn scope(&self, storage: &dyn Storage, person_id: &str) -> StorageResult<Option<Arc<Scope>>> {
+    pub fn scope(
+        &self,
+        storage: &dyn Storage,
+        person_id: &str,
+    ) -> StorageResult<Option<Arc<Scope>>> {
         let generation = storage.reference_generation()?;
         {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,7 +124,9 @@ impl ScopeCache {
                 return Ok(Some(s.clone()));
             }
         }
-        let Some(me) = storage.person(person_id)? else { return Ok(None) };
+        let Some(me) = storage.person(person_id)? else {
+            return Ok(None);
+        };
         let nodes = storage.grids()?;
         let people = storage.people()?;
         let tree = Arc::new(TreeSnapshot::from_nodes(&nodes));

@@ -31,7 +31,10 @@ fn grid_import_people_codes_devices_and_audit() {
     .unwrap();
     let (ok, _, err) = admin(&data, &["import-grids", bad.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("line 4") && err.contains("column kind") && err.contains("pastorl"), "{err}");
+    assert!(
+        err.contains("line 4") && err.contains("column kind") && err.contains("pastorl"),
+        "{err}"
+    );
     let (ok, out, _) = admin(&data, &["status"]);
     assert!(ok);
     assert!(out.contains("grids: 0"), "nothing half-imported: {out}");
@@ -46,36 +49,103 @@ fn grid_import_people_codes_devices_and_audit() {
     assert!(out.contains("imported 5"), "{out}");
     assert!(admin(&data, &["status"]).1.contains("grids: 5"));
     // People: a bad phone is refused with the field named.
-    let (ok, _, err) = admin(&data, &["add-person", "--id", "l1", "--name", "乌日娜", "--phone", "123", "--role", "liaison", "--grid", "152522101001"]);
+    let (ok, _, err) = admin(
+        &data,
+        &[
+            "add-person",
+            "--id",
+            "l1",
+            "--name",
+            "乌日娜",
+            "--phone",
+            "123",
+            "--role",
+            "liaison",
+            "--grid",
+            "152522101001",
+        ],
+    );
     assert!(!ok && err.contains("phone"), "{err}");
-    let (ok, _, err) = admin(&data, &["add-person", "--id", "l1", "--name", "乌日娜", "--phone", "13912345678", "--role", "liaison", "--grid", "nowhere"]);
+    let (ok, _, err) = admin(
+        &data,
+        &[
+            "add-person",
+            "--id",
+            "l1",
+            "--name",
+            "乌日娜",
+            "--phone",
+            "13912345678",
+            "--role",
+            "liaison",
+            "--grid",
+            "nowhere",
+        ],
+    );
     assert!(!ok && err.contains("nowhere"), "{err}");
-    let (ok, _, err) = admin(&data, &["add-person", "--id", "l1", "--name", "乌日娜", "--phone", "13912345678", "--role", "liaison", "--grid", "152522101001"]);
+    let (ok, _, err) = admin(
+        &data,
+        &[
+            "add-person",
+            "--id",
+            "l1",
+            "--name",
+            "乌日娜",
+            "--phone",
+            "13912345678",
+            "--role",
+            "liaison",
+            "--grid",
+            "152522101001",
+        ],
+    );
     assert!(ok, "{err}");
     // A code, as text and as a QR code.
     let qr = dir.path().join("code.svg");
-    let (ok, out, err) = admin(&data, &["issue-code", "--person", "l1", "--qr", qr.to_str().unwrap(), "--json"]);
+    let (ok, out, err) = admin(
+        &data,
+        &[
+            "issue-code",
+            "--person",
+            "l1",
+            "--qr",
+            qr.to_str().unwrap(),
+            "--json",
+        ],
+    );
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let code = v["code"].as_str().unwrap();
     assert_eq!(code.len(), 14);
     let svg = std::fs::read_to_string(&qr).unwrap();
-    assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{}", &svg[..60.min(svg.len())]);
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg"),
+        "{}",
+        &svg[..60.min(svg.len())]
+    );
     let (ok, _, err) = admin(&data, &["issue-code", "--person", "ghost"]);
     assert!(!ok && err.contains("ghost"), "{err}");
     // No devices yet; revoking an unknown one fails clearly.
     let (ok, out, _) = admin(&data, &["list-devices", "--json"]);
     assert!(ok);
     assert_eq!(out.trim(), "[]");
-    let (ok, _, err) = admin(&data, &["revoke-device", "--device", "nope", "--reason", "x"]);
+    let (ok, _, err) = admin(
+        &data,
+        &["revoke-device", "--device", "nope", "--reason", "x"],
+    );
     assert!(!ok && err.contains("nope"), "{err}");
     // Reassignment and the audit trail.
-    let (ok, out, err) = admin(&data, &["assign-grids", "--person", "l1", "--grid", "152522101"]);
+    let (ok, out, err) = admin(
+        &data,
+        &["assign-grids", "--person", "l1", "--grid", "152522101"],
+    );
     assert!(ok, "{err}");
     assert!(out.contains("152522101"));
     let (ok, out, _) = admin(&data, &["audit", "--person", "l1", "--json"]);
     assert!(ok);
-    assert!(serde_json::from_str::<serde_json::Value>(out.trim()).unwrap().is_array());
+    assert!(serde_json::from_str::<serde_json::Value>(out.trim())
+        .unwrap()
+        .is_array());
     let (ok, _, err) = admin(&data, &["audit", "--person", "a", "--grid", "b"]);
     assert!(!ok && err.contains("at most one"), "{err}");
 }

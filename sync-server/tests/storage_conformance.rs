@@ -2,6 +2,8 @@
 //! `&dyn Storage`, and run against SQLite (always) and PostgreSQL (with
 //! `GRIDSYNC_TEST_POSTGRES`; a CI run without it fails instead of skipping).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -10,8 +12,8 @@ use gridsync_core::sync::protocol::{PushOutcome, PushRecord, RejectCode};
 use gridsync_server::storage::postgres::{test_url_from_env, PostgresStorage, ScratchSchema};
 use gridsync_server::storage::sqlite::SqliteStorage;
 use gridsync_server::storage::{
-    copy_all, AuditEntry, AuditFilter, Author, Device, DumpChunk, EnrolCode, FeedRead, PushDecision, Storage, StorageError,
-    StoredRecord,
+    copy_all, AuditEntry, AuditFilter, Author, Device, DumpChunk, EnrolCode, FeedRead,
+    PushDecision, Storage, StorageError, StoredRecord,
 };
 
 /// A backend under test and what keeps its data alive.
@@ -45,7 +47,9 @@ fn postgres_fixture(url: &str) -> Fixture {
     Fixture {
         kind: "postgres",
         storage,
-        reopen: Box::new(move || Arc::new(PostgresStorage::open_in_schema(&u2, &name).expect("reopen postgres"))),
+        reopen: Box::new(move || {
+            Arc::new(PostgresStorage::open_in_schema(&u2, &name).expect("reopen postgres"))
+        }),
         fresh: Box::new(move || postgres_fixture(&u3)),
         _keep: Box::new(schema),
     }
@@ -94,6 +98,7 @@ conformance!(
     audit_filters,
     real_records_through_the_push_path,
     concurrent_pushes_keep_every_feed_gapless,
+    concurrent_pushes_of_one_record_lose_no_update,
     reopen_keeps_data_and_epoch,
     copy_round_trip_keeps_everything,
     copy_refuses_a_target_with_data,
@@ -103,7 +108,13 @@ conformance!(
 // Helpers
 
 fn node(code: &str, level: GridLevel, parent: Option<&str>) -> GridNode {
-    GridNode { code: code.into(), name: format!("网格{code}"), level, kind: GridKind::Mixed, parent: parent.map(str::to_string) }
+    GridNode {
+        code: code.into(),
+        name: format!("网格{code}"),
+        level,
+        kind: GridKind::Mixed,
+        parent: parent.map(str::to_string),
+    }
 }
 
 fn tree() -> Vec<GridNode> {
@@ -116,7 +127,13 @@ fn tree() -> Vec<GridNode> {
 }
 
 fn person(id: &str, role: Role, grids: &[&str]) -> Person {
-    Person { id: id.into(), name: format!("人员{id}"), phone: "13912345678".into(), role, grids: grids.iter().map(|g| g.to_string()).collect() }
+    Person {
+        id: id.into(),
+        name: format!("人员{id}"),
+        phone: "13912345678".into(),
+        role,
+        grids: grids.iter().map(|g| g.to_string()).collect(),
+    }
 }
 
 fn device(id: &str) -> Device {
@@ -134,7 +151,10 @@ fn device(id: &str) -> Device {
 }
 
 fn author() -> Author {
-    Author { person_id: "p1".into(), device_id: Some("d1".into()) }
+    Author {
+        person_id: "p1".into(),
+        device_id: Some("d1".into()),
+    }
 }
 
 fn head(b: u8) -> Vec<u8> {
@@ -144,7 +164,12 @@ fn head(b: u8) -> Vec<u8> {
 /// Pushes `changes` for record `id` into `grid` with a decision that appends the changes
 /// to the stored document (the storage does not interpret documents).
 fn put(s: &dyn Storage, id: &str, kind: RecordKind, grid: &str, changes: &[u8]) -> PushOutcome {
-    let push = vec![PushRecord { id: id.into(), kind: kind.tag(), changes: changes.to_vec(), heads: vec![[changes.len() as u8; 32]] }];
+    let push = vec![PushRecord {
+        id: id.into(),
+        kind: kind.tag(),
+        changes: changes.to_vec(),
+        heads: vec![[changes.len() as u8; 32]],
+    }];
     let grid = grid.to_string();
     let mut process = |stored: Option<&StoredRecord>, p: &PushRecord| {
         let mut doc = stored.map(|s| s.doc.clone()).unwrap_or_default();
@@ -164,13 +189,30 @@ fn put(s: &dyn Storage, id: &str, kind: RecordKind, grid: &str, changes: &[u8]) 
     r[0].outcome.clone()
 }
 
-fn read_all(s: &dyn Storage, grid: &str, after: u64, page: u32) -> (Vec<(String, u64, bool, Vec<u8>)>, Vec<(String, u64, String)>, u64, u64, u32) {
+/// Records read (id, seq, full, bytes).
+type Recs = Vec<(String, u64, bool, Vec<u8>)>;
+/// Departures read (id, seq, new grid).
+type Deps = Vec<(String, u64, String)>;
+
+/// Reads a feed from `after` to its end in pages: records, departures, last cursor
+/// (seq, token) and the number of pages.
+fn read_all(s: &dyn Storage, grid: &str, after: u64, page: u32) -> (Recs, Deps, u64, u64, u32) {
     let mut recs = Vec::new();
     let mut deps = Vec::new();
     let mut cursor = (after, 0u64);
     let mut pages = 0;
     loop {
-        let p = s.pull(&[FeedRead { grid: grid.into(), after: cursor.0, templates_only: false }], page, 1 << 30).expect("pull");
+        let p = s
+            .pull(
+                &[FeedRead {
+                    grid: grid.into(),
+                    after: cursor.0,
+                    templates_only: false,
+                }],
+                page,
+                1 << 30,
+            )
+            .expect("pull");
         pages += 1;
         for r in &p.records {
             recs.push((r.id.clone(), r.seq, r.full, r.bytes.clone()));
@@ -222,8 +264,10 @@ fn dump(s: &dyn Storage) -> BTreeMap<&'static str, Vec<String>> {
 /// rotated, one revoked), records with changes, a departure, audit entries.
 fn populate(s: &dyn Storage) {
     s.import_grids(&tree()).unwrap();
-    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"])).unwrap();
-    s.upsert_person(&person("p2", Role::Supervisor, &["T1"])).unwrap();
+    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"]))
+        .unwrap();
+    s.upsert_person(&person("p2", Role::Supervisor, &["T1"]))
+        .unwrap();
     for (i, code) in ["c1", "c2", "c3"].iter().enumerate() {
         s.insert_code(&EnrolCode {
             code_hash: format!("hash-{code}"),
@@ -234,13 +278,26 @@ fn populate(s: &dyn Storage) {
         })
         .unwrap();
     }
-    assert!(s.redeem_code("hash-c1", 2000, &device("d1")).unwrap().is_some());
-    assert!(s.redeem_code("hash-c2", 2001, &device("d2")).unwrap().is_some());
+    assert!(s
+        .redeem_code("hash-c1", 2000, &device("d1"))
+        .unwrap()
+        .is_some());
+    assert!(s
+        .redeem_code("hash-c2", 2001, &device("d2"))
+        .unwrap()
+        .is_some());
     s.set_pending_secret("d1", "pending-1").unwrap();
-    s.revoke_device("d2", "lost in the grassland", 3000).unwrap();
+    s.revoke_device("d2", "lost in the grassland", 3000)
+        .unwrap();
     s.touch_device("d1", 4000).unwrap();
     for i in 0..30 {
-        put(s, &format!("r{i:02}"), RecordKind::Producer, if i % 3 == 0 { "T1-V2" } else { "T1-V1" }, format!("create {i}").as_bytes());
+        put(
+            s,
+            &format!("r{i:02}"),
+            RecordKind::Producer,
+            if i % 3 == 0 { "T1-V2" } else { "T1-V1" },
+            format!("create {i}").as_bytes(),
+        );
     }
     put(s, "r01", RecordKind::Producer, "T1-V1", b"edit");
     put(s, "r02", RecordKind::Producer, "T1-V2", b"move");
@@ -273,8 +330,12 @@ fn meta_epoch_and_generation(f: &Fixture) {
     s.import_grids(&tree()).unwrap();
     let g1 = s.reference_generation().unwrap();
     assert!(g1 > g0, "grid import bumps the generation");
-    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"])).unwrap();
-    assert!(s.reference_generation().unwrap() > g1, "a person change bumps the generation");
+    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"]))
+        .unwrap();
+    assert!(
+        s.reference_generation().unwrap() > g1,
+        "a person change bumps the generation"
+    );
 }
 
 fn grids_and_people(f: &Fixture) {
@@ -283,14 +344,20 @@ fn grids_and_people(f: &Fixture) {
     s.import_grids(&tree()).unwrap();
     assert!(!s.is_empty().unwrap());
     let g = s.grids().unwrap();
-    assert_eq!(g.iter().map(|n| n.code.as_str()).collect::<Vec<_>>(), ["B", "T1", "T1-V1", "T1-V2"]);
+    assert_eq!(
+        g.iter().map(|n| n.code.as_str()).collect::<Vec<_>>(),
+        ["B", "T1", "T1-V1", "T1-V2"]
+    );
     assert_eq!(g[2], tree()[2]);
     // Re-import replaces.
     let mut renamed = node("T1-V2", GridLevel::Village, Some("T1"));
     renamed.name = "新名字".into();
     renamed.kind = GridKind::Pastoral;
     s.import_grids(&[renamed.clone()]).unwrap();
-    assert_eq!(s.grids().unwrap().iter().find(|n| n.code == "T1-V2"), Some(&renamed));
+    assert_eq!(
+        s.grids().unwrap().iter().find(|n| n.code == "T1-V2"),
+        Some(&renamed)
+    );
     assert_eq!(s.grids().unwrap().len(), 4);
 
     assert_eq!(s.person("p1").unwrap(), None);
@@ -299,7 +366,11 @@ fn grids_and_people(f: &Fixture) {
     s.upsert_person(&p1).unwrap();
     s.upsert_person(&p0).unwrap();
     assert_eq!(s.person("p1").unwrap(), Some(p1.clone()));
-    assert_eq!(s.people().unwrap(), vec![p0.clone(), p1.clone()], "sorted by id");
+    assert_eq!(
+        s.people().unwrap(),
+        vec![p0.clone(), p1.clone()],
+        "sorted by id"
+    );
     let mut moved = p1.clone();
     moved.grids = vec!["T1-V2".into()];
     moved.role = Role::Supervisor;
@@ -310,20 +381,45 @@ fn grids_and_people(f: &Fixture) {
 fn codes_redeem_once_and_expire(f: &Fixture) {
     let s = f.storage.as_ref();
     s.import_grids(&tree()).unwrap();
-    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"])).unwrap();
-    let code = |h: &str, exp: i64| EnrolCode { code_hash: h.into(), person_id: "p1".into(), created_by: "admin".into(), created_at_ms: 100, expires_at_ms: exp };
+    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"]))
+        .unwrap();
+    let code = |h: &str, exp: i64| EnrolCode {
+        code_hash: h.into(),
+        person_id: "p1".into(),
+        created_by: "admin".into(),
+        created_at_ms: 100,
+        expires_at_ms: exp,
+    };
     s.insert_code(&code("h-ok", 10_000)).unwrap();
     s.insert_code(&code("h-old", 5_000)).unwrap();
-    assert!(s.insert_code(&code("h-ok", 20_000)).is_err(), "a code hash is unique");
-    assert_eq!(s.redeem_code("h-ok", 6_000, &device("d1")).unwrap(), Some("p1".into()));
+    assert!(
+        s.insert_code(&code("h-ok", 20_000)).is_err(),
+        "a code hash is unique"
+    );
+    assert_eq!(
+        s.redeem_code("h-ok", 6_000, &device("d1")).unwrap(),
+        Some("p1".into())
+    );
     let d = s.device("d1").unwrap().expect("device registered");
     assert_eq!(d.person_id, "p1");
     assert_eq!(d.created_at_ms, 6_000);
     assert_eq!(d.secret_hash, "hash-d1");
-    assert_eq!(s.redeem_code("h-ok", 6_001, &device("d2")).unwrap(), None, "used once");
+    assert_eq!(
+        s.redeem_code("h-ok", 6_001, &device("d2")).unwrap(),
+        None,
+        "used once"
+    );
     assert_eq!(s.device("d2").unwrap(), None);
-    assert_eq!(s.redeem_code("h-old", 6_000, &device("d3")).unwrap(), None, "expired");
-    assert_eq!(s.redeem_code("h-old", 5_000, &device("d3")).unwrap(), None, "expires at its expiry time");
+    assert_eq!(
+        s.redeem_code("h-old", 6_000, &device("d3")).unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        s.redeem_code("h-old", 5_000, &device("d3")).unwrap(),
+        None,
+        "expires at its expiry time"
+    );
     assert_eq!(s.device("d3").unwrap(), None);
     assert_eq!(s.redeem_code("h-none", 1, &device("d4")).unwrap(), None);
     assert_eq!(s.devices().unwrap().len(), 1);
@@ -332,8 +428,16 @@ fn codes_redeem_once_and_expire(f: &Fixture) {
 fn concurrent_redemptions_enrol_one_device(f: &Fixture) {
     let s = f.storage.clone();
     s.import_grids(&tree()).unwrap();
-    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"])).unwrap();
-    s.insert_code(&EnrolCode { code_hash: "h".into(), person_id: "p1".into(), created_by: "a".into(), created_at_ms: 0, expires_at_ms: i64::MAX }).unwrap();
+    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"]))
+        .unwrap();
+    s.insert_code(&EnrolCode {
+        code_hash: "h".into(),
+        person_id: "p1".into(),
+        created_by: "a".into(),
+        created_at_ms: 0,
+        expires_at_ms: i64::MAX,
+    })
+    .unwrap();
     let barrier = Arc::new(std::sync::Barrier::new(8));
     let handles: Vec<_> = (0..8)
         .map(|i| {
@@ -344,7 +448,10 @@ fn concurrent_redemptions_enrol_one_device(f: &Fixture) {
             })
         })
         .collect();
-    let won: Vec<_> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+    let won: Vec<_> = handles
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
     assert_eq!(won, vec!["p1".to_string()], "exactly one redemption");
     assert_eq!(s.devices().unwrap().len(), 1);
 }
@@ -352,34 +459,83 @@ fn concurrent_redemptions_enrol_one_device(f: &Fixture) {
 fn devices_rotate_promote_revoke(f: &Fixture) {
     let s = f.storage.as_ref();
     for (i, id) in ["d1", "d2"].iter().enumerate() {
-        s.insert_code(&EnrolCode { code_hash: format!("h{i}"), person_id: "p1".into(), created_by: "a".into(), created_at_ms: 0, expires_at_ms: 100 }).unwrap();
-        s.redeem_code(&format!("h{i}"), 10 + i as i64, &device(id)).unwrap().expect("redeemed");
+        s.insert_code(&EnrolCode {
+            code_hash: format!("h{i}"),
+            person_id: "p1".into(),
+            created_by: "a".into(),
+            created_at_ms: 0,
+            expires_at_ms: 100,
+        })
+        .unwrap();
+        s.redeem_code(&format!("h{i}"), 10 + i as i64, &device(id))
+            .unwrap()
+            .expect("redeemed");
     }
-    assert_eq!(s.devices().unwrap().iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d1", "d2"], "by enrolment time");
+    assert_eq!(
+        s.devices()
+            .unwrap()
+            .iter()
+            .map(|d| d.id.as_str())
+            .collect::<Vec<_>>(),
+        ["d1", "d2"],
+        "by enrolment time"
+    );
     s.set_pending_secret("d1", "new-hash").unwrap();
     let d = s.device("d1").unwrap().unwrap();
-    assert_eq!((d.secret_hash.as_str(), d.pending_hash.as_deref()), ("hash-d1", Some("new-hash")));
+    assert_eq!(
+        (d.secret_hash.as_str(), d.pending_hash.as_deref()),
+        ("hash-d1", Some("new-hash"))
+    );
     s.promote_pending_secret("d1").unwrap();
     let d = s.device("d1").unwrap().unwrap();
-    assert_eq!((d.secret_hash.as_str(), d.pending_hash.as_deref()), ("new-hash", None));
+    assert_eq!(
+        (d.secret_hash.as_str(), d.pending_hash.as_deref()),
+        ("new-hash", None)
+    );
     s.promote_pending_secret("d1").unwrap();
-    assert_eq!(s.device("d1").unwrap().unwrap().secret_hash, "new-hash", "promoting without a pending secret changes nothing");
+    assert_eq!(
+        s.device("d1").unwrap().unwrap().secret_hash,
+        "new-hash",
+        "promoting without a pending secret changes nothing"
+    );
     assert_eq!(s.device("d1").unwrap().unwrap().last_seen_ms, None);
     s.touch_device("d1", 777).unwrap();
     assert_eq!(s.device("d1").unwrap().unwrap().last_seen_ms, Some(777));
     s.revoke_device("d2", "丢失", 900).unwrap();
     let d = s.device("d2").unwrap().unwrap();
-    assert_eq!((d.revoked_at_ms, d.revoked_reason.as_deref()), (Some(900), Some("丢失")));
-    assert!(matches!(s.revoke_device("d2", "again", 901), Err(StorageError::NotFound(_))));
-    assert!(matches!(s.revoke_device("nope", "x", 901), Err(StorageError::NotFound(_))));
-    assert_eq!(s.device("d2").unwrap().unwrap().revoked_at_ms, Some(900), "the first revocation stands");
+    assert_eq!(
+        (d.revoked_at_ms, d.revoked_reason.as_deref()),
+        (Some(900), Some("丢失"))
+    );
+    assert!(matches!(
+        s.revoke_device("d2", "again", 901),
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.revoke_device("nope", "x", 901),
+        Err(StorageError::NotFound(_))
+    ));
+    assert_eq!(
+        s.device("d2").unwrap().unwrap().revoked_at_ms,
+        Some(900),
+        "the first revocation stands"
+    );
     assert_eq!(s.device("d1").unwrap().unwrap().revoked_at_ms, None);
 }
 
 fn push_and_pull_in_pages(f: &Fixture) {
     let s = f.storage.as_ref();
     for i in 0..25 {
-        assert_eq!(put(s, &format!("r{i:02}"), RecordKind::Producer, "G", format!("c{i}").as_bytes()), PushOutcome::Accepted);
+        assert_eq!(
+            put(
+                s,
+                &format!("r{i:02}"),
+                RecordKind::Producer,
+                "G",
+                format!("c{i}").as_bytes()
+            ),
+            PushOutcome::Accepted
+        );
     }
     put(s, "other", RecordKind::Producer, "H", b"x");
     assert_eq!(s.feed_head("G").unwrap(), 25);
@@ -388,36 +544,90 @@ fn push_and_pull_in_pages(f: &Fixture) {
     assert_eq!(pages, 3);
     assert!(deps.is_empty());
     assert_eq!(recs.len(), 25);
-    assert_eq!(recs.iter().map(|r| r.1).collect::<Vec<_>>(), (1..=25).collect::<Vec<u64>>(), "feed order, each once");
-    assert!(recs.iter().all(|r| r.2), "a device at 0 gets whole documents");
+    assert_eq!(
+        recs.iter().map(|r| r.1).collect::<Vec<_>>(),
+        (1..=25).collect::<Vec<u64>>(),
+        "feed order, each once"
+    );
+    assert!(
+        recs.iter().all(|r| r.2),
+        "a device at 0 gets whole documents"
+    );
     assert_eq!(recs[3].0, "r03");
     assert_eq!(recs[3].3, b"c3");
     assert_eq!(last, 25);
     // Nothing after the head.
-    let p = s.pull(&[FeedRead { grid: "G".into(), after: 25, templates_only: false }], 10, 1 << 20).unwrap();
+    let p = s
+        .pull(
+            &[FeedRead {
+                grid: "G".into(),
+                after: 25,
+                templates_only: false,
+            }],
+            10,
+            1 << 20,
+        )
+        .unwrap();
     assert!(p.records.is_empty() && p.cursors.is_empty() && !p.more);
     // Two feeds in one page: the limit spans them.
     let p = s
         .pull(
-            &[FeedRead { grid: "G".into(), after: 20, templates_only: false }, FeedRead { grid: "H".into(), after: 0, templates_only: false }],
+            &[
+                FeedRead {
+                    grid: "G".into(),
+                    after: 20,
+                    templates_only: false,
+                },
+                FeedRead {
+                    grid: "H".into(),
+                    after: 0,
+                    templates_only: false,
+                },
+            ],
             10,
             1 << 20,
         )
         .unwrap();
     assert_eq!(p.records.len(), 6);
-    assert_eq!(p.cursors.iter().map(|c| (c.0.as_str(), c.1)).collect::<Vec<_>>(), [("G", 25), ("H", 1)]);
+    assert_eq!(
+        p.cursors
+            .iter()
+            .map(|c| (c.0.as_str(), c.1))
+            .collect::<Vec<_>>(),
+        [("G", 25), ("H", 1)]
+    );
     assert!(!p.more);
     let p = s
         .pull(
-            &[FeedRead { grid: "G".into(), after: 20, templates_only: false }, FeedRead { grid: "H".into(), after: 0, templates_only: false }],
+            &[
+                FeedRead {
+                    grid: "G".into(),
+                    after: 20,
+                    templates_only: false,
+                },
+                FeedRead {
+                    grid: "H".into(),
+                    after: 0,
+                    templates_only: false,
+                },
+            ],
             5,
             1 << 20,
         )
         .unwrap();
     assert_eq!(p.records.len(), 5);
-    assert_eq!(p.cursors.iter().map(|c| (c.0.as_str(), c.1)).collect::<Vec<_>>(), [("G", 25)]);
+    assert_eq!(
+        p.cursors
+            .iter()
+            .map(|c| (c.0.as_str(), c.1))
+            .collect::<Vec<_>>(),
+        [("G", 25)]
+    );
     assert!(p.more, "H is still to come");
-    assert_eq!(s.record_counts().unwrap(), vec![("producer".to_string(), 26)]);
+    assert_eq!(
+        s.record_counts().unwrap(),
+        vec![("producer".to_string(), 26)]
+    );
 }
 
 fn increments_after_a_cursor_and_full_documents_before(f: &Fixture) {
@@ -428,17 +638,36 @@ fn increments_after_a_cursor_and_full_documents_before(f: &Fixture) {
     put(s, "a", RecordKind::Producer, "G", b"three;");
     // From 0: whole document at its latest sequence.
     let (recs, ..) = read_all(s, "G", 0, 100);
-    assert_eq!(recs, vec![("b".into(), 2, true, b"B;".to_vec()), ("a".into(), 4, true, b"one;two;three;".to_vec())]);
+    assert_eq!(
+        recs,
+        vec![
+            ("b".into(), 2, true, b"B;".to_vec()),
+            ("a".into(), 4, true, b"one;two;three;".to_vec())
+        ]
+    );
     // From 2: only the changes after the cursor, in order.
     let (recs, ..) = read_all(s, "G", 2, 100);
     assert_eq!(recs, vec![("a".into(), 4, false, b"two;three;".to_vec())]);
     let (recs, ..) = read_all(s, "G", 3, 100);
     assert_eq!(recs, vec![("a".into(), 4, false, b"three;".to_vec())]);
     let stored = s.record("a").unwrap().unwrap();
-    assert_eq!((stored.kind, stored.grid.as_str(), stored.doc.as_slice()), (RecordKind::Producer, "G", &b"one;two;three;"[..]));
+    assert_eq!(
+        (stored.kind, stored.grid.as_str(), stored.doc.as_slice()),
+        (RecordKind::Producer, "G", &b"one;two;three;"[..])
+    );
     assert!(s.record("zzz").unwrap().is_none());
     // Heads come back split into 32-byte hashes.
-    let p = s.pull(&[FeedRead { grid: "G".into(), after: 0, templates_only: false }], 10, 1 << 20).unwrap();
+    let p = s
+        .pull(
+            &[FeedRead {
+                grid: "G".into(),
+                after: 0,
+                templates_only: false,
+            }],
+            10,
+            1 << 20,
+        )
+        .unwrap();
     assert_eq!(p.records[1].heads, vec![[6u8; 32]]);
 }
 
@@ -447,15 +676,31 @@ fn cursor_tokens_name_feed_entries(f: &Fixture) {
     for i in 0..5 {
         put(s, &format!("r{i}"), RecordKind::Producer, "G", b"x");
     }
-    let p = s.pull(&[FeedRead { grid: "G".into(), after: 0, templates_only: false }], 3, 1 << 20).unwrap();
+    let p = s
+        .pull(
+            &[FeedRead {
+                grid: "G".into(),
+                after: 0,
+                templates_only: false,
+            }],
+            3,
+            1 << 20,
+        )
+        .unwrap();
     let (grid, seq, token) = p.cursors[0].clone();
     assert_eq!((grid.as_str(), seq), ("G", 3));
     assert!(token > 0 && token <= i64::MAX as u64);
     assert!(s.cursor_valid("G", 3, token).unwrap());
-    assert!(!s.cursor_valid("G", 3, token ^ 1).unwrap(), "another history's token");
+    assert!(
+        !s.cursor_valid("G", 3, token ^ 1).unwrap(),
+        "another history's token"
+    );
     assert!(!s.cursor_valid("G", 9, token).unwrap(), "beyond the head");
     assert!(!s.cursor_valid("H", 3, token).unwrap(), "another feed");
-    assert!(s.cursor_valid("G", 0, 12345).unwrap(), "seq 0 is always valid");
+    assert!(
+        s.cursor_valid("G", 0, 12345).unwrap(),
+        "seq 0 is always valid"
+    );
     assert!(s.cursor_valid("unknown", 0, 0).unwrap());
     let (_, _, last, last_token, _) = read_all(s, "G", 0, 2);
     assert_eq!(last, 5);
@@ -480,21 +725,38 @@ fn departures_when_a_record_moves_grid(f: &Fixture) {
     // B's feed: the whole document even though the device is past 0 in B.
     let (recs, deps, ..) = read_all(s, "B", b_head, 10);
     assert!(deps.is_empty());
-    assert_eq!(recs, vec![("m".into(), b_head + 1, true, b"born;moved;".to_vec())]);
+    assert_eq!(
+        recs,
+        vec![("m".into(), b_head + 1, true, b"born;moved;".to_vec())]
+    );
     // A device reading A from 0 no longer sees the record, but sees the departure.
     let (recs, deps, ..) = read_all(s, "A", 0, 1);
-    assert_eq!(recs.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["stay"]);
+    assert_eq!(
+        recs.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["stay"]
+    );
     assert_eq!(deps.len(), 1);
     // An edit in B keeps grid_since: a device past the move gets an increment.
     let b_after_move = s.feed_head("B").unwrap();
     put(s, "m", RecordKind::Producer, "B", b"edit;");
     let (recs, ..) = read_all(s, "B", b_after_move, 10);
-    assert_eq!(recs, vec![("m".into(), b_after_move + 1, false, b"edit;".to_vec())]);
+    assert_eq!(
+        recs,
+        vec![("m".into(), b_after_move + 1, false, b"edit;".to_vec())]
+    );
     // Back to A: a departure in B, the whole document in A.
     let a_now = s.feed_head("A").unwrap();
     put(s, "m", RecordKind::Producer, "A", b"back;");
     let (recs, ..) = read_all(s, "A", a_now, 10);
-    assert_eq!(recs, vec![("m".into(), a_now + 1, true, b"born;moved;edit;back;".to_vec())]);
+    assert_eq!(
+        recs,
+        vec![(
+            "m".into(),
+            a_now + 1,
+            true,
+            b"born;moved;edit;back;".to_vec()
+        )]
+    );
     let (_, deps, ..) = read_all(s, "B", b_after_move + 1, 10);
     assert_eq!(deps, vec![("m".into(), b_after_move + 2, "A".into())]);
 }
@@ -504,9 +766,18 @@ fn a_moved_record_meets_its_old_sequence_numbers(f: &Fixture) {
     // Created in A at sequence 1, moved into the empty B, where it takes sequence 1 again.
     put(s, "m", RecordKind::Producer, "A", b"a1;");
     for i in 2..=5 {
-        put(s, "m", RecordKind::Producer, "A", format!("a{i};").as_bytes());
+        put(
+            s,
+            "m",
+            RecordKind::Producer,
+            "A",
+            format!("a{i};").as_bytes(),
+        );
     }
-    assert_eq!(put(s, "m", RecordKind::Producer, "B", b"b1;"), PushOutcome::Accepted);
+    assert_eq!(
+        put(s, "m", RecordKind::Producer, "B", b"b1;"),
+        PushOutcome::Accepted
+    );
     assert_eq!(s.feed_head("B").unwrap(), 1);
     for i in 2..=4 {
         put(s, &format!("x{i}"), RecordKind::Producer, "B", b"x;");
@@ -515,7 +786,11 @@ fn a_moved_record_meets_its_old_sequence_numbers(f: &Fixture) {
     put(s, "m", RecordKind::Producer, "B", b"b5;");
     assert_eq!(s.feed_head("B").unwrap(), 5);
     let (recs, ..) = read_all(s, "B", 4, 10);
-    assert_eq!(recs, vec![("m".into(), 5, false, b"b5;".to_vec())], "only the changes made in B after the cursor");
+    assert_eq!(
+        recs,
+        vec![("m".into(), 5, false, b"b5;".to_vec())],
+        "only the changes made in B after the cursor"
+    );
     let (recs, ..) = read_all(s, "B", 0, 10);
     assert_eq!(recs.last().unwrap().3, b"a1;a2;a3;a4;a5;b1;b5;");
 }
@@ -526,10 +801,26 @@ fn templates_only_feeds(f: &Fixture) {
     put(s, "t", RecordKind::Template, "T", b"t");
     put(s, "mv", RecordKind::Producer, "T", b"m");
     put(s, "mv", RecordKind::Producer, "V", b"m2");
-    let p = s.pull(&[FeedRead { grid: "T".into(), after: 0, templates_only: true }], 10, 1 << 20).unwrap();
-    assert_eq!(p.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["t"]);
+    let p = s
+        .pull(
+            &[FeedRead {
+                grid: "T".into(),
+                after: 0,
+                templates_only: true,
+            }],
+            10,
+            1 << 20,
+        )
+        .unwrap();
+    assert_eq!(
+        p.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["t"]
+    );
     assert_eq!(p.records[0].kind, RecordKind::Template.tag());
-    assert!(p.departures.is_empty(), "template-only feeds carry no departures");
+    assert!(
+        p.departures.is_empty(),
+        "template-only feeds carry no departures"
+    );
     assert_eq!(p.cursors, vec![("T".to_string(), 2, p.cursors[0].2)]);
 }
 
@@ -538,8 +829,18 @@ fn duplicates_and_rejections_store_nothing(f: &Fixture) {
     put(s, "a", RecordKind::Producer, "G", b"x");
     let audit_before = s.audit_list(&AuditFilter::All, 100).unwrap().len();
     let push = vec![
-        PushRecord { id: "a".into(), kind: RecordKind::Producer.tag(), changes: vec![1], heads: vec![] },
-        PushRecord { id: "new".into(), kind: RecordKind::Producer.tag(), changes: vec![2], heads: vec![] },
+        PushRecord {
+            id: "a".into(),
+            kind: RecordKind::Producer.tag(),
+            changes: vec![1],
+            heads: vec![],
+        },
+        PushRecord {
+            id: "new".into(),
+            kind: RecordKind::Producer.tag(),
+            changes: vec![2],
+            heads: vec![],
+        },
     ];
     let mut seen = Vec::new();
     let mut process = |stored: Option<&StoredRecord>, p: &PushRecord| {
@@ -551,12 +852,27 @@ fn duplicates_and_rejections_store_nothing(f: &Fixture) {
         }
     };
     let r = s.apply_push(&author(), &push, &mut process).unwrap();
-    assert_eq!(seen, vec![("a".to_string(), Some(b"x".to_vec())), ("new".to_string(), None)]);
+    assert_eq!(
+        seen,
+        vec![
+            ("a".to_string(), Some(b"x".to_vec())),
+            ("new".to_string(), None)
+        ]
+    );
     assert_eq!(r[0].outcome, PushOutcome::Accepted);
-    assert_eq!(r[1].outcome, PushOutcome::Rejected { code: RejectCode::Forbidden, reason: "outside your scope".into() });
+    assert_eq!(
+        r[1].outcome,
+        PushOutcome::Rejected {
+            code: RejectCode::Forbidden,
+            reason: "outside your scope".into()
+        }
+    );
     assert_eq!(s.feed_head("G").unwrap(), 1, "no sequence taken");
     assert!(s.record("new").unwrap().is_none());
-    assert_eq!(s.audit_list(&AuditFilter::All, 100).unwrap().len(), audit_before);
+    assert_eq!(
+        s.audit_list(&AuditFilter::All, 100).unwrap().len(),
+        audit_before
+    );
 }
 
 fn one_record_twice_in_a_batch(f: &Fixture) {
@@ -564,7 +880,12 @@ fn one_record_twice_in_a_batch(f: &Fixture) {
     put(s, "a", RecordKind::Producer, "A", b"0;");
     let push: Vec<PushRecord> = [("a", "1;"), ("b", "b;"), ("a", "2;")]
         .iter()
-        .map(|(id, c)| PushRecord { id: (*id).into(), kind: RecordKind::Producer.tag(), changes: c.as_bytes().to_vec(), heads: vec![] })
+        .map(|(id, c)| PushRecord {
+            id: (*id).into(),
+            kind: RecordKind::Producer.tag(),
+            changes: c.as_bytes().to_vec(),
+            heads: vec![],
+        })
         .collect();
     let mut stored_seen = Vec::new();
     let mut process = |stored: Option<&StoredRecord>, p: &PushRecord| {
@@ -573,17 +894,32 @@ fn one_record_twice_in_a_batch(f: &Fixture) {
         doc.extend_from_slice(&p.changes);
         // The second write of `a` moves it to B.
         let grid = if p.changes == b"2;" { "B" } else { "A" };
-        PushDecision::Store { kind: RecordKind::Producer, grid: grid.into(), doc, heads: head(1), new_changes: p.changes.clone(), action: "update" }
+        PushDecision::Store {
+            kind: RecordKind::Producer,
+            grid: grid.into(),
+            doc,
+            heads: head(1),
+            new_changes: p.changes.clone(),
+            action: "update",
+        }
     };
     let r = s.apply_push(&author(), &push, &mut process).unwrap();
     assert!(r.iter().all(|r| r.outcome == PushOutcome::Accepted));
     assert_eq!(
         stored_seen,
-        vec![Some(("A".into(), b"0;".to_vec())), None, Some(("A".into(), b"0;1;".to_vec()))],
+        vec![
+            Some(("A".into(), b"0;".to_vec())),
+            None,
+            Some(("A".into(), b"0;1;".to_vec()))
+        ],
         "the second write of a record sees the first"
     );
     assert_eq!(s.record("a").unwrap().unwrap().doc, b"0;1;2;");
-    assert_eq!(s.feed_head("A").unwrap(), 4, "0; then 1;, b; and the departure of a");
+    assert_eq!(
+        s.feed_head("A").unwrap(),
+        4,
+        "0; then 1;, b; and the departure of a"
+    );
     assert_eq!(s.feed_head("B").unwrap(), 1);
     let (recs, deps, ..) = read_all(s, "A", 1, 10);
     assert_eq!(recs.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["b"]);
@@ -599,14 +935,40 @@ fn one_record_twice_in_a_batch(f: &Fixture) {
 fn byte_budget_cuts_pages(f: &Fixture) {
     let s = f.storage.as_ref();
     for i in 0..6 {
-        put(s, &format!("big{i}"), RecordKind::Producer, "G", &vec![i as u8; 1000]);
+        put(
+            s,
+            &format!("big{i}"),
+            RecordKind::Producer,
+            "G",
+            &vec![i as u8; 1000],
+        );
     }
     // Budget of 2500 bytes: whole records until the budget is passed, at least one.
-    let p = s.pull(&[FeedRead { grid: "G".into(), after: 0, templates_only: false }], 100, 2500).unwrap();
+    let p = s
+        .pull(
+            &[FeedRead {
+                grid: "G".into(),
+                after: 0,
+                templates_only: false,
+            }],
+            100,
+            2500,
+        )
+        .unwrap();
     assert_eq!(p.records.len(), 3);
     assert!(p.more);
     assert_eq!(p.cursors[0].1, 3);
-    let p = s.pull(&[FeedRead { grid: "G".into(), after: 0, templates_only: false }], 100, 10).unwrap();
+    let p = s
+        .pull(
+            &[FeedRead {
+                grid: "G".into(),
+                after: 0,
+                templates_only: false,
+            }],
+            100,
+            10,
+        )
+        .unwrap();
     assert_eq!(p.records.len(), 1, "one record even over the budget");
     assert!(p.more);
 }
@@ -616,11 +978,19 @@ fn full_records_by_id(f: &Fixture) {
     put(s, "a", RecordKind::Producer, "G", b"a1;");
     put(s, "a", RecordKind::Producer, "G", b"a2;");
     put(s, "t", RecordKind::Template, "H", b"t;");
-    let r = s.full_records(&["t".into(), "missing".into(), "a".into()]).unwrap();
+    let r = s
+        .full_records(&["t".into(), "missing".into(), "a".into()])
+        .unwrap();
     assert_eq!(r.len(), 2);
-    assert_eq!((r[0].id.as_str(), r[0].grid.as_str(), r[0].seq, r[0].full), ("t", "H", 1, true));
+    assert_eq!(
+        (r[0].id.as_str(), r[0].grid.as_str(), r[0].seq, r[0].full),
+        ("t", "H", 1, true)
+    );
     assert_eq!(r[0].kind, RecordKind::Template.tag());
-    assert_eq!((r[1].id.as_str(), r[1].seq, r[1].bytes.as_slice()), ("a", 2, &b"a1;a2;"[..]));
+    assert_eq!(
+        (r[1].id.as_str(), r[1].seq, r[1].bytes.as_slice()),
+        ("a", 2, &b"a1;a2;"[..])
+    );
     assert_eq!(r[1].heads, vec![[3u8; 32]]);
     assert!(s.full_records(&[]).unwrap().is_empty());
 }
@@ -643,25 +1013,56 @@ fn audit_filters(f: &Fixture) {
     .unwrap();
     let all = s.audit_list(&AuditFilter::All, 100).unwrap();
     assert_eq!(all.len(), 4);
-    assert_eq!(all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["create", "create", "update", "import"], "oldest first");
+    assert_eq!(
+        all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["create", "create", "update", "import"],
+        "oldest first"
+    );
     assert_eq!(all[0].person_id, "p1");
     assert_eq!(all[0].device_id.as_deref(), Some("d1"));
     assert_eq!(all[0].kind.as_deref(), Some("producer"));
-    assert!(all[2].detail.contains("3 bytes") && all[2].detail.contains("feed seq 2"), "{}", all[2].detail);
+    assert!(
+        all[2].detail.contains("3 bytes") && all[2].detail.contains("feed seq 2"),
+        "{}",
+        all[2].detail
+    );
     assert_eq!(all[3].detail, "网格导入");
     let a = s.audit_list(&AuditFilter::Record("a".into()), 100).unwrap();
     assert_eq!(a.len(), 2);
     assert!(a.iter().all(|e| e.record_id.as_deref() == Some("a")));
-    assert_eq!(s.audit_list(&AuditFilter::Grid("G".into()), 100).unwrap().len(), 3);
-    assert_eq!(s.audit_list(&AuditFilter::Person("admin".into()), 100).unwrap().len(), 1);
-    assert_eq!(s.audit_list(&AuditFilter::Person("p1".into()), 2).unwrap().len(), 2, "limit");
-    assert!(s.audit_list(&AuditFilter::Record("none".into()), 100).unwrap().is_empty());
+    assert_eq!(
+        s.audit_list(&AuditFilter::Grid("G".into()), 100)
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        s.audit_list(&AuditFilter::Person("admin".into()), 100)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.audit_list(&AuditFilter::Person("p1".into()), 2)
+            .unwrap()
+            .len(),
+        2,
+        "limit"
+    );
+    assert!(s
+        .audit_list(&AuditFilter::Record("none".into()), 100)
+        .unwrap()
+        .is_empty());
 }
 
 fn real_records_through_the_push_path(f: &Fixture) {
     use gridsync_server::dataset::{generate, DatasetSpec};
     let s = f.storage.as_ref();
-    let data = generate(&DatasetSpec { producers_per_township: 6, visits_per_producer: 1, ..DatasetSpec::demo() });
+    let data = generate(&DatasetSpec {
+        producers_per_township: 6,
+        visits_per_producer: 1,
+        ..DatasetSpec::demo()
+    });
     gridsync_server::demo::load_dataset(s, &data).unwrap();
     let expected = data.producers.len() + data.visits.len();
     let counts: i64 = s.record_counts().unwrap().iter().map(|c| c.1).sum();
@@ -679,17 +1080,49 @@ fn real_records_through_the_push_path(f: &Fixture) {
     }
     assert_eq!(pulled, expected);
     // Pushing the same documents again is a duplicate: no new sequences.
-    let heads: Vec<u64> = s.grids().unwrap().iter().map(|g| s.feed_head(&g.code).unwrap()).collect();
+    let heads: Vec<u64> = s
+        .grids()
+        .unwrap()
+        .iter()
+        .map(|g| s.feed_head(&g.code).unwrap())
+        .collect();
     let admin = data.person(Role::Admin).unwrap().clone();
     let nodes = s.grids().unwrap();
-    let scope = gridsync_server::scope::Scope::compute(&nodes, &s.people().unwrap(), &admin, Arc::new(gridsync_core::store::TreeSnapshot::from_nodes(&nodes)));
+    let scope = gridsync_server::scope::Scope::compute(
+        &nodes,
+        &s.people().unwrap(),
+        &admin,
+        Arc::new(gridsync_core::store::TreeSnapshot::from_nodes(&nodes)),
+    );
     let id = &data.producers[0].id;
     let stored = s.record(id).unwrap().unwrap();
-    let push = vec![PushRecord { id: id.clone(), kind: RecordKind::Producer.tag(), changes: stored.doc.clone(), heads: vec![] }];
-    let mut process = |st: Option<&StoredRecord>, p: &PushRecord| gridsync_server::push::decide(s, &scope, st, p);
-    let r = s.apply_push(&Author { person_id: admin.id.clone(), device_id: None }, &push, &mut process).unwrap();
+    let push = vec![PushRecord {
+        id: id.clone(),
+        kind: RecordKind::Producer.tag(),
+        changes: stored.doc.clone(),
+        heads: vec![],
+    }];
+    let mut process =
+        |st: Option<&StoredRecord>, p: &PushRecord| gridsync_server::push::decide(s, &scope, st, p);
+    let r = s
+        .apply_push(
+            &Author {
+                person_id: admin.id.clone(),
+                device_id: None,
+            },
+            &push,
+            &mut process,
+        )
+        .unwrap();
     assert_eq!(r[0].outcome, PushOutcome::Accepted);
-    assert_eq!(heads, s.grids().unwrap().iter().map(|g| s.feed_head(&g.code).unwrap()).collect::<Vec<_>>());
+    assert_eq!(
+        heads,
+        s.grids()
+            .unwrap()
+            .iter()
+            .map(|g| s.feed_head(&g.code).unwrap())
+            .collect::<Vec<_>>()
+    );
 }
 
 fn concurrent_pushes_keep_every_feed_gapless(f: &Fixture) {
@@ -702,13 +1135,26 @@ fn concurrent_pushes_keep_every_feed_gapless(f: &Fixture) {
                 for i in 0..15 {
                     // Batches touching several grids in different orders, and moves.
                     let push: Vec<PushRecord> = (0..3)
-                        .map(|k| PushRecord { id: format!("t{t}-r{}", (i + k) % 7), kind: RecordKind::Producer.tag(), changes: vec![t as u8, i as u8, k as u8], heads: vec![] })
+                        .map(|k| PushRecord {
+                            id: format!("t{t}-r{}", (i + k) % 7),
+                            kind: RecordKind::Producer.tag(),
+                            changes: vec![t as u8, i as u8, k as u8],
+                            heads: vec![],
+                        })
                         .collect();
                     let mut process = |stored: Option<&StoredRecord>, p: &PushRecord| {
                         let mut doc = stored.map(|s| s.doc.clone()).unwrap_or_default();
                         doc.extend_from_slice(&p.changes);
-                        let g = ["G1", "G2", "G3"][(p.changes[1] as usize + p.changes[2] as usize * 2 + t) % 3];
-                        PushDecision::Store { kind: RecordKind::Producer, grid: g.into(), doc, heads: head(1), new_changes: p.changes.clone(), action: "update" }
+                        let g = ["G1", "G2", "G3"]
+                            [(p.changes[1] as usize + p.changes[2] as usize * 2 + t) % 3];
+                        PushDecision::Store {
+                            kind: RecordKind::Producer,
+                            grid: g.into(),
+                            doc,
+                            heads: head(1),
+                            new_changes: p.changes.clone(),
+                            action: "update",
+                        }
                     };
                     let r = s.apply_push(&author(), &push, &mut process).unwrap();
                     assert!(r.iter().all(|r| r.outcome == PushOutcome::Accepted));
@@ -723,12 +1169,25 @@ fn concurrent_pushes_keep_every_feed_gapless(f: &Fixture) {
     let log = &d["feed_log"];
     for g in grids {
         let head = s.feed_head(g).unwrap();
-        let n = log.iter().filter(|r| r.contains(&format!("grid: \"{g}\""))).count() as u64;
+        let n = log
+            .iter()
+            .filter(|r| r.contains(&format!("grid: \"{g}\"")))
+            .count() as u64;
         assert_eq!(n, head, "feed {g}: one log entry per sequence 1..=head");
         let (recs, deps, last, _, _) = read_all(s.as_ref(), g, 0, 4);
-        assert!(recs.windows(2).all(|w| w[0].1 < w[1].1), "records in feed order");
-        assert!(deps.windows(2).all(|w| w[0].1 < w[1].1), "departures in feed order");
-        let mut seqs: Vec<u64> = recs.iter().map(|r| r.1).chain(deps.iter().map(|d| d.1)).collect();
+        assert!(
+            recs.windows(2).all(|w| w[0].1 < w[1].1),
+            "records in feed order"
+        );
+        assert!(
+            deps.windows(2).all(|w| w[0].1 < w[1].1),
+            "departures in feed order"
+        );
+        let mut seqs: Vec<u64> = recs
+            .iter()
+            .map(|r| r.1)
+            .chain(deps.iter().map(|d| d.1))
+            .collect();
         seqs.sort();
         seqs.dedup();
         assert_eq!(seqs.len(), recs.len() + deps.len(), "no entry twice");
@@ -740,12 +1199,64 @@ fn concurrent_pushes_keep_every_feed_gapless(f: &Fixture) {
     assert_eq!(d["changes"].len(), 4 * 15 * 3);
 }
 
+fn concurrent_pushes_of_one_record_lose_no_update(f: &Fixture) {
+    let s = f.storage.clone();
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let handles: Vec<_> = (0..4u8)
+        .map(|t| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..20u8 {
+                    // Each push appends its own 3-byte chunk to the stored document; a lost
+                    // update would drop chunks. Every other push also moves the record.
+                    let grid = if (t + i) % 2 == 0 { "A" } else { "B" };
+                    assert_eq!(
+                        put(
+                            s.as_ref(),
+                            "shared",
+                            RecordKind::Producer,
+                            grid,
+                            &[t, i, b';']
+                        ),
+                        PushOutcome::Accepted
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let doc = s.record("shared").unwrap().unwrap().doc;
+    assert_eq!(doc.len(), 4 * 20 * 3);
+    let mut chunks: Vec<&[u8]> = doc.chunks(3).collect();
+    chunks.sort();
+    chunks.dedup();
+    assert_eq!(
+        chunks.len(),
+        80,
+        "every push is in the document exactly once"
+    );
+    assert_eq!(
+        s.audit_list(&AuditFilter::Record("shared".into()), 1000)
+            .unwrap()
+            .len(),
+        80
+    );
+    assert_eq!(dump(s.as_ref())["changes"].len(), 80);
+}
+
 fn reopen_keeps_data_and_epoch(f: &Fixture) {
     let s = f.storage.as_ref();
     populate(s);
     let before = dump(s);
     let again = (f.reopen)();
-    assert_eq!(dump(again.as_ref()), before, "a second open migrates nothing and loses nothing");
+    assert_eq!(
+        dump(again.as_ref()),
+        before,
+        "a second open migrates nothing and loses nothing"
+    );
     assert_eq!(again.epoch().unwrap(), s.epoch().unwrap());
 }
 
@@ -753,7 +1264,17 @@ fn copy_round_trip_keeps_everything(f: &Fixture) {
     let s = f.storage.as_ref();
     populate(s);
     let original = dump(s);
-    let p = s.pull(&[FeedRead { grid: "T1-V1".into(), after: 0, templates_only: false }], 5, 1 << 20).unwrap();
+    let p = s
+        .pull(
+            &[FeedRead {
+                grid: "T1-V1".into(),
+                after: 0,
+                templates_only: false,
+            }],
+            5,
+            1 << 20,
+        )
+        .unwrap();
     let (grid, seq, token) = p.cursors[0].clone();
     // To the other backend when PostgreSQL is available, else to another of the same kind.
     let other = match (f.kind, std::env::var("GRIDSYNC_TEST_POSTGRES")) {
@@ -766,16 +1287,47 @@ fn copy_round_trip_keeps_everything(f: &Fixture) {
     assert_eq!(counts["devices"], 2);
     assert_eq!(dump(other.storage.as_ref()), original, "every row copied");
     let o = other.storage.as_ref();
-    assert_eq!(o.epoch().unwrap(), s.epoch().unwrap(), "the epoch is kept: no re-bootstrap");
-    assert_eq!(o.reference_generation().unwrap(), s.reference_generation().unwrap());
-    assert!(o.cursor_valid(&grid, seq, token).unwrap(), "device cursors stay valid");
-    let after = |st: &dyn Storage| st.pull(&[FeedRead { grid: grid.clone(), after: seq, templates_only: false }], 100, 1 << 20).unwrap();
-    assert_eq!(format!("{:?}", after(o)), format!("{:?}", after(s)), "the same pages");
+    assert_eq!(
+        o.epoch().unwrap(),
+        s.epoch().unwrap(),
+        "the epoch is kept: no re-bootstrap"
+    );
+    assert_eq!(
+        o.reference_generation().unwrap(),
+        s.reference_generation().unwrap()
+    );
+    assert!(
+        o.cursor_valid(&grid, seq, token).unwrap(),
+        "device cursors stay valid"
+    );
+    let after = |st: &dyn Storage| {
+        st.pull(
+            &[FeedRead {
+                grid: grid.clone(),
+                after: seq,
+                templates_only: false,
+            }],
+            100,
+            1 << 20,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        format!("{:?}", after(o)),
+        format!("{:?}", after(s)),
+        "the same pages"
+    );
     // New writes continue the sequences and the audit order.
     put(o, "after-copy", RecordKind::Producer, "T1-V1", b"n");
-    assert_eq!(o.feed_head("T1-V1").unwrap(), s.feed_head("T1-V1").unwrap() + 1);
+    assert_eq!(
+        o.feed_head("T1-V1").unwrap(),
+        s.feed_head("T1-V1").unwrap() + 1
+    );
     let audit = o.audit_list(&AuditFilter::All, 1000).unwrap();
-    assert_eq!(audit.last().unwrap().record_id.as_deref(), Some("after-copy"));
+    assert_eq!(
+        audit.last().unwrap().record_id.as_deref(),
+        Some("after-copy")
+    );
     // And back into a fresh store of this backend.
     let back = (f.fresh)();
     copy_all(o, back.storage.as_ref()).unwrap();
@@ -786,17 +1338,28 @@ fn copy_refuses_a_target_with_data(f: &Fixture) {
     let s = f.storage.as_ref();
     populate(s);
     let target = (f.fresh)();
-    target.storage.import_grids(&[node("X", GridLevel::Banner, None)]).unwrap();
+    target
+        .storage
+        .import_grids(&[node("X", GridLevel::Banner, None)])
+        .unwrap();
     let err = copy_all(s, target.storage.as_ref()).unwrap_err();
     assert!(err.to_string().contains("already holds data"), "{err}");
     assert_eq!(target.storage.grids().unwrap().len(), 1, "nothing copied");
     assert!(target.storage.record("r01").unwrap().is_none());
     // A failed import leaves nothing behind: an empty target fails on a bad chunk and stays empty.
     let empty = (f.fresh)();
-    let r = empty.storage.import(&mut |sink: &mut gridsync_server::storage::DumpSink<'_>| {
-        sink(DumpChunk::Grids(vec![gridsync_server::storage::GridRow { code: "Y".into(), name: "y".into(), level: "banner".into(), kind: "mixed".into(), parent: None }]))?;
-        Err(StorageError::Invalid("source failed".into()))
-    });
+    let r = empty
+        .storage
+        .import(&mut |sink: &mut gridsync_server::storage::DumpSink<'_>| {
+            sink(DumpChunk::Grids(vec![gridsync_server::storage::GridRow {
+                code: "Y".into(),
+                name: "y".into(),
+                level: "banner".into(),
+                kind: "mixed".into(),
+                parent: None,
+            }]))?;
+            Err(StorageError::Invalid("source failed".into()))
+        });
     assert!(r.is_err());
     assert!(empty.storage.is_empty().unwrap(), "all or nothing");
 }
@@ -806,7 +1369,9 @@ fn copy_refuses_a_target_with_data(f: &Fixture) {
 
 #[test]
 fn admin_copy_commands_move_a_server_to_postgres_and_back() {
-    let Some(url) = test_url_from_env() else { return };
+    let Some(url) = test_url_from_env() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let src_dir = dir.path().join("src");
     {
@@ -821,10 +1386,26 @@ fn admin_copy_commands_move_a_server_to_postgres_and_back() {
     let schema = ScratchSchema::new(&url).unwrap();
     let bin = env!("CARGO_BIN_EXE_gridsync-server");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin).args(args).env_remove("GRIDSYNC_DATABASE").env_remove("GRIDSYNC_DATA").output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env_remove("GRIDSYNC_DATABASE")
+            .env_remove("GRIDSYNC_DATA")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
-    let (ok, stdout, stderr) = run(&["admin", "--data", src_dir.to_str().unwrap(), "copy-to", "--database", &schema.url()]);
+    let (ok, stdout, stderr) = run(&[
+        "admin",
+        "--data",
+        src_dir.to_str().unwrap(),
+        "copy-to",
+        "--database",
+        &schema.url(),
+    ]);
     assert!(ok, "copy-to failed: {stdout}\n{stderr}");
     assert!(stdout.contains("records: 31"), "{stdout}");
     assert_eq!(dump(&schema.open().unwrap()), original);
@@ -832,38 +1413,78 @@ fn admin_copy_commands_move_a_server_to_postgres_and_back() {
     let (ok, stdout, stderr) = run(&["admin", "--database", &schema.url(), "status"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("producer: 30"), "{stdout}");
-    let (ok, _, stderr) = run(&["admin", "--database", &schema.url(), "backup", "/tmp/never.db"]);
-    assert!(!ok && stderr.contains("pg_dump"), "backup is SQLite-only with a clear error: {stderr}");
+    let (ok, _, stderr) = run(&[
+        "admin",
+        "--database",
+        &schema.url(),
+        "backup",
+        "/tmp/never.db",
+    ]);
+    assert!(
+        !ok && stderr.contains("pg_dump"),
+        "backup is SQLite-only with a clear error: {stderr}"
+    );
     // Copying again into the same database is refused.
-    let (ok, _, stderr) = run(&["admin", "--data", src_dir.to_str().unwrap(), "copy-to", "--database", &schema.url()]);
+    let (ok, _, stderr) = run(&[
+        "admin",
+        "--data",
+        src_dir.to_str().unwrap(),
+        "copy-to",
+        "--database",
+        &schema.url(),
+    ]);
     assert!(!ok && stderr.contains("already holds data"), "{stderr}");
     // And back into a new data directory.
     let back_dir = dir.path().join("back");
-    let (ok, stdout, stderr) = run(&["admin", "--data", back_dir.to_str().unwrap(), "copy-from", "--database", &schema.url()]);
+    let (ok, stdout, stderr) = run(&[
+        "admin",
+        "--data",
+        back_dir.to_str().unwrap(),
+        "copy-from",
+        "--database",
+        &schema.url(),
+    ]);
     assert!(ok, "copy-from failed: {stdout}\n{stderr}");
-    assert_eq!(dump(&SqliteStorage::open(back_dir.join("gridsync.db")).unwrap()), original);
+    assert_eq!(
+        dump(&SqliteStorage::open(back_dir.join("gridsync.db")).unwrap()),
+        original
+    );
 }
 
 #[test]
 fn two_instances_migrating_one_schema_at_once() {
-    let Some(url) = test_url_from_env() else { return };
+    let Some(url) = test_url_from_env() else {
+        return;
+    };
     let schema = ScratchSchema::new(&url).unwrap();
     let name = schema.name().to_string();
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let (u, n) = (url.clone(), name.clone());
-            std::thread::spawn(move || PostgresStorage::open_in_schema(&u, &n).map(|s| s.epoch().unwrap()))
+            std::thread::spawn(move || {
+                PostgresStorage::open_in_schema(&u, &n).map(|s| s.epoch().unwrap())
+            })
         })
         .collect();
-    let epochs: Vec<String> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
-    assert!(epochs.windows(2).all(|w| w[0] == w[1]), "one schema, one epoch: {epochs:?}");
+    let epochs: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    assert!(
+        epochs.windows(2).all(|w| w[0] == w[1]),
+        "one schema, one epoch: {epochs:?}"
+    );
 }
 
 #[test]
 fn a_bad_postgres_url_is_a_clear_error() {
-    let err = PostgresStorage::open("postgres://nobody@127.0.0.1:1/none?connect_timeout=2").unwrap_err().to_string();
+    let err = PostgresStorage::open("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("database"), "{err}");
-    let err = PostgresStorage::open("not a url at all").unwrap_err().to_string();
+    let err = PostgresStorage::open("not a url at all")
+        .unwrap_err()
+        .to_string();
     assert!(!err.is_empty());
     assert!(PostgresStorage::open_in_schema("postgres://x@127.0.0.1:1/db", "Bad-Name").is_err());
 }

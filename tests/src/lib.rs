@@ -29,10 +29,15 @@ impl Backend {
     /// From the environment: `GRIDSYNC_TEST_BACKEND=sqlite|postgres` if set, else PostgreSQL
     /// when `GRIDSYNC_TEST_POSTGRES` names a database, else SQLite.
     pub fn from_env() -> Backend {
-        let url = std::env::var("GRIDSYNC_TEST_POSTGRES").ok().map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
+        let url = std::env::var("GRIDSYNC_TEST_POSTGRES")
+            .ok()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty());
         match std::env::var("GRIDSYNC_TEST_BACKEND").as_deref() {
             Ok("sqlite") => Backend::Sqlite,
-            Ok("postgres") => Backend::Postgres(url.expect("GRIDSYNC_TEST_BACKEND=postgres needs GRIDSYNC_TEST_POSTGRES")),
+            Ok("postgres") => Backend::Postgres(
+                url.expect("GRIDSYNC_TEST_BACKEND=postgres needs GRIDSYNC_TEST_POSTGRES"),
+            ),
             _ => url.map(Backend::Postgres).unwrap_or(Backend::Sqlite),
         }
     }
@@ -127,7 +132,12 @@ impl Storage for TestStorage {
     fn insert_code(&self, code: &st::EnrolCode) -> StorageResult<()> {
         self.inner().insert_code(code)
     }
-    fn redeem_code(&self, code_hash: &str, now_ms: i64, device: &st::Device) -> StorageResult<Option<String>> {
+    fn redeem_code(
+        &self,
+        code_hash: &str,
+        now_ms: i64,
+        device: &st::Device,
+    ) -> StorageResult<Option<String>> {
         self.inner().redeem_code(code_hash, now_ms, device)
     }
     fn device(&self, id: &str) -> StorageResult<Option<st::Device>> {
@@ -159,10 +169,18 @@ impl Storage for TestStorage {
     ) -> StorageResult<Vec<gridsync_core::sync::protocol::PushResult>> {
         self.inner().apply_push(author, records, process)
     }
-    fn pull(&self, feeds: &[st::FeedRead], limit: u32, byte_budget: usize) -> StorageResult<st::PullPage> {
+    fn pull(
+        &self,
+        feeds: &[st::FeedRead],
+        limit: u32,
+        byte_budget: usize,
+    ) -> StorageResult<st::PullPage> {
         self.inner().pull(feeds, limit, byte_budget)
     }
-    fn full_records(&self, ids: &[String]) -> StorageResult<Vec<gridsync_core::sync::protocol::PullRecord>> {
+    fn full_records(
+        &self,
+        ids: &[String],
+    ) -> StorageResult<Vec<gridsync_core::sync::protocol::PullRecord>> {
         self.inner().full_records(ids)
     }
     fn feed_head(&self, grid: &str) -> StorageResult<u64> {
@@ -174,7 +192,11 @@ impl Storage for TestStorage {
     fn audit(&self, entry: &st::AuditEntry) -> StorageResult<()> {
         self.inner().audit(entry)
     }
-    fn audit_list(&self, filter: &st::AuditFilter, limit: u32) -> StorageResult<Vec<st::AuditEntry>> {
+    fn audit_list(
+        &self,
+        filter: &st::AuditFilter,
+        limit: u32,
+    ) -> StorageResult<Vec<st::AuditEntry>> {
         self.inner().audit_list(filter, limit)
     }
     fn record_counts(&self) -> StorageResult<Vec<(String, i64)>> {
@@ -228,7 +250,9 @@ impl TestServer {
     pub fn start_with(data: &Path, addr: &str, backend: &Backend) -> TestServer {
         std::fs::create_dir_all(data).expect("data dir");
         let storage = match backend {
-            Backend::Sqlite => TestStorage::Sqlite(Arc::new(SqliteStorage::open(data.join("gridsync.db")).expect("open storage"))),
+            Backend::Sqlite => TestStorage::Sqlite(Arc::new(
+                SqliteStorage::open(data.join("gridsync.db")).expect("open storage"),
+            )),
             Backend::Postgres(url) => {
                 let file = data.join(SCHEMA_FILE);
                 let schema = match std::fs::read_to_string(&file) {
@@ -240,7 +264,9 @@ impl TestServer {
                         s.name().to_string()
                     }
                 };
-                TestStorage::Postgres(Arc::new(PostgresStorage::open_in_schema(url, &schema).expect("open PostgreSQL storage")))
+                TestStorage::Postgres(Arc::new(
+                    PostgresStorage::open_in_schema(url, &schema).expect("open PostgreSQL storage"),
+                ))
             }
         };
         let storage = Arc::new(storage);
@@ -250,7 +276,11 @@ impl TestServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let s2: Arc<dyn Storage> = storage.shared();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 gridsync_server::serve(listener, s2, async {
@@ -260,13 +290,21 @@ impl TestServer {
                 .expect("serve");
             });
         });
-        TestServer { data: data.to_path_buf(), addr, storage, backend: backend.clone(), stop: Some(tx), thread: Some(thread) }
+        TestServer {
+            data: data.to_path_buf(),
+            addr,
+            storage,
+            backend: backend.clone(),
+            stop: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     /// Starts a second instance on the same PostgreSQL schema as `other` (scale-out), with
     /// its own data directory `data`. Panics unless `other` runs on PostgreSQL.
     pub fn start_sharing(data: &Path, other: &TestServer) -> TestServer {
-        let schema = std::fs::read_to_string(other.data.join(SCHEMA_FILE)).expect("the other server runs on PostgreSQL");
+        let schema = std::fs::read_to_string(other.data.join(SCHEMA_FILE))
+            .expect("the other server runs on PostgreSQL");
         std::fs::create_dir_all(data).expect("data dir");
         std::fs::write(data.join(SCHEMA_FILE), schema).expect("write schema file");
         TestServer::start_with(data, "127.0.0.1:0", &other.backend)
@@ -353,7 +391,9 @@ impl TestServer {
 
     /// Issues an enrolment code for a person.
     pub fn code_for(&self, person_id: &str) -> String {
-        gridsync_server::admin::issue_code(self.storage.as_ref(), person_id, "test", 1).expect("issue code").code
+        gridsync_server::admin::issue_code(self.storage.as_ref(), person_id, "test", 1)
+            .expect("issue code")
+            .code
     }
 }
 
@@ -390,7 +430,12 @@ impl Phone {
         transport.backoff = std::time::Duration::from_millis(20);
         let code = server.code_for(person_id);
         let person = enroll(&store, &transport, url, &code, name).expect("enrol");
-        Phone { store, path, transport, person }
+        Phone {
+            store,
+            path,
+            transport,
+            person,
+        }
     }
 
     /// Runs a full sync.
@@ -412,20 +457,42 @@ impl Phone {
 
     /// Reopens the store from its file (as after the app was killed).
     pub fn reopen(self) -> Phone {
-        let Phone { store, path, transport, person } = self;
+        let Phone {
+            store,
+            path,
+            transport,
+            person,
+        } = self;
         drop(store);
-        Phone { store: Store::open(&path).expect("reopen"), path, transport, person }
+        Phone {
+            store: Store::open(&path).expect("reopen"),
+            path,
+            transport,
+            person,
+        }
     }
 }
 
 /// The small demo-shaped dataset used by most scenarios.
 pub fn small_dataset() -> Dataset {
-    generate(&DatasetSpec { producers_per_township: 12, visits_per_producer: 2, ..DatasetSpec::demo() })
+    generate(&DatasetSpec {
+        producers_per_township: 12,
+        visits_per_producer: 2,
+        ..DatasetSpec::demo()
+    })
 }
 
 /// A valid new producer in `grid`.
 pub fn new_producer(name: &str, grid: &str, by: &str) -> Producer {
-    let mut p = Producer::new(name, ProducerType::FamilyRanch, "测试户主", "13912345678", grid, by, gridsync_core::now_ms());
+    let mut p = Producer::new(
+        name,
+        ProducerType::FamilyRanch,
+        "测试户主",
+        "13912345678",
+        grid,
+        by,
+        gridsync_core::now_ms(),
+    );
     p.id_number = Some("11010519491231002X".into());
     p.address = "测试地址".into();
     p
@@ -479,7 +546,12 @@ impl CuttingProxy {
                 }
             }
         });
-        CuttingProxy { addr, cut_after, cuts, stop }
+        CuttingProxy {
+            addr,
+            cut_after,
+            cuts,
+            stop,
+        }
     }
 
     /// URL of the proxy.
@@ -494,9 +566,18 @@ impl Drop for CuttingProxy {
     }
 }
 
-fn proxy_conn(mut client: TcpStream, target: SocketAddr, cut_after: Arc<std::sync::atomic::AtomicI64>, cuts: Arc<AtomicUsize>) {
-    let Ok(mut server) = TcpStream::connect(target) else { return };
-    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else { return };
+fn proxy_conn(
+    mut client: TcpStream,
+    target: SocketAddr,
+    cut_after: Arc<std::sync::atomic::AtomicI64>,
+    cuts: Arc<AtomicUsize>,
+) {
+    let Ok(mut server) = TcpStream::connect(target) else {
+        return;
+    };
+    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
     let up = std::thread::spawn(move || {
         let mut buf = [0u8; 16384];
         while let Ok(n) = c2.read(&mut buf) {
@@ -580,7 +661,8 @@ pub fn push_edit_of_stored(
     let before = doc.heads();
     let mut rec = doc.read().expect("read");
     edit(&mut rec);
-    doc.update(&rec, person, gridsync_core::now_ms()).expect("update");
+    doc.update(&rec, person, gridsync_core::now_ms())
+        .expect("update");
     gridsync_core::sync::protocol::PushRecord {
         id: id.to_string(),
         kind: rec.kind().tag(),
@@ -590,8 +672,17 @@ pub fn push_edit_of_stored(
 }
 
 /// A push creating a new record from scratch.
-pub fn push_new(rec: &gridsync_core::model::Record, person: &str) -> gridsync_core::sync::protocol::PushRecord {
-    let mut doc = gridsync_core::doc::RecordDoc::create(rec, &automerge::ActorId::random(), person, gridsync_core::now_ms()).expect("create");
+pub fn push_new(
+    rec: &gridsync_core::model::Record,
+    person: &str,
+) -> gridsync_core::sync::protocol::PushRecord {
+    let mut doc = gridsync_core::doc::RecordDoc::create(
+        rec,
+        &automerge::ActorId::random(),
+        person,
+        gridsync_core::now_ms(),
+    )
+    .expect("create");
     gridsync_core::sync::protocol::PushRecord {
         id: rec.id().to_string(),
         kind: rec.kind().tag(),
@@ -608,10 +699,305 @@ pub fn integrity_check(path: &Path) -> String {
     };
     conn.busy_timeout(std::time::Duration::from_secs(30)).ok();
     let rows = conn.prepare("PRAGMA integrity_check").and_then(|mut st| {
-        st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<String>>>()
+        st.query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()
     });
     match rows {
         Ok(r) => r.join("; "),
         Err(e) => format!("integrity_check failed: {e}"),
     }
+}
+
+/// Fuzz target: a sync request body as the server receives it. The first byte picks raw
+/// bytes (gzip parsing) or the rest wrapped in gzip (postcard parsing); a decoded request is
+/// checked for limits and must survive an encode/decode round trip unchanged.
+pub fn fuzz_sync_request(data: &[u8]) {
+    use gridsync_core::sync::protocol::{self, SyncRequest};
+    let body = fuzz_body(data);
+    if let Ok(req) = protocol::decode::<SyncRequest>(&body) {
+        let _ = protocol::check_request(&req);
+        let again: SyncRequest =
+            protocol::decode(&protocol::encode(&req).expect("re-encode")).expect("re-decode");
+        assert_eq!(
+            again, req,
+            "a decoded request does not survive a round trip"
+        );
+    }
+}
+
+/// Fuzz target: a sync response body as a phone receives it; a decoded response is applied
+/// to a phone store (in memory, holding the scope of grid `FZ-V`), as the engine does.
+pub fn fuzz_sync_response(data: &[u8]) {
+    use gridsync_core::sync::protocol::{self, SyncResponse};
+    let body = fuzz_body(data);
+    if let Ok(resp) = protocol::decode::<SyncResponse>(&body) {
+        FUZZ_PHONE.with(|store| {
+            let _ = store.apply_page(&resp);
+            for id in store.record_ids().unwrap_or_default() {
+                if let Ok(r) = store.record(&id) {
+                    let _ = r.to_json();
+                }
+                let _ = store.conflicts(&id);
+            }
+        });
+    }
+}
+
+/// Fuzz target: document bytes from outside (a pulled whole document or change chunks):
+/// `load_received`, `RecordDoc::load` (whole and split into a save plus a chunk), and
+/// changes applied onto an existing record as a pulled page does.
+pub fn fuzz_document(data: &[u8]) {
+    use gridsync_core::doc::{load_received, RecordDoc};
+    let inspect = |d: &mut RecordDoc| {
+        if let Ok(r) = d.read() {
+            let _ = gridsync_core::validate::validate_record(&r);
+        }
+        let _ = d.conflicts();
+        let _ = d.history();
+        let _ = d.missing_deps();
+    };
+    if let Ok(mut d) = load_received(data) {
+        inspect(&mut d);
+    }
+    if let Ok(mut d) = RecordDoc::load(data, &[]) {
+        inspect(&mut d);
+    }
+    if data.len() > 1 {
+        let k = 1 + data[0] as usize % (data.len() - 1);
+        if let Ok(mut d) = RecordDoc::load(&data[1..k], &[&data[k..]]) {
+            inspect(&mut d);
+        }
+    }
+    let mut base = FUZZ_DOC.with(|d| RecordDoc::load(d, &[]).expect("the fixed document loads"));
+    if base.apply(data).is_ok() {
+        inspect(&mut base);
+    }
+}
+
+/// Fuzz target: a pushed record judged by the server (`push::decide`) against a fixed
+/// server holding a producer and a visit, for a liaison of grid `FZ-V`. The first byte
+/// picks the target (new record, the stored producer, the stored visit) and the kind tag;
+/// the rest is the change bytes; the pushed heads are the heads those bytes produce.
+pub fn fuzz_push(data: &[u8]) {
+    use gridsync_core::sync::protocol::PushRecord;
+    let Some((&sel, changes)) = data.split_first() else {
+        return;
+    };
+    FUZZ_SERVER.with(|(storage, scope, producer, visit, _dir)| {
+        let id = match sel % 3 {
+            0 => "0190f5a0-0000-7000-8000-00000000f022".to_string(),
+            1 => producer.clone(),
+            _ => visit.clone(),
+        };
+        let stored = storage.record(&id).ok().flatten();
+        let mut doc = match &stored {
+            Some(s) => automerge::AutoCommit::load(&s.doc).expect("stored document loads"),
+            None => automerge::AutoCommit::new(),
+        };
+        let heads = match doc.load_incremental(changes) {
+            Ok(_) => doc.get_heads().iter().map(|h| h.0).collect(),
+            Err(_) => vec![[0u8; 32]],
+        };
+        let push = PushRecord {
+            id,
+            kind: (sel / 3) % 4,
+            changes: changes.to_vec(),
+            heads,
+        };
+        let _ = gridsync_server::push::decide(storage.as_ref(), scope, stored.as_ref(), &push);
+    });
+}
+
+/// Fuzz target: JSON bodies of enrolment and device calls (both directions) and the
+/// bearer header.
+pub fn fuzz_enrol_json(data: &[u8]) {
+    use gridsync_core::sync::protocol::{EnrollRequest, EnrollResponse, ErrorBody, RotateResponse};
+    if let Ok(req) = serde_json::from_slice::<EnrollRequest>(data) {
+        let code = gridsync_server::auth::normalize_code(&req.code);
+        let _ = gridsync_server::auth::hash_secret(&code);
+        let _ = req.device_name.chars().count();
+    }
+    let _ = serde_json::from_slice::<EnrollResponse>(data);
+    let _ = serde_json::from_slice::<RotateResponse>(data);
+    let _ = serde_json::from_slice::<ErrorBody>(data);
+    let _ = serde_json::from_slice::<gridsync_server::api::IssueCodeRequest>(data);
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = gridsync_server::auth::parse_bearer(s);
+    }
+}
+
+/// Fuzz target: a grid CSV file (`admin import-grids`), against a small existing tree.
+pub fn fuzz_grids_csv(data: &[u8]) {
+    use gridsync_core::model::{GridKind, GridLevel, GridNode};
+    let existing = [
+        GridNode {
+            code: "R".into(),
+            name: "内蒙古自治区".into(),
+            level: GridLevel::Region,
+            kind: GridKind::Mixed,
+            parent: None,
+        },
+        GridNode {
+            code: "L".into(),
+            name: "锡林郭勒盟".into(),
+            level: GridLevel::League,
+            kind: GridKind::Pastoral,
+            parent: Some("R".into()),
+        },
+    ];
+    if let Ok(nodes) = gridsync_server::admin::parse_grids_csv("fuzz.csv", data, &existing) {
+        for n in &nodes {
+            n.validate().expect("parsed nodes are valid");
+        }
+    }
+}
+
+/// A fuzz target: a name and the function it runs on each input.
+pub type FuzzTarget = (&'static str, fn(&[u8]));
+
+/// Every fuzz target by name, for the regression replay.
+pub const FUZZ_TARGETS: [FuzzTarget; 6] = [
+    ("sync_request", fuzz_sync_request),
+    ("sync_response", fuzz_sync_response),
+    ("document", fuzz_document),
+    ("push", fuzz_push),
+    ("enrol_json", fuzz_enrol_json),
+    ("grids_csv", fuzz_grids_csv),
+];
+
+fn fuzz_body(data: &[u8]) -> Vec<u8> {
+    match data.split_first() {
+        Some((m, rest)) if m & 1 == 1 => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(rest).expect("gzip into memory");
+            gz.finish().expect("gzip into memory")
+        }
+        Some((_, rest)) => rest.to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// The fuzz world's grid tree: region, league, banner, township, village `FZ-V`.
+pub fn fuzz_grids() -> Vec<gridsync_core::model::GridNode> {
+    use gridsync_core::model::{GridKind, GridLevel, GridNode};
+    let n = |code: &str, level, parent: Option<&str>| GridNode {
+        code: code.into(),
+        name: format!("网格{code}"),
+        level,
+        kind: GridKind::Pastoral,
+        parent: parent.map(String::from),
+    };
+    vec![
+        n("FZ-R", GridLevel::Region, None),
+        n("FZ-L", GridLevel::League, Some("FZ-R")),
+        n("FZ-B", GridLevel::Banner, Some("FZ-L")),
+        n("FZ-T", GridLevel::Township, Some("FZ-B")),
+        n("FZ-V", GridLevel::Village, Some("FZ-T")),
+    ]
+}
+
+/// The fuzz world's people: an administrator and a liaison of `FZ-V`.
+pub fn fuzz_people() -> Vec<Person> {
+    vec![
+        Person {
+            id: "fz-admin".into(),
+            name: "管理员".into(),
+            phone: "13900000000".into(),
+            role: Role::Admin,
+            grids: vec!["FZ-B".into()],
+        },
+        Person {
+            id: "fz-lia".into(),
+            name: "协管员".into(),
+            phone: "13900000001".into(),
+            role: Role::Liaison,
+            grids: vec!["FZ-V".into()],
+        },
+    ]
+}
+
+/// A valid producer and a draft visit of it in `FZ-V`, with fixed ids and times.
+pub fn fuzz_records() -> (Producer, gridsync_core::model::Visit) {
+    const T: i64 = 1_767_225_600_000;
+    let mut p = new_producer("模糊测试牧场", "FZ-V", "fz-lia");
+    p.id = "0190f5a0-0000-7000-8000-00000000f001".into();
+    p.products = vec!["羊肉".into()];
+    (p.created_at_ms, p.updated_at_ms) = (T, T);
+    let mut v = gridsync_core::model::Visit::new(
+        &p.id,
+        "FZ-V",
+        "fz-lia",
+        &gridsync_core::model::default_template("builtin"),
+        T,
+    );
+    v.id = "0190f5a0-0000-7000-8000-00000000f002".into();
+    (p, v)
+}
+
+/// The document of a fuzz record, byte for byte the same in every process (fixed actor
+/// and time), so that seed inputs built on it apply in any fuzzing run.
+pub fn fuzz_document_bytes(r: &gridsync_core::model::Record) -> Vec<u8> {
+    gridsync_core::doc::RecordDoc::create(
+        r,
+        &automerge::ActorId::from(vec![1u8; 16]),
+        "fz-admin",
+        1_767_225_600_000,
+    )
+    .expect("create")
+    .save()
+}
+
+thread_local! {
+    static FUZZ_PHONE: Store = {
+        use gridsync_core::sync::protocol::{Reference, SyncResponse};
+        let store = Store::open_in_memory().expect("in-memory store");
+        let me = fuzz_people()[1].clone();
+        let reference = Reference {
+            version: "fz".into(),
+            me: me.clone(),
+            grids: fuzz_grids(),
+            readable: vec!["FZ-V".into()],
+            template_grids: vec!["FZ-B".into(), "FZ-L".into(), "FZ-R".into(), "FZ-T".into()],
+            people: fuzz_people(),
+        };
+        store.set_profile(&me).expect("profile");
+        let resp = SyncResponse { epoch: "e".into(), reset: false, results: vec![], records: vec![], departures: vec![], cursors: vec![], more: false, reference: Some(reference) };
+        store.apply_page(&resp).expect("reference");
+        store
+    };
+
+    static FUZZ_DOC: Vec<u8> = fuzz_document_bytes(&gridsync_core::model::Record::Producer(fuzz_records().0));
+
+    #[allow(clippy::type_complexity)]
+    static FUZZ_SERVER: (Arc<SqliteStorage>, gridsync_server::scope::Scope, String, String, tempfile::TempDir) = {
+        use gridsync_core::model::Record;
+        let dir = tempfile::Builder::new().prefix("gridsync-fuzz").tempdir().expect("fuzz dir");
+        let path = dir.path().join("server.db");
+        let storage = Arc::new(SqliteStorage::open(&path).expect("fuzz storage"));
+        storage.import_grids(&fuzz_grids()).expect("grids");
+        let people = fuzz_people();
+        for p in &people {
+            gridsync_server::admin::add_person(storage.as_ref(), p).expect("person");
+        }
+        let (p, v) = fuzz_records();
+        let (pid, vid) = (p.id.clone(), v.id.clone());
+        let nodes = fuzz_grids();
+        let tree = Arc::new(gridsync_core::store::TreeSnapshot::from_nodes(&nodes));
+        let admin = gridsync_server::scope::Scope::compute(&nodes, &people, &people[0], tree.clone());
+        let pushes: Vec<gridsync_core::sync::protocol::PushRecord> = [Record::Producer(p), Record::Visit(v)]
+            .iter()
+            .map(|r| {
+                let bytes = fuzz_document_bytes(r);
+                let heads = automerge::AutoCommit::load(&bytes).expect("load").get_heads().iter().map(|h| h.0).collect();
+                gridsync_core::sync::protocol::PushRecord { id: r.id().to_string(), kind: r.kind().tag(), changes: bytes, heads }
+            })
+            .collect();
+        let author = gridsync_server::storage::Author { person_id: "fz-admin".into(), device_id: None };
+        let results = storage
+            .apply_push(&author, &pushes, &mut |stored, p| gridsync_server::push::decide(storage.as_ref(), &admin, stored, p))
+            .expect("seed records");
+        assert!(results.iter().all(|r| r.outcome == gridsync_core::sync::protocol::PushOutcome::Accepted), "{results:?}");
+        let scope = gridsync_server::scope::Scope::compute(&nodes, &people, &people[1], tree);
+        (storage, scope, pid, vid, dir)
+    };
 }

@@ -27,12 +27,27 @@ impl Api {
     }
 
     fn sync(&self, body: Vec<u8>) -> (u16, String) {
-        self.post("/v1/sync", &[("authorization", &self.auth), ("x-gridsync-protocol", "1"), ("content-type", protocol::CONTENT_TYPE)], body)
+        self.post(
+            "/v1/sync",
+            &[
+                ("authorization", &self.auth),
+                ("x-gridsync-protocol", "1"),
+                ("content-type", protocol::CONTENT_TYPE),
+            ],
+            body,
+        )
     }
 }
 
 fn empty_request() -> SyncRequest {
-    SyncRequest { epoch: String::new(), reference_version: String::new(), push: vec![], cursors: vec![], want_full: vec![], page_limit: 10 }
+    SyncRequest {
+        epoch: String::new(),
+        reference_version: String::new(),
+        push: vec![],
+        cursors: vec![],
+        want_full: vec![],
+        page_limit: 10,
+    }
 }
 
 fn gzip(raw: &[u8]) -> Vec<u8> {
@@ -49,7 +64,11 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let phone = Phone::enrol(&server, &server.url(), dir.path(), "p", &liaison.id);
     phone.sync().unwrap();
     let link = phone.store.server_link().unwrap().unwrap();
-    let api = Api { base: server.url(), auth: format!("Bearer {}.{}", link.device_id, link.secret), client: reqwest::blocking::Client::new() };
+    let api = Api {
+        base: server.url(),
+        auth: format!("Bearer {}.{}", link.device_id, link.secret),
+        client: reqwest::blocking::Client::new(),
+    };
     let good = protocol::encode(&empty_request()).unwrap();
 
     // Malformed bodies.
@@ -63,9 +82,16 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let (s, m) = api.sync(good[..good.len() / 2].to_vec());
     assert_eq!(s, 400, "{m}");
     // Unknown and missing protocol version.
-    let (s, m) = api.post("/v1/sync", &[("authorization", &api.auth), ("x-gridsync-protocol", "99")], good.clone());
+    let (s, m) = api.post(
+        "/v1/sync",
+        &[("authorization", &api.auth), ("x-gridsync-protocol", "99")],
+        good.clone(),
+    );
     assert_eq!(s, 400);
-    assert!(m.contains("unsupported_protocol") && m.contains("99"), "{m}");
+    assert!(
+        m.contains("unsupported_protocol") && m.contains("99"),
+        "{m}"
+    );
     let (s, m) = api.post("/v1/sync", &[("authorization", &api.auth)], good.clone());
     assert_eq!(s, 400);
     assert!(m.contains("missing_protocol"), "{m}");
@@ -74,20 +100,40 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     assert_eq!(s, 401);
     assert!(m.contains("missing_credentials"), "{m}");
     let wrong = format!("Bearer {}.{}", link.device_id, "00".repeat(32));
-    let (s, m) = api.post("/v1/sync", &[("authorization", &wrong), ("x-gridsync-protocol", "1")], good.clone());
+    let (s, m) = api.post(
+        "/v1/sync",
+        &[("authorization", &wrong), ("x-gridsync-protocol", "1")],
+        good.clone(),
+    );
     assert_eq!(s, 401);
     assert!(m.contains("bad_credentials"), "{m}");
-    let (s, _) = api.post("/v1/sync", &[("authorization", "Bearer garbage"), ("x-gridsync-protocol", "1")], good.clone());
+    let (s, _) = api.post(
+        "/v1/sync",
+        &[
+            ("authorization", "Bearer garbage"),
+            ("x-gridsync-protocol", "1"),
+        ],
+        good.clone(),
+    );
     assert_eq!(s, 401);
     // Oversized body, oversized after decompression, too many records.
     let (s, m) = api.sync(vec![0u8; protocol::MAX_BODY_BYTES + 1]);
     assert_eq!(s, 413, "{m}");
     assert!(m.contains("too_large"), "{m}");
-    let (s, m) = api.sync(protocol::encode_raw_for_tests(&vec![0u8; protocol::MAX_DECODED_BYTES + 10]));
+    let (s, m) = api.sync(protocol::encode_raw_for_tests(&vec![
+        0u8;
+        protocol::MAX_DECODED_BYTES
+            + 10
+    ]));
     assert_eq!(s, 413, "{m}");
     let mut many = empty_request();
     many.push = (0..protocol::MAX_PUSH_RECORDS + 1)
-        .map(|i| PushRecord { id: format!("r{i}"), kind: 1, changes: vec![], heads: vec![[0; 32]] })
+        .map(|i| PushRecord {
+            id: format!("r{i}"),
+            kind: 1,
+            changes: vec![],
+            heads: vec![[0; 32]],
+        })
         .collect();
     let (s, m) = api.sync(protocol::encode(&many).unwrap());
     assert_eq!(s, 413, "{m}");
@@ -95,8 +141,18 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     // Unknown record kinds and garbage documents are refused per record, with reasons.
     let mut odd = empty_request();
     odd.push = vec![
-        PushRecord { id: "x1".into(), kind: 42, changes: vec![1, 2, 3], heads: vec![[1; 32]] },
-        PushRecord { id: "x2".into(), kind: 1, changes: vec![0x85, 0x6f, 0x4a, 0x83, 9, 9], heads: vec![[1; 32]] },
+        PushRecord {
+            id: "x1".into(),
+            kind: 42,
+            changes: vec![1, 2, 3],
+            heads: vec![[1; 32]],
+        },
+        PushRecord {
+            id: "x2".into(),
+            kind: 1,
+            changes: vec![0x85, 0x6f, 0x4a, 0x83, 9, 9],
+            heads: vec![[1; 32]],
+        },
     ];
     let (s, body) = {
         let r = api
@@ -113,18 +169,34 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let resp: protocol::SyncResponse = protocol::decode(&body).unwrap();
     for r in &resp.results {
         match &r.outcome {
-            PushOutcome::Rejected { code: RejectCode::BadDocument, reason } => assert!(!reason.is_empty()),
+            PushOutcome::Rejected {
+                code: RejectCode::BadDocument,
+                reason,
+            } => assert!(!reason.is_empty()),
             other => panic!("{}: {other:?}", r.id),
         }
     }
-    assert!(matches!(&resp.results[0].outcome, PushOutcome::Rejected { reason, .. } if reason.contains("kind")));
+    assert!(
+        matches!(&resp.results[0].outcome, PushOutcome::Rejected { reason, .. } if reason.contains("kind"))
+    );
     // Enrolment: malformed JSON and an oversized body.
-    let (s, m) = api.post("/v1/enroll", &[("content-type", "application/json")], b"{not json".to_vec());
+    let (s, m) = api.post(
+        "/v1/enroll",
+        &[("content-type", "application/json")],
+        b"{not json".to_vec(),
+    );
     assert_eq!(s, 400, "{m}");
-    let (s, _) = api.post("/v1/enroll", &[("content-type", "application/json")], vec![b' '; 20_000]);
+    let (s, _) = api.post(
+        "/v1/enroll",
+        &[("content-type", "application/json")],
+        vec![b' '; 20_000],
+    );
     assert_eq!(s, 413);
     // After all that, the phone still syncs.
-    let p = phone.store.create_producer(new_producer("仍可同步", &liaison.grids[0], &liaison.id)).unwrap();
+    let p = phone
+        .store
+        .create_producer(new_producer("仍可同步", &liaison.grids[0], &liaison.id))
+        .unwrap();
     assert_eq!(phone.sync().unwrap().pushed, 1);
     assert!(phone.store.producer(&p.id).is_ok());
 }
@@ -150,17 +222,21 @@ fn a_client_that_sends_its_body_very_slowly_is_cut_off_and_others_are_served() {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let t = std::thread::spawn(move || {
-        tokio::runtime::Runtime::new().unwrap().block_on(async move {
-            let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            gridsync_server::serve_state(l, state, async {
-                rx.await.ok();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                gridsync_server::serve_state(l, state, async {
+                    rx.await.ok();
+                })
+                .await
+                .unwrap();
             })
-            .await
-            .unwrap();
-        })
     });
     let liaison = person_in(&data, Role::Liaison, "DEMO-T01-V01");
-    let code = gridsync_server::admin::issue_code(storage.as_ref(), &liaison.id, "t", 1).unwrap().code;
+    let code = gridsync_server::admin::issue_code(storage.as_ref(), &liaison.id, "t", 1)
+        .unwrap()
+        .code;
     let url = format!("http://{addr}");
     let store = gridsync_core::store::Store::open(dir.path().join("p.db")).unwrap();
     let transport = gridsync_core::sync::HttpTransport::new(&url).unwrap();
@@ -188,11 +264,16 @@ fn a_client_that_sends_its_body_very_slowly_is_cut_off_and_others_are_served() {
     });
     // Meanwhile everyone else is served.
     let started = std::time::Instant::now();
-    let r = gridsync_core::sync::SyncEngine::new(&store, &transport).sync(&mut |_| {}, &gridsync_core::sync::CancelFlag::new()).unwrap();
+    let r = gridsync_core::sync::SyncEngine::new(&store, &transport)
+        .sync(&mut |_| {}, &gridsync_core::sync::CancelFlag::new())
+        .unwrap();
     assert!(r.pulled > 0);
     assert!(started.elapsed() < Duration::from_secs(5));
     let answer = slow_thread.join().unwrap();
-    assert!(answer.starts_with("HTTP/1.1 408"), "slow body answered: {answer:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "slow body answered: {answer:?}"
+    );
     tx.send(()).ok();
     t.join().unwrap();
 }

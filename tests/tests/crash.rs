@@ -11,6 +11,9 @@
 //! `GRIDSYNC_SERVER_KILLS` (default 4) how many times the server is; `GRIDSYNC_CRASH_SEED`
 //! fixes the random choices. The full run is `scripts/crash-full.sh`.
 
+// Test code: an unwrap is an assertion, in helpers as in test functions.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,7 +26,9 @@ use std::time::{Duration, Instant};
 use gridsync_core::doc::RecordDoc;
 use gridsync_core::model::{Finding, Record, Role, Severity, VisitStatus};
 use gridsync_core::store::{ProducerSort, Store};
-use gridsync_core::sync::protocol::{self, EnrollRequest, EnrollResponse, PushOutcome, RotateResponse, SyncRequest, SyncResponse};
+use gridsync_core::sync::protocol::{
+    self, EnrollRequest, EnrollResponse, PushOutcome, RotateResponse, SyncRequest, SyncResponse,
+};
 use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine, Transport};
 use gridsync_server::dataset::Rng;
 use gridsync_server::storage::sqlite::SqliteStorage;
@@ -31,13 +36,22 @@ use gridsync_server::storage::Storage;
 use gridsync_tests::*;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn base_seed() -> u64 {
-    std::env::var("GRIDSYNC_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
-    })
+    std::env::var("GRIDSYNC_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        })
 }
 
 /// Lines of a child's stdout, read on their own thread (so the pipe never fills).
@@ -61,6 +75,9 @@ fn lines_of(child: &mut Child) -> Receiver<String> {
 struct Acks {
     created: BTreeSet<String>,
     fields: BTreeMap<(String, String), String>,
+    /// Writes that started after the last acknowledged one of their field and were cut by a
+    /// kill: the field may hold any of them instead.
+    tried: BTreeMap<(String, String), Vec<String>>,
     products: BTreeSet<(String, String)>,
     findings: BTreeSet<(String, String)>,
     completed: BTreeSet<String>,
@@ -70,9 +87,22 @@ struct Acks {
 impl Acks {
     fn take(&mut self, line: &str) {
         let mut parts = line.splitn(4, ' ');
-        let (Some("ACK"), Some(id), Some(field), Some(value)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(verb), Some(id), Some(field), Some(value)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return;
         };
+        if verb == "TRY" {
+            self.tried
+                .entry((id.to_string(), field.to_string()))
+                .or_default()
+                .push(value.to_string());
+            return;
+        }
+        if verb != "ACK" {
+            return;
+        }
+        self.tried.remove(&(id.to_string(), field.to_string()));
         self.total += 1;
         let (id, value) = (id.to_string(), value.to_string());
         match field {
@@ -97,10 +127,15 @@ impl Acks {
     /// Checks that every acknowledged edit is in the store.
     fn check(&self, store: &Store, point: usize) {
         for id in &self.created {
-            store.record(id).unwrap_or_else(|e| panic!("point {point}: acknowledged record {id} is gone: {e}"));
+            store
+                .record(id)
+                .unwrap_or_else(|e| panic!("point {point}: acknowledged record {id} is gone: {e}"));
         }
         for ((id, field), value) in &self.fields {
-            let found = match store.record(id).unwrap_or_else(|e| panic!("point {point}: record {id}: {e}")) {
+            let found = match store
+                .record(id)
+                .unwrap_or_else(|e| panic!("point {point}: record {id}: {e}"))
+            {
                 Record::Producer(p) => match field.as_str() {
                     "address" => p.address,
                     "owner" => p.owner,
@@ -109,22 +144,40 @@ impl Acks {
                 },
                 Record::Visit(v) => {
                     let item = field.strip_prefix("note.").expect("note field");
-                    v.answers.get(item).and_then(|a| a.note.clone()).unwrap_or_default()
+                    v.answers
+                        .get(item)
+                        .and_then(|a| a.note.clone())
+                        .unwrap_or_default()
                 }
                 Record::Template(_) => panic!("templates are not edited here"),
             };
-            assert_eq!(&found, value, "point {point}: {id}.{field} lost its acknowledged value");
+            let cut = self.tried.get(&(id.clone(), field.clone()));
+            assert!(&found == value || cut.is_some_and(|c| c.contains(&found)), "point {point}: {id}.{field} lost its acknowledged value {value} (holds {found}, cut writes {cut:?})");
         }
         for (id, name) in &self.products {
-            let p = store.producer(id).unwrap_or_else(|e| panic!("point {point}: {id}: {e}"));
-            assert!(p.products.contains(name), "point {point}: product {name} of {id} lost");
+            let p = store
+                .producer(id)
+                .unwrap_or_else(|e| panic!("point {point}: {id}: {e}"));
+            assert!(
+                p.products.contains(name),
+                "point {point}: product {name} of {id} lost"
+            );
         }
         for (id, fid) in &self.findings {
-            let v = store.visit(id).unwrap_or_else(|e| panic!("point {point}: {id}: {e}"));
-            assert!(v.findings.iter().any(|f| &f.id == fid), "point {point}: finding {fid} of {id} lost");
+            let v = store
+                .visit(id)
+                .unwrap_or_else(|e| panic!("point {point}: {id}: {e}"));
+            assert!(
+                v.findings.iter().any(|f| &f.id == fid),
+                "point {point}: finding {fid} of {id} lost"
+            );
         }
         for id in &self.completed {
-            assert_eq!(store.visit(id).expect("visit").status, VisitStatus::Completed, "point {point}: completion of {id} lost");
+            assert_eq!(
+                store.visit(id).expect("visit").status,
+                VisitStatus::Completed,
+                "point {point}: completion of {id} lost"
+            );
         }
     }
 }
@@ -139,7 +192,10 @@ enum KillAt {
     Sync,
 }
 
-fn sync_store(store: &Store, transport: &HttpTransport) -> gridsync_core::Result<gridsync_core::sync::SyncReport> {
+fn sync_store(
+    store: &Store,
+    transport: &HttpTransport,
+) -> gridsync_core::Result<gridsync_core::sync::SyncReport> {
     SyncEngine::new(store, transport).sync(&mut |_| {}, &CancelFlag::new())
 }
 
@@ -157,7 +213,12 @@ fn phone_killed_during_edits_and_sync_loses_nothing_acknowledged() {
     phone.sync().unwrap();
     let observer = Phone::enrol(&server, &server.url(), dir.path(), "observer", &liaison.id);
     observer.sync().unwrap();
-    let Phone { store, path, mut transport, .. } = phone;
+    let Phone {
+        store,
+        path,
+        mut transport,
+        ..
+    } = phone;
     transport.attempts = 2;
     drop(store);
 
@@ -178,10 +239,17 @@ fn phone_killed_during_edits_and_sync_loses_nothing_acknowledged() {
             KillAt::Sync => rng.below(60_000),
         });
         let mut child = Command::new(env!("CARGO_BIN_EXE_phone-worker"))
-            .args(["crash", path.to_str().unwrap(), &seed.wrapping_mul(1000).wrapping_add(point as u64).to_string()])
+            .args([
+                "crash",
+                path.to_str().unwrap(),
+                &seed
+                    .wrapping_mul(1000)
+                    .wrapping_add(point as u64)
+                    .to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
             .spawn()
             .expect("spawn phone-worker");
         let rx = lines_of(&mut child);
@@ -192,7 +260,15 @@ fn phone_killed_during_edits_and_sync_loses_nothing_acknowledged() {
             std::thread::sleep(delay);
         } else {
             loop {
-                let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("point {point}: the worker went quiet; saw {seen:?}"));
+                let line = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "point {point}: the worker went quiet; saw {seen:?}; stderr: {}",
+                            std::fs::read_to_string(dir.path().join("worker.err"))
+                                .unwrap_or_default()
+                        )
+                    });
                 assert!(!line.starts_with("FATAL"), "point {point}: {line}");
                 let hit = match mode {
                     KillAt::Edit => line.starts_with("ACK "),
@@ -205,7 +281,10 @@ fn phone_killed_during_edits_and_sync_loses_nothing_acknowledged() {
                         break;
                     }
                 }
-                assert!(Instant::now() < deadline, "point {point}: no kill point reached");
+                assert!(
+                    Instant::now() < deadline,
+                    "point {point}: no kill point reached"
+                );
             }
             std::thread::sleep(delay);
         }
@@ -213,7 +292,11 @@ fn phone_killed_during_edits_and_sync_loses_nothing_acknowledged() {
         child.wait().expect("wait");
         // Everything the worker printed before it died is still in the pipe.
         seen.extend(rx.iter());
-        let in_sync = seen.iter().rev().find(|l| l.starts_with("SYNC-") || l.starts_with("ACK ")).is_some_and(|l| l == "SYNC-START");
+        let in_sync = seen
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("SYNC-") || l.starts_with("ACK "))
+            .is_some_and(|l| l == "SYNC-START");
         let what = match mode {
             KillAt::Startup if seen.is_empty() => "startup",
             _ if in_sync => "sync",
@@ -221,20 +304,43 @@ fn phone_killed_during_edits_and_sync_loses_nothing_acknowledged() {
         };
         *killed.entry(what).or_default() += 1;
         for l in &seen {
-            assert!(!l.starts_with("FATAL") && !l.starts_with("ERR "), "point {point}: worker reported {l}");
+            assert!(
+                !l.starts_with("FATAL") && !l.starts_with("ERR "),
+                "point {point}: worker reported {l}"
+            );
             acks.take(l);
         }
 
-        assert_eq!(integrity_check(&path), "ok", "point {point}: the store file is damaged");
+        assert_eq!(
+            integrity_check(&path),
+            "ok",
+            "point {point}: the store file is damaged"
+        );
         let store = Store::open(&path).unwrap_or_else(|e| panic!("point {point}: reopen: {e}"));
-        assert!(store.corrupt_records().unwrap().is_empty(), "point {point}: records set aside as corrupt");
+        assert!(
+            store.corrupt_records().unwrap().is_empty(),
+            "point {point}: records set aside as corrupt"
+        );
         acks.check(&store, point);
-        let report = sync_store(&store, &transport).unwrap_or_else(|e| panic!("point {point}: sync after the crash: {e}"));
-        assert!(report.rejected.is_empty(), "point {point}: rejected {:?}", report.rejected);
+        let report = sync_store(&store, &transport)
+            .unwrap_or_else(|e| panic!("point {point}: sync after the crash: {e}"));
+        assert!(
+            report.rejected.is_empty(),
+            "point {point}: rejected {:?}",
+            report.rejected
+        );
         let counts = store.counts().unwrap();
-        assert_eq!((counts.unsynced, counts.rejected), (0, 0), "point {point}: edits left behind");
+        assert_eq!(
+            (counts.unsynced, counts.rejected),
+            (0, 0),
+            "point {point}: edits left behind"
+        );
         observer.sync().unwrap();
-        assert_eq!(snapshot(&store), snapshot(&observer.store), "point {point}: the phone and a second device differ");
+        assert_eq!(
+            snapshot(&store),
+            snapshot(&observer.store),
+            "point {point}: the phone and a second device differ"
+        );
         acks.check(&observer.store, point);
     }
     println!(
@@ -266,7 +372,10 @@ impl ServerProcess {
             let rx = lines_of(&mut child);
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
-                    let addr = line.strip_prefix("listening on http://").unwrap_or_else(|| panic!("unexpected line {line}")).to_string();
+                    let addr = line
+                        .strip_prefix("listening on http://")
+                        .unwrap_or_else(|| panic!("unexpected line {line}"))
+                        .to_string();
                     return ServerProcess { child, addr };
                 }
                 Err(_) => {
@@ -286,11 +395,14 @@ impl ServerProcess {
     }
 }
 
+/// Records the server answered `Accepted`, with the heads their push carried.
+type Acked = Arc<Mutex<Vec<(String, Vec<[u8; 32]>)>>>;
+
 /// An HTTP transport that notes every record the server answered `Accepted`, with the
 /// heads that push carried.
 struct Recording {
     inner: HttpTransport,
-    acked: Arc<Mutex<Vec<(String, Vec<[u8; 32]>)>>>,
+    acked: Acked,
 }
 
 impl Transport for Recording {
@@ -301,7 +413,12 @@ impl Transport for Recording {
         let mut acked = self.acked.lock().unwrap();
         for r in &resp.results {
             if r.outcome == PushOutcome::Accepted {
-                let heads = req.push.iter().find(|p| p.id == r.id).map(|p| p.heads.clone()).unwrap_or_default();
+                let heads = req
+                    .push
+                    .iter()
+                    .find(|p| p.id == r.id)
+                    .map(|p| p.heads.clone())
+                    .unwrap_or_default();
                 acked.push((r.id.clone(), heads));
             }
         }
@@ -324,17 +441,37 @@ struct Pusher {
     markers: Vec<(String, String)>,
 }
 
-fn pusher(storage: &SqliteStorage, url: &str, dir: &Path, name: &str, person: &str, acked: &Arc<Mutex<Vec<(String, Vec<[u8; 32]>)>>>) -> Pusher {
+fn pusher(
+    storage: &SqliteStorage,
+    url: &str,
+    dir: &Path,
+    name: &str,
+    person: &str,
+    acked: &Acked,
+) -> Pusher {
     let store = Store::open(dir.join(format!("{name}.db"))).unwrap();
     let mut inner = HttpTransport::new(url).unwrap();
     inner.attempts = 2;
     inner.backoff = Duration::from_millis(30);
-    let transport = Recording { inner, acked: acked.clone() };
-    let code = gridsync_server::admin::issue_code(storage, person, "test", 1).unwrap().code;
+    let transport = Recording {
+        inner,
+        acked: acked.clone(),
+    };
+    let code = gridsync_server::admin::issue_code(storage, person, "test", 1)
+        .unwrap()
+        .code;
     let me = enroll(&store, &transport, url, &code, name).unwrap();
-    SyncEngine::new(&store, &transport).sync(&mut |_| {}, &CancelFlag::new()).unwrap();
+    SyncEngine::new(&store, &transport)
+        .sync(&mut |_| {}, &CancelFlag::new())
+        .unwrap();
     let grid = me.grids[0].clone();
-    Pusher { store, transport, person: me.id, grid, markers: Vec::new() }
+    Pusher {
+        store,
+        transport,
+        person: me.id,
+        grid,
+        markers: Vec::new(),
+    }
 }
 
 impl Pusher {
@@ -344,7 +481,10 @@ impl Pusher {
 
     /// One edit with a unique marker: a product on a producer or a finding on a draft visit.
     fn edit(&mut self, rng: &mut Rng, tag: &str) {
-        let producers = self.store.producers_in_grid(&self.grid, ProducerSort::Name, 1000, 0).unwrap();
+        let producers = self
+            .store
+            .producers_in_grid(&self.grid, ProducerSort::Name, 1000, 0)
+            .unwrap();
         if producers.is_empty() {
             return;
         }
@@ -360,10 +500,25 @@ impl Pusher {
             self.markers.push((p.id, name));
         } else {
             let t = self.store.template("moa-daily-patrol", 1).unwrap();
-            let drafts: Vec<_> = self.store.visit_history(&p.id).unwrap().into_iter().filter(|v| v.status == "draft" && v.inspector == self.person).collect();
+            let drafts: Vec<_> = self
+                .store
+                .visit_history(&p.id)
+                .unwrap()
+                .into_iter()
+                .filter(|v| v.status == "draft" && v.inspector == self.person)
+                .collect();
             let mut v = match drafts.first() {
                 Some(d) if rng.below(4) != 0 => self.store.visit(&d.id).unwrap(),
-                _ => self.store.save_visit(gridsync_core::model::Visit::new(&p.id, &self.grid, &self.person, &t, gridsync_core::now_ms())).unwrap(),
+                _ => self
+                    .store
+                    .save_visit(gridsync_core::model::Visit::new(
+                        &p.id,
+                        &self.grid,
+                        &self.person,
+                        &t,
+                        gridsync_core::now_ms(),
+                    ))
+                    .unwrap(),
             };
             if v.findings.len() >= 150 {
                 return;
@@ -394,7 +549,10 @@ fn has_marker(rec: &Record, marker: &str) -> bool {
 }
 
 fn server_record(storage: &SqliteStorage, id: &str) -> Option<RecordDoc> {
-    storage.record(id).unwrap().map(|s| RecordDoc::load(&s.doc, &[]).expect("stored document loads"))
+    storage
+        .record(id)
+        .unwrap()
+        .map(|s| RecordDoc::load(&s.doc, &[]).expect("stored document loads"))
 }
 
 #[test]
@@ -417,7 +575,11 @@ fn server_killed_during_pushes_keeps_every_acknowledged_push() {
         person_in(&data, Role::Liaison, "DEMO-T01-V02"),
         person_in(&data, Role::Supervisor, "DEMO-T01"),
     ];
-    let pushers: Vec<Pusher> = people.iter().enumerate().map(|(i, p)| pusher(&storage, &url, dir.path(), &format!("p{i}"), &p.id, &acked)).collect();
+    let pushers: Vec<Pusher> = people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pusher(&storage, &url, dir.path(), &format!("p{i}"), &p.id, &acked))
+        .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let syncing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -427,7 +589,7 @@ fn server_killed_during_pushes_keeps_every_acknowledged_push() {
         .map(|(i, mut p)| {
             let (stop, syncing) = (stop.clone(), syncing.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng::new(seed ^ (i as u64 + 1) * 0x1234_5678);
+                let mut rng = Rng::new(seed ^ ((i as u64 + 1) * 0x1234_5678));
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     for _ in 0..=rng.below(3) {
@@ -453,18 +615,28 @@ fn server_killed_during_pushes_keeps_every_acknowledged_push() {
         while acked.lock().unwrap().len() <= before && Instant::now() < wait_until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(acked.lock().unwrap().len() > before, "kill {k}: no push was accepted since the last restart");
+        assert!(
+            acked.lock().unwrap().len() > before,
+            "kill {k}: no push was accepted since the last restart"
+        );
         std::thread::sleep(Duration::from_millis(rng.below(400)));
         if syncing.load(Ordering::SeqCst) > 0 {
             during_push += 1;
         }
         server.kill();
         std::thread::sleep(Duration::from_millis(rng.below(300)));
-        assert_eq!(integrity_check(&data_dir.join("gridsync.db")), "ok", "kill {k}: server database damaged");
+        assert_eq!(
+            integrity_check(&data_dir.join("gridsync.db")),
+            "ok",
+            "kill {k}: server database damaged"
+        );
         server = ServerProcess::start(&data_dir, &addr);
     }
     stop.store(true, Ordering::SeqCst);
-    let pushers: Vec<Pusher> = handles.into_iter().map(|h| h.join().expect("pusher thread")).collect();
+    let pushers: Vec<Pusher> = handles
+        .into_iter()
+        .map(|h| h.join().expect("pusher thread"))
+        .collect();
 
     // Every device syncs until nothing is left, twice around so everyone pulls everything.
     for round in 0..2 {
@@ -473,7 +645,11 @@ fn server_killed_during_pushes_keeps_every_acknowledged_push() {
             for _ in 0..5 {
                 match p.sync() {
                     Ok(r) => {
-                        assert!(r.rejected.is_empty(), "device {i}: rejected {:?}", r.rejected);
+                        assert!(
+                            r.rejected.is_empty(),
+                            "device {i}: rejected {:?}",
+                            r.rejected
+                        );
                         last = None;
                         break;
                     }
@@ -485,16 +661,31 @@ fn server_killed_during_pushes_keeps_every_acknowledged_push() {
     }
     let acked = acked.lock().unwrap().clone();
     for (id, heads) in &acked {
-        let mut doc = server_record(&storage, id).unwrap_or_else(|| panic!("acknowledged record {id} is missing after restarts"));
-        let heads: Vec<automerge::ChangeHash> = heads.iter().map(|h| automerge::ChangeHash(*h)).collect();
-        assert!(doc.has_heads(&heads), "record {id}: acknowledged changes are missing after restarts");
+        let mut doc = server_record(&storage, id)
+            .unwrap_or_else(|| panic!("acknowledged record {id} is missing after restarts"));
+        let heads: Vec<automerge::ChangeHash> =
+            heads.iter().map(|h| automerge::ChangeHash(*h)).collect();
+        assert!(
+            doc.has_heads(&heads),
+            "record {id}: acknowledged changes are missing after restarts"
+        );
     }
     let mut markers = 0;
     for (i, p) in pushers.iter().enumerate() {
-        assert_eq!(p.store.counts().unwrap().unsynced, 0, "device {i} has edits left");
+        assert_eq!(
+            p.store.counts().unwrap().unsynced,
+            0,
+            "device {i} has edits left"
+        );
         for (id, m) in &p.markers {
-            let rec = server_record(&storage, id).unwrap_or_else(|| panic!("record {id} missing on the server")).read().unwrap();
-            assert!(has_marker(&rec, m), "edit {m} of device {i} missing on the server");
+            let rec = server_record(&storage, id)
+                .unwrap_or_else(|| panic!("record {id} missing on the server"))
+                .read()
+                .unwrap();
+            assert!(
+                has_marker(&rec, m),
+                "edit {m} of device {i} missing on the server"
+            );
             markers += 1;
         }
     }
@@ -502,8 +693,16 @@ fn server_killed_during_pushes_keeps_every_acknowledged_push() {
     let sup = snapshot(&pushers[2].store);
     for (i, p) in pushers.iter().enumerate() {
         for (id, v) in snapshot(&p.store) {
-            assert_eq!(Some(&v), sup.get(&id), "device {i} and the supervisor differ on {id}");
-            let server_json = server_record(&storage, &id).expect("on server").read().unwrap().to_json();
+            assert_eq!(
+                Some(&v),
+                sup.get(&id),
+                "device {i} and the supervisor differ on {id}"
+            );
+            let server_json = server_record(&storage, &id)
+                .expect("on server")
+                .read()
+                .unwrap()
+                .to_json();
             assert_eq!(v, server_json, "device {i} and the server differ on {id}");
         }
     }

@@ -1,10 +1,12 @@
 //! Sync scenarios against a real server on 127.0.0.1 (issue: sync protocol).
 
+#![allow(clippy::unwrap_used)]
+
 use gridsync_core::model::{
     Finding, Record, ReviewAction, ReviewState, RiskLevel, Role, Severity, Visit,
 };
-use gridsync_core::sync::protocol::{self, PushOutcome, SyncRequest, SyncResponse};
 use gridsync_core::store::Store;
+use gridsync_core::sync::protocol::{self, PushOutcome, SyncRequest, SyncResponse};
 use gridsync_tests::*;
 
 fn finding(by: &str, text: &str) -> Finding {
@@ -45,7 +47,16 @@ fn three_devices_edit_offline_and_converge_in_any_order() {
         // A draft visit everyone has, to add findings to concurrently.
         let p0 = producer_named(&a.store, &v, 0);
         let t = a.store.template("moa-daily-patrol", 1).unwrap();
-        let visit = a.store.save_visit(Visit::new(&p0.id, &v, &liaison.id, &t, gridsync_core::now_ms())).unwrap();
+        let visit = a
+            .store
+            .save_visit(Visit::new(
+                &p0.id,
+                &v,
+                &liaison.id,
+                &t,
+                gridsync_core::now_ms(),
+            ))
+            .unwrap();
         a.sync().unwrap();
         b.sync().unwrap();
         c.sync().unwrap();
@@ -81,7 +92,9 @@ fn three_devices_edit_offline_and_converge_in_any_order() {
         let phones = [&a, &b, &c];
         for round in 0..2 {
             for &i in &order {
-                phones[i].sync().unwrap_or_else(|e| panic!("round {round} phone {i}: {e}"));
+                phones[i]
+                    .sync()
+                    .unwrap_or_else(|e| panic!("round {round} phone {i}: {e}"));
             }
         }
         let sa = snapshot(&a.store);
@@ -89,7 +102,11 @@ fn three_devices_edit_offline_and_converge_in_any_order() {
         assert_eq!(sa, snapshot(&b.store), "order {order:?}: a and b differ");
         // The supervisor sees the whole township; compare the records the liaison sees.
         for (id, val) in &sa {
-            assert_eq!(Some(val), sc.get(id), "order {order:?}: record {id} differs on c");
+            assert_eq!(
+                Some(val),
+                sc.get(id),
+                "order {order:?}: record {id} differs on c"
+            );
         }
         let p = producer_named(&a.store, &v, 0);
         assert_eq!(p.phone, "13800000001");
@@ -97,7 +114,10 @@ fn three_devices_edit_offline_and_converge_in_any_order() {
         assert_eq!(p.risk, RiskLevel::High);
         assert_eq!(producer_named(&a.store, &v, 1).address, "A改的地址");
         let p2 = producer_named(&a.store, &v, 2);
-        assert!(p2.products.contains(&"B新增产品".to_string()) && p2.products.contains(&"C新增产品".to_string()));
+        assert!(
+            p2.products.contains(&"B新增产品".to_string())
+                && p2.products.contains(&"C新增产品".to_string())
+        );
         let vv = a.store.visit(&visit.id).unwrap();
         assert_eq!(vv.findings.len(), 2, "both concurrent findings survive");
         assert_eq!(a.store.counts().unwrap().unsynced, 0);
@@ -115,18 +135,37 @@ fn dropped_connection_mid_page_resumes_without_loss_or_duplication() {
     let proxy = CuttingProxy::start(server.addr);
     let mut phone = Phone::enrol(&server, &proxy.url(), dir.path(), "s", &supervisor.id);
     phone.transport.attempts = 1;
-    let expected = data.producers.iter().filter(|p| p.grid.starts_with("DEMO-T01")).count()
-        + data.visits.iter().filter(|v| v.grid.starts_with("DEMO-T01")).count();
-    proxy.cut_after.store(9000, std::sync::atomic::Ordering::SeqCst);
-    let err = phone.sync_paged(4).expect_err("the cut connection must fail the sync");
+    let expected = data
+        .producers
+        .iter()
+        .filter(|p| p.grid.starts_with("DEMO-T01"))
+        .count()
+        + data
+            .visits
+            .iter()
+            .filter(|v| v.grid.starts_with("DEMO-T01"))
+            .count();
+    proxy
+        .cut_after
+        .store(9000, std::sync::atomic::Ordering::SeqCst);
+    let err = phone
+        .sync_paged(4)
+        .expect_err("the cut connection must fail the sync");
     assert!(matches!(err, gridsync_core::Error::Transport(_)), "{err}");
     assert_eq!(proxy.cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
     let before = phone.store.record_ids().unwrap().len();
-    assert!(before > 0 && before < expected, "some pages applied before the cut ({before} of {expected})");
+    assert!(
+        before > 0 && before < expected,
+        "some pages applied before the cut ({before} of {expected})"
+    );
     let report = phone.sync_paged(4).unwrap();
     let after = phone.store.record_ids().unwrap();
     assert_eq!(after.len(), expected, "every record arrived");
-    assert_eq!(report.pulled as usize, expected - before, "the second sync resumed where the first stopped");
+    assert_eq!(
+        report.pulled as usize,
+        expected - before,
+        "the second sync resumed where the first stopped"
+    );
     let mut dedup = after.clone();
     dedup.dedup();
     assert_eq!(dedup, after);
@@ -134,19 +173,30 @@ fn dropped_connection_mid_page_resumes_without_loss_or_duplication() {
 
 fn raw_push(phone: &Phone) -> (Vec<u8>, String) {
     let link = phone.store.server_link().unwrap().unwrap();
-    let pending = phone.store.pending_pushes(100, &Default::default()).unwrap();
+    let pending = phone
+        .store
+        .pending_pushes(100, &Default::default())
+        .unwrap();
     let req = SyncRequest {
         epoch: link.epoch.clone(),
         reference_version: String::new(),
         push: pending
             .iter()
-            .map(|p| protocol::PushRecord { id: p.id.clone(), kind: p.kind.tag(), changes: p.changes.clone(), heads: p.heads.iter().map(|h| h.0).collect() })
+            .map(|p| protocol::PushRecord {
+                id: p.id.clone(),
+                kind: p.kind.tag(),
+                changes: p.changes.clone(),
+                heads: p.heads.iter().map(|h| h.0).collect(),
+            })
             .collect(),
         cursors: vec![],
         want_full: vec![],
         page_limit: 10,
     };
-    (protocol::encode(&req).unwrap(), format!("Bearer {}.{}", link.device_id, link.secret))
+    (
+        protocol::encode(&req).unwrap(),
+        format!("Bearer {}.{}", link.device_id, link.secret),
+    )
 }
 
 #[test]
@@ -159,7 +209,10 @@ fn the_same_push_delivered_twice_is_harmless() {
     let v = liaison.grids[0].clone();
     let phone = Phone::enrol(&server, &server.url(), dir.path(), "p", &liaison.id);
     phone.sync().unwrap();
-    let p = phone.store.create_producer(new_producer("重复推送牧场", &v, &liaison.id)).unwrap();
+    let p = phone
+        .store
+        .create_producer(new_producer("重复推送牧场", &v, &liaison.id))
+        .unwrap();
     let head_before = server.storage.feed_head(&v).unwrap();
     use gridsync_server::storage::Storage;
     let (body, auth) = raw_push(&phone);
@@ -167,10 +220,24 @@ fn the_same_push_delivered_twice_is_harmless() {
         let answer = phone.transport().sync(&auth, body.clone()).unwrap();
         let resp: SyncResponse = protocol::decode(&answer).unwrap();
         assert_eq!(resp.results.len(), 1, "attempt {attempt}");
-        assert_eq!(resp.results[0].outcome, PushOutcome::Accepted, "attempt {attempt}");
+        assert_eq!(
+            resp.results[0].outcome,
+            PushOutcome::Accepted,
+            "attempt {attempt}"
+        );
     }
-    assert_eq!(server.storage.feed_head(&v).unwrap(), head_before + 1, "the duplicate took no new sequence");
-    let audit = server.storage.audit_list(&gridsync_server::storage::AuditFilter::Record(p.id.clone()), 10).unwrap();
+    assert_eq!(
+        server.storage.feed_head(&v).unwrap(),
+        head_before + 1,
+        "the duplicate took no new sequence"
+    );
+    let audit = server
+        .storage
+        .audit_list(
+            &gridsync_server::storage::AuditFilter::Record(p.id.clone()),
+            10,
+        )
+        .unwrap();
     assert_eq!(audit.len(), 1, "one stored change, one audit entry");
     // The phone's own sync then has nothing left to push and ends in one round trip.
     phone.sync().unwrap();
@@ -190,10 +257,16 @@ fn server_restart_between_push_and_pull() {
     let b = Phone::enrol(&server, &server.url(), dir.path(), "b", &liaison.id);
     a.sync().unwrap();
     b.sync().unwrap();
-    let p = a.store.create_producer(new_producer("重启测试牧场", &v, &liaison.id)).unwrap();
+    let p = a
+        .store
+        .create_producer(new_producer("重启测试牧场", &v, &liaison.id))
+        .unwrap();
     let pushed = a.sync().unwrap();
     assert_eq!(pushed.pushed, 1);
-    assert_eq!(pushed.pulled, 0, "the phone's own record is not echoed back to it");
+    assert_eq!(
+        pushed.pulled, 0,
+        "the phone's own record is not echoed back to it"
+    );
     let server = server.restart();
     let r = b.sync().unwrap();
     assert_eq!(r.pulled, 1);
@@ -215,14 +288,20 @@ fn server_restored_from_an_older_copy_gets_back_what_it_lost() {
         let b = Phone::enrol(&server, &server.url(), dir.path(), "b", &liaison.id);
         a.sync().unwrap();
         b.sync().unwrap();
-        let old = a.store.create_producer(new_producer("备份前牧场", &v, &liaison.id)).unwrap();
+        let old = a
+            .store
+            .create_producer(new_producer("备份前牧场", &v, &liaison.id))
+            .unwrap();
         a.sync().unwrap();
         // The backup.
         let backup = dir.path().join("backup.db");
         // Marked as `admin backup` writes it, or a plain copy of the data (see the harness).
         let server = server.backup(&backup, via_backup_command);
         // Work after the backup, which the restore will lose.
-        let lost_a = a.store.create_producer(new_producer("备份后A牧场", &v, &liaison.id)).unwrap();
+        let lost_a = a
+            .store
+            .create_producer(new_producer("备份后A牧场", &v, &liaison.id))
+            .unwrap();
         a.sync().unwrap();
         b.sync().unwrap();
         let mut e = b.store.producer(&old.id).unwrap();
@@ -233,18 +312,31 @@ fn server_restored_from_an_older_copy_gets_back_what_it_lost() {
         // Restore the older copy.
         let server = server.restore(&backup);
         use gridsync_server::storage::Storage;
-        assert!(server.storage.record(&lost_a.id).unwrap().is_none(), "the restore lost A's producer");
+        assert!(
+            server.storage.record(&lost_a.id).unwrap().is_none(),
+            "the restore lost A's producer"
+        );
         let ra = a.sync().unwrap();
-        assert!(ra.epoch_reset, "phone A noticed the restore (backup command: {via_backup_command})");
+        assert!(
+            ra.epoch_reset,
+            "phone A noticed the restore (backup command: {via_backup_command})"
+        );
         let rb = b.sync().unwrap();
         assert!(rb.epoch_reset, "phone B noticed the restore");
         a.sync().unwrap();
-        assert!(server.storage.record(&lost_a.id).unwrap().is_some(), "A re-sent its producer");
+        assert!(
+            server.storage.record(&lost_a.id).unwrap().is_some(),
+            "A re-sent its producer"
+        );
         assert_eq!(a.store.producer(&old.id).unwrap().address, "备份后B修改");
         assert_eq!(snapshot(&a.store), snapshot(&b.store));
         let c = Phone::enrol(&server, &server.url(), dir.path(), "c", &liaison.id);
         c.sync().unwrap();
-        assert_eq!(snapshot(&c.store), snapshot(&a.store), "a new phone sees everything again");
+        assert_eq!(
+            snapshot(&c.store),
+            snapshot(&a.store),
+            "a new phone sees everything again"
+        );
     }
 }
 
@@ -261,20 +353,39 @@ fn a_new_device_bootstraps_a_township_in_few_round_trips() {
     let supervisor = person_in(&data, Role::Supervisor, "DEMO-T01");
     let phone = Phone::enrol(&server, &server.url(), dir.path(), "s", &supervisor.id);
     let r = phone.sync_paged(500).unwrap();
-    let expected = data.producers.iter().filter(|p| p.grid.starts_with("DEMO-T01")).count()
-        + data.visits.iter().filter(|v| v.grid.starts_with("DEMO-T01")).count();
+    let expected = data
+        .producers
+        .iter()
+        .filter(|p| p.grid.starts_with("DEMO-T01"))
+        .count()
+        + data
+            .visits
+            .iter()
+            .filter(|v| v.grid.starts_with("DEMO-T01"))
+            .count();
     assert_eq!(r.pulled as usize, expected);
     assert_eq!(phone.store.record_ids().unwrap().len(), expected);
     let pages = expected.div_ceil(500) as u32;
-    assert!(r.round_trips <= pages + 2, "{} round trips for {expected} records", r.round_trips);
+    assert!(
+        r.round_trips <= pages + 2,
+        "{} round trips for {expected} records",
+        r.round_trips
+    );
     // Nothing from the other township.
     assert!(phone.store.record_ids().unwrap().iter().all(|id| {
-        !data.producers.iter().any(|p| &p.id == id && !p.grid.starts_with("DEMO-T01"))
+        !data
+            .producers
+            .iter()
+            .any(|p| &p.id == id && !p.grid.starts_with("DEMO-T01"))
     }));
     // A second sync has nothing to do: one round trip, under 1 KB.
     let idle = phone.sync().unwrap();
     assert_eq!(idle.round_trips, 1);
-    assert!(idle.bytes_up + idle.bytes_down < 1024, "idle sync used {} bytes", idle.bytes_up + idle.bytes_down);
+    assert!(
+        idle.bytes_up + idle.bytes_down < 1024,
+        "idle sync used {} bytes",
+        idle.bytes_up + idle.bytes_down
+    );
 }
 
 #[test]
@@ -288,35 +399,55 @@ fn a_rejected_edit_stays_visible_with_its_reason_until_discarded() {
     phone.sync().unwrap();
     let v = "DEMO-T01-V01";
     let p = producer_named(&phone.store, v, 0);
-    let p = phone.store.review_producer(&p.id, ReviewAction::Submit).unwrap();
+    let p = phone
+        .store
+        .review_producer(&p.id, ReviewAction::Submit)
+        .unwrap();
     phone.sync().unwrap();
     // On the server the person is demoted to liaison; the phone does not know yet.
     sup.role = Role::Liaison;
     sup.grids = vec![v.into()];
     gridsync_server::admin::add_person(server.storage.as_ref(), &sup).unwrap();
-    let approved = phone.store.review_producer(&p.id, ReviewAction::ApproveTownship).unwrap();
+    let approved = phone
+        .store
+        .review_producer(&p.id, ReviewAction::ApproveTownship)
+        .unwrap();
     assert_eq!(approved.review.state, ReviewState::TownshipApproved);
     let r = phone.sync().unwrap();
     assert_eq!(r.rejected.len(), 1, "{r:?}");
-    assert!(r.rejected[0].1.contains("liaison"), "reason names the rule: {}", r.rejected[0].1);
+    assert!(
+        r.rejected[0].1.contains("liaison"),
+        "reason names the rule: {}",
+        r.rejected[0].1
+    );
     let rejected = phone.store.rejected_edits().unwrap();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].code, "forbidden");
     assert_eq!(phone.store.counts().unwrap().rejected, 1);
     // Still visible on the phone, and not silently re-sent on the next sync.
-    assert_eq!(phone.store.producer(&p.id).unwrap().review.state, ReviewState::TownshipApproved);
+    assert_eq!(
+        phone.store.producer(&p.id).unwrap().review.state,
+        ReviewState::TownshipApproved
+    );
     let again = phone.sync().unwrap();
     assert_eq!(again.rejected.len(), 0);
     assert_eq!(phone.store.rejected_edits().unwrap().len(), 1);
     // The person discards it: the record goes back to what the server holds.
     phone.store.discard_rejected(&p.id).unwrap();
-    assert_eq!(phone.store.producer(&p.id).unwrap().review.state, ReviewState::Submitted);
+    assert_eq!(
+        phone.store.producer(&p.id).unwrap().review.state,
+        ReviewState::Submitted
+    );
     assert_eq!(phone.store.counts().unwrap().rejected, 0);
     use gridsync_server::storage::Storage;
     let stored = server.storage.record(&p.id).unwrap().unwrap();
     let doc = gridsync_core::doc::RecordDoc::load(&stored.doc, &[]).unwrap();
     match doc.read().unwrap() {
-        Record::Producer(sp) => assert_eq!(sp.review.state, ReviewState::Submitted, "nothing of the rejected edit was stored"),
+        Record::Producer(sp) => assert_eq!(
+            sp.review.state,
+            ReviewState::Submitted,
+            "nothing of the rejected edit was stored"
+        ),
         _ => panic!("not a producer"),
     }
 }

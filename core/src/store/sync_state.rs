@@ -557,7 +557,21 @@ fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> R
             materialize(tx, &doc.read()?)?;
         }
         None => {
-            let mut doc = match load_received(&rec.bytes) {
+            // A whole document that loads the way the store loads it later is stored as
+            // received: saving it again would cost as much as loading it, for the same bytes.
+            let strict = if rec.full {
+                automerge::AutoCommit::load(&rec.bytes)
+                    .ok()
+                    .and_then(|d| RecordDoc::from_doc(d).ok())
+            } else {
+                None
+            };
+            let as_received = strict.is_some();
+            let loaded = match strict {
+                Some(d) => Ok(d),
+                None => load_received(&rec.bytes),
+            };
+            let mut doc = match loaded {
                 Ok(d) => d,
                 Err(_) => return Ok(false),
             };
@@ -569,11 +583,18 @@ fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> R
                 Err(_) => return Ok(false),
             };
             let heads = heads_to_bytes(&doc.heads());
-            tx.execute(
+            let saved;
+            let bytes: &[u8] = if as_received {
+                &rec.bytes
+            } else {
+                saved = doc.save();
+                &saved
+            };
+            tx.prepare_cached(
                 "INSERT INTO records (id, kind, grid, doc, heads, server_heads, local_rev, acked_rev, updated_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
-                params![rec.id, kind.as_str(), record.grid(), doc.save(), heads, heads_to_bytes(&server_heads), now_ms()],
-            )?;
+            )?
+            .execute(params![rec.id, kind.as_str(), record.grid(), bytes, heads, heads_to_bytes(&server_heads), now_ms()])?;
             materialize(tx, &record)?;
         }
     }

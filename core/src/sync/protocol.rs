@@ -365,7 +365,8 @@ mod tests {
             }],
             cursors: vec![Cursor {
                 grid: "g".into(),
-                seq: 300, token: 5,
+                seq: 300,
+                token: 5,
             }],
             want_full: vec![],
             page_limit: 2000,

@@ -3,6 +3,7 @@
 //!
 //! Calls are blocking: the HTTP layer runs them on tokio's blocking pool.
 
+pub(crate) mod batch;
 pub mod postgres;
 pub mod sqlite;
 
@@ -174,7 +175,8 @@ pub enum AuditFilter {
 }
 
 /// The push processor: given the stored record (if any), decide what to store.
-pub type PushProcessor<'a> = dyn FnMut(Option<&StoredRecord>, &gridsync_core::sync::protocol::PushRecord) -> PushDecision + 'a;
+pub type PushProcessor<'a> = dyn FnMut(Option<&StoredRecord>, &gridsync_core::sync::protocol::PushRecord) -> PushDecision
+    + 'a;
 
 /// A storage backend.
 pub trait Storage: Send + Sync + std::fmt::Debug {
@@ -200,7 +202,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn insert_code(&self, code: &EnrolCode) -> StorageResult<()>;
     /// Redeems a code once: if it exists, is unused and unexpired, marks it used and
     /// registers `device` for its person, atomically. Returns the person id.
-    fn redeem_code(&self, code_hash: &str, now_ms: i64, device: &Device) -> StorageResult<Option<String>>;
+    fn redeem_code(
+        &self,
+        code_hash: &str,
+        now_ms: i64,
+        device: &Device,
+    ) -> StorageResult<Option<String>>;
     /// A device by id.
     fn device(&self, id: &str) -> StorageResult<Option<Device>>;
     /// Every device.
@@ -422,13 +429,22 @@ pub struct ChunkBuffer<T> {
 
 impl<T> Default for ChunkBuffer<T> {
     fn default() -> Self {
-        ChunkBuffer { rows: Vec::new(), bytes: 0 }
+        ChunkBuffer {
+            rows: Vec::new(),
+            bytes: 0,
+        }
     }
 }
 
 impl<T> ChunkBuffer<T> {
     /// Adds a row of about `bytes` bytes; sends a chunk when full.
-    pub fn push(&mut self, row: T, bytes: usize, wrap: fn(Vec<T>) -> DumpChunk, sink: &mut DumpSink<'_>) -> StorageResult<()> {
+    pub fn push(
+        &mut self,
+        row: T,
+        bytes: usize,
+        wrap: fn(Vec<T>) -> DumpChunk,
+        sink: &mut DumpSink<'_>,
+    ) -> StorageResult<()> {
         self.rows.push(row);
         self.bytes += bytes;
         if self.rows.len() >= DUMP_CHUNK_ROWS || self.bytes >= DUMP_CHUNK_BYTES {
@@ -438,7 +454,11 @@ impl<T> ChunkBuffer<T> {
     }
 
     /// Sends what is left.
-    pub fn flush(&mut self, wrap: fn(Vec<T>) -> DumpChunk, sink: &mut DumpSink<'_>) -> StorageResult<()> {
+    pub fn flush(
+        &mut self,
+        wrap: fn(Vec<T>) -> DumpChunk,
+        sink: &mut DumpSink<'_>,
+    ) -> StorageResult<()> {
         if !self.rows.is_empty() {
             self.bytes = 0;
             sink(wrap(std::mem::take(&mut self.rows)))?;

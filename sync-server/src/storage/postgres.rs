@@ -22,13 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Role};
-use gridsync_core::sync::protocol::{Departure, PullRecord, PushOutcome, PushRecord, PushResult};
 use ::postgres as pg;
+use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Role};
+use gridsync_core::sync::protocol::{Departure, PullRecord, PushRecord, PushResult};
 use pg::error::SqlState;
 use pg::types::ToSql;
 use pg::{Client, GenericClient, IsolationLevel, NoTls, Row, Statement};
 
+use super::batch::{decide_batch, resolve_since, Decided, Since};
 use super::sqlite::{new_epoch, new_token};
 use super::*;
 
@@ -74,7 +75,10 @@ impl r2d2::ManageConnection for Manager {
     type Error = pg::Error;
 
     fn connect(&self) -> Result<PgConn, pg::Error> {
-        Ok(PgConn { client: self.config.connect(NoTls)?, stmts: HashMap::new() })
+        Ok(PgConn {
+            client: self.config.connect(NoTls)?,
+            stmts: HashMap::new(),
+        })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), pg::Error> {
@@ -89,7 +93,11 @@ impl r2d2::ManageConnection for Manager {
 type Pool = r2d2::Pool<Manager>;
 
 /// Prepares `sql` once per connection.
-fn prep(stmts: &mut HashMap<&'static str, Statement>, c: &mut impl GenericClient, sql: &'static str) -> Result<Statement, pg::Error> {
+fn prep(
+    stmts: &mut HashMap<&'static str, Statement>,
+    c: &mut impl GenericClient,
+    sql: &'static str,
+) -> Result<Statement, pg::Error> {
     if let Some(s) = stmts.get(sql) {
         return Ok(s.clone());
     }
@@ -137,19 +145,25 @@ pub struct PostgresStorage {
 
 impl std::fmt::Debug for PostgresStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStorage").field("schema", &self.schema).field("pool", &self.pool.state()).finish()
+        f.debug_struct("PostgresStorage")
+            .field("schema", &self.schema)
+            .field("pool", &self.pool.state())
+            .finish()
     }
 }
 
 fn check_schema_name(s: &str) -> StorageResult<()> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit());
     if ok {
         Ok(())
     } else {
-        Err(StorageError::Invalid(format!("schema name '{s}' must be 1-63 of a-z, 0-9, _ and not start with a digit")))
+        Err(StorageError::Invalid(format!(
+            "schema name '{s}' must be 1-63 of a-z, 0-9, _ and not start with a digit"
+        )))
     }
 }
 
@@ -170,7 +184,8 @@ impl PostgresStorage {
     }
 
     fn open_with(url: &str, schema: Option<&str>) -> StorageResult<Self> {
-        let mut config = pg::Config::from_str(url).map_err(|e| StorageError::Invalid(format!("database URL: {e}")))?;
+        let mut config = pg::Config::from_str(url)
+            .map_err(|e| StorageError::Invalid(format!("database URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -182,11 +197,15 @@ impl PostgresStorage {
             let mut c = config.connect(NoTls)?;
             if let Err(e) = c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")) {
                 // Two instances creating the schema at once: one of them loses the race.
-                if !matches!(e.code(), Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_SCHEMA) {
+                if !matches!(e.code(), Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_SCHEMA)
+                {
                     return Err(e.into());
                 }
             }
-            let opts = format!("{} -c search_path={schema}", config.get_options().unwrap_or_default());
+            let opts = format!(
+                "{} -c search_path={schema}",
+                config.get_options().unwrap_or_default()
+            );
             config.options(opts.trim());
         }
         let mut c = config.connect(NoTls)?;
@@ -206,7 +225,10 @@ impl PostgresStorage {
             .map_err(|e| StorageError::Database(format!("connection pool: {e}")))?;
         Ok(PostgresStorage {
             pool,
-            push_slots: Slots { free: Mutex::new(size / 2), cv: Condvar::new() },
+            push_slots: Slots {
+                free: Mutex::new(size / 2),
+                cv: Condvar::new(),
+            },
             schema: schema.map(str::to_string),
             commit_delay_ms: AtomicU64::new(0),
         })
@@ -220,15 +242,24 @@ impl PostgresStorage {
     /// Testing hook: every push sleeps this long after taking its feed sequences and before
     /// committing, to force late commits (zero turns it off).
     pub fn set_push_commit_delay(&self, d: Duration) {
-        self.commit_delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.commit_delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     fn conn(&self) -> StorageResult<r2d2::PooledConnection<Manager>> {
-        self.pool.get().map_err(|e| StorageError::Database(format!("connection pool: {e}")))
+        self.pool
+            .get()
+            .map_err(|e| StorageError::Database(format!("connection pool: {e}")))
     }
 
     /// Runs `f` in a read-write transaction (read committed).
-    fn write<T>(&self, f: impl FnOnce(&mut pg::Transaction<'_>, &mut HashMap<&'static str, Statement>) -> StorageResult<T>) -> StorageResult<T> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(
+            &mut pg::Transaction<'_>,
+            &mut HashMap<&'static str, Statement>,
+        ) -> StorageResult<T>,
+    ) -> StorageResult<T> {
         let mut conn = self.conn()?;
         let PgConn { client, stmts } = &mut *conn;
         let mut tx = client.transaction()?;
@@ -238,10 +269,20 @@ impl PostgresStorage {
     }
 
     /// Runs `f` in a read-only transaction on one snapshot.
-    fn read<T>(&self, f: impl FnOnce(&mut pg::Transaction<'_>, &mut HashMap<&'static str, Statement>) -> StorageResult<T>) -> StorageResult<T> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(
+            &mut pg::Transaction<'_>,
+            &mut HashMap<&'static str, Statement>,
+        ) -> StorageResult<T>,
+    ) -> StorageResult<T> {
         let mut conn = self.conn()?;
         let PgConn { client, stmts } = &mut *conn;
-        let mut tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
         let out = f(&mut tx, stmts)?;
         tx.commit()?;
         Ok(out)
@@ -268,20 +309,36 @@ fn migrate(c: &mut Client) -> StorageResult<()> {
     let mut tx = c.transaction()?;
     // Instances starting together: the first migrates, the others wait here and find it done.
     tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('gridsync-migrate:' || coalesce(current_schema(), ''), 0))", &[])?;
-    if tx.query_one("SELECT current_schema() IS NULL", &[])?.get::<_, bool>(0) {
-        return Err(StorageError::Invalid("the database has no schema on its search_path to create tables in".into()));
+    if tx
+        .query_one("SELECT current_schema() IS NULL", &[])?
+        .get::<_, bool>(0)
+    {
+        return Err(StorageError::Invalid(
+            "the database has no schema on its search_path to create tables in".into(),
+        ));
     }
     tx.batch_execute("CREATE TABLE IF NOT EXISTS gridsync_schema (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)")?;
-    let v: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM gridsync_schema", &[])?.get(0);
+    let v: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM gridsync_schema", &[])?
+        .get(0);
     if v as usize > STEPS.len() {
-        return Err(StorageError::Invalid(format!("database schema {v} is newer than this server ({})", STEPS.len())));
+        return Err(StorageError::Invalid(format!(
+            "database schema {v} is newer than this server ({})",
+            STEPS.len()
+        )));
     }
     for (i, step) in STEPS.iter().enumerate().skip(v as usize) {
         tx.batch_execute(step)?;
-        tx.execute("INSERT INTO gridsync_schema (version, applied_at_ms) VALUES ($1, $2)", &[&(i as i32 + 1), &gridsync_core::now_ms()])?;
+        tx.execute(
+            "INSERT INTO gridsync_schema (version, applied_at_ms) VALUES ($1, $2)",
+            &[&(i as i32 + 1), &gridsync_core::now_ms()],
+        )?;
         tracing::info!(version = i + 1, "database schema migrated");
     }
-    tx.execute("INSERT INTO server_meta (key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING", &[&new_epoch()])?;
+    tx.execute(
+        "INSERT INTO server_meta (key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING",
+        &[&new_epoch()],
+    )?;
     tx.execute("INSERT INTO server_meta (key, value) VALUES ('ref_generation', '1') ON CONFLICT (key) DO NOTHING", &[])?;
     tx.commit()?;
     Ok(())
@@ -336,49 +393,44 @@ fn audit_from_row(r: &Row, at: usize) -> Result<AuditEntry, pg::Error> {
     })
 }
 
-const BUMP_GENERATION: &str = "UPDATE server_meta SET value = (value::bigint + 1)::text WHERE key = 'ref_generation'";
-const INSERT_AUDIT: &str = "INSERT INTO audit (at_ms, person_id, device_id, record_id, kind, grid, action, detail)
+const BUMP_GENERATION: &str =
+    "UPDATE server_meta SET value = (value::bigint + 1)::text WHERE key = 'ref_generation'";
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit (at_ms, person_id, device_id, record_id, kind, grid, action, detail)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 const SELECT_DEVICE: &str = "SELECT id, person_id, name, secret_hash, pending_hash, created_at_ms, last_seen_ms, revoked_at_ms, revoked_reason
      FROM devices WHERE id = $1";
 const SELECT_TOKEN: &str = "SELECT token FROM feed_log WHERE grid = $1 AND seq = $2";
-const PULL_RECORDS: &str = "SELECT id, kind, seq, heads, CASE WHEN $2::int8 = 0 OR grid_since > $2::int8 THEN doc END
+const PULL_RECORDS: &str =
+    "SELECT id, kind, seq, heads, CASE WHEN $2::int8 = 0 OR grid_since > $2::int8 THEN doc END
      FROM records WHERE grid = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-const PULL_TEMPLATES: &str = "SELECT id, kind, seq, heads, CASE WHEN $2::int8 = 0 OR grid_since > $2::int8 THEN doc END
+const PULL_TEMPLATES: &str =
+    "SELECT id, kind, seq, heads, CASE WHEN $2::int8 = 0 OR grid_since > $2::int8 THEN doc END
      FROM records WHERE grid = $1 AND seq > $2 AND kind = 'template' ORDER BY seq LIMIT $3";
 const PULL_DEPARTURES: &str = "SELECT record_id, seq, new_grid FROM departures WHERE grid = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 const PULL_CHANGES: &str =
     "SELECT record_id, bytes FROM changes WHERE record_id = ANY($1) AND grid = $2 AND seq > $3 ORDER BY record_id, seq";
 
-fn insert_audit(c: &mut impl GenericClient, stmts: &mut HashMap<&'static str, Statement>, e: &AuditEntry) -> StorageResult<()> {
+fn insert_audit(
+    c: &mut impl GenericClient,
+    stmts: &mut HashMap<&'static str, Statement>,
+    e: &AuditEntry,
+) -> StorageResult<()> {
     let st = prep(stmts, c, INSERT_AUDIT)?;
-    c.execute(&st, &[&e.at_ms, &e.person_id, &e.device_id, &e.record_id, &e.kind, &e.grid, &e.action, &e.detail])?;
+    c.execute(
+        &st,
+        &[
+            &e.at_ms,
+            &e.person_id,
+            &e.device_id,
+            &e.record_id,
+            &e.kind,
+            &e.grid,
+            &e.action,
+            &e.detail,
+        ],
+    )?;
     Ok(())
-}
-
-/// Where a stored record's `grid_since` comes from.
-#[derive(Debug, Clone, Copy)]
-enum Since {
-    /// The sequence this write takes (new record, or moved into its grid).
-    Own,
-    /// Unchanged from the stored row.
-    Stored(i64),
-    /// Unchanged from an earlier write of the same record in this batch.
-    Op(usize),
-}
-
-/// One write decided in a push batch.
-#[derive(Debug)]
-struct Op {
-    id: String,
-    kind: RecordKind,
-    grid: String,
-    doc: Vec<u8>,
-    heads: Vec<u8>,
-    new_changes: Vec<u8>,
-    action: &'static str,
-    moved_from: Option<String>,
-    since: Since,
 }
 
 impl PostgresStorage {
@@ -401,37 +453,22 @@ impl PostgresStorage {
         )?;
         tx.execute(&st, &[&ids, &RECORD_LOCK_CLASS])?;
         // 2. Load what is stored and decide every record, in batch order.
-        let st = prep(stmts, tx, "SELECT id, kind, grid, doc, grid_since FROM records WHERE id = ANY($1)")?;
+        let st = prep(
+            stmts,
+            tx,
+            "SELECT id, kind, grid, doc, grid_since FROM records WHERE id = ANY($1)",
+        )?;
         let mut current: HashMap<String, (StoredRecord, Since)> = HashMap::new();
         for r in tx.query(&st, &[&ids])? {
             let kind: String = r.try_get(1)?;
-            let rec = StoredRecord { kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer), grid: r.try_get(2)?, doc: r.try_get(3)? };
+            let rec = StoredRecord {
+                kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer),
+                grid: r.try_get(2)?,
+                doc: r.try_get(3)?,
+            };
             current.insert(r.try_get(0)?, (rec, Since::Stored(r.try_get(4)?)));
         }
-        let mut outcomes = Vec::with_capacity(records.len());
-        let mut ops: Vec<Op> = Vec::new();
-        for p in records {
-            let stored = current.get(&p.id);
-            let outcome = match process(stored.map(|s| &s.0), p) {
-                PushDecision::Duplicate => PushOutcome::Accepted,
-                PushDecision::Reject(code, reason) => PushOutcome::Rejected { code, reason },
-                PushDecision::Store { kind, grid, doc, heads, new_changes, action } => {
-                    let (moved_from, since) = match stored {
-                        Some((s, _)) if s.grid != grid => (Some(s.grid.clone()), Since::Own),
-                        Some((_, since)) => (None, *since),
-                        None => (None, Since::Own),
-                    };
-                    let since_next = match since {
-                        Since::Own => Since::Op(ops.len()),
-                        other => other,
-                    };
-                    current.insert(p.id.clone(), (StoredRecord { kind, grid: grid.clone(), doc: doc.clone() }, since_next));
-                    ops.push(Op { id: p.id.clone(), kind, grid, doc, heads, new_changes, action, moved_from, since });
-                    PushOutcome::Accepted
-                }
-            };
-            outcomes.push(PushResult { id: p.id.clone(), outcome });
-        }
+        let Decided { outcomes, ops } = decide_batch(records, current, process);
         if ops.is_empty() {
             return Ok(outcomes);
         }
@@ -493,11 +530,7 @@ impl PostgresStorage {
                 deps.2.push(op.id.as_str());
                 deps.3.push(op.grid.as_str());
             }
-            let since = match op.since {
-                Since::Own => seq,
-                Since::Stored(s) => s,
-                Since::Op(j) => since_of.get(j).copied().unwrap_or(seq),
-            };
+            let since = resolve_since(op.since, seq, &since_of);
             since_of.push(since);
             seqs.push(seq);
             last_of.insert(op.id.as_str(), i);
@@ -509,7 +542,10 @@ impl PostgresStorage {
             audit.1.push(op.kind.as_str());
             audit.2.push(op.grid.as_str());
             audit.3.push(op.action);
-            audit.4.push(format!("{} bytes of changes, feed seq {seq}", op.new_changes.len()));
+            audit.4.push(format!(
+                "{} bytes of changes, feed seq {seq}",
+                op.new_changes.len()
+            ));
         }
         let st = prep(stmts, tx, "INSERT INTO feed_log (grid, seq, token) SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])")?;
         tx.execute(&st, &[&log.0, &log.1, &log.2])?;
@@ -521,7 +557,15 @@ impl PostgresStorage {
             )?;
             tx.execute(&st, &[&deps.0, &deps.1, &deps.2, &deps.3])?;
         }
-        let mut rec = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut rec = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for (i, op) in ops.iter().enumerate() {
             if last_of.get(op.id.as_str()) != Some(&i) {
                 continue;
@@ -542,7 +586,10 @@ impl PostgresStorage {
              ON CONFLICT (id) DO UPDATE SET grid = EXCLUDED.grid, doc = EXCLUDED.doc, heads = EXCLUDED.heads,
                  seq = EXCLUDED.seq, grid_since = EXCLUDED.grid_since, updated_at_ms = EXCLUDED.updated_at_ms",
         )?;
-        tx.execute(&st, &[&rec.0, &rec.1, &rec.2, &rec.3, &rec.4, &rec.5, &rec.6, &now])?;
+        tx.execute(
+            &st,
+            &[&rec.0, &rec.1, &rec.2, &rec.3, &rec.4, &rec.5, &rec.6, &now],
+        )?;
         let st = prep(
             stmts,
             tx,
@@ -558,7 +605,19 @@ impl PostgresStorage {
              FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS u(r, k, g, a, d, n)
              ORDER BY u.n",
         )?;
-        tx.execute(&st, &[&now, &author.person_id, &author.device_id, &audit.0, &audit.1, &audit.2, &audit.3, &audit.4])?;
+        tx.execute(
+            &st,
+            &[
+                &now,
+                &author.person_id,
+                &author.device_id,
+                &audit.0,
+                &audit.1,
+                &audit.2,
+                &audit.3,
+                &audit.4,
+            ],
+        )?;
         Ok(outcomes)
     }
 }
@@ -566,22 +625,36 @@ impl PostgresStorage {
 impl Storage for PostgresStorage {
     fn epoch(&self) -> StorageResult<String> {
         let rows = self.query("SELECT value FROM server_meta WHERE key = 'epoch'", &[])?;
-        rows.first().map(|r| r.get(0)).ok_or_else(|| StorageError::NotFound("server epoch".into()))
+        rows.first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| StorageError::NotFound("server epoch".into()))
     }
 
     fn rotate_epoch(&self) -> StorageResult<String> {
         let e = new_epoch();
-        self.execute("UPDATE server_meta SET value = $1 WHERE key = 'epoch'", &[&e])?;
+        self.execute(
+            "UPDATE server_meta SET value = $1 WHERE key = 'epoch'",
+            &[&e],
+        )?;
         Ok(e)
     }
 
     fn reference_generation(&self) -> StorageResult<i64> {
-        let rows = self.query("SELECT value FROM server_meta WHERE key = 'ref_generation'", &[])?;
-        Ok(rows.first().and_then(|r| r.get::<_, String>(0).parse().ok()).unwrap_or(0))
+        let rows = self.query(
+            "SELECT value FROM server_meta WHERE key = 'ref_generation'",
+            &[],
+        )?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get::<_, String>(0).parse().ok())
+            .unwrap_or(0))
     }
 
     fn grids(&self) -> StorageResult<Vec<GridNode>> {
-        let rows = self.query("SELECT code, name, level, kind, parent FROM grids ORDER BY code", &[])?;
+        let rows = self.query(
+            "SELECT code, name, level, kind, parent FROM grids ORDER BY code",
+            &[],
+        )?;
         rows.iter()
             .map(|r| {
                 let level: String = r.try_get(2)?;
@@ -615,7 +688,8 @@ impl Storage for PostgresStorage {
     }
 
     fn upsert_person(&self, p: &Person) -> StorageResult<()> {
-        let grids = serde_json::to_string(&p.grids).map_err(|e| StorageError::Invalid(e.to_string()))?;
+        let grids =
+            serde_json::to_string(&p.grids).map_err(|e| StorageError::Invalid(e.to_string()))?;
         self.write(|tx, stmts| {
             let st = prep(
                 stmts,
@@ -632,12 +706,18 @@ impl Storage for PostgresStorage {
     }
 
     fn person(&self, id: &str) -> StorageResult<Option<Person>> {
-        let rows = self.query("SELECT id, name, phone, role, grids FROM people WHERE id = $1 AND active", &[&id])?;
+        let rows = self.query(
+            "SELECT id, name, phone, role, grids FROM people WHERE id = $1 AND active",
+            &[&id],
+        )?;
         Ok(rows.first().map(person_from_row).transpose()?)
     }
 
     fn people(&self) -> StorageResult<Vec<Person>> {
-        let rows = self.query("SELECT id, name, phone, role, grids FROM people WHERE active ORDER BY id", &[])?;
+        let rows = self.query(
+            "SELECT id, name, phone, role, grids FROM people WHERE active ORDER BY id",
+            &[],
+        )?;
         Ok(rows.iter().map(person_from_row).collect::<Result<_, _>>()?)
     }
 
@@ -649,7 +729,12 @@ impl Storage for PostgresStorage {
         Ok(())
     }
 
-    fn redeem_code(&self, code_hash: &str, now: i64, device: &Device) -> StorageResult<Option<String>> {
+    fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+        device: &Device,
+    ) -> StorageResult<Option<String>> {
         self.write(|tx, stmts| {
             // Two redemptions at once: the second waits for the first's row lock, then finds
             // the code used.
@@ -688,7 +773,10 @@ impl Storage for PostgresStorage {
     }
 
     fn set_pending_secret(&self, device_id: &str, hash: &str) -> StorageResult<()> {
-        self.execute("UPDATE devices SET pending_hash = $2 WHERE id = $1", &[&device_id, &hash])?;
+        self.execute(
+            "UPDATE devices SET pending_hash = $2 WHERE id = $1",
+            &[&device_id, &hash],
+        )?;
         Ok(())
     }
 
@@ -706,24 +794,40 @@ impl Storage for PostgresStorage {
             &[&device_id, &now, &reason],
         )?;
         if n == 0 {
-            return Err(StorageError::NotFound(format!("no active device {device_id}")));
+            return Err(StorageError::NotFound(format!(
+                "no active device {device_id}"
+            )));
         }
         Ok(())
     }
 
     fn touch_device(&self, device_id: &str, now: i64) -> StorageResult<()> {
-        self.execute("UPDATE devices SET last_seen_ms = $2 WHERE id = $1", &[&device_id, &now])?;
+        self.execute(
+            "UPDATE devices SET last_seen_ms = $2 WHERE id = $1",
+            &[&device_id, &now],
+        )?;
         Ok(())
     }
 
     fn record(&self, id: &str) -> StorageResult<Option<StoredRecord>> {
         let rows = self.query("SELECT kind, grid, doc FROM records WHERE id = $1", &[&id])?;
-        let Some(r) = rows.first() else { return Ok(None) };
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
         let kind: String = r.try_get(0)?;
-        Ok(Some(StoredRecord { kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer), grid: r.try_get(1)?, doc: r.try_get(2)? }))
+        Ok(Some(StoredRecord {
+            kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer),
+            grid: r.try_get(1)?,
+            doc: r.try_get(2)?,
+        }))
     }
 
-    fn apply_push(&self, author: &Author, records: &[PushRecord], process: &mut PushProcessor<'_>) -> StorageResult<Vec<PushResult>> {
+    fn apply_push(
+        &self,
+        author: &Author,
+        records: &[PushRecord],
+        process: &mut PushProcessor<'_>,
+    ) -> StorageResult<Vec<PushResult>> {
         let _slot = self.push_slots.take();
         let mut conn = self.conn()?;
         let PgConn { client, stmts } = &mut *conn;
@@ -731,7 +835,9 @@ impl Storage for PostgresStorage {
         loop {
             attempt += 1;
             let mut tx = client.transaction()?;
-            let result = self.push_once(&mut tx, stmts, author, records, process).and_then(|r| tx.commit().map(|_| r));
+            let result = self
+                .push_once(&mut tx, stmts, author, records, process)
+                .and_then(|r| tx.commit().map(|_| r));
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) if is_retryable(&e) && attempt < PUSH_ATTEMPTS => {
@@ -748,14 +854,23 @@ impl Storage for PostgresStorage {
             let mut page = PullPage::default();
             let mut bytes = 0usize;
             for feed in feeds {
-                let room = (limit as usize).saturating_sub(page.records.len() + page.departures.len());
+                let room =
+                    (limit as usize).saturating_sub(page.records.len() + page.departures.len());
                 if room == 0 || bytes >= byte_budget {
                     page.more = true;
                     break;
                 }
                 let after = feed.after as i64;
                 let fetch = room as i64 + 1;
-                let st = prep(stmts, tx, if feed.templates_only { PULL_TEMPLATES } else { PULL_RECORDS })?;
+                let st = prep(
+                    stmts,
+                    tx,
+                    if feed.templates_only {
+                        PULL_TEMPLATES
+                    } else {
+                        PULL_RECORDS
+                    },
+                )?;
                 let mut entries: Vec<(u64, Option<PullRecord>, Option<Departure>)> = Vec::new();
                 for r in tx.query(&st, &[&feed.grid, &after, &fetch])? {
                     let kind: String = r.try_get(1)?;
@@ -764,7 +879,9 @@ impl Storage for PostgresStorage {
                     let seq = r.try_get::<_, i64>(2)? as u64;
                     let rec = PullRecord {
                         id: r.try_get(0)?,
-                        kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer).tag(),
+                        kind: RecordKind::parse(&kind)
+                            .unwrap_or(RecordKind::Producer)
+                            .tag(),
                         grid: feed.grid.clone(),
                         seq,
                         full: doc.is_some(),
@@ -805,7 +922,11 @@ impl Storage for PostgresStorage {
                         let mut rec = rec.clone();
                         if !rec.full {
                             if !loaded.contains_key(&rec.id) {
-                                let batch: Vec<&str> = partial[next_partial.min(partial.len())..].iter().copied().take(64).collect();
+                                let batch: Vec<&str> = partial[next_partial.min(partial.len())..]
+                                    .iter()
+                                    .copied()
+                                    .take(64)
+                                    .collect();
                                 next_partial += batch.len();
                                 for id in &batch {
                                     loaded.insert((*id).to_string(), Vec::new());
@@ -830,7 +951,9 @@ impl Storage for PostgresStorage {
                 }
                 if let Some(seq) = cursor {
                     let st = prep(stmts, tx, SELECT_TOKEN)?;
-                    let token: i64 = tx.query_one(&st, &[&feed.grid, &(seq as i64)])?.try_get(0)?;
+                    let token: i64 = tx
+                        .query_one(&st, &[&feed.grid, &(seq as i64)])?
+                        .try_get(0)?;
                     page.cursors.push((feed.grid.clone(), seq, token as u64));
                 }
                 if cut {
@@ -843,14 +966,19 @@ impl Storage for PostgresStorage {
     }
 
     fn full_records(&self, ids: &[String]) -> StorageResult<Vec<PullRecord>> {
-        let rows = self.query("SELECT id, kind, grid, seq, doc, heads FROM records WHERE id = ANY($1)", &[&ids])?;
+        let rows = self.query(
+            "SELECT id, kind, grid, seq, doc, heads FROM records WHERE id = ANY($1)",
+            &[&ids],
+        )?;
         let mut by_id: HashMap<String, PullRecord> = HashMap::new();
         for r in rows {
             let kind: String = r.try_get(1)?;
             let heads: Vec<u8> = r.try_get(5)?;
             let rec = PullRecord {
                 id: r.try_get(0)?,
-                kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer).tag(),
+                kind: RecordKind::parse(&kind)
+                    .unwrap_or(RecordKind::Producer)
+                    .tag(),
                 grid: r.try_get(2)?,
                 seq: r.try_get::<_, i64>(3)? as u64,
                 full: true,
@@ -902,11 +1030,17 @@ impl Storage for PostgresStorage {
                 &[&limit],
             )?,
         };
-        Ok(rows.iter().map(|r| audit_from_row(r, 0)).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|r| audit_from_row(r, 0))
+            .collect::<Result<_, _>>()?)
     }
 
     fn record_counts(&self) -> StorageResult<Vec<(String, i64)>> {
-        let rows = self.query("SELECT kind, COUNT(*) FROM records GROUP BY kind ORDER BY kind", &[])?;
+        let rows = self.query(
+            "SELECT kind, COUNT(*) FROM records GROUP BY kind ORDER BY kind",
+            &[],
+        )?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -941,12 +1075,24 @@ impl Storage for PostgresStorage {
     }
 }
 
-const DATA_TABLES: [&str; 10] =
-    ["grids", "people", "enrol_codes", "devices", "records", "changes", "departures", "feed_heads", "feed_log", "audit"];
+const DATA_TABLES: [&str; 10] = [
+    "grids",
+    "people",
+    "enrol_codes",
+    "devices",
+    "records",
+    "changes",
+    "departures",
+    "feed_heads",
+    "feed_log",
+    "audit",
+];
 
 fn is_empty_conn(c: &mut impl GenericClient) -> StorageResult<bool> {
     for t in DATA_TABLES {
-        let any: bool = c.query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t})"), &[])?.try_get(0)?;
+        let any: bool = c
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t})"), &[])?
+            .try_get(0)?;
         if any {
             return Ok(false);
         }
@@ -978,11 +1124,28 @@ fn export_table<T>(
 }
 
 fn export_tx(tx: &mut pg::Transaction<'_>, sink: &mut DumpSink<'_>) -> StorageResult<()> {
-    export_table(tx, "SELECT key, value FROM server_meta ORDER BY key", |r| Ok(((r.try_get(0)?, r.try_get(1)?), 0)), DumpChunk::Meta, sink)?;
+    export_table(
+        tx,
+        "SELECT key, value FROM server_meta ORDER BY key",
+        |r| Ok(((r.try_get(0)?, r.try_get(1)?), 0)),
+        DumpChunk::Meta,
+        sink,
+    )?;
     export_table(
         tx,
         "SELECT code, name, level, kind, parent FROM grids ORDER BY code",
-        |r| Ok((GridRow { code: r.try_get(0)?, name: r.try_get(1)?, level: r.try_get(2)?, kind: r.try_get(3)?, parent: r.try_get(4)? }, 0)),
+        |r| {
+            Ok((
+                GridRow {
+                    code: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    level: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                    parent: r.try_get(4)?,
+                },
+                0,
+            ))
+        },
         DumpChunk::Grids,
         sink,
     )?;
@@ -991,7 +1154,14 @@ fn export_tx(tx: &mut pg::Transaction<'_>, sink: &mut DumpSink<'_>) -> StorageRe
         "SELECT id, name, phone, role, grids, active FROM people ORDER BY id",
         |r| {
             Ok((
-                PersonRow { id: r.try_get(0)?, name: r.try_get(1)?, phone: r.try_get(2)?, role: r.try_get(3)?, grids: r.try_get(4)?, active: r.try_get(5)? },
+                PersonRow {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    phone: r.try_get(2)?,
+                    role: r.try_get(3)?,
+                    grids: r.try_get(4)?,
+                    active: r.try_get(5)?,
+                },
                 0,
             ))
         },
@@ -1050,7 +1220,12 @@ fn export_tx(tx: &mut pg::Transaction<'_>, sink: &mut DumpSink<'_>) -> StorageRe
         tx,
         "SELECT record_id, grid, seq, bytes FROM changes ORDER BY record_id, grid, seq",
         |r| {
-            let row = ChangeRow { record_id: r.try_get(0)?, grid: r.try_get(1)?, seq: r.try_get(2)?, bytes: r.try_get(3)? };
+            let row = ChangeRow {
+                record_id: r.try_get(0)?,
+                grid: r.try_get(1)?,
+                seq: r.try_get(2)?,
+                bytes: r.try_get(3)?,
+            };
             let n = row.bytes.len();
             Ok((row, n))
         },
@@ -1060,15 +1235,40 @@ fn export_tx(tx: &mut pg::Transaction<'_>, sink: &mut DumpSink<'_>) -> StorageRe
     export_table(
         tx,
         "SELECT grid, seq, record_id, new_grid FROM departures ORDER BY grid, seq",
-        |r| Ok((DepartureRow { grid: r.try_get(0)?, seq: r.try_get(1)?, record_id: r.try_get(2)?, new_grid: r.try_get(3)? }, 0)),
+        |r| {
+            Ok((
+                DepartureRow {
+                    grid: r.try_get(0)?,
+                    seq: r.try_get(1)?,
+                    record_id: r.try_get(2)?,
+                    new_grid: r.try_get(3)?,
+                },
+                0,
+            ))
+        },
         DumpChunk::Departures,
         sink,
     )?;
-    export_table(tx, "SELECT grid, seq FROM feed_heads ORDER BY grid", |r| Ok(((r.try_get(0)?, r.try_get(1)?), 0)), DumpChunk::FeedHeads, sink)?;
+    export_table(
+        tx,
+        "SELECT grid, seq FROM feed_heads ORDER BY grid",
+        |r| Ok(((r.try_get(0)?, r.try_get(1)?), 0)),
+        DumpChunk::FeedHeads,
+        sink,
+    )?;
     export_table(
         tx,
         "SELECT grid, seq, token FROM feed_log ORDER BY grid, seq",
-        |r| Ok((FeedLogRow { grid: r.try_get(0)?, seq: r.try_get(1)?, token: r.try_get(2)? }, 0)),
+        |r| {
+            Ok((
+                FeedLogRow {
+                    grid: r.try_get(0)?,
+                    seq: r.try_get(1)?,
+                    token: r.try_get(2)?,
+                },
+                0,
+            ))
+        },
         DumpChunk::FeedLog,
         sink,
     )?;
@@ -1092,7 +1292,9 @@ fn import_chunk(tx: &mut pg::Transaction<'_>, chunk: DumpChunk) -> StorageResult
             }
         }
         DumpChunk::Grids(rows) => {
-            let st = tx.prepare("INSERT INTO grids (code, name, level, kind, parent) VALUES ($1, $2, $3, $4, $5)")?;
+            let st = tx.prepare(
+                "INSERT INTO grids (code, name, level, kind, parent) VALUES ($1, $2, $3, $4, $5)",
+            )?;
             for g in rows {
                 tx.execute(&st, &[&g.code, &g.name, &g.level, &g.kind, &g.parent])?;
             }
@@ -1100,7 +1302,10 @@ fn import_chunk(tx: &mut pg::Transaction<'_>, chunk: DumpChunk) -> StorageResult
         DumpChunk::People(rows) => {
             let st = tx.prepare("INSERT INTO people (id, name, phone, role, grids, active) VALUES ($1, $2, $3, $4, $5, $6)")?;
             for p in rows {
-                tx.execute(&st, &[&p.id, &p.name, &p.phone, &p.role, &p.grids, &p.active])?;
+                tx.execute(
+                    &st,
+                    &[&p.id, &p.name, &p.phone, &p.role, &p.grids, &p.active],
+                )?;
             }
         }
         DumpChunk::Codes(rows) => {
@@ -1108,7 +1313,17 @@ fn import_chunk(tx: &mut pg::Transaction<'_>, chunk: DumpChunk) -> StorageResult
                 "INSERT INTO enrol_codes (code_hash, person_id, created_by, created_at_ms, expires_at_ms, used_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
             )?;
             for c in rows {
-                tx.execute(&st, &[&c.code.code_hash, &c.code.person_id, &c.code.created_by, &c.code.created_at_ms, &c.code.expires_at_ms, &c.used_at_ms])?;
+                tx.execute(
+                    &st,
+                    &[
+                        &c.code.code_hash,
+                        &c.code.person_id,
+                        &c.code.created_by,
+                        &c.code.created_at_ms,
+                        &c.code.expires_at_ms,
+                        &c.used_at_ms,
+                    ],
+                )?;
             }
         }
         DumpChunk::Devices(rows) => {
@@ -1119,25 +1334,33 @@ fn import_chunk(tx: &mut pg::Transaction<'_>, chunk: DumpChunk) -> StorageResult
             for d in rows {
                 tx.execute(
                     &st,
-                    &[&d.id, &d.person_id, &d.name, &d.secret_hash, &d.pending_hash, &d.created_at_ms, &d.last_seen_ms, &d.revoked_at_ms, &d.revoked_reason],
+                    &[
+                        &d.id,
+                        &d.person_id,
+                        &d.name,
+                        &d.secret_hash,
+                        &d.pending_hash,
+                        &d.created_at_ms,
+                        &d.last_seen_ms,
+                        &d.revoked_at_ms,
+                        &d.revoked_reason,
+                    ],
                 )?;
             }
         }
         DumpChunk::Records(rows) => {
-            let cols: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<&[u8]>, Vec<i64>, Vec<i64>, Vec<i64>) = (
-                rows.iter().map(|r| r.id.as_str()).collect(),
-                rows.iter().map(|r| r.kind.as_str()).collect(),
-                rows.iter().map(|r| r.grid.as_str()).collect(),
-                rows.iter().map(|r| r.doc.as_slice()).collect(),
-                rows.iter().map(|r| r.heads.as_slice()).collect(),
-                rows.iter().map(|r| r.seq).collect(),
-                rows.iter().map(|r| r.grid_since).collect(),
-                rows.iter().map(|r| r.updated_at_ms).collect(),
-            );
+            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+            let grids: Vec<&str> = rows.iter().map(|r| r.grid.as_str()).collect();
+            let docs: Vec<&[u8]> = rows.iter().map(|r| r.doc.as_slice()).collect();
+            let heads: Vec<&[u8]> = rows.iter().map(|r| r.heads.as_slice()).collect();
+            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+            let since: Vec<i64> = rows.iter().map(|r| r.grid_since).collect();
+            let updated: Vec<i64> = rows.iter().map(|r| r.updated_at_ms).collect();
             tx.execute(
                 "INSERT INTO records (id, kind, grid, doc, heads, seq, grid_since, updated_at_ms)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::int8[], $7::int8[], $8::int8[])",
-                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7],
+                &[&ids, &kinds, &grids, &docs, &heads, &seqs, &since, &updated],
             )?;
         }
         DumpChunk::Changes(rows) => {
@@ -1163,7 +1386,10 @@ fn import_chunk(tx: &mut pg::Transaction<'_>, chunk: DumpChunk) -> StorageResult
         DumpChunk::FeedHeads(rows) => {
             let grids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
             let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
-            tx.execute("INSERT INTO feed_heads (grid, seq) SELECT * FROM unnest($1::text[], $2::int8[])", &[&grids, &seqs])?;
+            tx.execute(
+                "INSERT INTO feed_heads (grid, seq) SELECT * FROM unnest($1::text[], $2::int8[])",
+                &[&grids, &seqs],
+            )?;
         }
         DumpChunk::FeedLog(rows) => {
             let grids: Vec<&str> = rows.iter().map(|r| r.grid.as_str()).collect();
@@ -1179,7 +1405,20 @@ fn import_chunk(tx: &mut pg::Transaction<'_>, chunk: DumpChunk) -> StorageResult
                 "INSERT INTO audit (id, at_ms, person_id, device_id, record_id, kind, grid, action, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )?;
             for (id, e) in rows {
-                tx.execute(&st, &[&id, &e.at_ms, &e.person_id, &e.device_id, &e.record_id, &e.kind, &e.grid, &e.action, &e.detail])?;
+                tx.execute(
+                    &st,
+                    &[
+                        &id,
+                        &e.at_ms,
+                        &e.person_id,
+                        &e.device_id,
+                        &e.record_id,
+                        &e.kind,
+                        &e.grid,
+                        &e.action,
+                        &e.detail,
+                    ],
+                )?;
             }
         }
     }
@@ -1199,7 +1438,14 @@ pub fn test_url_from_env() -> Option<String> {
         _ => {
             let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
             assert!(!ci, "GRIDSYNC_TEST_POSTGRES is not set but CI is: start PostgreSQL with scripts/postgres.sh and export its URL");
-            eprintln!("notice: GRIDSYNC_TEST_POSTGRES is not set; PostgreSQL tests skipped (scripts/postgres.sh start prints a URL)");
+            // Straight to stderr (not captured by the test harness), once per process.
+            static NOTICE: std::sync::Once = std::sync::Once::new();
+            NOTICE.call_once(|| {
+                use std::io::Write;
+                let _ = std::io::stderr().write_all(
+                    b"notice: GRIDSYNC_TEST_POSTGRES is not set; PostgreSQL tests skipped (scripts/postgres.sh start prints a URL)\n",
+                );
+            });
             None
         }
     }
@@ -1219,27 +1465,49 @@ impl ScratchSchema {
     /// from runs more than six hours old.
     pub fn new(url: &str) -> StorageResult<Self> {
         use rand::RngCore;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let mut b = [0u8; 6];
         rand::rngs::OsRng.fill_bytes(&mut b);
         let name = format!("{SCRATCH_PREFIX}{now}_{}", hex::encode(b));
-        let config = pg::Config::from_str(url).map_err(|e| StorageError::Invalid(format!("database URL: {e}")))?;
+        let config = pg::Config::from_str(url)
+            .map_err(|e| StorageError::Invalid(format!("database URL: {e}")))?;
         let mut c = config.connect(NoTls)?;
-        for r in c.query("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", &[&SCRATCH_PREFIX])? {
+        for r in c.query(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+            &[&SCRATCH_PREFIX],
+        )? {
             let old: String = r.try_get(0)?;
-            let made = old.trim_start_matches(SCRATCH_PREFIX).split('_').next().and_then(|t| t.parse::<u64>().ok());
-            if made.is_some_and(|t| t + SCRATCH_MAX_AGE_SECS < now) && check_schema_name(&old).is_ok() {
-                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {old} CASCADE")).ok();
+            let made = old
+                .trim_start_matches(SCRATCH_PREFIX)
+                .split('_')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok());
+            if made.is_some_and(|t| t + SCRATCH_MAX_AGE_SECS < now)
+                && check_schema_name(&old).is_ok()
+            {
+                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {old} CASCADE"))
+                    .ok();
             }
         }
         c.batch_execute(&format!("CREATE SCHEMA {name}"))?;
-        Ok(ScratchSchema { url: url.to_string(), name, keep: false })
+        Ok(ScratchSchema {
+            url: url.to_string(),
+            name,
+            keep: false,
+        })
     }
 
     /// An existing schema by name (not dropped by this guard).
     pub fn existing(url: &str, name: &str) -> StorageResult<Self> {
         check_schema_name(name)?;
-        Ok(ScratchSchema { url: url.to_string(), name: name.to_string(), keep: true })
+        Ok(ScratchSchema {
+            url: url.to_string(),
+            name: name.to_string(),
+            keep: true,
+        })
     }
 
     /// The schema name.
@@ -1276,7 +1544,8 @@ impl Drop for ScratchSchema {
         }
         if let Ok(config) = pg::Config::from_str(&self.url) {
             if let Ok(mut c) = config.connect(NoTls) {
-                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).ok();
+                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                    .ok();
             }
         }
     }

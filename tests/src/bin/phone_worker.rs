@@ -3,7 +3,8 @@
 //! - `phone-worker crash STORE SEED`: opens an enrolled store and runs a scripted stream of
 //!   edits and syncs (seeded) until it is killed. After every edit that returned `Ok` (the
 //!   app would now show it as saved) it prints `ACK <record-id> <field> <value>` and flushes
-//!   stdout; around each sync it prints `SYNC-START` and `SYNC-OK` / `SYNC-ERR <message>`.
+//!   stdout (before a single-valued field is written it prints `TRY …`: that edit may be
+//!   saved and the process killed before its `ACK`); around each sync it prints `SYNC-START` and `SYNC-OK` / `SYNC-ERR <message>`.
 //! - `phone-worker fill STORE`: makes large edits until the disk is full, printing `ACK`
 //!   lines and then `FULL <error>`; tries a sync (`FULL-SYNC <result>`) and more edits
 //!   (`FULL-EDIT <result>`), then waits for a `ROOM` line on stdin (the test has freed
@@ -31,7 +32,10 @@ fn say(line: &str) {
 
 fn open(path: &str) -> Result<(Store, HttpTransport, String, String), String> {
     let store = Store::open(path).map_err(|e| format!("open {path}: {e}"))?;
-    let link = store.server_link().map_err(|e| e.to_string())?.ok_or("the store is not enrolled")?;
+    let link = store
+        .server_link()
+        .map_err(|e| e.to_string())?
+        .ok_or("the store is not enrolled")?;
     let mut transport = HttpTransport::new(&link.url).map_err(|e| e.to_string())?;
     transport.attempts = 1;
     let me = store.actor().map_err(|e| e.to_string())?;
@@ -42,7 +46,14 @@ fn open(path: &str) -> Result<(Store, HttpTransport, String, String), String> {
 fn sync(store: &Store, transport: &HttpTransport) -> Result<String, String> {
     SyncEngine::new(store, transport)
         .sync(&mut |_| {}, &CancelFlag::new())
-        .map(|r| format!("pushed={} pulled={} rejected={}", r.pushed, r.pulled, r.rejected.len()))
+        .map(|r| {
+            format!(
+                "pushed={} pulled={} rejected={}",
+                r.pushed,
+                r.pulled,
+                r.rejected.len()
+            )
+        })
         .map_err(|e| e.to_string())
 }
 
@@ -71,13 +82,16 @@ fn answer_required(v: &mut Visit, template: &gridsync_core::model::ChecklistTemp
             AnswerType::Text { .. } => AnswerValue::Text("无".into()),
             _ => AnswerValue::YesNo(YesNoNa::Yes),
         };
-        v.answers.insert(item.id.clone(), Answer { value, note: None });
+        v.answers
+            .insert(item.id.clone(), Answer { value, note: None });
     }
 }
 
 fn crash(path: &str, seed: u64) -> Result<(), String> {
     let (store, transport, person, grid) = open(path)?;
-    let template = store.template("moa-daily-patrol", 1).map_err(|e| e.to_string())?;
+    let template = store
+        .template("moa-daily-patrol", 1)
+        .map_err(|e| e.to_string())?;
     let mut rng = Rng::new(seed);
     let mut producers: Vec<String> = store
         .producers_in_grid(&grid, ProducerSort::Name, 10_000, 0)
@@ -101,7 +115,10 @@ fn crash(path: &str, seed: u64) -> Result<(), String> {
         .collect();
     for step in 0u64.. {
         let tag = format!("{seed}x{step}");
-        let phone = format!("139{:08}", (seed * 10_007 + step) % 100_000_000);
+        let phone = format!(
+            "139{:08}",
+            seed.wrapping_mul(10_007).wrapping_add(step) % 100_000_000
+        );
         let roll = rng.below(100);
         let pick = |rng: &mut Rng, v: &[String]| -> Option<String> {
             (!v.is_empty()).then(|| v[rng.below(v.len() as u64) as usize].clone())
@@ -114,7 +131,9 @@ fn crash(path: &str, seed: u64) -> Result<(), String> {
                     Some(format!("ACK {} created -", p.id))
                 }
                 12..=47 => {
-                    let Some(id) = pick(&mut rng, &producers) else { return Ok(None) };
+                    let Some(id) = pick(&mut rng, &producers) else {
+                        return Ok(None);
+                    };
                     let mut p = store.producer(&id)?;
                     let (field, value) = match roll {
                         12..=29 => {
@@ -130,11 +149,15 @@ fn crash(path: &str, seed: u64) -> Result<(), String> {
                             ("phone", p.phone.clone())
                         }
                     };
+                    // The edit may be saved and the process killed before it says so.
+                    say(&format!("TRY {id} {field} {value}"));
                     store.update_producer(p)?;
                     Some(format!("ACK {id} {field} {value}"))
                 }
                 48..=61 => {
-                    let Some(id) = pick(&mut rng, &producers) else { return Ok(None) };
+                    let Some(id) = pick(&mut rng, &producers) else {
+                        return Ok(None);
+                    };
                     let mut p = store.producer(&id)?;
                     if p.products.len() >= 40 {
                         let p = store.create_producer(producer(&tag, &grid, &person, &phone))?;
@@ -147,13 +170,23 @@ fn crash(path: &str, seed: u64) -> Result<(), String> {
                     Some(format!("ACK {id} product {name}"))
                 }
                 62..=69 => {
-                    let Some(pid) = pick(&mut rng, &producers) else { return Ok(None) };
-                    let v = store.save_visit(Visit::new(&pid, &grid, &person, &template, gridsync_core::now_ms()))?;
+                    let Some(pid) = pick(&mut rng, &producers) else {
+                        return Ok(None);
+                    };
+                    let v = store.save_visit(Visit::new(
+                        &pid,
+                        &grid,
+                        &person,
+                        &template,
+                        gridsync_core::now_ms(),
+                    ))?;
                     drafts.push(v.id.clone());
                     Some(format!("ACK {} created -", v.id))
                 }
                 70..=81 => {
-                    let Some(vid) = pick(&mut rng, &drafts) else { return Ok(None) };
+                    let Some(vid) = pick(&mut rng, &drafts) else {
+                        return Ok(None);
+                    };
                     let mut v = store.visit(&vid)?;
                     if v.findings.len() >= 150 {
                         drafts.retain(|d| d != &vid);
@@ -173,16 +206,29 @@ fn crash(path: &str, seed: u64) -> Result<(), String> {
                     Some(format!("ACK {vid} finding {fid}"))
                 }
                 82..=87 => {
-                    let Some(vid) = pick(&mut rng, &drafts) else { return Ok(None) };
-                    let Some(item) = pick(&mut rng, &yes_no) else { return Ok(None) };
+                    let Some(vid) = pick(&mut rng, &drafts) else {
+                        return Ok(None);
+                    };
+                    let Some(item) = pick(&mut rng, &yes_no) else {
+                        return Ok(None);
+                    };
                     let mut v = store.visit(&vid)?;
                     let note = format!("备注{tag}");
-                    v.answers.insert(item.clone(), Answer { value: AnswerValue::YesNo(YesNoNa::Yes), note: Some(note.clone()) });
+                    v.answers.insert(
+                        item.clone(),
+                        Answer {
+                            value: AnswerValue::YesNo(YesNoNa::Yes),
+                            note: Some(note.clone()),
+                        },
+                    );
+                    say(&format!("TRY {vid} note.{item} {note}"));
                     store.save_visit(v)?;
                     Some(format!("ACK {vid} note.{item} {note}"))
                 }
                 88..=89 => {
-                    let Some(vid) = pick(&mut rng, &drafts) else { return Ok(None) };
+                    let Some(vid) = pick(&mut rng, &drafts) else {
+                        return Ok(None);
+                    };
                     let mut v = store.visit(&vid)?;
                     if v.status == VisitStatus::Draft {
                         answer_required(&mut v, &template);
@@ -213,11 +259,18 @@ fn crash(path: &str, seed: u64) -> Result<(), String> {
 
 fn fill(path: &str) -> Result<(), String> {
     let (store, transport, person, grid) = open(path)?;
-    let template = store.template("moa-daily-patrol", 1).map_err(|e| e.to_string())?;
+    let template = store
+        .template("moa-daily-patrol", 1)
+        .map_err(|e| e.to_string())?;
     let long = "兽药与饲料混放，未单独上锁，记录不全。".repeat(40);
     let mut visit = store
         .save_visit(Visit::new(
-            store.producers_in_grid(&grid, ProducerSort::Name, 1, 0).map_err(|e| e.to_string())?.first().map(|p| p.id.clone()).ok_or("no producer")?,
+            store
+                .producers_in_grid(&grid, ProducerSort::Name, 1, 0)
+                .map_err(|e| e.to_string())?
+                .first()
+                .map(|p| p.id.clone())
+                .ok_or("no producer")?,
             &grid,
             &person,
             &template,
@@ -227,14 +280,20 @@ fn fill(path: &str) -> Result<(), String> {
     say(&format!("ACK {} created -", visit.id));
     let mut n = 0u64;
     let edit = |n: u64, visit: &mut Visit| -> Result<String, gridsync_core::Error> {
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let mut p = producer(&format!("fill{n}"), &grid, &person, &format!("138{:08}", n));
             p.address = format!("{n}号{}", "很长的地址".repeat(35));
             let p = store.create_producer(p)?;
             return Ok(format!("ACK {} created -", p.id));
         }
         if visit.findings.len() >= 150 {
-            *visit = store.save_visit(Visit::new(&visit.producer_id, &grid, &person, &template, gridsync_core::now_ms()))?;
+            *visit = store.save_visit(Visit::new(
+                &visit.producer_id,
+                &grid,
+                &person,
+                &template,
+                gridsync_core::now_ms(),
+            ))?;
         }
         let mut v = visit.clone();
         let fid = format!("fill-{n}");
@@ -266,7 +325,9 @@ fn fill(path: &str) -> Result<(), String> {
         Err(e) => say(&format!("FULL-SYNC err {e}")),
     }
     // The visit in memory may be ahead of the store after a failed save; re-read it.
-    visit = store.visit(&visit.id).map_err(|e| format!("re-read visit: {e}"))?;
+    visit = store
+        .visit(&visit.id)
+        .map_err(|e| format!("re-read visit: {e}"))?;
     for _ in 0..3 {
         n += 1;
         match edit(n, &mut visit) {
@@ -274,10 +335,15 @@ fn fill(path: &str) -> Result<(), String> {
             Err(e) => say(&format!("FULL-EDIT {e}")),
         }
     }
-    visit = store.visit(&visit.id).map_err(|e| format!("re-read visit: {e}"))?;
+    visit = store
+        .visit(&visit.id)
+        .map_err(|e| format!("re-read visit: {e}"))?;
     say("WAITING");
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     if line.trim() != "ROOM" {
         return Err(format!("expected ROOM, got {line:?}"));
     }
@@ -289,7 +355,10 @@ fn fill(path: &str) -> Result<(), String> {
     let r = sync(&store, &transport).map_err(|e| format!("sync after space returned: {e}"))?;
     say(&format!("SYNC-OK {r}"));
     let counts = store.counts().map_err(|e| e.to_string())?;
-    say(&format!("COUNTS unsynced={} rejected={} corrupt={}", counts.unsynced, counts.rejected, counts.corrupt));
+    say(&format!(
+        "COUNTS unsynced={} rejected={} corrupt={}",
+        counts.unsynced, counts.rejected, counts.corrupt
+    ));
     say("DONE");
     Ok(())
 }

@@ -9,12 +9,16 @@ use std::sync::Arc;
 use gridsync_server::storage::sqlite::SqliteStorage;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
-    let data = arg(&args, "--data").ok_or("usage: gridsync-test-server --data DIR --listen ADDR")?;
+    let data =
+        arg(&args, "--data").ok_or("usage: gridsync-test-server --data DIR --listen ADDR")?;
     let listen = arg(&args, "--listen").unwrap_or_else(|| "127.0.0.1:0".into());
     std::fs::create_dir_all(&data).map_err(|e| format!("{data}: {e}"))?;
     let storage = SqliteStorage::open(std::path::Path::new(&data).join("gridsync.db"))
@@ -25,7 +29,9 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on http://{addr}");
         std::io::stdout().flush().ok();

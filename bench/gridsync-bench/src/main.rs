@@ -1,0 +1,82 @@
+//! `gridsync-bench`: grid sync side by side with its floor (the same records as plain JSON
+//! in plain SQLite) and with Automerge's own per-document sync protocol, over real HTTP on
+//! loopback, with medians over several runs and ratios against baselines measured in the
+//! same run.
+//!
+//! `scripts/bench.sh` (full size) or `scripts/bench.sh --small` (CI size) builds and runs
+//! `gridsync-bench run`. The other subcommands are the child processes `run` starts, so
+//! that the peak memory of a phone and of the server can be read separately.
+
+mod amsync;
+mod external;
+mod floor;
+mod procs;
+mod report;
+mod setup;
+mod shaper;
+mod whatif;
+mod workloads;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Errors of the benchmark: any error, with its message.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// Results of the benchmark.
+pub type R<T> = Result<T, Error>;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gridsync-bench",
+    about = "gridsync sync benchmarks against their baselines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Runs every workload and prints the table (Markdown).
+    Run(workloads::RunArgs),
+    /// (child process) Serves a server database on 127.0.0.1 until stdin closes.
+    Serve {
+        /// The server's SQLite file.
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// (child process) Enrols an empty phone and bootstraps it; prints one JSON line.
+    Client {
+        /// Server URL.
+        #[arg(long)]
+        url: String,
+        /// One-time enrolment code.
+        #[arg(long)]
+        code: String,
+        /// The phone's SQLite file (must not exist yet).
+        #[arg(long)]
+        db: PathBuf,
+        /// Device name.
+        #[arg(long, default_value = "bench-phone")]
+        name: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Run(args) => workloads::run(&args),
+        Cmd::Serve { db } => procs::serve_main(&db),
+        Cmd::Client {
+            url,
+            code,
+            db,
+            name,
+        } => procs::client_main(&url, &code, &db, &name),
+    };
+    if let Err(e) = result {
+        eprintln!("gridsync-bench: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,1041 @@
+//! The workloads (W1–W7 and storage), run several times against fresh copies of the
+//! server database, with their baselines measured in the same run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gridsync_core::model::{
+    Answer, AnswerType, AnswerValue, Person, Producer, ProducerType, Record, Role, Visit, YesNoNa,
+    DEFAULT_TEMPLATE_ID,
+};
+use gridsync_core::store::{ProducerSort, Store};
+use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine, SyncReport};
+use gridsync_server::dataset::DatasetSpec;
+
+use crate::procs::{self, ServerProc};
+use crate::report::{self, Samples, Table, Verdict};
+use crate::setup::{self, Prepared};
+use crate::shaper::{Link, ShapingProxy};
+use crate::{amsync, external, floor, R};
+
+/// Options of `gridsync-bench run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// CI size: a township of 5 villages and 150 producers, a banner of 3 small townships,
+    /// short local runs.
+    #[arg(long)]
+    pub small: bool,
+    /// Runs per workload; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Working directory (default: a new directory in the system temp dir, removed after).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Keep the working directory.
+    #[arg(long)]
+    pub keep: bool,
+    /// Skip W7 (the banner).
+    #[arg(long)]
+    pub no_banner: bool,
+    /// Skip W4 and W5 (the benchmarks of other crates).
+    #[arg(long)]
+    pub no_external: bool,
+    /// Also write the report (Markdown) to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The slow link of W6: 300 ms one way, 64 kbit/s each way.
+const SLOW_LINK: Link = Link {
+    delay: Duration::from_millis(300),
+    bytes_per_sec: 64_000.0 / 8.0,
+};
+
+fn specs(small: bool) -> (DatasetSpec, DatasetSpec) {
+    let town = DatasetSpec::township(7);
+    if small {
+        (
+            DatasetSpec {
+                villages_per_township: 5,
+                producers_per_township: 150,
+                ..town.clone()
+            },
+            DatasetSpec {
+                townships: 3,
+                producers_per_township: 100,
+                ..town
+            },
+        )
+    } else {
+        (town, DatasetSpec::banner(7))
+    }
+}
+
+/// Runs everything and prints the report.
+pub fn run(args: &RunArgs) -> R<()> {
+    if args.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
+    let root = match &args.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("gridsync-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&root)?;
+    let result = run_in(args, &root);
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    result
+}
+
+fn run_in(args: &RunArgs, root: &Path) -> R<()> {
+    let started = Instant::now();
+    let (tspec, bspec) = specs(args.small);
+    let load_at_start = load_average();
+    eprintln!(
+        "gridsync-bench: {} size, {} runs, in {} (load average {load_at_start})",
+        if args.small { "small (CI)" } else { "full" },
+        args.runs,
+        root.display()
+    );
+    eprintln!("preparing server databases (once per invocation):");
+    let town = setup::prepare("township", &tspec, root, true)?;
+    let banner = if args.no_banner {
+        None
+    } else {
+        Some(setup::prepare("banner", &bspec, root, false)?)
+    };
+    let mut s = Samples::default();
+    for run in 0..args.runs {
+        eprintln!("run {} of {}", run + 1, args.runs);
+        let run_dir = root.join(format!("run-{run}"));
+        if run_dir.exists() {
+            std::fs::remove_dir_all(&run_dir)?;
+        }
+        std::fs::create_dir_all(&run_dir)?;
+        township_run(&town, &run_dir, run, &mut s)?;
+        if let Some(b) = &banner {
+            banner_run(b, &run_dir, &mut s)?;
+        }
+        if !args.keep {
+            std::fs::remove_dir_all(&run_dir)?;
+        }
+    }
+    let local = if args.no_external {
+        None
+    } else {
+        eprintln!("W4: bench-local (examples/src/bin/bench-local.rs)");
+        let a: Vec<String> = if args.small {
+            ["--producers", "2000", "--visits", "100", "--runs", "3"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        external::run_local(&a)?
+    };
+    let ingest = if args.no_external {
+        None
+    } else {
+        eprintln!("W5: the ingest example (sync-server/examples/ingest.rs)");
+        let backend = if std::env::var("GRIDSYNC_TEST_POSTGRES").is_ok_and(|v| !v.trim().is_empty())
+        {
+            "both"
+        } else {
+            "sqlite"
+        };
+        let mut a: Vec<String> = vec!["--backend".into(), backend.into()];
+        if args.small {
+            for x in ["--devices", "40", "--records", "10", "--runs", "1"] {
+                a.push(x.into());
+            }
+        }
+        match external::run_ingest(&a) {
+            Ok(o) => o,
+            Err(e) => Some(format!("(the ingest example failed: {e})")),
+        }
+    };
+    let ingest_rows = ingest
+        .as_deref()
+        .map(external::parse_ingest)
+        .unwrap_or_default();
+    let table = build_table(
+        &s,
+        &town,
+        banner.as_ref(),
+        local.as_ref().map(|l| &l.0),
+        &ingest_rows,
+    );
+    let mut md = String::new();
+    md.push_str(&machine());
+    md.push_str(&format!(
+        "Load average when the run started: {load_at_start}. Wall times grow with other work on the machine; CPU times (user + system of the processes involved) do not, so time targets are judged on both.\n"
+    ));
+    md.push_str(&format!(
+        "\nSize: {}; {} runs; medians. Township: {} records ({} producers, {} visits per producer); banner: {}.\n\n",
+        if args.small { "small (CI)" } else { "full" },
+        args.runs,
+        town.records,
+        tspec.producers_per_township,
+        tspec.visits_per_producer,
+        banner
+            .as_ref()
+            .map(|b| format!("{} townships, {} records", bspec.townships, b.records))
+            .unwrap_or_else(|| "skipped".into())
+    ));
+    md.push_str(&table.markdown());
+    md.push_str(&format!(
+        "\nServer seeding through the validated push path (in one process, batches of 500): township {:.0} records/s{}.\n",
+        town.records as f64 / town.load_secs,
+        banner
+            .as_ref()
+            .map(|b| format!(", banner {:.0} records/s", b.records as f64 / b.load_secs))
+            .unwrap_or_default()
+    ));
+    match &ingest {
+        Some(out) => md.push_str(&format!("\nW5 (ingest example output):\n\n```text\n{}\n```\n", out.trim_end())),
+        None if !args.no_external => md.push_str("\nW5: the ingest example (`sync-server/examples/ingest.rs`) was not built; no figures.\n"),
+        None => {}
+    }
+    if let Some((_, raw)) = &local {
+        md.push_str(&format!(
+            "\nW4 (bench-local output):\n\n```text\n{}\n```\n",
+            raw.trim_end()
+        ));
+    }
+    let missed = table.missed();
+    md.push_str(&format!(
+        "\n{} of {} targets missed. Total benchmark time {:.0} s.\n",
+        missed.len(),
+        table
+            .rows
+            .iter()
+            .filter(|r| r.verdict != Verdict::Info)
+            .count(),
+        started.elapsed().as_secs_f64()
+    ));
+    println!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &md)?;
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+        })
+        .map(|kb| format!("{:.1} GB", kb * 1024.0 / 1e9))
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!(
+        "Machine: {cores} cores ({cpu}), {mem} memory; {} build; load average {}.\n",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        load_average()
+    )
+}
+
+/// The 1-minute load average (other work on the machine skews wall times, not CPU times).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn sync(store: &Store, transport: &HttpTransport) -> R<SyncReport> {
+    let r = SyncEngine::new(store, transport).sync(&mut |_| {}, &CancelFlag::new())?;
+    if !r.rejected.is_empty() {
+        return Err(format!("the server rejected edits: {:?}", r.rejected).into());
+    }
+    Ok(r)
+}
+
+/// Enrols a phone (in-process) for `person` and bootstraps it over `url`.
+fn phone(
+    db: &Path,
+    url: &str,
+    dir: &Path,
+    name: &str,
+    person: &Person,
+) -> R<(Store, HttpTransport)> {
+    let store = Store::open(dir.join(format!("{name}.db")))?;
+    let transport = HttpTransport::new(url)?;
+    let code = setup::issue_code(db, &person.id)?;
+    enroll(&store, &transport, url, &code, name)?;
+    sync(&store, &transport)?;
+    Ok((store, transport))
+}
+
+fn addr_of(url: &str) -> R<SocketAddr> {
+    Ok(url.trim_start_matches("http://").parse()?)
+}
+
+fn township_run(town: &Prepared, run_dir: &Path, run: usize, s: &mut Samples) -> R<()> {
+    let db = setup::server_copy(town, run_dir)?;
+    let server = ServerProc::start(&db)?;
+    let sup = town.person(Role::Supervisor, "")?;
+    let township = sup
+        .grids
+        .first()
+        .cloned()
+        .ok_or("the supervisor has no grid")?;
+
+    // W1: an empty phone (its own process) bootstraps the township.
+    eprintln!("  W1 bootstrap of {} records", town.records);
+    let code = setup::issue_code(&db, &sup.id)?;
+    let phone_db = run_dir.join("supervisor.db");
+    let server_cpu = server.cpu_secs().unwrap_or(0.0);
+    let c = procs::run_client(&server.url, &code, &phone_db, "supervisor-phone")?;
+    s.add(
+        "w1.server_cpu",
+        server.cpu_secs().unwrap_or(0.0) - server_cpu,
+    );
+    s.add("w1.phone_cpu", c.cpu_secs);
+    if c.records != town.records as i64 {
+        return Err(format!(
+            "bootstrap brought {} records, expected {}",
+            c.records, town.records
+        )
+        .into());
+    }
+    s.add("w1.secs", c.secs);
+    s.add("w1.rt", f64::from(c.round_trips));
+    s.add("w1.up", c.bytes_up as f64);
+    s.add("w1.down", c.bytes_down as f64);
+    s.add("w1.bytes", (c.bytes_up + c.bytes_down) as f64);
+    s.add("w1.phone_kb", c.peak_rss_kb as f64);
+    s.add("w1.server_kb", server.peak_rss_kb().unwrap_or(0) as f64);
+
+    // W3: an idle sync right after.
+    let store = Store::open(&phone_db)?;
+    let transport = HttpTransport::new(&server.url)?;
+    let idle = sync(&store, &transport)?;
+    s.add("w3.rt", f64::from(idle.round_trips));
+    s.add("w3.bytes", (idle.bytes_up + idle.bytes_down) as f64);
+
+    // W2: a liaison edits 10 producers of their village and syncs (push); the supervisor
+    // syncs them (pull).
+    eprintln!("  W2 incremental, W3 idle");
+    let lia = town.person(Role::Liaison, &format!("{township}-V01"))?;
+    let (lstore, ltransport) = phone(&db, &server.url, run_dir, "liaison-w2", &lia)?;
+    field_work(&lstore, &lia, 0, 10, 0)?;
+    let pending = lstore.pending_pushes(1000, &Default::default())?;
+    if pending.len() != 10 {
+        return Err(format!("{} records pending after 10 edits", pending.len()).into());
+    }
+    let change_bytes: usize = pending.iter().map(|p| p.changes.len()).sum();
+    s.add("w2.change", change_bytes as f64);
+    let push = sync(&lstore, &ltransport)?;
+    s.add("w2.push_rt", f64::from(push.round_trips));
+    s.add("w2.push_bytes", (push.bytes_up + push.bytes_down) as f64);
+    s.add("w2.push_up", push.bytes_up as f64);
+    let pull = sync(&store, &transport)?;
+    if pull.pulled != 10 {
+        return Err(format!("the supervisor pulled {} records, expected 10", pull.pulled).into());
+    }
+    s.add("w2.pull_rt", f64::from(pull.round_trips));
+    s.add("w2.pull_bytes", (pull.bytes_up + pull.bytes_down) as f64);
+    s.add("w2.pull_down", pull.bytes_down as f64);
+    drop((lstore, ltransport));
+
+    // The floor: the same records as JSON, dumped and bulk-inserted in one transaction.
+    eprintln!("  floor: JSON dump and bulk insert");
+    let floor_server = town
+        .floor_db
+        .as_ref()
+        .ok_or("the township has no floor store")?;
+    let floor_db = run_dir.join("floor-phone.db");
+    let cpu = procs::thread_cpu_secs().unwrap_or(0.0);
+    let f = floor::copy(floor_server, &floor_db, &township)?;
+    s.add("floor.cpu", procs::thread_cpu_secs().unwrap_or(0.0) - cpu);
+    if f.rows != town.records as u64 {
+        return Err(format!(
+            "the floor copied {} rows, expected {}",
+            f.rows, town.records
+        )
+        .into());
+    }
+    s.add("floor.secs", f.secs);
+
+    // Storage on the phone against the JSON rows.
+    drop(store);
+    setup::checkpoint(&phone_db)?;
+    setup::checkpoint(&floor_db)?;
+    let c = rusqlite::Connection::open(&phone_db)?;
+    let doc_bytes = |kind: &str| -> R<f64> {
+        Ok(c.query_row(
+            "SELECT AVG(length(doc) + COALESCE((SELECT SUM(length(bytes)) FROM record_chunks k WHERE k.id = r.id), 0))
+             FROM records r WHERE kind = ?1",
+            [kind],
+            |r| r.get::<_, f64>(0),
+        )?)
+    };
+    s.add("st.visit_doc", doc_bytes("visit")?);
+    drop(c);
+    s.add("st.visit_json", floor::avg_json_bytes(&floor_db, "visit")?);
+    s.add(
+        "st.phone_per_record",
+        setup::db_bytes(&phone_db) as f64 / town.records as f64,
+    );
+    s.add(
+        "st.floor_per_record",
+        setup::db_bytes(&floor_db) as f64 / town.records as f64,
+    );
+    let (stored, compact, json) = hundred_edits(town, run_dir)?;
+    s.add("st.p100_stored", stored as f64);
+    s.add("st.p100_compact", compact as f64);
+    s.add("st.p100_json", json as f64);
+
+    // Automerge's per-document sync over HTTP, from the same server documents.
+    eprintln!(
+        "  Automerge per-document sync of {} documents",
+        town.records
+    );
+    let am = amsync::AmServer::start(amsync::server_docs(&town.server_db)?)?;
+    let cpu = procs::cpu_secs(None).unwrap_or(0.0);
+    let a = amsync::client_sync(&am.url(), &run_dir.join("am-phone.db"))?;
+    // This process holds both sides of the baseline: phone and server.
+    s.add("am.cpu", procs::cpu_secs(None).unwrap_or(0.0) - cpu);
+    drop(am);
+    if a.docs != town.records as u64 {
+        return Err(format!(
+            "Automerge sync brought {} documents, expected {}",
+            a.docs, town.records
+        )
+        .into());
+    }
+    s.add("am.secs", a.secs);
+    s.add("am.rt", a.round_trips as f64);
+    s.add("am.bytes", (a.bytes_up + a.bytes_down) as f64);
+
+    if run == 0 {
+        let a = crate::whatif::anatomy(&town.server_db)?;
+        s.add("anat.sent", a.as_sent as f64);
+        s.add("anat.zeroed", a.hashes_zeroed as f64);
+        s.add("anat.json", a.json as f64);
+        s.add("anat.json_heads", a.json_heads as f64);
+    }
+
+    // W6: a liaison's day and week through the slow link.
+    eprintln!("  W6 slow link (300 ms one way, 64 kbit/s)");
+    let lia = town.person(Role::Liaison, &format!("{township}-V02"))?;
+    let (lstore, _) = phone(&db, &server.url, run_dir, "liaison-w6", &lia)?;
+    let proxy = ShapingProxy::start(addr_of(&server.url)?, SLOW_LINK)?;
+    for (key, visits, edits, salt) in [("w6.day", 5, 2, 0), ("w6.week", 35, 14, 5)] {
+        field_work(&lstore, &lia, visits, edits, salt)?;
+        // A new connection each time, as after the phone was out of coverage.
+        let slow = HttpTransport::new(&proxy.url())?;
+        let t = Instant::now();
+        let r = sync(&lstore, &slow)?;
+        s.add(&format!("{key}.secs"), t.elapsed().as_secs_f64());
+        s.add(&format!("{key}.rt"), f64::from(r.round_trips));
+        s.add(&format!("{key}.up"), r.bytes_up as f64);
+        s.add(&format!("{key}.down"), r.bytes_down as f64);
+        if r.pushed as usize != visits + edits {
+            return Err(format!(
+                "{key}: {} records pushed, expected {}",
+                r.pushed,
+                visits + edits
+            )
+            .into());
+        }
+    }
+    if run == 0 {
+        // Once: a liaison's first bootstrap of their village over the slow link.
+        let lia = town.person(Role::Liaison, &format!("{township}-V03"))?;
+        let lstore = Store::open(run_dir.join("liaison-slow.db"))?;
+        let slow = HttpTransport::new(&proxy.url())?;
+        let code = setup::issue_code(&db, &lia.id)?;
+        let t = Instant::now();
+        enroll(&lstore, &slow, &proxy.url(), &code, "liaison-slow")?;
+        let r = sync(&lstore, &slow)?;
+        s.add("w6.boot.secs", t.elapsed().as_secs_f64());
+        s.add("w6.boot.bytes", (r.bytes_up + r.bytes_down) as f64);
+        s.add("w6.boot.records", f64::from(r.pulled));
+    }
+    drop(proxy);
+    server.stop()?;
+    Ok(())
+}
+
+fn banner_run(banner: &Prepared, run_dir: &Path, s: &mut Samples) -> R<()> {
+    eprintln!("  W7 banner bootstrap of {} records", banner.records);
+    let db = setup::server_copy(banner, run_dir)?;
+    let server = ServerProc::start(&db)?;
+    let county = banner.person(Role::CountyReviewer, "")?;
+    let code = setup::issue_code(&db, &county.id)?;
+    let phone_db = run_dir.join("county.db");
+    let c = procs::run_client(&server.url, &code, &phone_db, "county-phone")?;
+    if c.records != banner.records as i64 {
+        return Err(format!(
+            "banner bootstrap brought {} records, expected {}",
+            c.records, banner.records
+        )
+        .into());
+    }
+    s.add("w7.secs", c.secs);
+    s.add("w7.phone_cpu", c.cpu_secs);
+    s.add("w7.rt", f64::from(c.round_trips));
+    s.add("w7.bytes", (c.bytes_up + c.bytes_down) as f64);
+    s.add("w7.phone_kb", c.peak_rss_kb as f64);
+    s.add("w7.server_kb", server.peak_rss_kb().unwrap_or(0) as f64);
+    let store = Store::open(&phone_db)?;
+    let idle = sync(&store, &HttpTransport::new(&server.url)?)?;
+    s.add("w7.idle_rt", f64::from(idle.round_trips));
+    s.add("w7.idle_bytes", (idle.bytes_up + idle.bytes_down) as f64);
+    drop(store);
+    setup::checkpoint(&phone_db)?;
+    s.add("w7.phone_db", setup::db_bytes(&phone_db) as f64);
+    server.stop()?;
+    std::fs::remove_file(&db)?;
+    Ok(())
+}
+
+/// A liaison's field work on their phone: `visits` completed visits (every applicable
+/// item answered) and `edits` producer edits, on the village's producers from `salt` on.
+fn field_work(store: &Store, person: &Person, visits: usize, edits: usize, salt: usize) -> R<()> {
+    let grid = person.grids.first().ok_or("the liaison has no grid")?;
+    let producers = store.producers_in_grid(grid, ProducerSort::Name, 500, 0)?;
+    if producers.len() < edits.max(1) {
+        return Err(format!(
+            "{} producers in {grid}, fewer than {edits} to edit",
+            producers.len()
+        )
+        .into());
+    }
+    let template = store.template(DEFAULT_TEMPLATE_ID, 1)?;
+    let now = gridsync_core::now_ms();
+    for i in 0..visits {
+        let p = store.producer(&producers[(salt + i) % producers.len()].id)?;
+        let mut v = Visit::new(&p.id, &p.grid, &person.id, &template, now);
+        for item in template
+            .items
+            .iter()
+            .filter(|it| it.applies(p.producer_type))
+        {
+            let value = match &item.answer {
+                AnswerType::Text { .. } => AnswerValue::Text("圈舍卫生良好，档案齐全。".into()),
+                AnswerType::Photo => {
+                    AnswerValue::Photos(vec![format!("photo/{}.jpg", gridsync_core::new_id())])
+                }
+                AnswerType::Number { .. } => AnswerValue::Number(12.0),
+                _ => AnswerValue::YesNo(YesNoNa::Yes),
+            };
+            v.answers
+                .insert(item.id.clone(), Answer { value, note: None });
+        }
+        let v = store.save_visit(v)?;
+        store.complete_visit(&v.id)?;
+    }
+    for i in 0..edits {
+        // Distinct producers.
+        let k = (salt + visits + i) % producers.len();
+        let mut p = store.producer(&producers[k].id)?;
+        p.phone = format!("139{:08}", (now as usize / 1000 + i * 7919) % 100_000_000);
+        for c in p.scale.livestock.values_mut() {
+            c.on_hand = Some(c.on_hand.unwrap_or(0) + 5);
+        }
+        store.update_producer(p)?;
+    }
+    Ok(())
+}
+
+/// A producer edited 100 times on a phone: (stored bytes, compacted save, JSON bytes).
+fn hundred_edits(town: &Prepared, run_dir: &Path) -> R<(usize, usize, usize)> {
+    let lia = town.person(Role::Liaison, "")?;
+    let grid = lia
+        .grids
+        .first()
+        .cloned()
+        .ok_or("the liaison has no grid")?;
+    let path = run_dir.join("edits.db");
+    let store = Store::open(&path)?;
+    store.upsert_grids(&town.grids)?;
+    store.set_profile(&lia)?;
+    let now = gridsync_core::now_ms();
+    let mut p = Producer::new(
+        "巴特尔家庭牧场",
+        ProducerType::FamilyRanch,
+        "巴特尔",
+        "13912345678",
+        &grid,
+        &lia.id,
+        now,
+    );
+    p.id_number = Some("11010519491231002X".into());
+    p.address = "别力古台镇巴彦嘎查东3公里".into();
+    p.products = vec!["羊肉".into()];
+    let id = store.create_producer(p)?.id;
+    for i in 0..100usize {
+        let mut p = store.producer(&id)?;
+        match i % 4 {
+            0 => p.phone = format!("1391234{:04}", i),
+            1 => p.address = format!("别力古台镇巴彦嘎查东{}公里", i + 4),
+            2 => {
+                let c = p
+                    .scale
+                    .livestock
+                    .entry(gridsync_core::model::Species::SheepGoat)
+                    .or_default();
+                c.on_hand = Some(100 + i as u32);
+            }
+            _ => {
+                if p.products.len() > 1 {
+                    p.products.pop();
+                } else {
+                    p.products.push("羊绒".into());
+                }
+            }
+        }
+        store.update_producer(p)?;
+    }
+    let json = serde_json::to_string(&Record::Producer(store.producer(&id)?).to_json())?.len();
+    drop(store);
+    let c = rusqlite::Connection::open(&path)?;
+    let (doc, chunks): (Vec<u8>, Vec<Vec<u8>>) = {
+        let doc: Vec<u8> =
+            c.query_row("SELECT doc FROM records WHERE id = ?1", [&id], |r| r.get(0))?;
+        let mut st = c.prepare("SELECT bytes FROM record_chunks WHERE id = ?1 ORDER BY n")?;
+        let chunks = st
+            .query_map([&id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+        (doc, chunks)
+    };
+    let stored = doc.len() + chunks.iter().map(Vec::len).sum::<usize>();
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    let compact = gridsync_core::doc::RecordDoc::load(&doc, &refs)?
+        .save()
+        .len();
+    Ok((stored, compact, json))
+}
+
+fn build_table(
+    s: &Samples,
+    town: &Prepared,
+    banner: Option<&Prepared>,
+    local: Option<&Vec<external::LocalRow>>,
+    ingest: &[external::IngestRow],
+) -> Table {
+    use report::{bytes, count, fewer, mem_kb, ratio, secs};
+    let mut t = Table::default();
+    let n = town.records;
+    let floor_bytes = town.json_gzip_bytes as f64;
+
+    // W1
+    let (w1, fl, am) = (s.med("w1.secs"), s.med("floor.secs"), s.med("am.secs"));
+    let (w1c, flc, amc) = (
+        s.med("w1.phone_cpu") + s.med("w1.server_cpu"),
+        s.med("floor.cpu"),
+        s.med("am.cpu"),
+    );
+    t.row(
+        "W1",
+        &format!(
+            "bootstrap a township ({n} records) onto an empty phone over loopback HTTP: CPU time, phone {} + server {}",
+            secs(s.med("w1.phone_cpu")),
+            secs(s.med("w1.server_cpu"))
+        ),
+        secs(w1c),
+        format!("floor (JSON rows dumped and inserted in one transaction): {}", secs(flc)),
+        ratio(w1c, flc),
+        "≤ 3× floor",
+        Verdict::of(w1c <= 3.0 * flc),
+    );
+    t.row(
+        "W1",
+        "… wall time",
+        secs(w1),
+        format!("floor: {}", secs(fl)),
+        ratio(w1, fl),
+        "≤ 3× floor",
+        Verdict::of(w1 <= 3.0 * fl),
+    );
+    t.row(
+        "W1",
+        &format!(
+            "… wall time (CPU time {}) against per-document Automerge sync",
+            secs(w1c)
+        ),
+        secs(w1),
+        format!(
+            "Automerge sync per document: {} (CPU {})",
+            secs(am),
+            secs(amc)
+        ),
+        ratio(w1, am),
+        "",
+        Verdict::Info,
+    );
+    let b = s.med("w1.bytes");
+    t.row(
+        "W1",
+        &format!(
+            "… bytes (up {} + down {})",
+            bytes(s.med("w1.up")),
+            bytes(s.med("w1.down"))
+        ),
+        bytes(b),
+        format!(
+            "floor: JSON gzip'd {} (raw JSON {})",
+            bytes(floor_bytes),
+            bytes(town.json_bytes as f64)
+        ),
+        ratio(b, floor_bytes),
+        "≤ 1.5× floor",
+        Verdict::of(b <= 1.5 * floor_bytes),
+    );
+    if s.has("anat.sent") {
+        // Where the bytes go (run 1): pages of documents against variants, all gzip'd alike.
+        let (sent, zeroed, json, json_heads) =
+            (s.med("anat.sent"), s.med("anat.zeroed"), s.med("anat.json"), s.med("anat.json_heads"));
+        t.row(
+            "W1",
+            "… where the bytes go: the pages' ids, documents and heads gzip'd, without postcard framing",
+            bytes(sent),
+            format!("the same records as JSON, same order and pages: {}", bytes(json)),
+            ratio(sent, json),
+            "",
+            Verdict::Info,
+        );
+        t.row(
+            "W1",
+            "… of that, the documents' hashes (heads and chunk checksums, incompressible)",
+            bytes(sent - zeroed),
+            format!("{:.0} B per record", (sent - zeroed) / n as f64),
+            ratio(sent - zeroed, json),
+            "",
+            Verdict::Info,
+        );
+        t.row(
+            "W1",
+            "… what if a bootstrap sent each record's JSON and heads and the phone rebuilt and checked its document",
+            bytes(json_heads),
+            format!("JSON: {}", bytes(json)),
+            ratio(json_heads, json),
+            "",
+            Verdict::Info,
+        );
+    }
+    let amb = s.med("am.bytes");
+    t.row(
+        "W1",
+        "… bytes against per-document Automerge sync",
+        bytes(b),
+        format!("Automerge sync per document: {}", bytes(amb)),
+        fewer(b, amb),
+        "≥ 3× fewer",
+        Verdict::of(amb >= 3.0 * b),
+    );
+    let (rt, amrt) = (s.med("w1.rt"), s.med("am.rt"));
+    t.row(
+        "W1",
+        "… round trips",
+        count(rt),
+        format!("Automerge sync per document: {}", count(amrt)),
+        fewer(rt, amrt),
+        "≥ 20× fewer",
+        Verdict::of(amrt >= 20.0 * rt),
+    );
+    t.row(
+        "W1",
+        "… peak memory, phone process",
+        mem_kb(s.med("w1.phone_kb")),
+        String::new(),
+        String::new(),
+        "",
+        Verdict::Info,
+    );
+    t.row(
+        "W1",
+        "… peak memory, server process",
+        mem_kb(s.med("w1.server_kb")),
+        String::new(),
+        String::new(),
+        "",
+        Verdict::Info,
+    );
+
+    // W2
+    let change = s.med("w2.change");
+    let budget = 2.0 * change + 1000.0;
+    for (key, what) in [
+        ("w2.pull", "10 records changed by another phone, pulled"),
+        ("w2.push", "10 local edits pushed"),
+    ] {
+        let rt = s.med(&format!("{key}_rt"));
+        t.row(
+            "W2",
+            &format!("incremental, {what}: round trips"),
+            count(rt),
+            String::new(),
+            String::new(),
+            "≤ 2",
+            Verdict::of(rt <= 2.0),
+        );
+        let b = s.med(&format!("{key}_bytes"));
+        t.row(
+            "W2",
+            "… bytes (up + down)",
+            bytes(b),
+            format!(
+                "change bytes (Automerge chunks of the edits): {}",
+                bytes(change)
+            ),
+            ratio(b, change),
+            &format!("≤ 2× change + 1 KB = {}", bytes(budget)),
+            Verdict::of(b <= budget),
+        );
+    }
+
+    // W3
+    let rt = s.med("w3.rt");
+    t.row(
+        "W3",
+        "idle sync: round trips",
+        count(rt),
+        String::new(),
+        String::new(),
+        "1",
+        Verdict::of(rt <= 1.0),
+    );
+    let b = s.med("w3.bytes");
+    t.row(
+        "W3",
+        "idle sync: bytes (up + down)",
+        bytes(b),
+        String::new(),
+        String::new(),
+        "≤ 1 KB",
+        Verdict::of(b <= 1000.0),
+    );
+
+    // W4
+    if let Some(rows) = local {
+        for r in rows.iter().filter(|r| {
+            r.label.starts_with("(a)")
+                || r.label.starts_with("(b)")
+                || r.label.contains("database growth")
+        }) {
+            let unit_ms = r.label.ends_with("ms");
+            let fmt = |v: f64| {
+                if unit_ms {
+                    report::ms(v)
+                } else if r.label.contains("bytes") {
+                    bytes(v)
+                } else {
+                    format!("{v:.0}")
+                }
+            };
+            let verdict = if r.target.ends_with("NOT met") {
+                Verdict::Missed
+            } else if r.target.ends_with("met") {
+                Verdict::Met
+            } else {
+                Verdict::Info
+            };
+            let target = r
+                .target
+                .rsplit_once(':')
+                .map(|x| x.0.to_string())
+                .unwrap_or_default();
+            t.row(
+                "W4",
+                &format!("local write (bench-local): {}", r.label),
+                fmt(r.gridsync),
+                format!("plain rusqlite + JSON: {}", fmt(r.plain)),
+                ratio(r.gridsync, r.plain),
+                &target,
+                verdict,
+            );
+        }
+    }
+
+    // W5
+    for r in ingest {
+        t.row(
+            "W5",
+            &format!(
+                "server ingest (ingest example), {}: {}; push p50 {:.1} ms, p99 {:.1} ms, {:.0} µs server CPU per record",
+                r.backend, r.sizes, r.p50_ms, r.p99_ms, r.cpu_us
+            ),
+            format!("{:.0} records/s", r.rate),
+            String::new(),
+            String::new(),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    // W6
+    for (key, what, limit) in [
+        (
+            "w6.day",
+            "a liaison's day (5 visits, 2 producer edits)",
+            5.0,
+        ),
+        ("w6.week", "a liaison's week (35 visits, 14 edits)", 20.0),
+    ] {
+        let v = s.med(&format!("{key}.secs"));
+        t.row(
+            "W6",
+            &format!(
+                "slow link (300 ms one way, 64 kbit/s): {what}: seconds to sync ({} round trips, up {}, down {})",
+                count(s.med(&format!("{key}.rt"))),
+                bytes(s.med(&format!("{key}.up"))),
+                bytes(s.med(&format!("{key}.down")))
+            ),
+            secs(v),
+            String::new(),
+            String::new(),
+            &format!("≤ {limit} s"),
+            Verdict::of(v <= limit),
+        );
+    }
+    if s.has("w6.boot.secs") {
+        t.row(
+            "W6",
+            &format!(
+                "… a liaison's first bootstrap of their village ({} records, {}) over the slow link (1 run)",
+                count(s.med("w6.boot.records")),
+                bytes(s.med("w6.boot.bytes"))
+            ),
+            secs(s.med("w6.boot.secs")),
+            String::new(),
+            String::new(),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    // W7
+    if let Some(b) = banner {
+        let v = s.med("w7.secs");
+        t.row(
+            "W7",
+            &format!(
+                "banner ({} records) onto a county reviewer's phone: wall time (phone CPU {})",
+                b.records,
+                secs(s.med("w7.phone_cpu"))
+            ),
+            secs(v),
+            String::new(),
+            String::new(),
+            "",
+            Verdict::Info,
+        );
+        let by = s.med("w7.bytes");
+        t.row(
+            "W7",
+            &format!("… bytes ({} round trips)", count(s.med("w7.rt"))),
+            bytes(by),
+            format!("floor: JSON gzip'd {}", bytes(b.json_gzip_bytes as f64)),
+            ratio(by, b.json_gzip_bytes as f64),
+            "",
+            Verdict::Info,
+        );
+        let pm = s.med("w7.phone_kb");
+        t.row(
+            "W7",
+            "… peak memory, phone process",
+            mem_kb(pm),
+            String::new(),
+            String::new(),
+            "≤ 150 MB",
+            Verdict::of(pm * 1024.0 <= 150e6),
+        );
+        let sm = s.med("w7.server_kb");
+        t.row(
+            "W7",
+            "… peak memory, server process",
+            mem_kb(sm),
+            String::new(),
+            String::new(),
+            "≤ 200 MB",
+            Verdict::of(sm * 1024.0 <= 200e6),
+        );
+        t.row(
+            "W7",
+            &format!(
+                "… idle sync afterwards ({} round trips)",
+                count(s.med("w7.idle_rt"))
+            ),
+            bytes(s.med("w7.idle_bytes")),
+            String::new(),
+            String::new(),
+            "",
+            Verdict::Info,
+        );
+        t.row(
+            "W7",
+            "… phone database size",
+            bytes(s.med("w7.phone_db")),
+            String::new(),
+            String::new(),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    // Storage
+    let (pr, fr) = (s.med("st.phone_per_record"), s.med("st.floor_per_record"));
+    t.row(
+        "Storage",
+        "phone database bytes per record after the township bootstrap (documents, query tables, indexes)",
+        bytes(pr),
+        format!("plain SQLite of the JSON rows: {}", bytes(fr)),
+        ratio(pr, fr),
+        "≤ 2×",
+        Verdict::of(pr <= 2.0 * fr),
+    );
+    let (vd, vj) = (s.med("st.visit_doc"), s.med("st.visit_json"));
+    t.row(
+        "Storage",
+        "a visit's Automerge document",
+        bytes(vd),
+        format!("its JSON: {}", bytes(vj)),
+        ratio(vd, vj),
+        "≤ 2×",
+        Verdict::of(vd <= 2.0 * vj),
+    );
+    let (st, co, js) = (
+        s.med("st.p100_stored"),
+        s.med("st.p100_compact"),
+        s.med("st.p100_json"),
+    );
+    t.row(
+        "Storage",
+        &format!(
+            "a producer after 100 edits: stored (save + chunks; compacted save {})",
+            bytes(co)
+        ),
+        bytes(st),
+        format!("its JSON: {}", bytes(js)),
+        ratio(st, js),
+        "",
+        Verdict::Info,
+    );
+    t
+}

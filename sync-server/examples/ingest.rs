@@ -1,0 +1,469 @@
+//! Ingest benchmark: many phones pushing new records at once into a real server on loopback.
+//!
+//! `cargo run --release -p gridsync-server --example ingest -- --backend sqlite|postgres|both`
+//!
+//! Each run starts a fresh server (a temporary data directory, or a fresh schema of the
+//! PostgreSQL database in `--database` / `GRIDSYNC_TEST_POSTGRES`), enrols `--devices`
+//! liaisons through the HTTP API, lets each build `--records` producers as Automerge changes
+//! the way the phone app does (`RecordDoc`), encodes its push requests (`--batch` records
+//! each), and then releases all devices at once: each sends its requests one after another
+//! over its own HTTP connection. Measured: accepted records per second over the whole burst,
+//! and the latency of each push request. With `--backend both` the backends alternate run by
+//! run and the medians are printed side by side.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use automerge::ActorId;
+use clap::Parser;
+use gridsync_core::doc::RecordDoc;
+use gridsync_core::model::{GridLevel, Person, Producer, ProducerType, Record, Role};
+use gridsync_core::sync::protocol::{
+    self, EnrollRequest, PushOutcome, PushRecord, SyncRequest, SyncResponse,
+};
+use gridsync_core::sync::{HttpTransport, Transport};
+use gridsync_server::api::AppState;
+use gridsync_server::auth::EnrolLimiter;
+use gridsync_server::dataset::{generate, DatasetSpec};
+use gridsync_server::storage::postgres::ScratchSchema;
+use gridsync_server::storage::sqlite::SqliteStorage;
+use gridsync_server::storage::Storage;
+
+#[derive(Parser, Debug)]
+#[command(about = "gridsync server ingest benchmark")]
+struct Args {
+    /// sqlite, postgres or both.
+    #[arg(long, default_value = "both")]
+    backend: String,
+    /// PostgreSQL URL (default: GRIDSYNC_TEST_POSTGRES, then GRIDSYNC_DATABASE).
+    #[arg(long)]
+    database: Option<String>,
+    /// Concurrent devices.
+    #[arg(long, default_value_t = 200)]
+    devices: usize,
+    /// New records per device.
+    #[arg(long, default_value_t = 50)]
+    records: usize,
+    /// Records per push request.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Runs per backend (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Server runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone)]
+struct RunResult {
+    records: usize,
+    seconds: f64,
+    /// CPU time of this process (server and phones) during the burst.
+    cpu_seconds: f64,
+    latencies_ms: Vec<f64>,
+}
+
+impl RunResult {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        percentile(&self.latencies_ms, p)
+    }
+}
+
+/// User and system CPU time of this process so far (Linux; 0 elsewhere).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let Some(rest) = stat.rsplit_once(')').map(|r| r.1) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    s[i.min(s.len() - 1)]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// A running in-process server and what keeps its data alive.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _keep: Box<dyn std::any::Any>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            s.send(()).ok();
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().ok();
+        }
+    }
+}
+
+fn start(
+    storage: Arc<dyn Storage>,
+    threads: usize,
+    keep: Box<dyn std::any::Any>,
+) -> Result<Server, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut state = AppState::new(storage);
+    // Every phone enrols from 127.0.0.1 here; the limiter is for the open internet.
+    state.limiter = EnrolLimiter::new(100_000, 100_000, Duration::from_secs(60));
+    let state = Arc::new(state);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("runtime: {e}");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            if let Err(e) = gridsync_server::serve_state(listener, state, async {
+                rx.await.ok();
+            })
+            .await
+            {
+                eprintln!("serve: {e}");
+            }
+        });
+    });
+    Ok(Server {
+        addr,
+        stop: Some(tx),
+        thread: Some(thread),
+        _keep: keep,
+    })
+}
+
+/// Grids and `devices` liaisons spread over the villages of a generated banner.
+fn seed(storage: &dyn Storage, devices: usize) -> Result<Vec<Person>, String> {
+    let data = generate(&DatasetSpec {
+        townships: 2,
+        villages_per_township: 10,
+        producers_per_township: 0,
+        visits_per_producer: 0,
+        ..DatasetSpec::township(7)
+    });
+    storage
+        .import_grids(&data.grids)
+        .map_err(|e| e.to_string())?;
+    let villages: Vec<String> = data
+        .grids
+        .iter()
+        .filter(|g| g.level == GridLevel::Village)
+        .map(|g| g.code.clone())
+        .collect();
+    let mut people = Vec::with_capacity(devices);
+    for i in 0..devices {
+        let p = Person {
+            id: format!("bench-liaison-{i:04}"),
+            name: format!("协管员{i}"),
+            phone: format!("139{:08}", i),
+            role: Role::Liaison,
+            grids: vec![villages[i % villages.len()].clone()],
+        };
+        gridsync_server::admin::add_person(storage, &p).map_err(|e| e.to_string())?;
+        people.push(p);
+    }
+    Ok(people)
+}
+
+/// A phone ready to push: credential and its encoded requests.
+struct Device {
+    transport: HttpTransport,
+    auth: String,
+    bodies: Vec<Vec<u8>>,
+    records: usize,
+}
+
+fn prepare(
+    storage: &dyn Storage,
+    url: &str,
+    person: &Person,
+    n: usize,
+    batch: usize,
+) -> Result<Device, String> {
+    let mut transport = HttpTransport::new(url).map_err(|e| e.to_string())?;
+    transport.attempts = 1;
+    let code = gridsync_server::admin::issue_code(storage, &person.id, "bench", 1)
+        .map_err(|e| e.to_string())?
+        .code;
+    let enrolled = transport
+        .enroll(&EnrollRequest {
+            code,
+            device_name: format!("bench {}", person.id),
+        })
+        .map_err(|e| format!("enrol: {e}"))?;
+    let auth = format!("Bearer {}.{}", enrolled.device_id, enrolled.secret);
+    // First sync of a new phone: it learns its reference data version (not timed).
+    let first = SyncRequest {
+        epoch: enrolled.epoch.clone(),
+        reference_version: String::new(),
+        push: vec![],
+        cursors: vec![],
+        want_full: vec![],
+        page_limit: 1,
+    };
+    let answer = transport
+        .sync(&auth, protocol::encode(&first).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let resp: SyncResponse = protocol::decode(&answer).map_err(|e| e.to_string())?;
+    let reference_version = resp.reference.map(|r| r.version).unwrap_or_default();
+    let actor = ActorId::random();
+    let grid = person.grids.first().cloned().unwrap_or_default();
+    let mut pushes = Vec::with_capacity(n);
+    for i in 0..n {
+        let now = gridsync_core::now_ms();
+        let mut p = Producer::new(
+            format!("牧场{}-{i}", person.id),
+            ProducerType::FamilyRanch,
+            "测试户主",
+            "13912345678",
+            &grid,
+            &person.id,
+            now,
+        );
+        p.id_number = Some("11010519491231002X".into());
+        p.address = format!("{grid} 第{i}户");
+        p.products = vec!["羊肉".into(), "牛奶".into()];
+        let rec = Record::Producer(p);
+        let mut doc =
+            RecordDoc::create(&rec, &actor, &person.id, now).map_err(|e| e.to_string())?;
+        pushes.push(PushRecord {
+            id: rec.id().to_string(),
+            kind: rec.kind().tag(),
+            changes: doc.save(),
+            heads: doc.heads().iter().map(|h| h.0).collect(),
+        });
+    }
+    let mut bodies = Vec::new();
+    for chunk in pushes.chunks(batch.max(1)) {
+        let req = SyncRequest {
+            epoch: enrolled.epoch.clone(),
+            reference_version: reference_version.clone(),
+            push: chunk.to_vec(),
+            cursors: vec![],
+            want_full: vec![],
+            page_limit: 1,
+        };
+        bodies.push(protocol::encode(&req).map_err(|e| e.to_string())?);
+    }
+    Ok(Device {
+        transport,
+        auth,
+        bodies,
+        records: n,
+    })
+}
+
+fn run_once(backend: &str, args: &Args, url: Option<&str>) -> Result<RunResult, String> {
+    let (storage, keep): (Arc<dyn Storage>, Box<dyn std::any::Any>) = match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let s =
+                SqliteStorage::open(dir.path().join("gridsync.db")).map_err(|e| e.to_string())?;
+            (Arc::new(s), Box::new(dir))
+        }
+        "postgres" => {
+            let url =
+                url.ok_or("--backend postgres needs --database URL or GRIDSYNC_TEST_POSTGRES")?;
+            let schema = ScratchSchema::new(url).map_err(|e| e.to_string())?;
+            let s = schema.open().map_err(|e| e.to_string())?;
+            (Arc::new(s), Box::new(schema))
+        }
+        other => return Err(format!("unknown backend {other}")),
+    };
+    let people = seed(storage.as_ref(), args.devices)?;
+    let server = start(storage.clone(), args.server_threads, keep)?;
+    let url = format!("http://{}", server.addr);
+    let mut devices = Vec::with_capacity(people.len());
+    for p in &people {
+        devices.push(prepare(
+            storage.as_ref(),
+            &url,
+            p,
+            args.records,
+            args.batch,
+        )?);
+    }
+    let expected: usize = devices.iter().map(|d| d.records).sum();
+    let barrier = Arc::new(Barrier::new(devices.len() + 1));
+    let handles: Vec<_> = devices
+        .into_iter()
+        .map(|d| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> Result<(Vec<f64>, usize), String> {
+                barrier.wait();
+                let mut lat = Vec::with_capacity(d.bodies.len());
+                let mut accepted = 0;
+                for body in d.bodies {
+                    let t = Instant::now();
+                    let answer = d.transport.sync(&d.auth, body).map_err(|e| e.to_string())?;
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    let resp: SyncResponse =
+                        protocol::decode(&answer).map_err(|e| e.to_string())?;
+                    for r in resp.results {
+                        match r.outcome {
+                            PushOutcome::Accepted => accepted += 1,
+                            PushOutcome::Rejected { reason, .. } => {
+                                return Err(format!("record {} rejected: {reason}", r.id))
+                            }
+                        }
+                    }
+                }
+                Ok((lat, accepted))
+            })
+        })
+        .collect();
+    eprintln!(
+        "burst: {} devices, pid {}",
+        args.devices,
+        std::process::id()
+    );
+    barrier.wait();
+    let t0 = Instant::now();
+    let cpu0 = process_cpu_seconds();
+    let mut latencies = Vec::new();
+    let mut accepted = 0;
+    for h in handles {
+        let (lat, n) = h
+            .join()
+            .map_err(|_| "a device thread panicked".to_string())??;
+        latencies.extend(lat);
+        accepted += n;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds() - cpu0;
+    if accepted != expected {
+        return Err(format!("{accepted} of {expected} records accepted"));
+    }
+    let stored: i64 = storage
+        .record_counts()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|c| c.1)
+        .sum();
+    if stored as usize != expected {
+        return Err(format!("{stored} records stored, {expected} pushed"));
+    }
+    drop(server);
+    Ok(RunResult {
+        records: accepted,
+        seconds,
+        cpu_seconds,
+        latencies_ms: latencies,
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    let url = args
+        .database
+        .clone()
+        .or_else(|| std::env::var("GRIDSYNC_TEST_POSTGRES").ok())
+        .or_else(|| std::env::var("GRIDSYNC_DATABASE").ok())
+        .filter(|u| !u.trim().is_empty());
+    let backends: Vec<&str> = match args.backend.as_str() {
+        "both" => vec!["sqlite", "postgres"],
+        "sqlite" => vec!["sqlite"],
+        "postgres" => vec!["postgres"],
+        other => {
+            eprintln!("--backend must be sqlite, postgres or both, not {other}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "ingest: {} devices x {} records, {} records per push, {} runs per backend, {} server threads, {} cores",
+        args.devices,
+        args.records,
+        args.batch,
+        args.runs,
+        args.server_threads,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let mut results: Vec<(&str, Vec<RunResult>)> =
+        backends.iter().map(|b| (*b, Vec::new())).collect();
+    for run in 0..args.runs {
+        for (backend, list) in results.iter_mut() {
+            match run_once(backend, &args, url.as_deref()) {
+                Ok(r) => {
+                    println!(
+                        "run {} {:<8} {:>6} records in {:>6.2} s = {:>7.0} records/s; push p50 {:>7.1} ms, p99 {:>7.1} ms; {:.0} us CPU of this process per record",
+                        run + 1,
+                        backend,
+                        r.records,
+                        r.seconds,
+                        r.rate(),
+                        r.pct(50.0),
+                        r.pct(99.0),
+                        r.cpu_seconds * 1e6 / r.records as f64
+                    );
+                    list.push(r);
+                }
+                Err(e) => {
+                    eprintln!("run {} {backend}: {e}", run + 1);
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    println!();
+    println!("medians over {} runs:", args.runs);
+    println!(
+        "{:<10} {:>12} {:>14} {:>14} {:>16}",
+        "backend", "records/s", "push p50 ms", "push p99 ms", "CPU us/record"
+    );
+    for (backend, list) in &results {
+        println!(
+            "{:<10} {:>12.0} {:>14.1} {:>14.1} {:>16.0}",
+            backend,
+            median(list.iter().map(RunResult::rate).collect()),
+            median(list.iter().map(|r| r.pct(50.0)).collect()),
+            median(list.iter().map(|r| r.pct(99.0)).collect()),
+            median(
+                list.iter()
+                    .map(|r| r.cpu_seconds * 1e6 / r.records as f64)
+                    .collect()
+            )
+        );
+    }
+}
