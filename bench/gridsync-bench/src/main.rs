@@ -40,6 +40,12 @@ struct Cli {
 enum Cmd {
     /// Runs every workload and prints the table (Markdown).
     Run(workloads::RunArgs),
+    /// Where a bootstrap's bytes go, for a server database (documents against JSON).
+    Anatomy {
+        /// The server's SQLite file.
+        #[arg(long)]
+        db: PathBuf,
+    },
     /// (child process) Serves a server database on 127.0.0.1 until stdin closes.
     Serve {
         /// The server's SQLite file.
@@ -67,6 +73,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run(args) => workloads::run(&args),
+        Cmd::Anatomy { db } => whatif::anatomy(&db).map(|a| println!("{a:?}")),
         Cmd::Serve { db } => procs::serve_main(&db),
         Cmd::Client {
             url,

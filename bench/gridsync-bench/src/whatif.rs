@@ -13,8 +13,6 @@ use crate::R;
 /// Gzip'd bytes of the pages in each variant.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Anatomy {
-    /// Records.
-    pub records: u64,
     /// Id, document and heads (what a page carries, without postcard framing).
     pub as_sent: u64,
     /// The same with the head hashes and chunk checksums zeroed (as if they compressed).
@@ -38,12 +36,15 @@ pub fn anatomy(server_db: &Path) -> R<Anatomy> {
         "SELECT id, doc, heads FROM records WHERE kind IN ('producer', 'visit') ORDER BY grid, seq",
     )?;
     let rows = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?)))?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut a = Anatomy {
-        records: rows.len() as u64,
-        ..Anatomy::default()
-    };
+    let mut a = Anatomy::default();
     for page in rows.chunks(PAGE) {
         let (mut sent, mut zeroed, mut json, mut json_heads) = (gz(), gz(), gz(), gz());
         for (id, doc, heads) in page {

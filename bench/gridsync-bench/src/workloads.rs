@@ -709,8 +709,12 @@ fn build_table(
     );
     if s.has("anat.sent") {
         // Where the bytes go (run 1): pages of documents against variants, all gzip'd alike.
-        let (sent, zeroed, json, json_heads) =
-            (s.med("anat.sent"), s.med("anat.zeroed"), s.med("anat.json"), s.med("anat.json_heads"));
+        let (sent, zeroed, json, json_heads) = (
+            s.med("anat.sent"),
+            s.med("anat.zeroed"),
+            s.med("anat.json"),
+            s.med("anat.json_heads"),
+        );
         t.row(
             "W1",
             "… where the bytes go: the pages' ids, documents and heads gzip'd, without postcard framing",

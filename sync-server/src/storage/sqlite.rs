@@ -581,7 +581,9 @@ fn write_ops(c: &Connection, author: &Author, ops: &[Op]) -> StorageResult<()> {
         next.insert(grid, end - n + 1);
     }
     let mut take = |grid: &str| -> StorageResult<i64> {
-        let slot = next.get_mut(grid).ok_or_else(|| StorageError::Invalid(format!("no sequence taken for {grid}")))?;
+        let slot = next
+            .get_mut(grid)
+            .ok_or_else(|| StorageError::Invalid(format!("no sequence taken for {grid}")))?;
         let seq = *slot;
         *slot += 1;
         c.prepare_cached("INSERT INTO feed_log (grid, seq, token) VALUES (?1, ?2, ?3)")?
