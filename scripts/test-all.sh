@@ -14,11 +14,14 @@ GRIDSYNC_TEST_POSTGRES="$(scripts/postgres.sh start)"
 export GRIDSYNC_TEST_POSTGRES
 echo "using $GRIDSYNC_TEST_POSTGRES"
 
-step "Rust workspace tests (SQLite and PostgreSQL backends)"
+step "Rust workspace tests (scenario tests on PostgreSQL; conformance suite on both backends)"
+mkdir -p target
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-rust.log
+step "Scenario tests again on the embedded SQLite backend"
+GRIDSYNC_TEST_BACKEND=sqlite cargo test -p gridsync-tests --no-fail-fast 2>&1 | tee -a target/test-rust.log
 grep -E '^test result:' target/test-rust.log | awk '
   { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-  END { printf "rust: %d passed, %d failed\n", p, f }'
+  END { printf "rust: %d passed, %d failed\n", p, f; exit (f > 0) }'
 
 step "The README's run command: the demo walk-through (server with --demo, three phones)"
 GRIDSYNC_DEMO_PORT="${GRIDSYNC_DEMO_PORT:-18080}" scripts/demo.sh --exit >target/demo.log 2>&1 || { tail -50 target/demo.log; exit 1; }

@@ -412,7 +412,11 @@ fn enrolment_codes_are_single_use_expire_and_resist_guessing() {
         matches!(&e, gridsync_core::Error::Server { status: 429, .. }),
         "{e}"
     );
-    // Only hashes are stored: the code text is nowhere in the database file.
+    // Only hashes are stored: the code text is nowhere in the database file (the embedded
+    // backend's file can be read directly; the conformance suite covers PostgreSQL's rows).
+    if !matches!(w.server.backend, Backend::Sqlite) {
+        return;
+    }
     let db = std::fs::read(w.server.data.join("gridsync.db")).unwrap();
     let wal = std::fs::read(w.server.data.join("gridsync.db-wal")).unwrap_or_default();
     let norm = gridsync_server::auth::normalize_code(&good);

@@ -15,7 +15,7 @@
 //!
 //! Seeds: `GRIDSYNC_SEEDS=N` (default 1000) from `GRIDSYNC_SEED_BASE` (default 1), or one
 //! seed with `GRIDSYNC_SEED=S`. Seeds in `tests/regressions/convergence-seeds.txt` always
-//! run first; a failing seed is appended there. `GRIDSYNC_CONVERGENCE_SECS` (default 240)
+//! run first; a failing seed is appended there. `GRIDSYNC_CONVERGENCE_SECS` (default 180)
 //! stops starting new seeds on a slow machine. `scripts/convergence-full.sh` runs more.
 
 // Test code: an unwrap is an assertion, in helpers as in test functions.
@@ -1164,7 +1164,7 @@ fn devices_converge_under_lost_duplicated_reordered_and_partitioned_delivery() {
     let started = Instant::now();
     // A guard for slow machines: no new seed starts after this many seconds (the run
     // reports how many seeds it got through).
-    let budget = std::time::Duration::from_secs(env("GRIDSYNC_CONVERGENCE_SECS").unwrap_or(240));
+    let budget = std::time::Duration::from_secs(env("GRIDSYNC_CONVERGENCE_SECS").unwrap_or(180));
     let skipped = AtomicUsize::new(0);
     let prep = prepare();
     let counters = Arc::new(Faults::default());

@@ -423,3 +423,72 @@ fn write_fuzz_inputs() {
     let d = regress.join("push");
     write(&d, "claim-4g-chunk", &[&[4u8][..], &big].concat());
 }
+
+/// Peak resident memory of this process (kB), from /proc.
+fn vm_hwm_kb() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A "server" on loopback that answers every request with 200 and `size` bytes of zeros,
+/// declaring the length or not.
+fn flooding_server(size: usize, declare: bool) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let _ = c.read(&mut buf);
+                let head = if declare {
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/x-gridsync\r\ncontent-length: {size}\r\n\r\n")
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-gridsync\r\nconnection: close\r\n\r\n".to_string()
+                };
+                if c.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let zeros = vec![0u8; 65536];
+                let mut sent = 0;
+                while sent < size {
+                    if c.write_all(&zeros).is_err() {
+                        return;
+                    }
+                    sent += zeros.len();
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A phone talking to something that floods it (a broken proxy, a captive portal, a
+/// hostile endpoint) reads at most the protocol's body limit, then gives up with an error.
+#[test]
+fn a_flooding_server_cannot_make_the_phone_read_more_than_the_body_limit() {
+    use gridsync_core::sync::{HttpTransport, Transport};
+    for declare in [true, false] {
+        let addr = flooding_server(400 * 1024 * 1024, declare);
+        let mut t = HttpTransport::new(&format!("http://{addr}")).unwrap();
+        t.attempts = 1;
+        let before = vm_hwm_kb();
+        let started = std::time::Instant::now();
+        let r = t.sync("Bearer d.s", vec![1, 2, 3]);
+        let grew = vm_hwm_kb()
+            .zip(before)
+            .map(|(a, b)| a.saturating_sub(b) / 1024);
+        println!(
+            "declared length {declare}: {:?} after {:?}, peak memory +{grew:?} MB",
+            r.as_ref().map(Vec::len),
+            started.elapsed()
+        );
+        assert!(r.is_err(), "a 400 MB answer was accepted");
+        assert!(
+            grew.is_none_or(|mb| mb < 100),
+            "reading the answer took {grew:?} MB"
+        );
+    }
+}

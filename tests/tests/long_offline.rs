@@ -235,7 +235,9 @@ fn thirty_days_offline_then_everything_syncs() {
 
     // The server last heard from this phone a month ago.
     let link = away.store.server_link().unwrap().unwrap();
-    {
+    // (Only the embedded backend's file can be aged by hand; on PostgreSQL the credential
+    // is checked all the same.)
+    if matches!(server.backend, gridsync_tests::Backend::Sqlite) {
         let db = rusqlite::Connection::open(dir.path().join("server").join("gridsync.db")).unwrap();
         db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
         let n = db

@@ -1,11 +1,12 @@
 //! HTTP transport on reqwest (rustls): timeouts, and retries with backoff on network errors.
 
+use std::io::Read;
 use std::time::Duration;
 
 use super::engine::Transport;
 use super::protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, RotateResponse, CONTENT_TYPE, PROTOCOL_HEADER,
-    PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorBody, RotateResponse, CONTENT_TYPE, MAX_BODY_BYTES,
+    PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use crate::{Error, Result};
 
@@ -46,18 +47,30 @@ impl HttpTransport {
                 delay *= 2;
             }
             match build().send() {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     let status = resp.status();
-                    let body = resp.bytes().map_err(|e| Error::Transport(e.to_string()));
-                    let body = match body {
-                        Ok(b) => b,
-                        Err(e) => {
-                            last = e.to_string();
-                            continue;
-                        }
+                    // Read at most the protocol's body limit: whatever answers (a proxy, a
+                    // captive portal) cannot make the phone hold more in memory.
+                    let too_large = |n: u64| {
+                        Error::Protocol(format!(
+                            "the answer of {n} bytes or more exceeds the limit of {MAX_BODY_BYTES} bytes"
+                        ))
                     };
+                    if let Some(n) = resp.content_length().filter(|n| *n > MAX_BODY_BYTES as u64) {
+                        return Err(too_large(n));
+                    }
+                    let mut body = Vec::new();
+                    if let Err(e) = std::io::Read::take(&mut resp, MAX_BODY_BYTES as u64 + 1)
+                        .read_to_end(&mut body)
+                    {
+                        last = e.to_string();
+                        continue;
+                    }
+                    if body.len() > MAX_BODY_BYTES {
+                        return Err(too_large(body.len() as u64));
+                    }
                     if status.is_success() {
-                        return Ok(body.to_vec());
+                        return Ok(body);
                     }
                     let message = serde_json::from_slice::<ErrorBody>(&body)
                         .map(|e| format!("{}: {}", e.error, e.message))

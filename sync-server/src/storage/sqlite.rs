@@ -599,7 +599,7 @@ fn write_ops(c: &Connection, author: &Author, ops: &[Op]) -> StorageResult<()> {
             c.prepare_cached(
                 "INSERT INTO departures (grid, seq, record_id, new_grid) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![from, dep as i64, op.id, op.grid])?;
+            .execute(params![from, dep, op.id, op.grid])?;
         }
         let since = resolve_since(op.since, seq, &since_of);
         since_of.push(since);
