@@ -80,3 +80,48 @@ pub fn anatomy(server_db: &Path) -> R<Anatomy> {
     }
     Ok(a)
 }
+
+#[cfg(test)]
+mod tmp_measure {
+    #[test]
+    #[ignore]
+    fn resave_cost() {
+        let c = rusqlite::Connection::open("/tmp/gb-exp/township/gridsync.db").unwrap();
+        let mut st = c
+            .prepare("SELECT doc FROM records WHERE kind IN ('producer','visit')")
+            .unwrap();
+        let docs: Vec<Vec<u8>> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let mut loaded: Vec<_> = docs
+            .iter()
+            .map(|d| automerge::AutoCommit::load(d).unwrap())
+            .collect();
+        let t = std::time::Instant::now();
+        let cpu = crate::procs::thread_cpu_secs().unwrap();
+        let mut n = 0;
+        for d in &mut loaded {
+            n += d.save().len();
+        }
+        println!(
+            "save of {} docs: {:.2} s wall, {:.2} s cpu, {} bytes",
+            loaded.len(),
+            t.elapsed().as_secs_f64(),
+            crate::procs::thread_cpu_secs().unwrap() - cpu,
+            n
+        );
+        let t = std::time::Instant::now();
+        let cpu = crate::procs::thread_cpu_secs().unwrap();
+        for d in &docs {
+            let _ = automerge::AutoCommit::load(d).unwrap();
+        }
+        println!(
+            "load of {} docs: {:.2} s wall, {:.2} s cpu",
+            docs.len(),
+            t.elapsed().as_secs_f64(),
+            crate::procs::thread_cpu_secs().unwrap() - cpu
+        );
+    }
+}
