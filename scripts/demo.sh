@@ -12,8 +12,9 @@ port="${GRIDSYNC_DEMO_PORT:-8080}"
 work="${GRIDSYNC_DEMO_DIR:-$PWD/target/demo}"
 
 cargo build -q -p gridsync-server -p gridsync-examples --bin gridsync-server --bin gridsync-field
-server=target/debug/gridsync-server
-field=target/debug/gridsync-field
+bin="${CARGO_TARGET_DIR:-target}/debug"
+server="$bin/gridsync-server"
+field="$bin/gridsync-field"
 
 rm -rf "$work" && mkdir -p "$work"
 "$server" serve --data "$work/server" --listen "127.0.0.1:$port" --demo >"$work/server.out" 2>"$work/server.log" &
