@@ -726,21 +726,49 @@ pub fn fuzz_sync_request(data: &[u8]) {
 }
 
 /// Fuzz target: a sync response body as a phone receives it; a decoded response is applied
-/// to a phone store (in memory, holding the scope of grid `FZ-V`), as the engine does.
+/// to a fresh phone store (in memory, holding the scope of grid `FZ-V`), as the engine
+/// does, and every record is read back.
 pub fn fuzz_sync_response(data: &[u8]) {
     use gridsync_core::sync::protocol::{self, SyncResponse};
     let body = fuzz_body(data);
     if let Ok(resp) = protocol::decode::<SyncResponse>(&body) {
-        FUZZ_PHONE.with(|store| {
-            let _ = store.apply_page(&resp);
-            for id in store.record_ids().unwrap_or_default() {
-                if let Ok(r) = store.record(&id) {
-                    let _ = r.to_json();
-                }
-                let _ = store.conflicts(&id);
+        let store = fuzz_phone();
+        let _ = store.apply_page(&resp);
+        for id in store.record_ids().unwrap_or_default() {
+            if let Ok(r) = store.record(&id) {
+                let _ = r.to_json();
             }
-        });
+            let _ = store.conflicts(&id);
+        }
     }
+}
+
+/// A phone store in memory that holds the scope of a liaison of `FZ-V`.
+pub fn fuzz_phone() -> Store {
+    use gridsync_core::sync::protocol::{Reference, SyncResponse};
+    let store = Store::open_in_memory().expect("in-memory store");
+    let me = fuzz_people()[1].clone();
+    let reference = Reference {
+        version: "fz".into(),
+        me: me.clone(),
+        grids: fuzz_grids(),
+        readable: vec!["FZ-V".into()],
+        template_grids: vec!["FZ-B".into(), "FZ-L".into(), "FZ-R".into(), "FZ-T".into()],
+        people: fuzz_people(),
+    };
+    store.set_profile(&me).expect("profile");
+    let resp = SyncResponse {
+        epoch: "e".into(),
+        reset: false,
+        results: vec![],
+        records: vec![],
+        departures: vec![],
+        cursors: vec![],
+        more: false,
+        reference: Some(reference),
+    };
+    store.apply_page(&resp).expect("reference");
+    store
 }
 
 /// Fuzz target: document bytes from outside (a pulled whole document or change chunks):
@@ -948,24 +976,6 @@ pub fn fuzz_document_bytes(r: &gridsync_core::model::Record) -> Vec<u8> {
 }
 
 thread_local! {
-    static FUZZ_PHONE: Store = {
-        use gridsync_core::sync::protocol::{Reference, SyncResponse};
-        let store = Store::open_in_memory().expect("in-memory store");
-        let me = fuzz_people()[1].clone();
-        let reference = Reference {
-            version: "fz".into(),
-            me: me.clone(),
-            grids: fuzz_grids(),
-            readable: vec!["FZ-V".into()],
-            template_grids: vec!["FZ-B".into(), "FZ-L".into(), "FZ-R".into(), "FZ-T".into()],
-            people: fuzz_people(),
-        };
-        store.set_profile(&me).expect("profile");
-        let resp = SyncResponse { epoch: "e".into(), reset: false, results: vec![], records: vec![], departures: vec![], cursors: vec![], more: false, reference: Some(reference) };
-        store.apply_page(&resp).expect("reference");
-        store
-    };
-
     static FUZZ_DOC: Vec<u8> = fuzz_document_bytes(&gridsync_core::model::Record::Producer(fuzz_records().0));
 
     #[allow(clippy::type_complexity)]
