@@ -242,6 +242,7 @@ fn prepare(
         cursors: vec![],
         want_full: vec![],
         page_limit: 1,
+        bare_docs: false,
     };
     let answer = transport
         .sync(&auth, protocol::encode(&first).map_err(|e| e.to_string())?)
@@ -284,6 +285,7 @@ fn prepare(
             cursors: vec![],
             want_full: vec![],
             page_limit: 1,
+            bare_docs: false,
         };
         bodies.push(protocol::encode(&req).map_err(|e| e.to_string())?);
     }

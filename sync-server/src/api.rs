@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridsync_core::model::{Person, Role};
+use gridsync_core::sync::bare;
 use gridsync_core::sync::protocol::{
     self, EnrollRequest, EnrollResponse, ErrorBody, RotateResponse, SyncRequest, SyncResponse,
-    CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    CONTENT_TYPE, OLDEST_PROTOCOL_VERSION, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -174,19 +175,25 @@ async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     }
 }
 
-fn check_protocol(headers: &HeaderMap) -> ApiResult<()> {
+/// The protocol version a request speaks (header [`PROTOCOL_HEADER`]), one this server
+/// serves: [`OLDEST_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`].
+fn check_protocol(headers: &HeaderMap) -> ApiResult<u16> {
     match headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()) {
         None => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "missing_protocol",
             format!("send header {PROTOCOL_HEADER}: {PROTOCOL_VERSION}"),
         )),
-        Some(v) if v.trim() == PROTOCOL_VERSION.to_string() => Ok(()),
-        Some(v) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_protocol",
-            format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
-        )),
+        Some(v) => match v.trim().parse::<u16>() {
+            Ok(n) if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&n) => Ok(n),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_protocol",
+                format!(
+                    "protocol version {v} is not supported; this server speaks versions {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+                ),
+            )),
+        },
     }
 }
 
@@ -454,7 +461,7 @@ async fn sync(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    check_protocol(&headers)?;
+    let version = check_protocol(&headers)?;
     if let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -474,7 +481,7 @@ async fn sync(
     let bytes = read_body(body, protocol::MAX_BODY_BYTES).await?;
     let st2 = st.clone();
     blocking(move || {
-        let req: SyncRequest = protocol::decode(&bytes).map_err(|e| {
+        let req: SyncRequest = protocol::decode_request(&bytes, version).map_err(|e| {
             if e.to_string().contains("decompresses to more") {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
             } else {
@@ -484,7 +491,7 @@ async fn sync(
         protocol::check_request(&req)
             .map_err(|m| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m))?;
         let resp = handle_sync(&st2, &device, &person, req)?;
-        let body = protocol::encode(&resp).map_err(|e| {
+        let body = protocol::encode_response(&resp, version).map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })?;
         Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
@@ -530,6 +537,7 @@ pub fn handle_sync(
         cursors: Vec::new(),
         more: false,
         reference: None,
+        docs_digest: None,
     };
     if !req.epoch.is_empty() && req.epoch != epoch {
         resp.reset = true;
@@ -606,5 +614,27 @@ pub fn handle_sync(
         .map(|(grid, seq, token)| protocol::Cursor { grid, seq, token })
         .collect();
     resp.more |= page.more;
+    if req.bare_docs {
+        strip_documents(&mut resp);
+    }
     Ok(resp)
+}
+
+/// Sends the page's whole documents bare (protocol v2, `gridsync_core::sync::bare`): each
+/// loses its checksum and head hashes, which the device derives again and checks against
+/// the page digest. A document that is not one plain chunk keeps its hashes.
+fn strip_documents(resp: &mut SyncResponse) {
+    let mut digest = bare::PageDigest::new();
+    let mut any = false;
+    for rec in resp.records.iter_mut().filter(|r| r.full) {
+        if let Some(stripped) = bare::strip(&rec.bytes) {
+            digest.add_raw(&rec.id, rec.heads.iter());
+            rec.bytes = stripped;
+            rec.heads.clear();
+            any = true;
+        }
+    }
+    if any {
+        resp.docs_digest = Some(digest.finish());
+    }
 }

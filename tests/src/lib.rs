@@ -473,6 +473,17 @@ impl Phone {
     }
 }
 
+/// A server on a temporary directory holding [`small_dataset`], and the phone of a
+/// liaison of `DEMO-T01-V01` enrolled on it (not yet synced).
+pub fn server_and_liaison(dir: &Path) -> (TestServer, Dataset, Phone) {
+    let server = TestServer::start(&dir.join("server"));
+    let data = small_dataset();
+    server.load(&data);
+    let liaison = person_in(&data, Role::Liaison, "DEMO-T01-V01");
+    let phone = Phone::enrol(&server, &server.url(), dir, "p", &liaison.id);
+    (server, data, phone)
+}
+
 /// The small demo-shaped dataset used by most scenarios.
 pub fn small_dataset() -> Dataset {
     generate(&DatasetSpec {
@@ -642,6 +653,7 @@ pub fn raw_sync(
         cursors,
         want_full: vec![],
         page_limit: protocol::MAX_PAGE_RECORDS,
+        bare_docs: false,
     };
     let auth = format!("Bearer {}.{}", link.device_id, link.secret);
     let answer = phone.transport().sync(&auth, protocol::encode(&req)?)?;
@@ -766,14 +778,17 @@ pub fn fuzz_phone() -> Store {
         cursors: vec![],
         more: false,
         reference: Some(reference),
+        docs_digest: None,
     };
     store.apply_page(&resp).expect("reference");
     store
 }
 
 /// Fuzz target: document bytes from outside (a pulled whole document or change chunks):
-/// `load_received`, `RecordDoc::load` (whole and split into a save plus a chunk), and
-/// changes applied onto an existing record as a pulled page does.
+/// `load_received`, `RecordDoc::load` (whole and split into a save plus a chunk),
+/// changes applied onto an existing record as a pulled page does, and the bare form of
+/// protocol v2 (`sync::bare`: rebuilt documents load strictly; a stripped document
+/// rebuilds with the same heads).
 pub fn fuzz_document(data: &[u8]) {
     use gridsync_core::doc::{load_received, RecordDoc};
     let inspect = |d: &mut RecordDoc| {
@@ -799,6 +814,23 @@ pub fn fuzz_document(data: &[u8]) {
     let mut base = FUZZ_DOC.with(|d| RecordDoc::load(d, &[]).expect("the fixed document loads"));
     if base.apply(data).is_ok() {
         inspect(&mut base);
+    }
+    // The same bytes as a bare document (protocol v2), and the bare form of whatever
+    // document they are: a rebuilt document must load strictly, as the store loads it.
+    if let Ok((mut d, bytes)) = gridsync_core::sync::bare::rebuild(data) {
+        inspect(&mut d);
+        assert!(
+            RecordDoc::load(&bytes, &[]).is_ok(),
+            "a rebuilt bare document does not load"
+        );
+    }
+    if let (Some(stripped), Ok(mut whole)) = (
+        gridsync_core::sync::bare::strip(data),
+        RecordDoc::load(data, &[]),
+    ) {
+        let (mut rebuilt, _) = gridsync_core::sync::bare::rebuild(&stripped)
+            .expect("a document that loads rebuilds from its bare form");
+        assert_eq!(rebuilt.heads(), whole.heads());
     }
 }
 

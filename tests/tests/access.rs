@@ -484,7 +484,7 @@ fn lost_phone_is_revoked_and_wiped_but_unsynced_edits_are_kept() {
     let raw = reqwest::blocking::Client::new()
         .post(format!("{}/v1/sync", w.server.url()))
         .header("authorization", format!("Bearer {device}.0000"))
-        .header("x-gridsync-protocol", "1")
+        .header("x-gridsync-protocol", "2")
         .body(vec![1, 2, 3])
         .send()
         .unwrap();
@@ -523,6 +523,7 @@ fn rotated_credential_whose_answer_was_lost_keeps_working() {
         cursors: vec![],
         want_full: vec![],
         page_limit: 1,
+        bare_docs: false,
     })
     .unwrap();
     let e = phone.transport().sync(&old_auth, body).unwrap_err();

@@ -31,7 +31,7 @@ impl Api {
             "/v1/sync",
             &[
                 ("authorization", &self.auth),
-                ("x-gridsync-protocol", "1"),
+                ("x-gridsync-protocol", "2"),
                 ("content-type", protocol::CONTENT_TYPE),
             ],
             body,
@@ -47,6 +47,7 @@ fn empty_request() -> SyncRequest {
         cursors: vec![],
         want_full: vec![],
         page_limit: 10,
+        bare_docs: false,
     }
 }
 
@@ -57,11 +58,7 @@ fn gzip(raw: &[u8]) -> Vec<u8> {
 #[test]
 fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server"));
-    let data = small_dataset();
-    server.load(&data);
-    let liaison = person_in(&data, Role::Liaison, "DEMO-T01-V01");
-    let phone = Phone::enrol(&server, &server.url(), dir.path(), "p", &liaison.id);
+    let (server, _, phone) = server_and_liaison(dir.path());
     phone.sync().unwrap();
     let link = phone.store.server_link().unwrap().unwrap();
     let api = Api {
@@ -96,13 +93,13 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     assert_eq!(s, 400);
     assert!(m.contains("missing_protocol"), "{m}");
     // Missing and wrong credentials.
-    let (s, m) = api.post("/v1/sync", &[("x-gridsync-protocol", "1")], good.clone());
+    let (s, m) = api.post("/v1/sync", &[("x-gridsync-protocol", "2")], good.clone());
     assert_eq!(s, 401);
     assert!(m.contains("missing_credentials"), "{m}");
     let wrong = format!("Bearer {}.{}", link.device_id, "00".repeat(32));
     let (s, m) = api.post(
         "/v1/sync",
-        &[("authorization", &wrong), ("x-gridsync-protocol", "1")],
+        &[("authorization", &wrong), ("x-gridsync-protocol", "2")],
         good.clone(),
     );
     assert_eq!(s, 401);
@@ -111,7 +108,7 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         "/v1/sync",
         &[
             ("authorization", "Bearer garbage"),
-            ("x-gridsync-protocol", "1"),
+            ("x-gridsync-protocol", "2"),
         ],
         good.clone(),
     );
@@ -159,7 +156,7 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
             .client
             .post(format!("{}/v1/sync", api.base))
             .header("authorization", &api.auth)
-            .header("x-gridsync-protocol", "1")
+            .header("x-gridsync-protocol", "2")
             .body(protocol::encode(&odd).unwrap())
             .send()
             .unwrap();
@@ -195,7 +192,11 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     // After all that, the phone still syncs.
     let p = phone
         .store
-        .create_producer(new_producer("仍可同步", &liaison.grids[0], &liaison.id))
+        .create_producer(new_producer(
+            "仍可同步",
+            &phone.person.grids[0],
+            &phone.person.id,
+        ))
         .unwrap();
     assert_eq!(phone.sync().unwrap().pushed, 1);
     assert!(phone.store.producer(&p.id).is_ok());

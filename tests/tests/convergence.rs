@@ -1330,6 +1330,7 @@ fn several_review_steps_taken_offline_are_accepted_together() {
         cursors: vec![],
         want_full: vec![],
         page_limit: 10,
+        bare_docs: false,
     };
     let answer = l1
         .net

@@ -262,6 +262,7 @@ fn write_fuzz_inputs() {
         ],
         want_full: vec![producer.id.clone()],
         page_limit: 2000,
+        bare_docs: false,
     };
     let raw_req = postcard::to_allocvec(&req).unwrap();
     let d = seeds.join("sync_request");
@@ -330,6 +331,7 @@ fn write_fuzz_inputs() {
         }],
         more: false,
         reference: None,
+        docs_digest: None,
     };
     let d = seeds.join("sync_response");
     write(&d, "page", &wrapped(&postcard::to_allocvec(&resp).unwrap()));

@@ -64,6 +64,7 @@ impl Reader {
                 .collect(),
             want_full: vec![],
             page_limit: page,
+            bare_docs: false,
         };
         let answer = transport
             .sync(auth, protocol::encode(&req).unwrap())

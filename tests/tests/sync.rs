@@ -7,6 +7,7 @@ use gridsync_core::model::{
 };
 use gridsync_core::store::Store;
 use gridsync_core::sync::protocol::{self, PushOutcome, SyncRequest, SyncResponse};
+use gridsync_core::sync::{CancelFlag, SyncEngine, Transport};
 use gridsync_tests::*;
 
 fn finding(by: &str, text: &str) -> Finding {
@@ -192,6 +193,7 @@ fn raw_push(phone: &Phone) -> (Vec<u8>, String) {
         cursors: vec![],
         want_full: vec![],
         page_limit: 10,
+        bare_docs: false,
     };
     (
         protocol::encode(&req).unwrap(),
@@ -371,6 +373,9 @@ fn a_new_device_bootstraps_a_township_in_few_round_trips() {
         "{} round trips for {expected} records",
         r.round_trips
     );
+    // Whole documents came bare and were rebuilt byte for byte as the server holds them.
+    assert_eq!(r.digest_retries, 0);
+    assert_same_documents_as_server(&phone, &server);
     // Nothing from the other township.
     assert!(phone.store.record_ids().unwrap().iter().all(|id| {
         !data
@@ -450,4 +455,158 @@ fn a_rejected_edit_stays_visible_with_its_reason_until_discarded() {
         ),
         _ => panic!("not a producer"),
     }
+}
+
+/// Every document on the phone is byte for byte the server's.
+fn assert_same_documents_as_server(phone: &Phone, server: &TestServer) {
+    let db = rusqlite::Connection::open(&phone.path).unwrap();
+    let mut st = db.prepare("SELECT id, doc FROM records").unwrap();
+    let docs: Vec<(String, Vec<u8>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!docs.is_empty());
+    let storage = server.storage.shared();
+    for (id, doc) in &docs {
+        let stored = storage.record(id).unwrap().expect("on the server");
+        assert!(
+            &stored.doc == doc,
+            "document of {id} differs from the server's"
+        );
+    }
+}
+
+/// Flips the first page digest it sees, as a server whose documents hash differently
+/// would look to the phone.
+struct TamperDigest {
+    inner: gridsync_core::sync::HttpTransport,
+    tampered: std::sync::atomic::AtomicU32,
+}
+
+impl Transport for TamperDigest {
+    fn sync(&self, auth: &str, body: Vec<u8>) -> gridsync_core::Result<Vec<u8>> {
+        let answer = self.inner.sync(auth, body)?;
+        let mut resp: protocol::SyncResponse = protocol::decode(&answer)?;
+        if let Some(d) = resp.docs_digest.as_mut() {
+            if self
+                .tampered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                == 0
+            {
+                d[0] ^= 1;
+                return protocol::encode(&resp);
+            }
+        }
+        Ok(answer)
+    }
+    fn enroll(
+        &self,
+        req: &protocol::EnrollRequest,
+    ) -> gridsync_core::Result<protocol::EnrollResponse> {
+        self.inner.enroll(req)
+    }
+    fn rotate(&self, auth: &str) -> gridsync_core::Result<protocol::RotateResponse> {
+        self.inner.rotate(auth)
+    }
+}
+
+#[test]
+fn a_page_whose_digest_does_not_match_is_fetched_again_with_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, phone) = server_and_liaison(dir.path());
+    let tamper = TamperDigest {
+        inner: gridsync_core::sync::HttpTransport::new(&server.url()).unwrap(),
+        tampered: Default::default(),
+    };
+    let mut engine = SyncEngine::new(&phone.store, &tamper);
+    engine.page_limit = 5;
+    let r = engine.sync(&mut |_| {}, &CancelFlag::new()).unwrap();
+    // The tampered page was not applied at all, then fetched again with hashes, as was
+    // the rest of this sync.
+    assert_eq!(r.digest_retries, 1);
+    assert_eq!(
+        tamper.tampered.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the first page was bare"
+    );
+    // The same as a phone that synced without the fault, across several pages.
+    let control = Phone::enrol(&server, &server.url(), dir.path(), "c", &phone.person.id);
+    let c = control.sync_paged(5).unwrap();
+    assert_eq!(c.digest_retries, 0);
+    assert!(c.round_trips > 2, "the scope spans several pages");
+    assert_eq!(r.pulled, c.pulled, "every record arrived once");
+    assert_eq!(snapshot(&phone.store), snapshot(&control.store));
+    assert_same_documents_as_server(&phone, &server);
+    assert_eq!(integrity_check(&phone.path), "ok");
+}
+
+#[test]
+fn a_version_1_device_still_gets_documents_with_their_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, phone) = server_and_liaison(dir.path());
+    let link = phone.store.server_link().unwrap().unwrap();
+    let post = |version: &str, body: Vec<u8>| {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/sync", server.url()))
+            .header(
+                "authorization",
+                format!("Bearer {}.{}", link.device_id, link.secret),
+            )
+            .header(protocol::PROTOCOL_HEADER, version)
+            .header("content-type", protocol::CONTENT_TYPE)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.bytes().unwrap().to_vec()
+    };
+    let mut req = SyncRequest {
+        epoch: String::new(),
+        reference_version: String::new(),
+        push: vec![],
+        cursors: vec![protocol::Cursor {
+            grid: "DEMO-T01-V01".into(),
+            seq: 0,
+            token: 0,
+        }],
+        want_full: vec![],
+        page_limit: 50,
+        bare_docs: true,
+    };
+    // Version 1: the request has no bare_docs byte; the answer has no digest and every
+    // whole document keeps its heads.
+    let mut v1 = postcard::to_allocvec(&req).unwrap();
+    assert_eq!(v1.pop(), Some(1));
+    let v1_answer =
+        protocol::decode_response(&post("1", protocol::encode_raw_for_tests(&v1)), 1).unwrap();
+    assert!(!v1_answer.records.is_empty());
+    assert!(v1_answer.docs_digest.is_none());
+    for rec in &v1_answer.records {
+        assert!(rec.full && !rec.heads.is_empty(), "{}", rec.id);
+        let mut doc = automerge::AutoCommit::load(&rec.bytes).unwrap();
+        let heads: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
+        assert_eq!(heads, rec.heads);
+    }
+    // Version 2 with bare documents: the same records, smaller, with a digest.
+    let v2_answer =
+        protocol::decode_response(&post("2", protocol::encode(&req).unwrap()), 2).unwrap();
+    assert!(v2_answer.docs_digest.is_some());
+    assert_eq!(v2_answer.records.len(), v1_answer.records.len());
+    let size = |recs: &[protocol::PullRecord]| {
+        recs.iter()
+            .map(|r| r.bytes.len() + 32 * r.heads.len())
+            .sum::<usize>()
+    };
+    assert!(size(&v2_answer.records) + 60 * v1_answer.records.len() <= size(&v1_answer.records));
+    for (bare, whole) in v2_answer.records.iter().zip(&v1_answer.records) {
+        assert!(bare.heads.is_empty());
+        let (_, rebuilt) = gridsync_core::sync::bare::rebuild(&bare.bytes).unwrap();
+        assert_eq!(rebuilt, whole.bytes);
+    }
+    // Version 2 without: as version 1, plus an empty digest.
+    req.bare_docs = false;
+    let plain = protocol::decode_response(&post("2", protocol::encode(&req).unwrap()), 2).unwrap();
+    assert!(plain.docs_digest.is_none());
+    assert_eq!(plain.records, v1_answer.records);
 }

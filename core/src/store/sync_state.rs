@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{delete_record, load_doc, materialize, persist_doc, Store};
 use crate::doc::{heads_from_bytes, heads_to_bytes, load_received, RecordDoc};
 use crate::model::RecordKind;
+use crate::sync::bare::{self, PageDigest};
 use crate::sync::protocol::{Cursor, PushOutcome, PushResult, Reference, SyncResponse};
 use crate::{now_ms, Error, Result};
 
@@ -88,7 +89,13 @@ pub struct PageOutcome {
     pub removed: usize,
     /// Of those, records with unsynced edits kept for export.
     pub kept: usize,
+    /// The heads derived from the page's bare documents did not match the server's
+    /// digest: nothing of the page was applied (ask again for documents with hashes).
+    pub digest_mismatch: bool,
 }
+
+const DIGEST_MISMATCH: &str =
+    "the heads rebuilt from the page's bare documents differ from the server's";
 
 const LINK_KEY: &str = "server_link";
 
@@ -216,15 +223,37 @@ impl Store {
         })
     }
 
-    /// Applies one pull page and its cursors in one transaction.
+    /// Applies one pull page and its cursors in one transaction. Bare documents are
+    /// rebuilt first and their heads checked against the page's digest: on a mismatch
+    /// nothing is applied and the outcome says so.
     pub fn apply_page(&self, resp: &SyncResponse) -> Result<PageOutcome> {
-        let out = self.write(|tx| {
+        let applied = self.write(|tx| {
             let mut out = PageOutcome::default();
             if let Some(reference) = &resp.reference {
                 apply_reference(tx, reference, &mut out)?;
             }
             let (readable, templates) = scope_sets(tx)?;
+            let mut digest = PageDigest::new();
+            let mut any_bare = false;
             for rec in &resp.records {
+                // Every bare record counts in the digest, also one this device skips.
+                let rebuilt = if rec.full && rec.heads.is_empty() {
+                    any_bare = true;
+                    match bare::rebuild(&rec.bytes) {
+                        Ok((mut doc, bytes)) => {
+                            let heads = doc.heads();
+                            digest.add(&rec.id, &heads);
+                            Some((doc, bytes, heads))
+                        }
+                        Err(e) => {
+                            tracing::warn!(id = %rec.id, "bare document: {e}");
+                            digest.add(&rec.id, &[]);
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
                 let Some(kind) = RecordKind::from_tag(rec.kind) else {
                     continue;
                 };
@@ -233,11 +262,14 @@ impl Store {
                 if !allowed {
                     continue;
                 }
-                if apply_record(tx, rec, kind)? {
+                if apply_record(tx, rec, kind, rebuilt)? {
                     out.applied += 1;
                 } else {
                     out.need_full.push(rec.id.clone());
                 }
+            }
+            if any_bare && resp.docs_digest != Some(digest.finish()) {
+                return Err(Error::Protocol(DIGEST_MISMATCH.into()));
             }
             for d in &resp.departures {
                 if !readable.contains(&d.new_grid) {
@@ -266,7 +298,17 @@ impl Store {
                 )?;
             }
             Ok(out)
-        })?;
+        });
+        let out = match applied {
+            Err(Error::Protocol(m)) if m == DIGEST_MISMATCH => {
+                tracing::warn!("{DIGEST_MISMATCH}; the page was not applied");
+                return Ok(PageOutcome {
+                    digest_mismatch: true,
+                    ..PageOutcome::default()
+                });
+            }
+            other => other?,
+        };
         if resp.reference.is_some() {
             *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
@@ -519,12 +561,26 @@ fn remove_or_keep(
 }
 
 /// Applies one pulled record. Returns false when the device needs the whole document.
-fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> Result<bool> {
-    let server_heads: Vec<automerge::ChangeHash> = rec
-        .heads
-        .iter()
-        .map(|h| automerge::ChangeHash(*h))
-        .collect();
+/// `rebuilt` is a bare document already rebuilt: the document, its bytes and heads.
+fn apply_record(
+    tx: &Transaction<'_>,
+    rec: &PulledRecord,
+    kind: RecordKind,
+    rebuilt: Option<(RecordDoc, Vec<u8>, Vec<automerge::ChangeHash>)>,
+) -> Result<bool> {
+    let bare = rec.full && rec.heads.is_empty();
+    let (rebuilt, bytes, server_heads) = match rebuilt {
+        Some((doc, bytes, heads)) => (Some(doc), std::borrow::Cow::Owned(bytes), heads),
+        None if bare => return Ok(false),
+        None => (
+            None,
+            std::borrow::Cow::Borrowed(rec.bytes.as_slice()),
+            rec.heads
+                .iter()
+                .map(|h| automerge::ChangeHash(*h))
+                .collect(),
+        ),
+    };
     let existing = match load_doc(tx, &rec.id) {
         Ok(d) => d,
         Err(Error::Corrupt { .. }) if rec.full => {
@@ -538,7 +594,7 @@ fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> R
     match existing {
         Some(mut doc) => {
             let old_heads = doc.heads();
-            if doc.apply(&rec.bytes).is_err() {
+            if doc.apply(&bytes).is_err() {
                 return Ok(false);
             }
             if !doc.missing_deps().is_empty() || !doc.has_heads(&server_heads) {
@@ -559,8 +615,11 @@ fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> R
         None => {
             // A whole document that loads the way the store loads it later is stored as
             // received: saving it again would cost as much as loading it, for the same bytes.
-            let strict = if rec.full {
-                automerge::AutoCommit::load(&rec.bytes)
+            // A rebuilt bare document is exactly the server's bytes, heads included.
+            let strict = if rebuilt.is_some() {
+                rebuilt
+            } else if rec.full {
+                automerge::AutoCommit::load(&bytes)
                     .ok()
                     .and_then(|d| RecordDoc::from_doc(d).ok())
             } else {
@@ -569,7 +628,7 @@ fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> R
             let as_received = strict.is_some();
             let loaded = match strict {
                 Some(d) => Ok(d),
-                None => load_received(&rec.bytes),
+                None => load_received(&bytes),
             };
             let mut doc = match loaded {
                 Ok(d) => d,
@@ -585,7 +644,7 @@ fn apply_record(tx: &Transaction<'_>, rec: &PulledRecord, kind: RecordKind) -> R
             let heads = heads_to_bytes(&doc.heads());
             let saved;
             let bytes: &[u8] = if as_received {
-                &rec.bytes
+                &bytes
             } else {
                 saved = doc.save();
                 &saved

@@ -78,6 +78,9 @@ pub struct SyncReport {
     pub bytes_down: u64,
     /// Whether the server's history was found reset (restored from a backup).
     pub epoch_reset: bool,
+    /// Pages asked for again with hashes because their bare documents did not match the
+    /// server's digest (0 unless this build and the server disagree on document hashes).
+    pub digest_retries: u32,
 }
 
 /// Drives sync for one store over one transport.
@@ -168,6 +171,9 @@ impl<'a> SyncEngine<'a> {
         let mut want_full: Vec<String> = Vec::new();
         let mut full_asked: HashMap<String, u32> = HashMap::new();
         let mut resets = 0;
+        // Whole documents come bare (without their hashes) unless a page's derived heads
+        // once failed to match the server's digest in this sync.
+        let mut bare_docs = true;
         loop {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
@@ -188,6 +194,7 @@ impl<'a> SyncEngine<'a> {
                 cursors: self.store.cursors()?,
                 want_full: std::mem::take(&mut want_full),
                 page_limit: self.page_limit,
+                bare_docs,
             };
             let body = protocol::encode(&req)?;
             report.bytes_up += body.len() as u64;
@@ -227,6 +234,17 @@ impl<'a> SyncEngine<'a> {
                 }
             }
             let outcome = self.store.apply_page(&resp)?;
+            if outcome.digest_mismatch {
+                if !bare_docs {
+                    return Err(Error::Protocol(
+                        "the server sent bare documents it was not asked for".into(),
+                    ));
+                }
+                // Ask for the same page again, with every document's hashes.
+                bare_docs = false;
+                report.digest_retries += 1;
+                continue;
+            }
             report.pulled += outcome.applied as u32;
             report.removed += outcome.removed as u32;
             report.kept += outcome.kept as u32;

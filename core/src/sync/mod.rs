@@ -3,6 +3,7 @@
 //! The engine does no I/O of its own: it talks to a [`Transport`], which the HTTP
 //! transport (feature `http`) implements with reqwest.
 
+pub mod bare;
 mod engine;
 #[cfg(feature = "http")]
 mod http;

@@ -1,7 +1,12 @@
-//! The gridsync wire protocol, version 1 (see `docs/protocol.md`).
+//! The gridsync wire protocol, version 2 (see `docs/protocol.md`).
 //!
 //! Sync bodies are `gzip(postcard(message))`; enrolment and device calls are JSON.
 //! Every size is bounded before anything is allocated.
+//!
+//! Version 2 is version 1 with one field appended to the request (`bare_docs`) and one to
+//! the response (`docs_digest`). A version 1 message is therefore a version 2 message
+//! whose appended fields take their defaults, which is how the server keeps serving
+//! version 1 devices ([`decode_request`], [`encode_response`]).
 
 use std::io::Read;
 
@@ -11,7 +16,9 @@ use crate::model::{GridNode, Person};
 use crate::{Error, Result};
 
 /// The protocol version this build speaks (header `x-gridsync-protocol`).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version the server still serves.
+pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// Header that carries the protocol version.
 pub const PROTOCOL_HEADER: &str = "x-gridsync-protocol";
 /// Media type of sync bodies.
@@ -178,6 +185,9 @@ pub struct SyncRequest {
     pub want_full: Vec<String>,
     /// Most records the device wants in this page.
     pub page_limit: u32,
+    /// (v2) Whether the device takes whole documents bare, without their hashes
+    /// ([`crate::sync::bare`]). Version 1 requests decode with `false`.
+    pub bare_docs: bool,
 }
 
 /// The server's answer to a [`SyncRequest`].
@@ -200,6 +210,10 @@ pub struct SyncResponse {
     pub more: bool,
     /// New reference data, when the device's version is stale.
     pub reference: Option<Reference>,
+    /// (v2) When the page holds bare documents: the digest of every bare record's id and
+    /// heads in page order ([`crate::sync::bare::PageDigest`]), which the device checks
+    /// against the heads it derives before it applies the page.
+    pub docs_digest: Option<[u8; 32]>,
 }
 
 /// Enrolment request (JSON): a one-time code for a device credential.
@@ -243,13 +257,60 @@ pub struct ErrorBody {
 /// Encodes a message as `gzip(postcard(msg))`.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
     let raw = postcard::to_allocvec(msg).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    std::io::Write::write_all(&mut gz, &raw).map_err(|e| Error::Protocol(e.to_string()))?;
-    gz.finish().map_err(|e| Error::Protocol(e.to_string()))
+    gzip(&raw)
 }
 
 /// Decodes `gzip(postcard(msg))`, refusing bodies over the limits.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let raw = inflate(body)?;
+    postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
+}
+
+/// Decodes a sync request sent with protocol `version`: a version 1 body is a version 2
+/// body without its last field (`bare_docs = false`).
+pub fn decode_request(body: &[u8], version: u16) -> Result<SyncRequest> {
+    let mut raw = inflate(body)?;
+    if version < 2 {
+        raw.push(0);
+    }
+    postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
+}
+
+/// Decodes a sync response sent for protocol `version` (a version 1 body lacks
+/// `docs_digest`).
+pub fn decode_response(body: &[u8], version: u16) -> Result<SyncResponse> {
+    let mut raw = inflate(body)?;
+    if version < 2 {
+        raw.push(0);
+    }
+    postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
+}
+
+/// Encodes a sync response for a device that speaks protocol `version`: version 1 has no
+/// `docs_digest` (and never receives bare documents).
+pub fn encode_response(resp: &SyncResponse, version: u16) -> Result<Vec<u8>> {
+    let mut raw =
+        postcard::to_allocvec(resp).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
+    if version < 2 {
+        if resp.docs_digest.is_some() {
+            return Err(Error::Protocol(
+                "a version 1 response cannot carry bare documents".into(),
+            ));
+        }
+        // `None` is the single last byte.
+        raw.pop();
+    }
+    gzip(&raw)
+}
+
+fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    std::io::Write::write_all(&mut gz, raw).map_err(|e| Error::Protocol(e.to_string()))?;
+    gz.finish().map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// Inflates a gzip body, refusing bodies over the limits.
+fn inflate(body: &[u8]) -> Result<Vec<u8>> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Error::Protocol(format!(
             "body of {} bytes exceeds {MAX_BODY_BYTES}",
@@ -266,7 +327,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
             "body decompresses to more than {MAX_DECODED_BYTES} bytes"
         )));
     }
-    postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
+    Ok(raw)
 }
 
 /// Checks the sizes and identifiers of a request before the server acts on it.
@@ -353,8 +414,8 @@ mod tests {
 
     #[test]
     fn request_layout_is_pinned() {
-        // Pins the postcard layout of version 1: changing it needs a new protocol version.
-        let req = SyncRequest {
+        // Pins the postcard layout of versions 1 and 2: changing it needs a new version.
+        let mut req = SyncRequest {
             epoch: "e1".into(),
             reference_version: String::new(),
             push: vec![PushRecord {
@@ -370,14 +431,59 @@ mod tests {
             }],
             want_full: vec![],
             page_limit: 2000,
+            bare_docs: true,
         };
         let raw = postcard::to_allocvec(&req).unwrap();
-        let mut expected = vec![2, b'e', b'1', 0, 1, 1, b'r', 1, 2, 7, 8, 1];
-        expected.extend([1u8; 32]);
-        expected.extend([1, 1, b'g', 0xac, 0x02, 5, 0, 0xd0, 0x0f]);
-        assert_eq!(raw, expected);
-        let back: SyncRequest = decode(&encode(&req).unwrap()).unwrap();
-        assert_eq!(back, req);
+        let mut v1 = vec![2, b'e', b'1', 0, 1, 1, b'r', 1, 2, 7, 8, 1];
+        v1.extend([1u8; 32]);
+        v1.extend([1, 1, b'g', 0xac, 0x02, 5, 0, 0xd0, 0x0f]);
+        let mut v2 = v1.clone();
+        v2.push(1);
+        assert_eq!(raw, v2);
+        assert_eq!(decode_request(&encode(&req).unwrap(), 2).unwrap(), req);
+        // A version 1 device's body decodes with bare_docs = false.
+        req.bare_docs = false;
+        assert_eq!(decode_request(&gzip(&v1).unwrap(), 1).unwrap(), req);
+        assert!(decode_request(&gzip(&v1).unwrap(), 2).is_err());
+    }
+
+    #[test]
+    fn response_layout_is_pinned_for_both_versions() {
+        let mut resp = SyncResponse {
+            epoch: "e".into(),
+            reset: false,
+            results: vec![],
+            records: vec![PullRecord {
+                id: "p".into(),
+                kind: 1,
+                grid: "g".into(),
+                seq: 3,
+                full: true,
+                bytes: vec![9],
+                heads: vec![],
+            }],
+            departures: vec![],
+            cursors: vec![],
+            more: true,
+            reference: None,
+            docs_digest: Some([4; 32]),
+        };
+        let v1_body = [
+            1, b'e', 0, 0, 1, 1, b'p', 1, 1, b'g', 3, 1, 1, 9, 0, 0, 0, 1, 0,
+        ];
+        let mut v2_body = v1_body.to_vec();
+        v2_body.push(1);
+        v2_body.extend([4u8; 32]);
+        let v2 = encode_response(&resp, 2).unwrap();
+        assert_eq!(inflate(&v2).unwrap(), v2_body);
+        assert_eq!(decode::<SyncResponse>(&v2).unwrap(), resp);
+        // Bare documents cannot go to a version 1 device.
+        assert!(encode_response(&resp, 1).is_err());
+        resp.docs_digest = None;
+        assert_eq!(
+            inflate(&encode_response(&resp, 1).unwrap()).unwrap(),
+            v1_body
+        );
     }
 
     #[test]
