@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{delete_record, load_doc, materialize, persist_doc, Store};
 use crate::doc::{heads_from_bytes, heads_to_bytes, load_received, RecordDoc};
-use crate::model::RecordKind;
+use crate::model::{Record, RecordKind};
 use crate::sync::bare::{self, PageDigest};
 use crate::sync::protocol::{Cursor, PushOutcome, PushResult, Reference, SyncResponse};
 use crate::{now_ms, Error, Result};
@@ -233,20 +233,21 @@ impl Store {
                 apply_reference(tx, reference, &mut out)?;
             }
             let (readable, templates) = scope_sets(tx)?;
+            // Rebuilding bare documents and reading them is most of a bootstrap's work and
+            // needs no database: it runs first, on several cores for a large page.
+            let mut prepared = prepare_bare(&resp.records).into_iter();
             let mut digest = PageDigest::new();
             let mut any_bare = false;
             for rec in &resp.records {
                 // Every bare record counts in the digest, also one this device skips.
                 let rebuilt = if rec.full && rec.heads.is_empty() {
                     any_bare = true;
-                    match bare::rebuild(&rec.bytes) {
-                        Ok((mut doc, bytes)) => {
-                            let heads = doc.heads();
-                            digest.add(&rec.id, &heads);
-                            Some((doc, bytes, heads))
+                    match prepared.next().flatten() {
+                        Some(p) => {
+                            digest.add(&rec.id, &p.heads);
+                            Some(p)
                         }
-                        Err(e) => {
-                            tracing::warn!(id = %rec.id, "bare document: {e}");
+                        None => {
                             digest.add(&rec.id, &[]);
                             None
                         }
@@ -560,17 +561,79 @@ fn remove_or_keep(
     Ok(())
 }
 
+/// A bare document rebuilt ahead of its page's transaction.
+struct Rebuilt {
+    doc: RecordDoc,
+    /// The document's bytes, hashes restored.
+    bytes: Vec<u8>,
+    heads: Vec<automerge::ChangeHash>,
+    /// The record read from it, if it reads.
+    record: Option<Record>,
+}
+
+/// Rebuilds the bare documents of a page (in page order, one entry per bare record; `None`
+/// for one that does not rebuild), on up to 8 threads when the page is large.
+fn prepare_bare(records: &[PulledRecord]) -> Vec<Option<Rebuilt>> {
+    let bare: Vec<&PulledRecord> = records
+        .iter()
+        .filter(|r| r.full && r.heads.is_empty())
+        .collect();
+    let one = |rec: &PulledRecord| match bare::rebuild(&rec.bytes) {
+        Ok((mut doc, bytes)) => {
+            let heads = doc.heads();
+            let record = doc.read().ok();
+            Some(Rebuilt {
+                doc,
+                bytes,
+                heads,
+                record,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(id = %rec.id, "bare document: {e}");
+            None
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || bare.len() < 64 {
+        return bare.into_iter().map(one).collect();
+    }
+    let per = bare.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = bare
+            .chunks(per)
+            .map(|part| {
+                let n = part.len();
+                (n, scope.spawn(move || part.iter().map(|r| one(r)).collect::<Vec<_>>()))
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|(n, h)| {
+                // A panic in a worker would be a bug: its records count as not rebuilt,
+                // which refuses the page (digest) rather than taking the app down.
+                h.join()
+                    .unwrap_or_else(|_| std::iter::repeat_with(|| None).take(n).collect())
+            })
+            .collect()
+    })
+}
+
 /// Applies one pulled record. Returns false when the device needs the whole document.
-/// `rebuilt` is a bare document already rebuilt: the document, its bytes and heads.
+/// `rebuilt` is the record's bare document, already rebuilt.
 fn apply_record(
     tx: &Transaction<'_>,
     rec: &PulledRecord,
     kind: RecordKind,
-    rebuilt: Option<(RecordDoc, Vec<u8>, Vec<automerge::ChangeHash>)>,
+    rebuilt: Option<Rebuilt>,
 ) -> Result<bool> {
     let bare = rec.full && rec.heads.is_empty();
+    let mut read_ahead = None;
     let (rebuilt, bytes, server_heads) = match rebuilt {
-        Some((doc, bytes, heads)) => (Some(doc), std::borrow::Cow::Owned(bytes), heads),
+        Some(r) => {
+            read_ahead = r.record;
+            (Some(r.doc), std::borrow::Cow::Owned(r.bytes), r.heads)
+        }
         None if bare => return Ok(false),
         None => (
             None,
@@ -637,7 +700,7 @@ fn apply_record(
             if doc.kind() != kind || !doc.missing_deps().is_empty() {
                 return Ok(false);
             }
-            let record = match doc.read() {
+            let record = match read_ahead.take().map_or_else(|| doc.read(), Ok) {
                 Ok(r) => r,
                 Err(_) => return Ok(false),
             };
