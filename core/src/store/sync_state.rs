@@ -94,6 +94,9 @@ pub struct PageOutcome {
     pub digest_mismatch: bool,
 }
 
+/// Records of a page rebuilt ahead of the transaction at a time.
+const PREPARE_WINDOW: usize = 256;
+
 const DIGEST_MISMATCH: &str =
     "the heads rebuilt from the page's bare documents differ from the server's";
 
@@ -234,39 +237,42 @@ impl Store {
             }
             let (readable, templates) = scope_sets(tx)?;
             // Rebuilding bare documents and reading them is most of a bootstrap's work and
-            // needs no database: it runs first, on several cores for a large page.
-            let mut prepared = prepare_bare(&resp.records).into_iter();
+            // needs no database: it runs ahead, on several cores, a window of records at a
+            // time (so that only a window of loaded documents is held in memory).
             let mut digest = PageDigest::new();
             let mut any_bare = false;
-            for rec in &resp.records {
-                // Every bare record counts in the digest, also one this device skips.
-                let rebuilt = if rec.full && rec.heads.is_empty() {
-                    any_bare = true;
-                    match prepared.next().flatten() {
-                        Some(p) => {
-                            digest.add(&rec.id, &p.heads);
-                            Some(p)
+            for window in resp.records.chunks(PREPARE_WINDOW) {
+                let mut prepared = prepare_bare(window).into_iter();
+                for rec in window {
+                    // Every bare record counts in the digest, also one this device skips.
+                    let rebuilt = if rec.full && rec.heads.is_empty() {
+                        any_bare = true;
+                        match prepared.next().flatten() {
+                            Some(p) => {
+                                digest.add(&rec.id, &p.heads);
+                                Some(p)
+                            }
+                            None => {
+                                digest.add(&rec.id, &[]);
+                                None
+                            }
                         }
-                        None => {
-                            digest.add(&rec.id, &[]);
-                            None
-                        }
+                    } else {
+                        None
+                    };
+                    let Some(kind) = RecordKind::from_tag(rec.kind) else {
+                        continue;
+                    };
+                    let allowed = readable.contains(&rec.grid)
+                        || (kind == RecordKind::Template && templates.contains(&rec.grid));
+                    if !allowed {
+                        continue;
                     }
-                } else {
-                    None
-                };
-                let Some(kind) = RecordKind::from_tag(rec.kind) else {
-                    continue;
-                };
-                let allowed = readable.contains(&rec.grid)
-                    || (kind == RecordKind::Template && templates.contains(&rec.grid));
-                if !allowed {
-                    continue;
-                }
-                if apply_record(tx, rec, kind, rebuilt)? {
-                    out.applied += 1;
-                } else {
-                    out.need_full.push(rec.id.clone());
+                    if apply_record(tx, rec, kind, rebuilt)? {
+                        out.applied += 1;
+                    } else {
+                        out.need_full.push(rec.id.clone());
+                    }
                 }
             }
             if any_bare && resp.docs_digest != Some(digest.finish()) {
@@ -561,34 +567,29 @@ fn remove_or_keep(
     Ok(())
 }
 
-/// A bare document rebuilt ahead of its page's transaction.
+/// A bare document rebuilt ahead of its page's transaction (the loaded document itself is
+/// dropped on the worker: only its bytes, heads and record are needed).
 struct Rebuilt {
-    doc: RecordDoc,
-    /// The document's bytes, hashes restored.
+    /// The document's bytes, hashes restored: the server's exact bytes.
     bytes: Vec<u8>,
     heads: Vec<automerge::ChangeHash>,
     /// The record read from it, if it reads.
     record: Option<Record>,
 }
 
-/// Rebuilds the bare documents of a page (in page order, one entry per bare record; `None`
-/// for one that does not rebuild), on up to 8 threads when the page is large.
+/// Rebuilds the bare documents among `records` (in order, one entry per bare record;
+/// `None` for one that does not rebuild), on up to 8 threads when there are many.
 fn prepare_bare(records: &[PulledRecord]) -> Vec<Option<Rebuilt>> {
     let bare: Vec<&PulledRecord> = records
         .iter()
         .filter(|r| r.full && r.heads.is_empty())
         .collect();
     let one = |rec: &PulledRecord| match bare::rebuild(&rec.bytes) {
-        Ok((mut doc, bytes)) => {
-            let heads = doc.heads();
-            let record = doc.read().ok();
-            Some(Rebuilt {
-                doc,
-                bytes,
-                heads,
-                record,
-            })
-        }
+        Ok((mut doc, bytes)) => Some(Rebuilt {
+            heads: doc.heads(),
+            record: doc.read().ok(),
+            bytes,
+        }),
         Err(e) => {
             tracing::warn!(id = %rec.id, "bare document: {e}");
             None
@@ -604,7 +605,10 @@ fn prepare_bare(records: &[PulledRecord]) -> Vec<Option<Rebuilt>> {
             .chunks(per)
             .map(|part| {
                 let n = part.len();
-                (n, scope.spawn(move || part.iter().map(|r| one(r)).collect::<Vec<_>>()))
+                (
+                    n,
+                    scope.spawn(move || part.iter().map(|r| one(r)).collect::<Vec<_>>()),
+                )
             })
             .collect();
         parts
@@ -628,12 +632,8 @@ fn apply_record(
     rebuilt: Option<Rebuilt>,
 ) -> Result<bool> {
     let bare = rec.full && rec.heads.is_empty();
-    let mut read_ahead = None;
-    let (rebuilt, bytes, server_heads) = match rebuilt {
-        Some(r) => {
-            read_ahead = r.record;
-            (Some(r.doc), std::borrow::Cow::Owned(r.bytes), r.heads)
-        }
+    let (read_ahead, bytes, server_heads) = match rebuilt {
+        Some(r) => (Some(r.record), std::borrow::Cow::Owned(r.bytes), r.heads),
         None if bare => return Ok(false),
         None => (
             None,
@@ -676,12 +676,17 @@ fn apply_record(
             materialize(tx, &doc.read()?)?;
         }
         None => {
+            if let Some(record) = read_ahead {
+                // A rebuilt bare document: the server's exact bytes, already read.
+                let Some(record) = record.filter(|r| r.kind() == kind) else {
+                    return Ok(false);
+                };
+                insert_received(tx, rec, &record, &bytes, &server_heads, &server_heads)?;
+                return Ok(true);
+            }
             // A whole document that loads the way the store loads it later is stored as
             // received: saving it again would cost as much as loading it, for the same bytes.
-            // A rebuilt bare document is exactly the server's bytes, heads included.
-            let strict = if rebuilt.is_some() {
-                rebuilt
-            } else if rec.full {
+            let strict = if rec.full {
                 automerge::AutoCommit::load(&bytes)
                     .ok()
                     .and_then(|d| RecordDoc::from_doc(d).ok())
@@ -700,11 +705,9 @@ fn apply_record(
             if doc.kind() != kind || !doc.missing_deps().is_empty() {
                 return Ok(false);
             }
-            let record = match read_ahead.take().map_or_else(|| doc.read(), Ok) {
-                Ok(r) => r,
-                Err(_) => return Ok(false),
+            let Ok(record) = doc.read() else {
+                return Ok(false);
             };
-            let heads = heads_to_bytes(&doc.heads());
             let saved;
             let bytes: &[u8] = if as_received {
                 &bytes
@@ -712,15 +715,35 @@ fn apply_record(
                 saved = doc.save();
                 &saved
             };
-            tx.prepare_cached(
-                "INSERT INTO records (id, kind, grid, doc, heads, server_heads, local_rev, acked_rev, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
-            )?
-            .execute(params![rec.id, kind.as_str(), record.grid(), bytes, heads, heads_to_bytes(&server_heads), now_ms()])?;
-            materialize(tx, &record)?;
+            insert_received(tx, rec, &record, bytes, &doc.heads(), &server_heads)?;
         }
     }
     Ok(true)
+}
+
+/// Stores a record the device did not have, as received, and its query rows.
+fn insert_received(
+    tx: &Transaction<'_>,
+    rec: &PulledRecord,
+    record: &Record,
+    doc: &[u8],
+    heads: &[automerge::ChangeHash],
+    server_heads: &[automerge::ChangeHash],
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO records (id, kind, grid, doc, heads, server_heads, local_rev, acked_rev, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
+    )?
+    .execute(params![
+        rec.id,
+        record.kind().as_str(),
+        record.grid(),
+        doc,
+        heads_to_bytes(heads),
+        heads_to_bytes(server_heads),
+        now_ms()
+    ])?;
+    materialize(tx, record)
 }
 
 impl Store {
