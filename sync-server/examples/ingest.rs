@@ -54,6 +54,11 @@ struct Args {
     /// Server runtime worker threads.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// Spread the devices' first requests evenly over this many milliseconds instead of
+    /// releasing them all at once (0): device i starts at i × spread / devices. The latency
+    /// then shows service time under a steady arrival rate rather than a burst's queue.
+    #[arg(long, default_value_t = 0)]
+    spread_ms: u64,
 }
 
 /// One run's figures.
@@ -329,12 +334,16 @@ fn run_once(backend: &str, args: &Args, url: Option<&str>) -> Result<RunResult, 
     }
     let expected: usize = devices.iter().map(|d| d.records).sum();
     let barrier = Arc::new(Barrier::new(devices.len() + 1));
+    let n_devices = devices.len() as u64;
     let handles: Vec<_> = devices
         .into_iter()
-        .map(|d| {
+        .enumerate()
+        .map(|(i, d)| {
             let barrier = barrier.clone();
+            let start_after = Duration::from_millis(args.spread_ms * i as u64 / n_devices.max(1));
             std::thread::spawn(move || -> Result<(Vec<f64>, usize), String> {
                 barrier.wait();
+                std::thread::sleep(start_after);
                 let mut lat = Vec::with_capacity(d.bodies.len());
                 let mut accepted = 0;
                 for body in d.bodies {
@@ -413,8 +422,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let arrival = if args.spread_ms == 0 {
+        "released at once".to_string()
+    } else {
+        format!("arriving evenly over {} ms", args.spread_ms)
+    };
     println!(
-        "ingest: {} devices x {} records, {} records per push, {} runs per backend, {} server threads, {} cores",
+        "ingest: {} devices x {} records ({arrival}), {} records per push, {} runs per backend, {} server threads, {} cores",
         args.devices,
         args.records,
         args.batch,

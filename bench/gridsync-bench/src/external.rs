@@ -95,16 +95,18 @@ pub struct IngestRow {
     pub cpu_us: f64,
 }
 
-/// Parses the ingest example's table of medians.
+/// Parses the ingest example's tables of medians (one per run of the example, each under
+/// its `ingest: ` line of sizes).
 pub fn parse_ingest(out: &str) -> Vec<IngestRow> {
     let mut rows = Vec::new();
     let mut in_table = false;
-    let sizes = out
-        .lines()
-        .find_map(|l| l.strip_prefix("ingest: "))
-        .unwrap_or_default()
-        .to_string();
+    let mut sizes = String::new();
     for line in out.lines() {
+        if let Some(s) = line.strip_prefix("ingest: ") {
+            sizes = s.to_string();
+            in_table = false;
+            continue;
+        }
         if line.starts_with("medians over") {
             in_table = true;
             continue;

@@ -147,15 +147,26 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
             "sqlite"
         };
         let mut a: Vec<String> = vec!["--backend".into(), backend.into()];
-        if args.small {
+        let spread = if args.small {
             for x in ["--devices", "40", "--records", "10", "--runs", "1"] {
                 a.push(x.into());
             }
+            "2000"
+        } else {
+            "10000"
+        };
+        // The burst (every device at once), then the same devices arriving over a window.
+        let mut out = String::new();
+        for extra in [&[][..], &["--spread-ms", spread][..]] {
+            let mut a = a.clone();
+            a.extend(extra.iter().map(|x| x.to_string()));
+            match external::run_ingest(&a) {
+                Ok(Some(o)) => out.push_str(&o),
+                Ok(None) => {}
+                Err(e) => out.push_str(&format!("(the ingest example failed: {e})\n")),
+            }
         }
-        match external::run_ingest(&a) {
-            Ok(o) => o,
-            Err(e) => Some(format!("(the ingest example failed: {e})")),
-        }
+        (!out.is_empty()).then_some(out)
     };
     let ingest_rows = ingest
         .as_deref()
@@ -879,17 +890,34 @@ fn build_table(
 
     // W5
     for r in ingest {
+        let burst = r.sizes.contains("released at once");
+        let judged = |ok: bool| {
+            if burst {
+                Verdict::of(ok)
+            } else {
+                Verdict::Info
+            }
+        };
         t.row(
             "W5",
-            &format!(
-                "server ingest (ingest example), {}: {}; push p50 {:.1} ms, p99 {:.1} ms, {:.0} µs server CPU per record",
-                r.backend, r.sizes, r.p50_ms, r.p99_ms, r.cpu_us
-            ),
+            &format!("server ingest (ingest example), {}: {}", r.backend, r.sizes),
             format!("{:.0} records/s", r.rate),
             String::new(),
             String::new(),
-            "",
-            Verdict::Info,
+            if burst { "≥ 5,000 records/s" } else { "" },
+            judged(r.rate >= 5000.0),
+        );
+        t.row(
+            "W5",
+            &format!(
+                "… push request latency p99 (p50 {:.1} ms; {:.0} µs of process CPU per record)",
+                r.p50_ms, r.cpu_us
+            ),
+            format!("{:.1} ms", r.p99_ms),
+            String::new(),
+            String::new(),
+            if burst { "≤ 250 ms" } else { "" },
+            judged(r.p99_ms <= 250.0),
         );
     }
 
