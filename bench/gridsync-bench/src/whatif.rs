@@ -1,6 +1,6 @@
 //! Where a bootstrap's bytes go: the server's documents in feed order, gzip'd in pages of
-//! 2,000 as a pull page carries them, against variants that show what the documents'
-//! hashes cost and what a bootstrap built from the records' JSON would send.
+//! 2,000 as a pull page carries them, as protocol v1 sent them (with their hashes) and as
+//! v2 sends them (bare), against the records' JSON in the same pages.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,14 +13,12 @@ use crate::R;
 /// Gzip'd bytes of the pages in each variant.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Anatomy {
-    /// Id, document and heads (what a page carries, without postcard framing).
+    /// Id, document and heads (what a v1 page carries, without postcard framing).
     pub as_sent: u64,
-    /// The same with the head hashes and chunk checksums zeroed (as if they compressed).
-    pub hashes_zeroed: u64,
+    /// Id and bare document (what a v2 page carries, without postcard framing).
+    pub bare: u64,
     /// Id and the record's JSON (the floor, in feed order).
     pub json: u64,
-    /// Id, JSON and the 32-byte heads (documents rebuilt on the phone and checked).
-    pub json_heads: u64,
 }
 
 const PAGE: usize = 2000;
@@ -46,37 +44,29 @@ pub fn anatomy(server_db: &Path) -> R<Anatomy> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut a = Anatomy::default();
     for page in rows.chunks(PAGE) {
-        let (mut sent, mut zeroed, mut json, mut json_heads) = (gz(), gz(), gz(), gz());
+        let (mut sent, mut bare, mut json) = (gz(), gz(), gz());
         for (id, doc, heads) in page {
             sent.write_all(id.as_bytes())?;
             sent.write_all(doc)?;
             sent.write_all(heads)?;
 
-            let mut z = doc.clone();
-            // A chunk starts with 4 magic bytes and a 4-byte checksum.
-            for b in z.iter_mut().skip(4).take(4) {
-                *b = 0;
-            }
-            for h in heads.chunks(32) {
-                if let Some(at) = z.windows(h.len()).position(|w| w == h) {
-                    z[at..at + h.len()].fill(0);
+            bare.write_all(id.as_bytes())?;
+            match gridsync_core::sync::bare::strip(doc) {
+                Some(b) => bare.write_all(&b)?,
+                None => {
+                    bare.write_all(doc)?;
+                    bare.write_all(heads)?;
                 }
             }
-            zeroed.write_all(id.as_bytes())?;
-            zeroed.write_all(&z)?;
 
             let record = RecordDoc::load(doc, &[])?.read()?;
             let text = serde_json::to_string(&record.to_json())?;
             json.write_all(id.as_bytes())?;
             json.write_all(text.as_bytes())?;
-            json_heads.write_all(id.as_bytes())?;
-            json_heads.write_all(text.as_bytes())?;
-            json_heads.write_all(heads)?;
         }
         a.as_sent += sent.finish()?.len() as u64;
-        a.hashes_zeroed += zeroed.finish()?.len() as u64;
+        a.bare += bare.finish()?.len() as u64;
         a.json += json.finish()?.len() as u64;
-        a.json_heads += json_heads.finish()?.len() as u64;
     }
     Ok(a)
 }
