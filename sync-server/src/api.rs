@@ -2,7 +2,7 @@
 //! Every request is authenticated (except enrolment, which is rate-limited), every body is
 //! bounded, and every record is authorized against what is stored.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Longest time for a whole request.
     pub request_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the enrolment limit).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl AppState {
@@ -51,8 +53,33 @@ impl AppState {
             limiter: EnrolLimiter::new(10, 120, Duration::from_secs(60)),
             body_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(120),
+            trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// The address a request comes from: the peer, or, when the peer is a trusted proxy, the
+/// nearest address in `X-Forwarded-For` that is not itself a trusted proxy (proxies append
+/// the address they saw, so entries left of it are the client's own claims and are not
+/// believed). A malformed entry counts as the proxy itself.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut ip = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return ip;
+        };
+        for part in text.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(a) if trusted.contains(&a) => ip = a,
+                Ok(a) => return a,
+                Err(_) => return ip,
+            }
+        }
+    }
+    ip
 }
 
 /// An error answer: status, stable code, message.
@@ -254,9 +281,13 @@ fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device
 async fn enroll(
     State(st): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<EnrollResponse>> {
-    if !st.limiter.allow(addr.ip()) {
+    if !st
+        .limiter
+        .allow(client_ip(addr.ip(), &headers, &st.trusted_proxies))
+    {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -636,5 +667,48 @@ fn strip_documents(resp: &mut SyncResponse) {
     }
     if any {
         resp.docs_digest = Some(digest.finish());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn client_ip_believes_only_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let inner: IpAddr = "10.0.0.8".parse().unwrap();
+        let phone: IpAddr = "203.0.113.7".parse().unwrap();
+        let trusted = [proxy, inner];
+        // Not from a trusted proxy: the header is ignored.
+        assert_eq!(client_ip(phone, &xff(&["198.51.100.1"]), &trusted), phone);
+        // From the proxy: the address it saw (the last entry).
+        assert_eq!(
+            client_ip(proxy, &xff(&["1.2.3.4, 203.0.113.7"]), &trusted),
+            phone
+        );
+        // Through two trusted proxies, in one header or several.
+        assert_eq!(
+            client_ip(proxy, &xff(&["203.0.113.7, 10.0.0.8"]), &trusted),
+            phone
+        );
+        assert_eq!(
+            client_ip(proxy, &xff(&["203.0.113.7", "10.0.0.8"]), &trusted),
+            phone
+        );
+        // No header, or garbage where the proxy's entry should be: the proxy itself.
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(
+            client_ip(proxy, &xff(&["203.0.113.7, not-an-ip"]), &trusted),
+            proxy
+        );
     }
 }

@@ -43,6 +43,15 @@ enum Cmd {
         /// Seed a demo banner and print enrolment codes.
         #[arg(long)]
         demo: bool,
+        /// Address of a reverse proxy whose `X-Forwarded-For` names the client, so that
+        /// the enrolment limit counts phones rather than the proxy (repeat the flag, or
+        /// separate addresses with commas in the environment variable).
+        #[arg(
+            long = "trusted-proxy",
+            env = "GRIDSYNC_TRUSTED_PROXIES",
+            value_delimiter = ','
+        )]
+        trusted_proxies: Vec<std::net::IpAddr>,
     },
     /// Administer a data directory (works while the server runs).
     Admin {
@@ -207,7 +216,14 @@ fn main() {
             database,
             listen,
             demo,
-        } => serve(data.as_deref(), database.as_deref(), &listen, demo),
+            trusted_proxies,
+        } => serve(
+            data.as_deref(),
+            database.as_deref(),
+            &listen,
+            demo,
+            trusted_proxies,
+        ),
         Cmd::Admin {
             data,
             database,
@@ -225,6 +241,7 @@ fn serve(
     database: Option<&str>,
     listen: &str,
     with_demo: bool,
+    trusted_proxies: Vec<std::net::IpAddr>,
 ) -> Result<(), String> {
     let backend = open(data, database)?;
     let where_ = backend.describe(data);
@@ -250,7 +267,9 @@ fn serve(
         println!("listening on http://{addr}");
         std::io::stdout().flush().ok();
         tracing::info!(%addr, storage = %where_, "gridsync-server started");
-        gridsync_server::serve(listener, storage, shutdown_signal())
+        let mut state = gridsync_server::api::AppState::new(storage);
+        state.trusted_proxies = trusted_proxies;
+        gridsync_server::serve_state(listener, std::sync::Arc::new(state), shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!("gridsync-server stopped");

@@ -248,6 +248,16 @@ impl TestServer {
     /// Starts a server with an explicit backend. With PostgreSQL the data directory holds the
     /// name of the server's schema: a fresh one the first time, the same one on a restart.
     pub fn start_with(data: &Path, addr: &str, backend: &Backend) -> TestServer {
+        Self::start_configured(data, addr, backend, |_| {})
+    }
+
+    /// Like [`TestServer::start_with`], with the server's state adjusted by `configure`.
+    pub fn start_configured(
+        data: &Path,
+        addr: &str,
+        backend: &Backend,
+        configure: impl FnOnce(&mut gridsync_server::api::AppState) + Send + 'static,
+    ) -> TestServer {
         std::fs::create_dir_all(data).expect("data dir");
         let storage = match backend {
             Backend::Sqlite => TestStorage::Sqlite(Arc::new(
@@ -283,7 +293,9 @@ impl TestServer {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                gridsync_server::serve(listener, s2, async {
+                let mut state = gridsync_server::api::AppState::new(s2);
+                configure(&mut state);
+                gridsync_server::serve_state(listener, Arc::new(state), async {
                     rx.await.ok();
                 })
                 .await

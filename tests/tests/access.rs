@@ -642,3 +642,47 @@ fn audit_lists_changes_by_record_person_and_grid() {
         2
     );
 }
+
+/// Bad enrolment guesses from `forwarded_for` (as a proxy on 127.0.0.1 reports them):
+/// their statuses.
+fn guesses(server: &TestServer, forwarded_for: &str, n: usize) -> Vec<u16> {
+    let client = reqwest::blocking::Client::new();
+    (0..n)
+        .map(|i| {
+            let body =
+                serde_json::json!({"code": format!("ZZZZ-ZZZZ-{i:04}"), "device_name": "guess"});
+            client
+                .post(format!("{}/v1/enroll", server.url()))
+                .header("x-forwarded-for", forwarded_for)
+                .json(&body)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect()
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_enrolment_limit_counts_phones_not_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(
+        &dir.path().join("server"),
+        "127.0.0.1:0",
+        &Backend::from_env(),
+        |st| st.trusted_proxies = vec!["127.0.0.1".parse().unwrap()],
+    );
+    // One phone guessing is stopped.
+    let first = guesses(&server, "10.0.0.1", 15);
+    assert!(first.contains(&429), "{first:?}");
+    // Another phone behind the same proxy is not.
+    assert_eq!(guesses(&server, "10.0.0.2", 3), vec![401, 401, 401]);
+    // A phone cannot escape by claiming another address left of the one the proxy saw.
+    assert_eq!(guesses(&server, "10.9.9.9, 10.0.0.1", 1), vec![429]);
+    // A server that trusts no proxy ignores the header: everyone shares the peer's limit.
+    let plain = TestServer::start(&dir.path().join("plain"));
+    let statuses: Vec<u16> = (0..15)
+        .flat_map(|i| guesses(&plain, &format!("10.1.0.{i}"), 1))
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
