@@ -203,8 +203,10 @@ impl PageDigest {
         self.add_raw(id, heads.iter().map(|h| &h.0));
     }
 
-    /// Adds one record whose heads are raw hashes.
-    pub fn add_raw<'a>(&mut self, id: &str, heads: impl ExactSizeIterator<Item = &'a [u8; 32]>) {
+    /// Adds one record whose heads are raw hashes (in any order: they are sorted first).
+    pub fn add_raw<'a>(&mut self, id: &str, heads: impl Iterator<Item = &'a [u8; 32]>) {
+        let mut heads: Vec<&[u8; 32]> = heads.collect();
+        heads.sort_unstable();
         let mut prefix = Vec::with_capacity(12);
         write_uleb(&mut prefix, id.len() as u64);
         self.0.update(&prefix);
@@ -313,5 +315,7 @@ mod tests {
         assert_ne!(base, digest(&[("b", &[h2]), ("a", &[h1])]));
         assert_ne!(base, digest(&[("a", &[h2]), ("b", &[h2])]));
         assert_ne!(base, digest(&[("a", &[h1, h2]), ("b", &[])]));
+        // The order of one record's heads does not matter.
+        assert_eq!(digest(&[("a", &[h1, h2])]), digest(&[("a", &[h2, h1])]));
     }
 }
