@@ -56,6 +56,9 @@ pub struct SyncReport {
     pub bytes_down: u64,
     /// Whether the server's history was found reset (restored from a backup).
     pub epoch_reset: bool,
+    /// Pages fetched again with hashes because the documents rebuilt here did not match
+    /// the server's digest (0 unless app and server disagree on document hashes).
+    pub digest_retries: u32,
 }
 
 impl From<cs::SyncReport> for SyncReport {
@@ -74,6 +77,7 @@ impl From<cs::SyncReport> for SyncReport {
             bytes_up: r.bytes_up,
             bytes_down: r.bytes_down,
             epoch_reset: r.epoch_reset,
+            digest_retries: r.digest_retries,
         }
     }
 }
