@@ -162,12 +162,11 @@ pub fn rebuild(bare: &[u8]) -> Result<(RecordDoc, Vec<u8>)> {
     chunk.resize(hashes_at + heads * HASH, 0);
     chunk.extend_from_slice(&bare[heads_at..]);
     write_checksum(&mut chunk, 8);
-    let doc = AutoCommit::load_with_options(
+    let mut doc = AutoCommit::load_with_options(
         &chunk,
         LoadOptions::new().verification_mode(VerificationMode::DontCheck),
     )
     .map_err(|e| bad(&format!("does not load: {e}")))?;
-    let mut doc = doc;
     let derived = doc.get_heads();
     if derived.len() != heads {
         return Err(bad(&format!(
