@@ -136,29 +136,56 @@ impl RecordDoc {
     }
 
     /// The record as typed data (Automerge's winner on conflicting fields).
+    ///
+    /// Keys the typed record does not know are left out (a phone keeps them in the
+    /// document, so a newer peer's fields survive its edits). Reading is bounded for any
+    /// document: a document beyond the reading limits ([`MAX_DEPTH`], [`MAX_LIST_LEN`],
+    /// [`MAX_MAP_KEYS`], [`MAX_TEXT_CHARS`], [`MAX_VALUES`]) fails with
+    /// [`Error::Document`] naming the path and the limit.
     pub fn read(&self) -> Result<Record> {
-        let json = self.read_json(&mut None)?;
+        let (json, _) = self.read_json(false)?;
         Record::from_json(self.kind, json)
             .map_err(|e| Error::Document(format!("record shape: {e}")))
     }
 
-    /// Every field with concurrent values.
-    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
-        let mut out = Some(Vec::new());
-        self.read_json(&mut out)?;
-        Ok(out.unwrap_or_default())
+    /// Like [`RecordDoc::read`], and refuses a document holding a key (at any depth, in
+    /// list entries and answer maps too) that the typed record does not know, with
+    /// [`Error::Invalid`] naming its dotted path (`findings[0].extra`) and the problem
+    /// `unknown field`. The envelope keys `_schema` and `_kind` are allowed.
+    ///
+    /// For the server, which is upgraded before phones, so that a record it stores holds
+    /// nothing its model (and therefore its validation and rules) cannot see.
+    pub fn read_strict(&self) -> Result<Record> {
+        let (json, _) = self.read_json(false)?;
+        let record = Record::from_json(self.kind, json.clone())
+            .map_err(|e| Error::Document(format!("record shape: {e}")))?;
+        if let Some(field) = first_unknown_key(&json, &record.to_json(), &Path::ROOT) {
+            return Err(Error::Invalid(crate::validate::Invalid::new(
+                field,
+                "unknown field",
+            )));
+        }
+        Ok(record)
     }
 
-    fn read_json(&self, conflicts: &mut Option<Vec<Conflict>>) -> Result<Value> {
-        let mut v = read_map(&self.doc, &ROOT, "", conflicts)?;
+    /// Every field with concurrent values (bounded like [`RecordDoc::read`]).
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        Ok(self.read_json(true)?.1)
+    }
+
+    /// The document as JSON without its envelope keys, within the reading limits
+    /// ([`MAX_DEPTH`], [`MAX_LIST_LEN`], [`MAX_MAP_KEYS`], [`MAX_TEXT_CHARS`],
+    /// [`MAX_VALUES`]), and the conflicts when `collect`.
+    fn read_json(&self, collect: bool) -> Result<(Value, Vec<Conflict>)> {
+        let mut reader = Reader::new(&self.doc, collect);
+        let mut v = reader.map(&ROOT, &Path::ROOT, true)?;
         if let Value::Object(m) = &mut v {
             m.remove(SCHEMA_KEY);
             m.remove(KIND_KEY);
         }
-        if let Some(c) = conflicts {
-            c.retain(|c| c.path != SCHEMA_KEY && c.path != KIND_KEY);
-        }
-        Ok(v)
+        let mut conflicts = reader.conflicts.unwrap_or_default();
+        conflicts.retain(|c| c.path != SCHEMA_KEY && c.path != KIND_KEY);
+        Ok((v, conflicts))
     }
 
     /// Writes what differs between the document and `record` and commits it as one change.
@@ -519,104 +546,318 @@ fn list_is_keyed(doc: &AutoCommit, list: &ObjId) -> bool {
     )
 }
 
-/// Conflicts being collected while reading (`None`: reading values only, which is cheaper).
-type Collect = Option<Vec<Conflict>>;
+/// How deep containers may nest in a record document (the root map is level 1). The record
+/// model needs 5 (`review.history[i].action` of a producer, `answers.<item>.value.value` of
+/// a visit, `items[i].answer.options[j]` of a template).
+pub const MAX_DEPTH: usize = 12;
+/// Most entries a list of a record document may hold (the longest lists of the model are
+/// bounded by validation far below: 1,000 review steps, 200 findings).
+pub const MAX_LIST_LEN: usize = 10_000;
+/// Most keys a map of a record document may hold (a visit's answers are the largest map of
+/// the model: at most 200).
+pub const MAX_MAP_KEYS: usize = 2_000;
+/// Longest text object (in characters) a record document may hold; the model writes plain
+/// strings, never text objects, so this only bounds what a hostile peer could send.
+pub const MAX_TEXT_CHARS: usize = 100_000;
+/// Most values (scalars and containers, losing values of conflicts included) one reading
+/// of a record document may visit; a visit at every validation limit holds about 12,000.
+pub const MAX_VALUES: usize = 200_000;
 
-fn read_value(
-    doc: &AutoCommit,
-    v: &AmValue<'_>,
-    id: &ObjId,
-    path: &str,
-    c: &mut Collect,
-) -> Result<Value> {
-    Ok(match v {
-        AmValue::Scalar(s) => from_scalar(s),
-        AmValue::Object(ObjType::Map | ObjType::Table) => read_map(doc, id, path, c)?,
-        AmValue::Object(ObjType::List) => read_list(doc, id, path, c)?,
-        AmValue::Object(ObjType::Text) => Value::String(doc.text(id)?),
-    })
+/// One step of the path from the root to a value, kept on the stack while reading so that
+/// a path string is only built for a conflict or an error.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Root,
+    Key(&'a str),
+    Index(usize),
 }
 
-fn read_map(doc: &AutoCommit, obj: &ObjId, path: &str, c: &mut Collect) -> Result<Value> {
-    let mut out = Map::new();
-    let root = *obj == ROOT;
-    for k in doc.keys(obj) {
-        let p = match (c.is_some(), root) {
-            (false, _) => String::new(),
-            (true, true) => k.clone(),
-            (true, false) => format!("{path}.{k}"),
-        };
-        let Some((winner, wid)) = doc.get(obj, k.as_str())? else {
-            continue;
-        };
-        let mut wv = read_value(doc, &winner, &wid, &p, c)?;
-        let edit_time = root && EDIT_TIME_KEYS.contains(&k.as_str());
-        if !edit_time && c.is_none() {
-            out.insert(k, wv);
-            continue;
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    seg: Seg<'a>,
+    /// Containers from the root down to and including this one (the root map is 1).
+    depth: usize,
+}
+
+impl<'a> Path<'a> {
+    const ROOT: Path<'static> = Path {
+        parent: None,
+        seg: Seg::Root,
+        depth: 1,
+    };
+
+    fn child(&'a self, seg: Seg<'a>) -> Path<'a> {
+        Path {
+            parent: Some(self),
+            seg,
+            depth: self.depth + 1,
         }
-        let all = doc.get_all(obj, k.as_str())?;
-        if edit_time {
-            for (v, _) in &all {
-                if let AmValue::Scalar(s) = v {
-                    let x = from_scalar(s);
-                    if x.as_i64().unwrap_or(i64::MIN) > wv.as_i64().unwrap_or(i64::MIN) {
-                        wv = x;
+    }
+
+    /// The dotted path (`answers.drug_use.note`, `findings[2].description`); keys longer
+    /// than `max_key` characters are shortened (for error messages).
+    fn render(&self, max_key: usize) -> String {
+        let mut segs = Vec::with_capacity(self.depth);
+        let mut at = Some(self);
+        while let Some(p) = at {
+            segs.push(p.seg);
+            at = p.parent;
+        }
+        let mut out = String::new();
+        for seg in segs.into_iter().rev() {
+            match seg {
+                Seg::Root => {}
+                Seg::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    if k.chars().count() > max_key {
+                        out.extend(k.chars().take(max_key));
+                        out.push('…');
+                    } else {
+                        out.push_str(k);
+                    }
+                }
+                Seg::Index(i) => {
+                    out.push('[');
+                    out.push_str(&i.to_string());
+                    out.push(']');
+                }
+            }
+        }
+        out
+    }
+
+    /// The path for an error message.
+    fn describe(&self) -> String {
+        match self.render(40) {
+            p if p.is_empty() => "the record".to_string(),
+            p => p,
+        }
+    }
+}
+
+/// A scalar as a hashable key with the equality of `serde_json::Value` (1 and 1u64 are the
+/// same number, 1.0 is another), so that lists of scalars de-duplicate in linear time.
+#[derive(Hash, PartialEq, Eq)]
+enum ScalarKey {
+    Null,
+    Bool(bool),
+    Pos(u64),
+    Neg(i64),
+    Float(u64),
+    Str(String),
+}
+
+fn scalar_key(v: &Value) -> ScalarKey {
+    match v {
+        Value::Bool(b) => ScalarKey::Bool(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                ScalarKey::Pos(u)
+            } else if let Some(i) = n.as_i64() {
+                ScalarKey::Neg(i)
+            } else {
+                let f = n.as_f64().unwrap_or(0.0);
+                // -0.0 == 0.0 as numbers.
+                ScalarKey::Float(if f == 0.0 { 0 } else { f.to_bits() })
+            }
+        }
+        Value::String(s) => ScalarKey::Str(s.clone()),
+        Value::Null | Value::Array(_) | Value::Object(_) => ScalarKey::Null,
+    }
+}
+
+/// Walks a document back to JSON within the limits above: every container's size is
+/// checked before it is walked, the depth before it is entered, and every value visited
+/// is counted, so reading any document costs at most O(limits), never the stack.
+struct Reader<'d> {
+    doc: &'d AutoCommit,
+    /// Values still allowed to be visited.
+    budget: usize,
+    /// Conflicts being collected (`None`: reading values only, which is cheaper).
+    conflicts: Option<Vec<Conflict>>,
+}
+
+impl<'d> Reader<'d> {
+    fn new(doc: &'d AutoCommit, collect: bool) -> Self {
+        Reader {
+            doc,
+            budget: MAX_VALUES,
+            conflicts: collect.then(Vec::new),
+        }
+    }
+
+    fn spend(&mut self, path: &Path<'_>) -> Result<()> {
+        if self.budget == 0 {
+            return Err(Error::Document(format!(
+                "document holds more than {MAX_VALUES} values (limit reached at {})",
+                path.describe()
+            )));
+        }
+        self.budget -= 1;
+        Ok(())
+    }
+
+    fn enter(&mut self, path: &Path<'_>, len: usize, max: usize, what: &str) -> Result<()> {
+        if path.depth > MAX_DEPTH {
+            return Err(Error::Document(format!(
+                "{} is nested {} levels deep, more than the limit of {MAX_DEPTH}",
+                path.describe(),
+                path.depth
+            )));
+        }
+        if len > max {
+            return Err(Error::Document(format!(
+                "{} holds {len} {what}, more than the limit of {max}",
+                path.describe()
+            )));
+        }
+        self.spend(path)
+    }
+
+    /// `collect`: whether conflicts below this value are collected (not inside the losing
+    /// values of a conflict).
+    fn value(
+        &mut self,
+        v: &AmValue<'_>,
+        id: &ObjId,
+        path: &Path<'_>,
+        collect: bool,
+    ) -> Result<Value> {
+        Ok(match v {
+            AmValue::Scalar(s) => {
+                self.spend(path)?;
+                from_scalar(s)
+            }
+            AmValue::Object(ObjType::Map | ObjType::Table) => self.map(id, path, collect)?,
+            AmValue::Object(ObjType::List) => self.list(id, path, collect)?,
+            AmValue::Object(ObjType::Text) => {
+                let len = self.doc.length(id);
+                self.enter(path, len, MAX_TEXT_CHARS, "characters")?;
+                Value::String(self.doc.text(id)?)
+            }
+        })
+    }
+
+    fn map(&mut self, obj: &ObjId, path: &Path<'_>, collect: bool) -> Result<Value> {
+        let doc = self.doc;
+        self.enter(path, doc.length(obj), MAX_MAP_KEYS, "keys")?;
+        let root = path.parent.is_none();
+        let collect = collect && self.conflicts.is_some();
+        let mut out = Map::new();
+        for item in doc.map_range(obj, ..) {
+            let p = path.child(Seg::Key(item.key));
+            let mut wv = self.value(&item.value, &item.id, &p, collect)?;
+            let edit_time = root && EDIT_TIME_KEYS.contains(&item.key);
+            // (`MapRangeItem::conflict` is not reliable in Automerge 0.6.1: ask `get_all`.)
+            if edit_time || collect {
+                let all = doc.get_all(obj, item.key)?;
+                if edit_time {
+                    for (v, _) in &all {
+                        self.spend(&p)?;
+                        if let AmValue::Scalar(s) = v {
+                            let x = from_scalar(s);
+                            if x.as_i64().unwrap_or(i64::MIN) > wv.as_i64().unwrap_or(i64::MIN) {
+                                wv = x;
+                            }
+                        }
+                    }
+                } else if all.len() > 1 {
+                    let mut others = Vec::new();
+                    for (v, id) in &all {
+                        if *id != item.id {
+                            others.push(self.value(v, id, &p, false)?);
+                        }
+                    }
+                    let conflict = Conflict {
+                        path: p.render(usize::MAX),
+                        winner: wv.clone(),
+                        others,
+                    };
+                    if let Some(list) = self.conflicts.as_mut() {
+                        list.push(conflict);
                     }
                 }
             }
-        } else if all.len() > 1 {
-            let mut others = Vec::new();
-            for (v, id) in &all {
-                if *id != wid {
-                    others.push(read_value(doc, v, id, &p, &mut None)?);
-                }
-            }
-            if let Some(list) = c.as_mut() {
-                list.push(Conflict {
-                    path: p,
-                    winner: wv.clone(),
-                    others,
-                });
-            }
+            out.insert(item.key.to_string(), wv);
         }
-        out.insert(k, wv);
+        Ok(Value::Object(out))
     }
-    Ok(Value::Object(out))
-}
 
-fn read_list(doc: &AutoCommit, obj: &ObjId, path: &str, c: &mut Collect) -> Result<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    let mut keyed_seen = std::collections::HashSet::new();
-    for i in 0..doc.length(obj) {
-        let Some((v, id)) = doc.get(obj, i)? else {
-            continue;
-        };
-        let p = if c.is_some() {
-            format!("{path}[{i}]")
-        } else {
-            String::new()
-        };
-        let item = read_value(doc, &v, &id, &p, c)?;
-        match &item {
-            // Lists of ids are sets: a value added on two replicas shows once.
-            Value::Object(m) => {
-                if let Some(key) = m.get("id").and_then(Value::as_str) {
-                    if !keyed_seen.insert(key.to_string()) {
-                        continue;
+    fn list(&mut self, obj: &ObjId, path: &Path<'_>, collect: bool) -> Result<Value> {
+        let doc = self.doc;
+        self.enter(path, doc.length(obj), MAX_LIST_LEN, "entries")?;
+        let mut out: Vec<Value> = Vec::new();
+        let mut keyed_seen = std::collections::HashSet::new();
+        let mut scalars_seen = std::collections::HashSet::new();
+        for item in doc.list_range(obj, ..) {
+            let p = path.child(Seg::Index(item.index));
+            let v = self.value(&item.value, &item.id, &p, collect)?;
+            match &v {
+                // Lists of ids are sets: a value added on two replicas shows once.
+                Value::Object(m) => {
+                    if let Some(key) = m.get("id").and_then(Value::as_str) {
+                        if !keyed_seen.insert(key.to_string()) {
+                            continue;
+                        }
+                    }
+                    out.push(v);
+                }
+                Value::Array(_) => out.push(v),
+                scalar => {
+                    if scalars_seen.insert(scalar_key(scalar)) {
+                        out.push(v);
                     }
                 }
-                out.push(item);
-            }
-            Value::Array(_) => out.push(item),
-            scalar => {
-                if !out.contains(scalar) {
-                    out.push(item);
-                }
             }
         }
+        Ok(Value::Array(out))
     }
-    Ok(Value::Array(out))
+}
+
+/// The first key of `doc` (JSON read from a document) that `known` (the typed record
+/// serialized again) does not hold, as a dotted path. Values are not compared: only keys,
+/// in maps at any depth and in the maps inside list entries (which line up by index, as
+/// reading de-duplicates a list before the typed record is built from it).
+fn first_unknown_key(doc: &Value, known: &Value, path: &Path<'_>) -> Option<String> {
+    match doc {
+        Value::Object(m) => {
+            let known = known.as_object();
+            for (k, v) in m {
+                let p = path.child(Seg::Key(k));
+                match known.and_then(|o| o.get(k)) {
+                    None => return Some(p.render(64)),
+                    Some(kv) => {
+                        if let Some(found) = first_unknown_key(v, kv, &p) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        Value::Array(a) => {
+            let known = known.as_array();
+            for (i, v) in a.iter().enumerate() {
+                if !(v.is_object() || v.is_array()) {
+                    continue;
+                }
+                let p = path.child(Seg::Index(i));
+                match known.and_then(|l| l.get(i)) {
+                    None => return Some(p.render(64)),
+                    Some(kv) => {
+                        if let Some(found) = first_unknown_key(v, kv, &p) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 fn resolve_path(doc: &AutoCommit, path: &str) -> Result<(ObjId, String)> {
@@ -646,4 +887,323 @@ fn resolve_path(doc: &AutoCommit, path: &str) -> Result<(ObjId, String)> {
         }
     }
     Ok((obj, last.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        default_template, Answer, AnswerValue, Finding, Producer, ProducerType, Severity, Species,
+        Visit, YesNoNa,
+    };
+
+    const T: i64 = 1_767_225_600_000;
+
+    fn producer() -> Producer {
+        let mut p = Producer::new(
+            "测试牧场",
+            ProducerType::FamilyRanch,
+            "户主",
+            "13912345678",
+            "V1",
+            "p1",
+            T,
+        );
+        p.id_number = Some("11010519491231002X".into());
+        p.products = vec!["羊肉".into(), "牛奶".into()];
+        p.scale
+            .livestock
+            .insert(Species::SheepGoat, Default::default());
+        p
+    }
+
+    fn visit() -> Visit {
+        let mut v = Visit::new("prod-1", "V1", "p1", &default_template("R"), T);
+        v.answers.insert(
+            "drug_use".into(),
+            Answer {
+                value: AnswerValue::YesNo(YesNoNa::Yes),
+                note: Some("好".into()),
+            },
+        );
+        v.answers.insert(
+            "other".into(),
+            Answer {
+                value: AnswerValue::Text("无".into()),
+                note: None,
+            },
+        );
+        v.findings.push(Finding {
+            id: "f1".into(),
+            item_id: Some("drug_use".into()),
+            description: "兽药混放".into(),
+            severity: Severity::Minor,
+            photos: vec!["photo-1".into()],
+            recorded_by: "p1".into(),
+            recorded_at_ms: T,
+        });
+        v
+    }
+
+    fn doc_of(r: &Record) -> RecordDoc {
+        RecordDoc::create(r, &ActorId::from(vec![1u8; 16]), "p1", T).unwrap()
+    }
+
+    fn document_error(r: Result<impl std::fmt::Debug>) -> String {
+        match r {
+            Err(Error::Document(m)) => m,
+            other => panic!("expected a document error, got {other:?}"),
+        }
+    }
+
+    /// A producer document whose `address` holds `levels` maps nested in one another.
+    fn deeply_nested(levels: usize) -> Vec<u8> {
+        let mut d = doc_of(&Record::Producer(producer()));
+        let doc = d.inner();
+        let mut obj = doc.put_object(ROOT, "address", ObjType::Map).unwrap();
+        for _ in 0..levels {
+            obj = doc.put_object(&obj, "x", ObjType::Map).unwrap();
+        }
+        doc.commit();
+        d.save()
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_its_path_and_the_limit() {
+        // Reading this recursively (as before the limit) overflowed the stack.
+        let bytes = deeply_nested(20_000);
+        for d in [
+            RecordDoc::load(&bytes, &[]).unwrap(),
+            load_received(&bytes).unwrap(),
+        ] {
+            let e = document_error(d.read());
+            assert!(e.contains("address.x.x.x"), "{e}");
+            assert!(e.contains(&format!("limit of {MAX_DEPTH}")), "{e}");
+            assert!(document_error(d.read_strict()).contains("limit of 12"));
+            assert!(document_error(d.conflicts()).contains("limit of 12"));
+        }
+        // Within the limit, a nested map in a string field is a shape error, not a crash.
+        let d = load_received(&deeply_nested(MAX_DEPTH - 2)).unwrap();
+        assert!(document_error(d.read()).starts_with("record shape"));
+    }
+
+    #[test]
+    fn long_lists_and_large_maps_are_refused_before_they_are_walked() {
+        let mut d = doc_of(&Record::Producer(producer()));
+        let doc = d.inner();
+        let list = doc.put_object(ROOT, "products", ObjType::List).unwrap();
+        for i in 0..=MAX_LIST_LEN {
+            doc.insert(&list, i, i as i64).unwrap();
+        }
+        let e = document_error(d.read());
+        assert!(
+            e.contains("products holds 10001 entries, more than the limit of 10000"),
+            "{e}"
+        );
+
+        let mut d = doc_of(&Record::Visit(visit()));
+        let doc = d.inner();
+        let answers = doc.get(ROOT, "answers").unwrap().unwrap().1;
+        for i in 0..=MAX_MAP_KEYS {
+            doc.put(&answers, format!("k{i}"), i as i64).unwrap();
+        }
+        let e = document_error(d.conflicts());
+        assert!(e.contains("answers holds 2003 keys"), "{e}");
+        assert!(e.contains("limit of 2000"), "{e}");
+
+        let mut d = doc_of(&Record::Producer(producer()));
+        let doc = d.inner();
+        let text = doc.put_object(ROOT, "owner", ObjType::Text).unwrap();
+        doc.splice_text(&text, 0, 0, &"字".repeat(MAX_TEXT_CHARS + 1))
+            .unwrap();
+        let e = document_error(d.read());
+        assert!(e.contains("owner holds 100001 characters"), "{e}");
+    }
+
+    #[test]
+    fn the_whole_document_is_bounded_by_a_value_budget() {
+        let mut d = doc_of(&Record::Producer(producer()));
+        let doc = d.inner();
+        let per_list = MAX_LIST_LEN - 1;
+        for l in 0..=MAX_VALUES / per_list {
+            let list = doc
+                .put_object(ROOT, format!("extra{l}"), ObjType::List)
+                .unwrap();
+            for i in 0..per_list {
+                doc.insert(&list, i, true).unwrap();
+            }
+        }
+        let e = document_error(d.read());
+        assert!(e.contains("more than 200000 values"), "{e}");
+    }
+
+    /// Reads a producer whose products list holds `n` distinct strings; the fastest of 3.
+    fn time_reading_products(n: usize) -> std::time::Duration {
+        let mut p = producer();
+        p.products = (0..n).map(|i| format!("产品{i}")).collect();
+        let d = doc_of(&Record::Producer(p));
+        (0..3)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let Record::Producer(back) = d.read().unwrap() else {
+                    panic!("kind")
+                };
+                assert_eq!(back.products.len(), n);
+                t.elapsed()
+            })
+            .min()
+            .unwrap()
+    }
+
+    #[test]
+    fn reading_a_long_list_is_not_quadratic() {
+        let n = 2_250;
+        let small = time_reading_products(n);
+        let large = time_reading_products(4 * n);
+        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+        println!(
+            "{n} entries: {small:?}, {} entries: {large:?}, ratio {ratio:.2}",
+            4 * n
+        );
+        // Linear is 4, n log n a little more; de-duplicating by linear search was 16.
+        assert!(
+            ratio < 8.0,
+            "reading 4x the entries took {ratio:.1}x the time"
+        );
+    }
+
+    #[test]
+    fn scalar_lists_still_read_as_sets() {
+        let mut d = doc_of(&Record::Producer(producer()));
+        let doc = d.inner();
+        let list = doc.get(ROOT, "products").unwrap().unwrap().1;
+        for v in ["羊肉", "羊肉", "新"] {
+            let at = doc.length(&list);
+            doc.insert(&list, at, v).unwrap();
+        }
+        let Record::Producer(p) = d.read().unwrap() else {
+            panic!("kind")
+        };
+        assert_eq!(p.products, vec!["羊肉", "牛奶", "新"]);
+        // As with `Value`'s equality: 1 and 1u64 are one number, 1.0 another, 0.0 == -0.0.
+        let nums = [
+            json_num(1),
+            json_num(1u64),
+            Value::from(1.0),
+            Value::from(0.0),
+            Value::from(-0.0),
+        ];
+        let keys: std::collections::HashSet<ScalarKey> = nums.iter().map(scalar_key).collect();
+        assert_eq!(keys.len(), 3);
+    }
+
+    fn json_num<T: Into<Number>>(n: T) -> Value {
+        Value::Number(n.into())
+    }
+
+    #[test]
+    fn strict_reading_accepts_every_known_shape() {
+        let mut t = default_template("R");
+        t.id = crate::model::ChecklistTemplate::record_id(&t.template_id, t.version);
+        for r in [
+            Record::Producer(producer()),
+            Record::Visit(visit()),
+            Record::Template(t),
+        ] {
+            let d = doc_of(&r);
+            assert_eq!(d.read_strict().unwrap(), r);
+        }
+    }
+
+    fn unknown_field(d: &RecordDoc) -> String {
+        match d.read_strict() {
+            Err(Error::Invalid(i)) => {
+                assert_eq!(i.problem, "unknown field");
+                i.field
+            }
+            other => panic!("expected an unknown field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn strict_reading_refuses_unknown_keys_that_reading_keeps_quiet() {
+        // At the root.
+        let mut d = doc_of(&Record::Producer(producer()));
+        d.inner().put(ROOT, "approved_by_county", true).unwrap();
+        assert_eq!(unknown_field(&d), "approved_by_county");
+        assert!(d.read().is_ok(), "a phone still reads it");
+
+        // Inside a finding (a list entry).
+        let mut d = doc_of(&Record::Visit(visit()));
+        let doc = d.inner();
+        let findings = doc.get(ROOT, "findings").unwrap().unwrap().1;
+        let f0 = doc.get(&findings, 0).unwrap().unwrap().1;
+        doc.put(&f0, "verified_by", "p9").unwrap();
+        assert_eq!(unknown_field(&d), "findings[0].verified_by");
+        assert!(d.read().is_ok());
+
+        // Inside an answer and inside an answer's value (data-driven keys are known).
+        let mut d = doc_of(&Record::Visit(visit()));
+        let doc = d.inner();
+        let answers = doc.get(ROOT, "answers").unwrap().unwrap().1;
+        let a = doc.get(&answers, "drug_use").unwrap().unwrap().1;
+        doc.put(&a, "score", 3).unwrap();
+        assert_eq!(unknown_field(&d), "answers.drug_use.score");
+        let mut d = doc_of(&Record::Visit(visit()));
+        let doc = d.inner();
+        let answers = doc.get(ROOT, "answers").unwrap().unwrap().1;
+        let a = doc.get(&answers, "other").unwrap().unwrap().1;
+        let value = doc.get(&a, "value").unwrap().unwrap().1;
+        doc.put(&value, "lang", "mn").unwrap();
+        assert_eq!(unknown_field(&d), "answers.other.value.lang");
+
+        // In a nested struct.
+        let mut d = doc_of(&Record::Producer(producer()));
+        let doc = d.inner();
+        let review = doc.get(ROOT, "review").unwrap().unwrap().1;
+        doc.put(&review, "county_signature", "x").unwrap();
+        assert_eq!(unknown_field(&d), "review.county_signature");
+    }
+
+    #[test]
+    fn strict_reading_refuses_an_unknown_answer_variant() {
+        let mut d = doc_of(&Record::Visit(visit()));
+        let doc = d.inner();
+        let answers = doc.get(ROOT, "answers").unwrap().unwrap().1;
+        let a = doc.get(&answers, "drug_use").unwrap().unwrap().1;
+        let value = doc.get(&a, "value").unwrap().unwrap().1;
+        doc.put(&value, "type", "signature").unwrap();
+        let e = document_error(d.read_strict());
+        assert!(e.contains("unknown variant `signature`"), "{e}");
+        // An unknown species is an unknown key of a data-driven map.
+        let mut d = doc_of(&Record::Producer(producer()));
+        let doc = d.inner();
+        let scale = doc.get(ROOT, "scale").unwrap().unwrap().1;
+        let livestock = doc.get(&scale, "livestock").unwrap().unwrap().1;
+        doc.put_object(&livestock, "unicorn", ObjType::Map).unwrap();
+        assert!(document_error(d.read_strict()).contains("unicorn"));
+    }
+
+    #[test]
+    fn conflicts_keep_their_exact_paths() {
+        let mut a = doc_of(&Record::Visit(visit()));
+        let mut b = a.fork();
+        b.set_actor(&ActorId::from(vec![2u8; 16]));
+        for (d, text) in [(&mut a, "一"), (&mut b, "二")] {
+            let Record::Visit(mut v) = d.read().unwrap() else {
+                panic!("kind")
+            };
+            v.findings[0].description = text.into();
+            v.answers.get_mut("drug_use").unwrap().note = Some(text.into());
+            d.update(&Record::Visit(v), "p1", T + 1).unwrap();
+        }
+        let bytes = b.save();
+        a.apply(&bytes).unwrap();
+        let mut paths: Vec<String> = a.conflicts().unwrap().into_iter().map(|c| c.path).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec!["answers.drug_use.note", "findings[0].description"]
+        );
+    }
 }
