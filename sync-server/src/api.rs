@@ -1,16 +1,19 @@
-//! The HTTP API: enrolment, sync, credential rotation, enrolment codes, health.
+//! The HTTP API: enrolment, sync, credential rotation, enrolment codes, health, metrics.
 //! Every request is authenticated (except enrolment, which is rate-limited), every body is
-//! bounded, and every record is authorized against what is stored.
+//! bounded, every device is rate-limited, and every record is authorized against what is
+//! stored. The limits are listed in `docs/limits.md`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use gridsync_core::model::{Person, Role};
 use gridsync_core::sync::bare;
@@ -20,9 +23,14 @@ use gridsync_core::sync::protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, EnrolLimiter};
+use crate::auth::{self, EnrolLimiter, EnrolRefusal};
+use crate::conn::ConnLimits;
+use crate::limits::{AddrRange, LogGate, RateLimiter};
+use crate::metrics::Metrics;
 use crate::scope::ScopeCache;
-use crate::storage::{AuditEntry, Author, Device, FeedRead, Storage, StorageError};
+use crate::storage::{
+    AuditEntry, Author, Device, FeedRead, PushDecision, Storage, StorageError, StoredRecord,
+};
 
 /// Largest JSON body (enrolment, rotation, codes).
 pub const MAX_JSON_BODY: usize = 16 * 1024;
@@ -34,14 +42,23 @@ pub struct AppState {
     pub storage: Arc<dyn Storage>,
     /// Scope cache.
     pub scopes: ScopeCache,
-    /// Enrolment rate limiter.
+    /// Enrolment rate limiter (per client address and per address range).
     pub limiter: EnrolLimiter,
+    /// Request rate limiter per authenticated device.
+    pub device_limiter: RateLimiter<String>,
     /// Longest time to receive a request body (slow clients get 408).
     pub body_timeout: Duration,
-    /// Longest time for a whole request.
+    /// Longest time for a whole request; a push still being judged then is rolled back.
     pub request_timeout: Duration,
-    /// Reverse proxies whose `X-Forwarded-For` names the client (for the enrolment limit).
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the enrolment limit;
+    /// exempt from the per-address connection cap).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Connection limits (total, per address, header-read timeout).
+    pub connections: ConnLimits,
+    /// Addresses besides loopback that may read `/metrics`.
+    pub metrics_allow: Vec<AddrRange>,
+    /// Counters served at `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -50,13 +67,31 @@ impl AppState {
         AppState {
             storage,
             scopes: ScopeCache::default(),
-            limiter: EnrolLimiter::new(10, 120, Duration::from_secs(60)),
+            limiter: EnrolLimiter::default(),
+            device_limiter: RateLimiter::new(
+                crate::limits::DEVICE_RATE_PER_SEC,
+                crate::limits::DEVICE_BURST,
+                crate::limits::MAX_KEYS,
+            ),
             body_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(120),
             trusted_proxies: Vec::new(),
+            connections: ConnLimits::default(),
+            metrics_allow: Vec::new(),
+            metrics: Arc::new(Metrics::default()),
         }
     }
 }
+
+/// When a request reached the server (set by the router's outermost layer).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestStart(pub Instant);
+
+/// Log gates: security events are logged one line each, up to a few a second per kind.
+static AUTH_LOG: LogGate = LogGate::new(20);
+static LIMIT_LOG: LogGate = LogGate::new(20);
+static REJECT_LOG: LogGate = LogGate::new(2);
+static RESET_LOG: LogGate = LogGate::new(5);
 
 /// The address a request comes from: the peer, or, when the peer is a trusted proxy, the
 /// nearest address in `X-Forwarded-For` that is not itself a trusted proxy (proxies append
@@ -88,6 +123,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -96,12 +132,35 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
+        if let StorageError::Cancelled = e {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timed_out",
+                "the request ran past the server's time limit for one request; nothing of it was stored; try again",
+            );
+        }
         tracing::error!("storage error: {e}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -117,7 +176,14 @@ impl IntoResponse for ApiError {
             error: self.code.to_string(),
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
     }
 }
 
@@ -132,6 +198,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sync", post(sync))
         .route("/v1/device/rotate", post(rotate))
         .route("/v1/enrolment-codes", post(issue_code))
+        .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
@@ -140,7 +207,63 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// Outermost layer: notes when the request arrived (its deadline counts from there) and
+/// counts it by route, status and time taken.
+async fn track(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    req.extensions_mut().insert(RequestStart(start));
+    let resp = next.run(req).await;
+    st.metrics.request(
+        route.as_deref().unwrap_or("other"),
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
+    resp
+}
+
+/// `GET /metrics`: Prometheus text, only for loopback peers and `--metrics-allow`
+/// addresses. A request forwarded by a proxy counts as coming from the address the proxy
+/// names if the proxy is trusted, and is refused if it is not (an untrusted proxy on
+/// loopback would otherwise hand the metrics to anyone).
+async fn metrics(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let peer = addr.ip().to_canonical();
+    let forwarded = headers.contains_key("x-forwarded-for");
+    let trusted_peer = st.trusted_proxies.contains(&peer);
+    let client = client_ip(peer, &headers, &st.trusted_proxies).to_canonical();
+    let allowed = (!forwarded || trusted_peer)
+        && !headers.contains_key("forwarded")
+        && (client.is_loopback() || st.metrics_allow.iter().any(|r| r.contains(client)));
+    if !allowed {
+        st.metrics.limited("metrics_forbidden");
+        if let Some(skipped) = LIMIT_LOG.pass() {
+            tracing::info!(peer = %peer, client = %client, skipped, "metrics refused: not loopback or --metrics-allow");
+        }
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "metrics_forbidden",
+            "metrics are served only to loopback and to addresses given with --metrics-allow",
+        ));
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response())
 }
 
 async fn healthz(State(st): State<Arc<AppState>>) -> ApiResult<&'static str> {
@@ -239,9 +362,23 @@ fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device
         })?;
     let (device_id, secret) = auth::parse_bearer(h)
         .ok_or_else(|| unauthorized("bad_credentials", "malformed bearer credential".into()))?;
-    let device = storage
-        .device(device_id)?
-        .ok_or_else(|| unauthorized("bad_credentials", "unknown device or wrong secret".into()))?;
+    // An unknown device and a wrong secret get the same answer; only a device that proves
+    // its secret learns that, when and why it was revoked.
+    let bad = || unauthorized("bad_credentials", "unknown device or wrong secret".into());
+    let device = storage.device(device_id)?;
+    let hash = auth::hash_secret(secret);
+    let Some(device) = device else {
+        return Err(bad());
+    };
+    let current = auth::hashes_equal(&hash, &device.secret_hash);
+    let pending = !current
+        && device
+            .pending_hash
+            .as_deref()
+            .is_some_and(|p| auth::hashes_equal(&hash, p));
+    if !current && !pending {
+        return Err(bad());
+    }
     if let Some(at) = device.revoked_at_ms {
         return Err(unauthorized(
             "device_revoked",
@@ -251,19 +388,8 @@ fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device
             ),
         ));
     }
-    let hash = auth::hash_secret(secret);
-    if !auth::hashes_equal(&hash, &device.secret_hash) {
-        match &device.pending_hash {
-            Some(p) if auth::hashes_equal(&hash, p) => {
-                storage.promote_pending_secret(&device.id)?
-            }
-            _ => {
-                return Err(unauthorized(
-                    "bad_credentials",
-                    "unknown device or wrong secret".into(),
-                ))
-            }
-        }
+    if pending {
+        storage.promote_pending_secret(&device.id)?;
     }
     let person = storage.person(&device.person_id)?.ok_or_else(|| {
         unauthorized(
@@ -278,21 +404,92 @@ fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device
     Ok((device, person))
 }
 
+/// The device id a bearer credential claims, fit for a log line (never the secret).
+fn claimed_device(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::parse_bearer)
+        .map(|(d, _)| {
+            if d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                d.to_string()
+            } else {
+                "(malformed)".to_string()
+            }
+        })
+        .unwrap_or_else(|| "(none)".to_string())
+}
+
+/// Authenticates a request and applies its device's rate limit. Refusals are counted and
+/// logged (device id and client address, no secret).
+fn authorize(st: &AppState, peer: IpAddr, headers: &HeaderMap) -> ApiResult<(Device, Person)> {
+    let client = client_ip(peer, headers, &st.trusted_proxies);
+    let (device, person) = match authenticate(st.storage.as_ref(), headers) {
+        Ok(x) => x,
+        Err(e) => {
+            if e.status == StatusCode::UNAUTHORIZED {
+                st.metrics.auth_failure(e.code);
+                if let Some(skipped) = AUTH_LOG.pass() {
+                    tracing::info!(
+                        device = %claimed_device(headers),
+                        client = %client,
+                        code = e.code,
+                        skipped,
+                        "authentication failed"
+                    );
+                }
+            }
+            return Err(e);
+        }
+    };
+    if let Err(wait) = st.device_limiter.take(&device.id) {
+        st.metrics.limited("device_rate");
+        let (rate, burst) = st.device_limiter.rate();
+        if let Some(skipped) = LIMIT_LOG.pass() {
+            tracing::info!(device = %device.id, client = %client, skipped, "request refused: device rate limit");
+        }
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "device rate limit: more than {rate} requests a second (bursts of {burst}) from this device; retry in {} ms",
+                wait.as_millis().max(1)
+            ),
+        )
+        .retry_after(wait));
+    }
+    Ok((device, person))
+}
+
 async fn enroll(
     State(st): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<EnrollResponse>> {
-    if !st
-        .limiter
-        .allow(client_ip(addr.ip(), &headers, &st.trusted_proxies))
-    {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many enrolment attempts; wait a minute",
-        ));
+    let client = client_ip(addr.ip(), &headers, &st.trusted_proxies);
+    if let Err(which) = st.limiter.allow(client) {
+        let (per_address, per_range) = st.limiter.limits();
+        let (limit, code, message) = match which {
+            EnrolRefusal::Address => (
+                "enrol_address",
+                "enrol_rate_limited",
+                format!("enrolment limit per address: more than {per_address} attempts a minute from your address; wait a minute"),
+            ),
+            EnrolRefusal::Range => (
+                "enrol_range",
+                "enrol_range_limited",
+                format!("enrolment limit per network: more than {per_range} attempts a minute from your address range; wait a minute"),
+            ),
+        };
+        st.metrics.limited(limit);
+        if let Some(skipped) = LIMIT_LOG.pass() {
+            tracing::info!(client = %client, limit, skipped, "enrolment refused: rate limit");
+        }
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            .retry_after(Duration::from_secs(60)));
     }
     let bytes = read_body(body, MAX_JSON_BODY).await?;
     let req: EnrollRequest = serde_json::from_slice(&bytes).map_err(|e| {
@@ -310,6 +507,7 @@ async fn enroll(
         ));
     }
     let storage = st.storage.clone();
+    let st2 = st.clone();
     blocking(move || {
         let secret = auth::new_secret();
         let device = Device {
@@ -331,6 +529,10 @@ async fn enroll(
         let person_id = storage
             .redeem_code(&code_hash, device.created_at_ms, &device)?
             .ok_or_else(|| {
+                st2.metrics.auth_failure("invalid_code");
+                if let Some(skipped) = AUTH_LOG.pass() {
+                    tracing::info!(client = %client, skipped, "enrolment failed: unknown, used or expired code");
+                }
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid_code",
@@ -367,12 +569,13 @@ async fn enroll(
 
 async fn rotate(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<Json<RotateResponse>> {
     check_protocol(&headers)?;
     let storage = st.storage.clone();
     blocking(move || {
-        let (device, person) = authenticate(storage.as_ref(), &headers)?;
+        let (device, person) = authorize(&st, addr.ip(), &headers)?;
         let secret = auth::new_secret();
         storage.set_pending_secret(&device.id, &auth::hash_secret(&secret))?;
         storage.audit(&AuditEntry {
@@ -412,6 +615,7 @@ pub struct IssuedCode {
 
 async fn issue_code(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<IssuedCode>> {
@@ -420,7 +624,7 @@ async fn issue_code(
     let storage = st.storage.clone();
     let st2 = st.clone();
     blocking(move || {
-        let (device, issuer) = authenticate(storage.as_ref(), &headers)?;
+        let (device, issuer) = authorize(&st2, addr.ip(), &headers)?;
         let req: IssueCodeRequest = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -489,6 +693,8 @@ fn bad_request(code: &'static str, msg: impl Into<String>) -> ApiError {
 
 async fn sync(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(RequestStart(start)): Extension<RequestStart>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -505,10 +711,14 @@ async fn sync(
             ));
         }
     }
-    // Authenticate before reading a large body.
-    let storage = st.storage.clone();
+    // Authenticate (and rate-limit) before reading a large body.
+    let st1 = st.clone();
     let h2 = headers.clone();
-    let (device, person) = blocking(move || authenticate(storage.as_ref(), &h2)).await?;
+    let (device, person) = blocking(move || authorize(&st1, addr.ip(), &h2)).await?;
+    // Work for this request stops a little before the client is told it timed out, so
+    // that nothing is stored after that answer.
+    let margin = (st.request_timeout / 10).min(Duration::from_secs(2));
+    let deadline = start + st.request_timeout.saturating_sub(margin);
     let bytes = read_body(body, protocol::MAX_BODY_BYTES).await?;
     let st2 = st.clone();
     blocking(move || {
@@ -521,7 +731,7 @@ async fn sync(
         })?;
         protocol::check_request(&req)
             .map_err(|m| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m))?;
-        let resp = handle_sync(&st2, &device, &person, req)?;
+        let resp = handle_sync_until(&st2, &device, &person, req, Some(deadline))?;
         let body = protocol::encode_response(&resp, version).map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })?;
@@ -537,7 +747,32 @@ pub fn handle_sync(
     person: &Person,
     req: SyncRequest,
 ) -> ApiResult<SyncResponse> {
+    handle_sync_until(st, device, person, req, None)
+}
+
+/// The answer to a request that ran out of time.
+fn timed_out(st: &AppState) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timed_out",
+        format!(
+            "request time limit: the request ran past {} s; nothing of it was stored; try again",
+            st.request_timeout.as_secs_f64()
+        ),
+    )
+}
+
+/// [`handle_sync`] with a deadline: a push still being judged when it passes is rolled back
+/// whole ([`PushDecision::Cancelled`]) and the request answers `503 timed_out`.
+pub fn handle_sync_until(
+    st: &AppState,
+    device: &Device,
+    person: &Person,
+    req: SyncRequest,
+    deadline: Option<Instant>,
+) -> ApiResult<SyncResponse> {
     let storage = st.storage.as_ref();
+    let late = || deadline.is_some_and(|d| Instant::now() >= d);
     let scope = st.scopes.scope(storage, &person.id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -553,12 +788,32 @@ pub fn handle_sync(
     let results = if req.push.is_empty() {
         Vec::new()
     } else {
-        let mut process = |stored: Option<&crate::storage::StoredRecord>,
-                           p: &protocol::PushRecord| {
-            crate::push::decide(storage, &scope, stored, p)
+        let mut process = |stored: Option<&StoredRecord>, p: &protocol::PushRecord| {
+            if late() {
+                return PushDecision::Cancelled;
+            }
+            let decision = crate::push::decide(storage, &scope, stored, p);
+            // Judged past the deadline: the client has been (or is about to be) told that
+            // the request failed, so none of it may be stored.
+            if late() {
+                return PushDecision::Cancelled;
+            }
+            decision
         };
-        storage.apply_push(&author, &req.push, &mut process)?
+        match storage.apply_push(&author, &req.push, &mut process) {
+            Ok(r) => r,
+            Err(StorageError::Cancelled) => {
+                st.metrics.push_cancelled();
+                tracing::info!(device = %device.id, records = req.push.len(), "push rolled back: the request ran out of time");
+                return Err(timed_out(st));
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
+    count_push_outcomes(st, device, &results);
+    if late() {
+        return Err(timed_out(st));
+    }
     let mut resp = SyncResponse {
         epoch: epoch.clone(),
         reset: false,
@@ -584,8 +839,11 @@ pub fn handle_sync(
             continue;
         };
         if !storage.cursor_valid(&c.grid, c.seq, c.token)? {
-            // The device followed a history this server does not have: restored from a backup.
-            tracing::warn!(device = %device.id, grid = %c.grid, "cursor ahead of the feed; asking the device to reset");
+            // The device followed a history this server does not have: restored from a
+            // backup (or a made-up cursor: logged at a bounded rate).
+            if let Some(skipped) = RESET_LOG.pass() {
+                tracing::info!(device = %device.id, grid = %c.grid, skipped, "cursor not in this server's feed; asking the device to reset");
+            }
             resp.reset = true;
             return Ok(resp);
         }
@@ -609,16 +867,26 @@ pub fn handle_sync(
             resp.more = true;
         }
     }
-    if !req.want_full.is_empty() {
-        for r in storage.full_records(&req.want_full)? {
-            let kind = gridsync_core::model::RecordKind::from_tag(r.kind);
-            if kind.is_some_and(|k| scope.can_read(k, &r.grid)) {
-                resp.records.push(r);
-            }
-        }
-    }
     let limit = req.page_limit.clamp(1, protocol::MAX_PAGE_RECORDS);
-    let page = storage.pull(&feeds, limit, protocol::PAGE_BYTE_BUDGET)?;
+    let (wanted, want_bytes, want_cut) = want_full(st, &scope, &req.want_full, limit)?;
+    if want_cut {
+        st.metrics.want_full_cut();
+        resp.more = true;
+    }
+    let wanted_count = wanted.len() as u32;
+    resp.records.extend(wanted);
+    let page = if wanted_count >= limit || want_bytes >= protocol::PAGE_BYTE_BUDGET {
+        crate::storage::PullPage {
+            more: true,
+            ..Default::default()
+        }
+    } else {
+        storage.pull(
+            &feeds,
+            limit - wanted_count,
+            protocol::PAGE_BYTE_BUDGET - want_bytes,
+        )?
+    };
     // Records this request just pushed and nobody else has changed since are not echoed
     // back: the device has every change (its acknowledged heads are the stored heads);
     // the cursor still moves past them.
@@ -649,6 +917,74 @@ pub fn handle_sync(
         strip_documents(&mut resp);
     }
     Ok(resp)
+}
+
+/// Whole documents a device asked for (`want_full`), each id once, only records it may
+/// read, inside the page's record and byte budgets: the first record always, then records
+/// while the page has room. Records outside the person's scope are skipped without
+/// counting, so the answer says nothing about them. Returns the records, their bytes and
+/// whether the list was cut.
+fn want_full(
+    st: &AppState,
+    scope: &crate::scope::Scope,
+    ids: &[String],
+    limit: u32,
+) -> ApiResult<(Vec<protocol::PullRecord>, usize, bool)> {
+    /// Ids read from storage at a time: bounds what is held beyond the budget.
+    const BATCH: usize = 8;
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<String> = ids
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect();
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for batch in unique.chunks(BATCH) {
+        for r in st.storage.full_records(batch)? {
+            let kind = gridsync_core::model::RecordKind::from_tag(r.kind);
+            if !kind.is_some_and(|k| scope.can_read(k, &r.grid)) {
+                continue;
+            }
+            if !out.is_empty() && (bytes >= protocol::PAGE_BYTE_BUDGET || out.len() as u32 >= limit)
+            {
+                return Ok((out, bytes, true));
+            }
+            bytes += r.bytes.len() + r.heads.len() * 32 + r.id.len();
+            out.push(r);
+        }
+    }
+    Ok((out, bytes, false))
+}
+
+/// Counts pushed records by outcome; rejections are logged at debug level one by one and
+/// summed up at most a few lines a second (a hostile phone cannot flood the log).
+fn count_push_outcomes(st: &AppState, device: &Device, results: &[protocol::PushResult]) {
+    let mut rejected = 0usize;
+    let mut first = None;
+    for r in results {
+        match &r.outcome {
+            protocol::PushOutcome::Accepted => st.metrics.push_accepted(),
+            protocol::PushOutcome::Rejected { code, reason } => {
+                st.metrics.push_rejected(code.as_str());
+                tracing::debug!(device = %device.id, record = %r.id, code = code.as_str(), "push rejected: {reason}");
+                rejected += 1;
+                first.get_or_insert(code.as_str());
+            }
+        }
+    }
+    if rejected > 0 {
+        if let Some(skipped) = REJECT_LOG.pass() {
+            tracing::info!(
+                device = %device.id,
+                rejected,
+                of = results.len(),
+                first_code = first.unwrap_or_default(),
+                skipped_lines = skipped,
+                "pushed records rejected"
+            );
+        }
+    }
 }
 
 /// Sends the page's whole documents bare (protocol v2, `gridsync_core::sync::bare`): each

@@ -1,13 +1,13 @@
 //! Device credentials and enrolment codes: generated from the OS's random source, stored
-//! only as SHA-256 hashes, compared in constant time; enrolment attempts rate-limited.
+//! only as SHA-256 hashes, compared in constant time; enrolment attempts rate-limited per
+//! address and per address range.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+
+use crate::limits::{address_range, AddrRange, RateLimiter};
 
 /// Alphabet of enrolment codes (Crockford base32: no I, L, O, U).
 const CODE_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -72,49 +72,64 @@ pub fn parse_bearer(header: &str) -> Option<(&str, &str)> {
     Some((device, secret))
 }
 
-/// Attempt times per client address, and overall.
-type Attempts = (HashMap<IpAddr, Vec<Instant>>, Vec<Instant>);
+/// Which enrolment limit refused an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrolRefusal {
+    /// Too many attempts from this client address.
+    Address,
+    /// Too many attempts from this address range (IPv4 /24, IPv6 /48).
+    Range,
+}
 
-/// Sliding-window limiter of enrolment attempts, per client address and overall.
+/// Token-bucket limiter of enrolment attempts per client address and per address range.
+/// There is no overall limit: addresses of one range cannot use up the attempts of phones
+/// in another range.
 #[derive(Debug)]
 pub struct EnrolLimiter {
-    per_client: u32,
-    overall: u32,
-    window: Duration,
-    state: Mutex<Attempts>,
+    per_address: RateLimiter<IpAddr>,
+    per_range: RateLimiter<AddrRange>,
+    per_address_min: u32,
+    per_range_min: u32,
 }
 
 impl EnrolLimiter {
-    /// At most `per_client` attempts per address and `overall` in total per `window`.
-    pub fn new(per_client: u32, overall: u32, window: Duration) -> Self {
+    /// At most `per_address` attempts a minute from one address and `per_range` from one
+    /// range (each available at once, then refilled evenly over the minute).
+    pub fn new(per_address: u32, per_range: u32) -> Self {
         EnrolLimiter {
-            per_client,
-            overall,
-            window,
-            state: Mutex::new((HashMap::new(), Vec::new())),
+            per_address: RateLimiter::per_minute(per_address, crate::limits::MAX_KEYS),
+            per_range: RateLimiter::per_minute(per_range, crate::limits::MAX_KEYS),
+            per_address_min: per_address.max(1),
+            per_range_min: per_range.max(1),
         }
     }
 
-    /// Records an attempt; `false` when it must be refused.
-    pub fn allow(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let window = self.window;
-        st.1.retain(|t| now.duration_since(*t) < window);
-        if st.1.len() >= self.overall as usize {
-            return false;
+    /// The limits: attempts a minute per address and per range.
+    pub fn limits(&self) -> (u32, u32) {
+        (self.per_address_min, self.per_range_min)
+    }
+
+    /// Records an attempt from `ip`, or says which limit refuses it. A refused address does
+    /// not use up its range's attempts, and a full range creates no entries per address.
+    pub fn allow(&self, ip: IpAddr) -> Result<(), EnrolRefusal> {
+        let ip = ip.to_canonical();
+        let range = address_range(ip);
+        if !self.per_range.available(&range) {
+            return Err(EnrolRefusal::Range);
         }
-        if st.0.len() > 10_000 {
-            st.0.retain(|_, v| v.iter().any(|t| now.duration_since(*t) < window));
-        }
-        let mine = st.0.entry(ip).or_default();
-        mine.retain(|t| now.duration_since(*t) < window);
-        if mine.len() >= self.per_client as usize {
-            return false;
-        }
-        mine.push(now);
-        st.1.push(now);
-        true
+        self.per_address
+            .take(&ip)
+            .map_err(|_| EnrolRefusal::Address)?;
+        self.per_range.take(&range).map_err(|_| EnrolRefusal::Range)
+    }
+}
+
+impl Default for EnrolLimiter {
+    fn default() -> Self {
+        EnrolLimiter::new(
+            crate::limits::ENROL_PER_ADDRESS_PER_MIN,
+            crate::limits::ENROL_PER_RANGE_PER_MIN,
+        )
     }
 }
 
@@ -144,10 +159,37 @@ mod tests {
 
     #[test]
     fn limiter_refuses_after_budget() {
-        let l = EnrolLimiter::new(3, 100, Duration::from_secs(60));
+        let l = EnrolLimiter::new(3, 100);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(l.allow(ip) && l.allow(ip) && l.allow(ip));
-        assert!(!l.allow(ip));
-        assert!(l.allow("127.0.0.2".parse().unwrap()));
+        assert!(l.allow(ip).is_ok() && l.allow(ip).is_ok() && l.allow(ip).is_ok());
+        assert_eq!(l.allow(ip), Err(EnrolRefusal::Address));
+        assert!(l.allow("127.0.0.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn one_range_cannot_exhaust_another() {
+        let l = EnrolLimiter::new(3, 6);
+        // Two addresses of one /24 use up its six attempts; a third address of that range is
+        // refused by the range limit, an address of another range is not.
+        for host in [1, 2] {
+            let ip: IpAddr = format!("198.51.100.{host}").parse().unwrap();
+            for _ in 0..3 {
+                assert!(l.allow(ip).is_ok());
+            }
+        }
+        assert_eq!(
+            l.allow("198.51.100.3".parse().unwrap()),
+            Err(EnrolRefusal::Range)
+        );
+        assert!(l.allow("203.0.113.7".parse().unwrap()).is_ok());
+        // A refused address does not spend its range's attempts.
+        let l = EnrolLimiter::new(1, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(l.allow(a).is_ok());
+        for _ in 0..10 {
+            assert_eq!(l.allow(a), Err(EnrolRefusal::Address));
+        }
+        assert!(l.allow("192.0.2.2".parse().unwrap()).is_ok());
+        assert!(l.allow("192.0.2.3".parse().unwrap()).is_ok());
     }
 }

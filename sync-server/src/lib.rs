@@ -4,13 +4,15 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod conn;
 pub mod dataset;
 pub mod demo;
+pub mod limits;
+pub mod metrics;
 pub mod push;
 pub mod scope;
 pub mod storage;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Serves the API on a bound listener until `shutdown` resolves; requests in flight finish.
@@ -22,17 +24,13 @@ pub async fn serve(
     serve_state(listener, Arc::new(api::AppState::new(storage)), shutdown).await
 }
 
-/// Serves with a prepared state (tests shorten its timeouts).
+/// Serves with a prepared state (tests shorten its timeouts and limits): the accept loop
+/// of [`conn::serve`] with its connection caps and header-read timeout.
 pub async fn serve_state(
     listener: tokio::net::TcpListener,
     state: Arc<api::AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    conn::serve(listener, app, state, shutdown).await
 }

@@ -52,6 +52,8 @@ enum Cmd {
             value_delimiter = ','
         )]
         trusted_proxies: Vec<std::net::IpAddr>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Administer a data directory (works while the server runs).
     Admin {
@@ -64,6 +66,75 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+}
+
+/// Limits of `serve` (docs/limits.md lists each with its answer).
+#[derive(clap::Args, Debug)]
+struct LimitArgs {
+    /// Open connections at most; further ones are closed at once (503).
+    #[arg(long, env = "GRIDSYNC_MAX_CONNECTIONS", default_value_t = gridsync_server::conn::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Open connections per client address at most; further ones are closed at once (429).
+    /// Trusted proxies are exempt.
+    #[arg(long, env = "GRIDSYNC_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = gridsync_server::conn::MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
+    /// Seconds a connection may take to send a request head (also the idle time of a
+    /// kept-alive connection) before it is closed.
+    #[arg(long, env = "GRIDSYNC_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
+    header_read_timeout_secs: u64,
+    /// Seconds a whole request may take (408); a push still being judged then is rolled back.
+    #[arg(long, env = "GRIDSYNC_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
+    request_timeout_secs: u64,
+    /// Requests a second per device, sustained (429 rate_limited beyond).
+    #[arg(long, env = "GRIDSYNC_DEVICE_RATE", default_value_t = gridsync_server::limits::DEVICE_RATE_PER_SEC)]
+    device_rate: f64,
+    /// Requests a device may make at once before the sustained rate applies.
+    #[arg(long, env = "GRIDSYNC_DEVICE_BURST", default_value_t = gridsync_server::limits::DEVICE_BURST)]
+    device_burst: u32,
+    /// Enrolment attempts a minute per client address (429 enrol_rate_limited beyond).
+    #[arg(long, env = "GRIDSYNC_ENROL_PER_ADDRESS", default_value_t = gridsync_server::limits::ENROL_PER_ADDRESS_PER_MIN)]
+    enrol_per_address: u32,
+    /// Enrolment attempts a minute per address range, IPv4 /24 or IPv6 /48 (429
+    /// enrol_range_limited beyond).
+    #[arg(long, env = "GRIDSYNC_ENROL_PER_RANGE", default_value_t = gridsync_server::limits::ENROL_PER_RANGE_PER_MIN)]
+    enrol_per_range: u32,
+    /// Address or ADDRESS/PREFIX besides loopback that may read /metrics (repeat the flag,
+    /// or separate with commas in the environment variable).
+    #[arg(
+        long = "metrics-allow",
+        env = "GRIDSYNC_METRICS_ALLOW",
+        value_delimiter = ','
+    )]
+    metrics_allow: Vec<gridsync_server::limits::AddrRange>,
+}
+
+impl LimitArgs {
+    fn apply(self, state: &mut gridsync_server::api::AppState) -> Result<(), String> {
+        if self.max_connections == 0 || self.max_connections_per_address == 0 {
+            return Err("connection limits must be at least 1".into());
+        }
+        if !(self.device_rate > 0.0) || self.device_burst == 0 {
+            return Err("--device-rate and --device-burst must be more than 0".into());
+        }
+        if self.header_read_timeout_secs == 0 || self.request_timeout_secs == 0 {
+            return Err("timeouts must be at least 1 second".into());
+        }
+        state.connections = gridsync_server::conn::ConnLimits {
+            max_total: self.max_connections,
+            max_per_address: self.max_connections_per_address,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+        };
+        state.request_timeout = std::time::Duration::from_secs(self.request_timeout_secs);
+        state.device_limiter = gridsync_server::limits::RateLimiter::new(
+            self.device_rate,
+            self.device_burst,
+            gridsync_server::limits::MAX_KEYS,
+        );
+        state.limiter =
+            gridsync_server::auth::EnrolLimiter::new(self.enrol_per_address, self.enrol_per_range);
+        state.metrics_allow = self.metrics_allow;
+        Ok(())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,12 +288,14 @@ fn main() {
             listen,
             demo,
             trusted_proxies,
+            limits,
         } => serve(
             data.as_deref(),
             database.as_deref(),
             &listen,
             demo,
             trusted_proxies,
+            limits,
         ),
         Cmd::Admin {
             data,
@@ -242,6 +315,7 @@ fn serve(
     listen: &str,
     with_demo: bool,
     trusted_proxies: Vec<std::net::IpAddr>,
+    limits: LimitArgs,
 ) -> Result<(), String> {
     let backend = open(data, database)?;
     let where_ = backend.describe(data);
@@ -269,6 +343,7 @@ fn serve(
         tracing::info!(%addr, storage = %where_, "gridsync-server started");
         let mut state = gridsync_server::api::AppState::new(storage);
         state.trusted_proxies = trusted_proxies;
+        limits.apply(&mut state)?;
         gridsync_server::serve_state(listener, std::sync::Arc::new(state), shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;

@@ -65,6 +65,11 @@ pub(crate) fn decide_batch(
         let outcome = match process(stored.map(|s| &s.0), p) {
             PushDecision::Duplicate => PushOutcome::Accepted,
             PushDecision::Reject(code, reason) => PushOutcome::Rejected { code, reason },
+            // The whole batch is dropped; `apply_push` reports the cancellation.
+            PushDecision::Cancelled => {
+                ops.clear();
+                break;
+            }
             PushDecision::Store {
                 kind,
                 grid,

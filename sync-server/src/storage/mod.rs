@@ -23,6 +23,10 @@ pub enum StorageError {
     /// No such row.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The push processor cancelled the push (its request ran out of time): the whole
+    /// transaction was rolled back and nothing of the push is stored.
+    #[error("cancelled: the request ran out of time; nothing was stored")]
+    Cancelled,
 }
 
 impl From<rusqlite::Error> for StorageError {
@@ -67,6 +71,9 @@ pub enum PushDecision {
     Duplicate,
     /// Refused; nothing is stored.
     Reject(gridsync_core::sync::protocol::RejectCode, String),
+    /// Stop: the request this push belongs to ran out of time. `apply_push` stores nothing
+    /// of the whole batch and returns [`StorageError::Cancelled`].
+    Cancelled,
 }
 
 /// Who pushed (for the audit trail).
@@ -223,7 +230,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// A stored record.
     fn record(&self, id: &str) -> StorageResult<Option<StoredRecord>>;
-    /// Applies a batch of pushed records in one transaction; `process` decides each.
+    /// Applies a batch of pushed records in one transaction; `process` decides each. When
+    /// `process` returns [`PushDecision::Cancelled`], nothing of the batch is stored and the
+    /// call returns [`StorageError::Cancelled`].
     fn apply_push(
         &self,
         author: &Author,
@@ -232,7 +241,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> StorageResult<Vec<PushResult>>;
     /// Reads one page of the feeds.
     fn pull(&self, feeds: &[FeedRead], limit: u32, byte_budget: usize) -> StorageResult<PullPage>;
-    /// Whole documents of records in `grids` by id (for devices with a gap).
+    /// Whole documents of records by id (for devices with a gap), in the order asked, each
+    /// id once however often it is named. The caller checks scope.
     fn full_records(&self, ids: &[String]) -> StorageResult<Vec<PullRecord>>;
     /// The head sequence of a feed (0 if it never had an entry).
     fn feed_head(&self, grid: &str) -> StorageResult<u64>;

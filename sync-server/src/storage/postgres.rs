@@ -831,13 +831,29 @@ impl Storage for PostgresStorage {
         let _slot = self.push_slots.take();
         let mut conn = self.conn()?;
         let PgConn { client, stmts } = &mut *conn;
+        // Once a decision is cancelled, every later one is, and the transaction is rolled
+        // back instead of committed.
+        let cancelled = std::cell::Cell::new(false);
+        let mut watch = |stored: Option<&StoredRecord>, p: &PushRecord| {
+            if cancelled.get() {
+                return PushDecision::Cancelled;
+            }
+            let d = process(stored, p);
+            if matches!(d, PushDecision::Cancelled) {
+                cancelled.set(true);
+            }
+            d
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut tx = client.transaction()?;
-            let result = self
-                .push_once(&mut tx, stmts, author, records, process)
-                .and_then(|r| tx.commit().map(|_| r));
+            let result = self.push_once(&mut tx, stmts, author, records, &mut watch);
+            if cancelled.get() {
+                tx.rollback()?;
+                return Err(StorageError::Cancelled);
+            }
+            let result = result.and_then(|r| tx.commit().map(|_| r));
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) if is_retryable(&e) && attempt < PUSH_ATTEMPTS => {
@@ -966,6 +982,12 @@ impl Storage for PostgresStorage {
     }
 
     fn full_records(&self, ids: &[String]) -> StorageResult<Vec<PullRecord>> {
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| seen.insert(*id))
+            .collect();
         let rows = self.query(
             "SELECT id, kind, grid, seq, doc, heads FROM records WHERE id = ANY($1)",
             &[&ids],
@@ -987,8 +1009,8 @@ impl Storage for PostgresStorage {
             };
             by_id.insert(rec.id.clone(), rec);
         }
-        // In the order asked, each id as often as asked (as the SQLite backend answers).
-        Ok(ids.iter().filter_map(|id| by_id.get(id).cloned()).collect())
+        // In the order asked, each id once (as the SQLite backend answers).
+        Ok(ids.iter().filter_map(|id| by_id.remove(*id)).collect())
     }
 
     fn feed_head(&self, grid: &str) -> StorageResult<u64> {

@@ -846,12 +846,34 @@ impl Storage for SqliteStorage {
         records: &[PushRecord],
         process: &mut PushProcessor<'_>,
     ) -> StorageResult<Vec<PushResult>> {
+        // A cancelled decision empties the batch's writes (`decide_batch`), so nothing is
+        // committed; once cancelled, every later decision is cancelled too.
+        let cancelled = std::cell::Cell::new(false);
+        let mut watch = |stored: Option<&StoredRecord>, p: &PushRecord| {
+            if cancelled.get() {
+                return PushDecision::Cancelled;
+            }
+            let d = process(stored, p);
+            if matches!(d, PushDecision::Cancelled) {
+                cancelled.set(true);
+            }
+            d
+        };
+        let mut results = None;
         for _ in 0..GROUP_ATTEMPTS {
-            if let Some(results) = self.push_grouped(author, records, process)? {
-                return Ok(results);
+            if let Some(r) = self.push_grouped(author, records, &mut watch)? {
+                results = Some(r);
+                break;
             }
         }
-        self.push_locked(author, records, process)
+        let results = match results {
+            Some(r) => r,
+            None => self.push_locked(author, records, &mut watch)?,
+        };
+        if cancelled.get() {
+            return Err(StorageError::Cancelled);
+        }
+        Ok(results)
     }
 
     fn pull(&self, feeds: &[FeedRead], limit: u32, byte_budget: usize) -> StorageResult<PullPage> {
@@ -954,12 +976,13 @@ impl Storage for SqliteStorage {
     }
 
     fn full_records(&self, ids: &[String]) -> StorageResult<Vec<PullRecord>> {
+        let mut seen = std::collections::HashSet::new();
         self.read(|c| {
             let mut out = Vec::new();
             let mut st = c.prepare_cached(
                 "SELECT id, kind, grid, seq, doc, heads FROM records WHERE id = ?1",
             )?;
-            for id in ids {
+            for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
                 let row = st
                     .query_row([id], |r| {
                         let kind: String = r.get(1)?;

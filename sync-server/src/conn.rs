@@ -1,0 +1,267 @@
+//! The accept loop: HTTP/1.1 connections served by hyper with a header-read timeout, a
+//! cap on open connections in total and per client address, and a pause (never a spin,
+//! never an exit) when `accept` fails because the process is out of file descriptors.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+
+use crate::api::AppState;
+use crate::limits::LogGate;
+use crate::metrics::Metrics;
+
+/// Open connections the server keeps at most (township server default).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Open connections one client address keeps at most.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Longest wait for a request head, on a new connection and between requests of a kept-alive
+/// one.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause after `accept` fails for want of resources.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Connection limits of a server.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Open connections at most.
+    pub max_total: usize,
+    /// Open connections per client address at most (trusted proxies are exempt).
+    pub max_per_address: usize,
+    /// Longest wait for a request head.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_total: MAX_CONNECTIONS,
+            max_per_address: MAX_CONNECTIONS_PER_ADDRESS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+static REFUSED_LOG: LogGate = LogGate::new(5);
+static ACCEPT_LOG: LogGate = LogGate::new(1);
+
+const REFUSED_TOTAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 85\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"the server's connection limit is reached\"}";
+const REFUSED_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 88\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"too many open connections from your address\"}";
+
+/// Open connections, in total and per address.
+#[derive(Debug, Default)]
+struct Tracker {
+    total: AtomicUsize,
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    idle: tokio::sync::Notify,
+}
+
+/// A kept connection; dropping it gives its place back.
+#[derive(Debug)]
+struct Slot {
+    tracker: Arc<Tracker>,
+    metrics: Arc<Metrics>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        {
+            let mut m = self
+                .tracker
+                .per_address
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+        self.metrics.conn_closed();
+        if self.tracker.total.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.tracker.idle.notify_waiters();
+        }
+    }
+}
+
+/// Why a connection is refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Total,
+    PerAddress,
+}
+
+impl Tracker {
+    fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        limits: &ConnLimits,
+        exempt: bool,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Slot, Refusal> {
+        let mut m = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        if self.total.load(Ordering::Acquire) >= limits.max_total {
+            return Err(Refusal::Total);
+        }
+        let n = m.entry(ip).or_insert(0);
+        if !exempt && *n >= limits.max_per_address {
+            if *n == 0 {
+                m.remove(&ip);
+            }
+            return Err(Refusal::PerAddress);
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::AcqRel);
+        metrics.conn_opened();
+        Ok(Slot {
+            tracker: self.clone(),
+            metrics: metrics.clone(),
+            ip,
+        })
+    }
+}
+
+/// Whether an `accept` error concerns only the connection being accepted (go on at once);
+/// anything else (out of file descriptors, memory, buffers) calls for a pause.
+fn per_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    )
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets connections finish their
+/// requests and close.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = state.connections.clone();
+    let metrics = state.metrics.clone();
+    let trusted = state.trusted_proxies.clone();
+    let tracker = Arc::new(Tracker::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) if per_connection_error(&e) => continue,
+            Err(e) => {
+                metrics.accept_error();
+                if let Some(skipped) = ACCEPT_LOG.pass() {
+                    tracing::error!(
+                        skipped,
+                        "accept failed: {e}; pausing {} ms and serving on",
+                        ACCEPT_ERROR_PAUSE.as_millis()
+                    );
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        let ip = peer.ip().to_canonical();
+        let slot = match tracker.admit(ip, &limits, trusted.contains(&ip), &metrics) {
+            Ok(s) => s,
+            Err(why) => {
+                let (name, answer) = match why {
+                    Refusal::Total => ("total", REFUSED_TOTAL),
+                    Refusal::PerAddress => ("per_address", REFUSED_ADDRESS),
+                };
+                metrics.conn_refused(name);
+                if let Some(skipped) = REFUSED_LOG.pass() {
+                    tracing::info!(
+                        peer = %ip,
+                        cap = name,
+                        max_total = limits.max_total,
+                        max_per_address = limits.max_per_address,
+                        skipped,
+                        "connection closed at once: connection limit"
+                    );
+                }
+                // A best-effort answer on the fresh socket's empty send buffer, then close.
+                let mut stream = stream;
+                let _ = stream.try_write(answer);
+                let _ = stream.shutdown().await;
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        let header_timeout = limits.header_read_timeout;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                if e.is_timeout() {
+                    metrics.header_timeout();
+                    tracing::debug!(%peer, "connection closed: no request head in time");
+                } else {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Requests in flight finish; idle connections close at once.
+    loop {
+        let idle = tracker.idle.notified();
+        if tracker.total.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), idle).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canned_answers_have_their_declared_length() {
+        for a in [REFUSED_TOTAL, REFUSED_ADDRESS] {
+            let text = std::str::from_utf8(a).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains(&format!("content-length: {}", body.len())));
+            assert!(serde_json::from_str::<serde_json::Value>(body.trim()).is_ok());
+        }
+    }
+}
