@@ -1037,18 +1037,19 @@ mod tests {
         assert!(e.contains("more than 200000 values"), "{e}");
     }
 
-    /// Reads a producer whose products list holds `n` distinct strings; the fastest of 3.
-    fn time_reading_products(n: usize) -> std::time::Duration {
+    /// A producer document whose products list holds `n` distinct strings.
+    fn products_doc(n: usize) -> RecordDoc {
         let mut p = producer();
         p.products = (0..n).map(|i| format!("产品{i}")).collect();
-        let d = doc_of(&Record::Producer(p));
-        (0..3)
+        doc_of(&Record::Producer(p))
+    }
+
+    /// The fastest of 5 readings of `d`.
+    fn time_reading(d: &RecordDoc) -> std::time::Duration {
+        (0..5)
             .map(|_| {
                 let t = std::time::Instant::now();
-                let Record::Producer(back) = d.read().unwrap() else {
-                    panic!("kind")
-                };
-                assert_eq!(back.products.len(), n);
+                d.read().unwrap();
                 t.elapsed()
             })
             .min()
@@ -1058,17 +1059,30 @@ mod tests {
     #[test]
     fn reading_a_long_list_is_not_quadratic() {
         let n = 2_250;
-        let small = time_reading_products(n);
-        let large = time_reading_products(4 * n);
-        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
-        println!(
-            "{n} entries: {small:?}, {} entries: {large:?}, ratio {ratio:.2}",
-            4 * n
-        );
+        let (small_doc, large_doc) = (products_doc(n), products_doc(4 * n));
+        let Record::Producer(p) = large_doc.read().unwrap() else {
+            panic!("kind")
+        };
+        assert_eq!(p.products.len(), 4 * n);
+        // The machine is shared: measure up to 3 times and keep the best ratio.
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let small = time_reading(&small_doc);
+            let large = time_reading(&large_doc);
+            let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+            println!(
+                "{n} entries: {small:?}, {} entries: {large:?}, ratio {ratio:.2}",
+                4 * n
+            );
+            best = best.min(ratio);
+            if best < 8.0 {
+                break;
+            }
+        }
         // Linear is 4, n log n a little more; de-duplicating by linear search was 16.
         assert!(
-            ratio < 8.0,
-            "reading 4x the entries took {ratio:.1}x the time"
+            best < 8.0,
+            "reading 4x the entries took {best:.1}x the time"
         );
     }
 

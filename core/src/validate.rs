@@ -33,6 +33,64 @@ pub const MIN_TIME_MS: i64 = 946_684_800_000;
 /// Latest plausible timestamp (2100-01-01) in milliseconds.
 pub const MAX_TIME_MS: i64 = 4_102_444_800_000;
 
+/// Largest record, measured as its JSON (what the document holds, without Automerge's
+/// bookkeeping): 1 MiB, the size of the largest change a push may carry. A real visit with
+/// a dozen findings is a few KB.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Most findings of a visit.
+pub const MAX_FINDINGS: usize = 200;
+/// Most rapid tests of a visit.
+pub const MAX_RAPID_TESTS: usize = 100;
+/// Most answers of a visit (a template has at most [`MAX_TEMPLATE_ITEMS`] items).
+pub const MAX_ANSWERS: usize = 200;
+/// Most items of a checklist template.
+pub const MAX_TEMPLATE_ITEMS: usize = 200;
+/// Most options of a choice item, and most options chosen in a multiple-choice answer.
+pub const MAX_OPTIONS: usize = 50;
+/// Longest free-text answer a template may allow, and any text answer, in characters.
+pub const MAX_TEXT_ANSWER_CHARS: usize = 10_000;
+/// Most photo references of one finding or one photo answer.
+pub const MAX_PHOTOS: usize = 20;
+/// Most steps of a producer's review history (a real entry has a handful; each edit of an
+/// approved entry adds one).
+pub const MAX_REVIEW_HISTORY: usize = 1_000;
+/// Most main products of a producer.
+pub const MAX_PRODUCTS: usize = 50;
+/// Most certifications of a producer (there are four kinds).
+pub const MAX_CERTIFICATIONS: usize = 8;
+/// Most producer types an item applies to (there are eight).
+pub const MAX_APPLIES_TO: usize = 8;
+
+/// A writer that only counts, and stops once past [`MAX_RECORD_BYTES`].
+struct CountBytes(usize);
+
+impl std::io::Write for CountBytes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        if self.0 > MAX_RECORD_BYTES {
+            return Err(std::io::Error::other("record too large"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks the size of a whole record as JSON against [`MAX_RECORD_BYTES`] (without
+/// building the JSON: the bytes are counted as they are written).
+pub fn check_record_size<T: serde::Serialize>(record: &T) -> VResult {
+    let mut count = CountBytes(0);
+    if serde_json::to_writer(&mut count, record).is_err() {
+        return Err(Invalid::new(
+            "record",
+            format!("is larger than the limit of {MAX_RECORD_BYTES} bytes as JSON"),
+        ));
+    }
+    Ok(())
+}
+
 /// A required text field: non-blank and at most `max_chars` characters.
 pub fn require_text(field: &str, v: &str, max_chars: usize) -> VResult {
     if v.trim().is_empty() {
@@ -271,10 +329,11 @@ pub fn validate_producer(p: &Producer) -> VResult {
     if let Some(l) = &p.location {
         check_point("location", l)?;
     }
-    check_list("products", &p.products, 50)?;
+    check_list("products", &p.products, MAX_PRODUCTS)?;
     for (i, prod) in p.products.iter().enumerate() {
         require_text(&format!("products[{i}]"), prod, 50)?;
     }
+    check_list("certifications", &p.certifications, MAX_CERTIFICATIONS)?;
     if let Some(a) = p.scale.crop_area_mu {
         if !a.is_finite() || !(0.0..=10_000_000.0).contains(&a) {
             return Err(Invalid::new(
@@ -307,10 +366,18 @@ pub fn validate_producer(p: &Producer) -> VResult {
             "a returned entry needs a reason",
         ));
     }
-    check_list("review.history", &p.review.history, 10_000)?;
+    check_list("review.history", &p.review.history, MAX_REVIEW_HISTORY)?;
+    for (i, e) in p.review.history.iter().enumerate() {
+        let f = format!("review.history[{i}]");
+        check_id(&format!("{f}.id"), &e.id)?;
+        require_text(&format!("{f}.by"), &e.by, 64)?;
+        if let crate::model::ReviewAction::Return(reason) = &e.action {
+            optional_text(&format!("{f}.action.reason"), reason, 1000)?;
+        }
+    }
     check_time("created_at_ms", p.created_at_ms)?;
     check_time("updated_at_ms", p.updated_at_ms)?;
-    Ok(())
+    check_record_size(p)
 }
 
 /// Validates a checklist template on its own.
@@ -327,7 +394,7 @@ pub fn validate_template(t: &ChecklistTemplate) -> VResult {
     if t.items.is_empty() {
         return Err(Invalid::new("items", "a template needs at least one item"));
     }
-    check_list("items", &t.items, 200)?;
+    check_list("items", &t.items, MAX_TEMPLATE_ITEMS)?;
     let mut seen = std::collections::BTreeSet::new();
     for (i, item) in t.items.iter().enumerate() {
         let f = format!("items[{i}]");
@@ -339,6 +406,15 @@ pub fn validate_template(t: &ChecklistTemplate) -> VResult {
             ));
         }
         require_text(&format!("{f}.text_zh"), &item.text_zh, 300)?;
+        check_list(&format!("{f}.applies_to"), &item.applies_to, MAX_APPLIES_TO)?;
+        if let AnswerType::Text { max_chars } = item.answer {
+            if max_chars as usize > MAX_TEXT_ANSWER_CHARS {
+                return Err(Invalid::new(
+                    format!("{f}.answer.max_chars"),
+                    format!("is {max_chars}, at most {MAX_TEXT_ANSWER_CHARS} allowed"),
+                ));
+            }
+        }
         if let AnswerType::SingleChoice { options } | AnswerType::MultiChoice { options } =
             &item.answer
         {
@@ -348,6 +424,7 @@ pub fn validate_template(t: &ChecklistTemplate) -> VResult {
                     "needs at least one option",
                 ));
             }
+            check_list(&format!("{f}.answer.options"), options, MAX_OPTIONS)?;
             let mut ids = std::collections::BTreeSet::new();
             for o in options {
                 if !ids.insert(o.id.as_str()) {
@@ -372,7 +449,7 @@ pub fn validate_template(t: &ChecklistTemplate) -> VResult {
             }
         }
     }
-    Ok(())
+    check_record_size(t)
 }
 
 /// Validates an answer against its item's type.
@@ -422,7 +499,7 @@ pub fn check_answer(field: &str, ty: &AnswerType, v: &AnswerValue) -> VResult {
         }
         (AnswerType::MultiChoice { .. }, _) => Err(mismatch("a list of options")),
         (AnswerType::Photo, AnswerValue::Photos(ps)) => {
-            check_list(field, ps, 20)?;
+            check_list(field, ps, MAX_PHOTOS)?;
             for p in ps {
                 require_text(field, p, 200)?;
             }
@@ -459,7 +536,40 @@ pub fn validate_visit(
     if let Some(l) = &v.location {
         check_point("location", l)?;
     }
-    check_list("answers", &v.answers.iter().collect::<Vec<_>>(), 200)?;
+    if v.answers.len() > MAX_ANSWERS {
+        return Err(Invalid::new(
+            "answers",
+            format!(
+                "has {} entries, at most {MAX_ANSWERS} allowed",
+                v.answers.len()
+            ),
+        ));
+    }
+    // What holds whatever the template: item ids as keys, bounded values and notes.
+    for (id, a) in &v.answers {
+        let field = format!("answers.{id}");
+        check_id(&format!("{field} (item id)"), id)?;
+        match &a.value {
+            AnswerValue::Text(t) => optional_text(&field, t, MAX_TEXT_ANSWER_CHARS)?,
+            AnswerValue::Choice(c) => require_text(&field, c, 64)?,
+            AnswerValue::Choices(cs) => {
+                check_list(&field, cs, MAX_OPTIONS)?;
+                for c in cs {
+                    require_text(&field, c, 64)?;
+                }
+            }
+            AnswerValue::Photos(ps) => {
+                check_list(&field, ps, MAX_PHOTOS)?;
+                for p in ps {
+                    require_text(&field, p, 200)?;
+                }
+            }
+            AnswerValue::YesNo(_) | AnswerValue::Number(_) => {}
+        }
+        if let Some(n) = &a.note {
+            optional_text(&format!("{field}.note"), n, 500)?;
+        }
+    }
     if let Some(t) = template {
         if t.template_id != v.template_id || t.version != v.template_version {
             return Err(Invalid::new(
@@ -489,14 +599,17 @@ pub fn validate_visit(
             }
         }
     }
-    check_list("findings", &v.findings, 200)?;
+    check_list("findings", &v.findings, MAX_FINDINGS)?;
     for (i, f) in v.findings.iter().enumerate() {
         check_id(&format!("findings[{i}].id"), &f.id)?;
         require_text(&format!("findings[{i}].description"), &f.description, 1000)?;
-        check_list(&format!("findings[{i}].photos"), &f.photos, 20)?;
+        check_list(&format!("findings[{i}].photos"), &f.photos, MAX_PHOTOS)?;
+        for (j, p) in f.photos.iter().enumerate() {
+            require_text(&format!("findings[{i}].photos[{j}]"), p, 200)?;
+        }
         check_time(&format!("findings[{i}].recorded_at_ms"), f.recorded_at_ms)?;
     }
-    check_list("rapid_tests", &v.rapid_tests, 100)?;
+    check_list("rapid_tests", &v.rapid_tests, MAX_RAPID_TESTS)?;
     for (i, t) in v.rapid_tests.iter().enumerate() {
         let f = format!("rapid_tests[{i}]");
         check_id(&format!("{f}.id"), &t.id)?;
@@ -530,7 +643,7 @@ pub fn validate_visit(
     if let Some(r) = &v.review {
         optional_text("review.comment", &r.comment, 1000)?;
     }
-    Ok(())
+    check_record_size(v)
 }
 
 /// Validates any record on its own (visits without their template).
@@ -609,5 +722,145 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    fn producer() -> Producer {
+        let mut p = Producer::new(
+            "测试牧场",
+            crate::model::ProducerType::FamilyRanch,
+            "户主",
+            "13912345678",
+            "V1",
+            "p1",
+            1_767_225_600_000,
+        );
+        p.id_number = Some("11010519491231002X".into());
+        p
+    }
+
+    fn visit() -> Visit {
+        Visit::new(
+            "prod-1",
+            "V1",
+            "p1",
+            &crate::model::default_template("R"),
+            1_767_225_600_000,
+        )
+    }
+
+    fn finding(i: usize) -> crate::model::Finding {
+        crate::model::Finding {
+            id: format!("f{i}"),
+            item_id: None,
+            description: "问题".into(),
+            severity: crate::model::Severity::Minor,
+            photos: vec![],
+            recorded_by: "p1".into(),
+            recorded_at_ms: 1_767_225_600_000,
+        }
+    }
+
+    fn refused(r: VResult) -> Invalid {
+        r.expect_err("should be refused")
+    }
+
+    #[test]
+    fn lists_are_bounded_with_the_field_and_the_limit() {
+        let mut v = visit();
+        v.findings = (0..MAX_FINDINGS).map(finding).collect();
+        validate_visit(&v, None, None).unwrap();
+        v.findings.push(finding(MAX_FINDINGS));
+        let e = refused(validate_visit(&v, None, None));
+        assert_eq!(e.field, "findings");
+        assert_eq!(e.problem, "has 201 entries, at most 200 allowed");
+
+        let mut v = visit();
+        v.findings = vec![finding(0)];
+        v.findings[0].photos = (0..=MAX_PHOTOS).map(|i| format!("p{i}")).collect();
+        let e = refused(validate_visit(&v, None, None));
+        assert_eq!(e.field, "findings[0].photos");
+        assert!(e.problem.contains("at most 20"), "{e}");
+
+        let mut v = visit();
+        for i in 0..=MAX_ANSWERS {
+            v.answers.insert(
+                format!("item{i}"),
+                crate::model::Answer {
+                    value: AnswerValue::YesNo(crate::model::YesNoNa::Yes),
+                    note: None,
+                },
+            );
+        }
+        let e = refused(validate_visit(&v, None, None));
+        assert_eq!(e.field, "answers");
+        assert!(e.problem.contains("at most 200"), "{e}");
+
+        // Without the template, answers are still bounded.
+        let mut v = visit();
+        v.answers.insert(
+            "photos".into(),
+            crate::model::Answer {
+                value: AnswerValue::Choices((0..=MAX_OPTIONS).map(|i| format!("o{i}")).collect()),
+                note: None,
+            },
+        );
+        let e = refused(validate_visit(&v, None, None));
+        assert_eq!(e.field, "answers.photos");
+        assert!(e.problem.contains("at most 50"), "{e}");
+
+        let mut p = producer();
+        p.review.history = (0..=MAX_REVIEW_HISTORY)
+            .map(|i| crate::model::ReviewEvent {
+                id: format!("e{i}"),
+                action: crate::model::ReviewAction::Submit,
+                by: "p1".into(),
+                at_ms: 1_767_225_600_000,
+                state_after: ReviewState::Submitted,
+            })
+            .collect();
+        let e = refused(validate_producer(&p));
+        assert_eq!(e.field, "review.history");
+        assert!(e.problem.contains("at most 1000"), "{e}");
+
+        let mut p = producer();
+        p.products = (0..=MAX_PRODUCTS).map(|i| format!("产品{i}")).collect();
+        assert_eq!(refused(validate_producer(&p)).field, "products");
+        let mut p = producer();
+        p.certifications = vec![crate::model::Certification::Green; MAX_CERTIFICATIONS + 1];
+        assert_eq!(refused(validate_producer(&p)).field, "certifications");
+
+        let mut t = crate::model::default_template("R");
+        t.id = ChecklistTemplate::record_id(&t.template_id, t.version);
+        validate_template(&t).unwrap();
+        t.items[0].answer = AnswerType::MultiChoice {
+            options: (0..=MAX_OPTIONS)
+                .map(|i| crate::model::ChoiceOption {
+                    id: format!("o{i}"),
+                    label_zh: "选项".into(),
+                })
+                .collect(),
+        };
+        assert_eq!(
+            refused(validate_template(&t)).field,
+            "items[0].answer.options"
+        );
+    }
+
+    #[test]
+    fn a_record_is_bounded_as_a_whole() {
+        let mut v = visit();
+        v.rapid_tests = Vec::new();
+        v.findings = (0..MAX_FINDINGS).map(finding).collect();
+        for f in &mut v.findings {
+            f.description = "长".repeat(1000);
+            f.photos = (0..MAX_PHOTOS)
+                .map(|i| format!("{i:02}{}", "p".repeat(150)))
+                .collect();
+        }
+        let e = refused(validate_visit(&v, None, None));
+        assert_eq!(e.field, "record");
+        assert!(e.problem.contains("limit of 1048576 bytes"), "{e}");
+        v.findings.truncate(20);
+        validate_visit(&v, None, None).unwrap();
     }
 }
