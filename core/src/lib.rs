@@ -22,6 +22,15 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// The Automerge actor a device signs its changes with, derived from the device id the
+/// server assigned at enrolment. The server accepts a change only from the device its
+/// actor belongs to, so an actor id read from a document cannot be used by another phone.
+pub fn device_actor(device_id: &str) -> automerge::ActorId {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("gridsync-actor:{device_id}").as_bytes());
+    automerge::ActorId::from(&digest[..16])
+}
+
 /// Current time in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -198,6 +198,16 @@ fn check_visit(actor: &Actor, before: Option<&Visit>, after: &Visit) -> Result<(
         actor.role,
         Role::Supervisor | Role::CountyReviewer | Role::Admin
     );
+    check_entry_authors(actor, before, after)?;
+    if let Some(r) = &after.review {
+        let new = before.and_then(|b| b.review.as_ref()) != Some(r);
+        if new && r.by != actor.person_id && actor.role != Role::Admin {
+            return Err(forbid(format!(
+                "a review is written by its reviewer, not {}",
+                r.by
+            )));
+        }
+    }
     let Some(b) = before else {
         if after.inspector != actor.person_id && actor.role != Role::Admin {
             return Err(forbid("a visit is recorded by its own inspector"));
@@ -251,6 +261,247 @@ fn check_visit(actor: &Actor, before: Option<&Visit>, after: &Visit) -> Result<(
     };
     if !(own || reviewer && only_review) {
         return Err(forbid("you cannot change someone else's visit"));
+    }
+    Ok(())
+}
+
+const REVIEW_STATES: [ReviewState; 5] = [
+    ReviewState::Draft,
+    ReviewState::Submitted,
+    ReviewState::TownshipApproved,
+    ReviewState::CountyApproved,
+    ReviewState::Returned,
+];
+
+/// Whether `role` can move a directory entry from `from` to `to` in one or more steps of
+/// its own (a supervisor offline may submit an entry and then approve it).
+pub fn review_reachable(role: Role, from: ReviewState, to: ReviewState) -> bool {
+    let mut seen = vec![from];
+    let mut i = 0;
+    while i < seen.len() {
+        if seen[i] == to {
+            return true;
+        }
+        for next in REVIEW_STATES {
+            if !seen.contains(&next) && review_step_allowed(role, seen[i], next) {
+                seen.push(next);
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether `role` ever approves at the level of `state`.
+fn approves_at(role: Role, state: ReviewState) -> bool {
+    match state {
+        ReviewState::TownshipApproved => matches!(role, Role::Supervisor | Role::Admin),
+        ReviewState::CountyApproved => matches!(role, Role::CountyReviewer | Role::Admin),
+        _ => false,
+    }
+}
+
+/// Judges the result of a merge on the server: `stored` is the record as the server held
+/// it, `merged` the record after the pushed changes merged in, all of them made by `actor`.
+///
+/// Every pushed change has been judged on its own (against what its author had seen) by
+/// [`check_change`]; this check closes what that cannot see: a change made against an
+/// older version, concurrent with a later decision, and winning the merge. Whatever the
+/// changes' dependencies and whatever Automerge's conflict order picks, the protected
+/// fields (review state and history, completion, reviews, authors of findings, rapid
+/// tests and visits, `created_by`, grid) may differ from the stored record only in ways
+/// that `actor` may bring about *now*. Ordinary fields merge freely.
+pub fn check_merge(
+    tree: &dyn GridTree,
+    actor: &Actor,
+    stored: &Record,
+    merged: &Record,
+) -> Result<()> {
+    if stored.kind() != merged.kind() || stored.id() != merged.id() {
+        return Err(forbid("a record cannot change its kind or id"));
+    }
+    match (stored, merged) {
+        (Record::Producer(s), Record::Producer(m)) => {
+            check_scope(tree, actor, Some(stored), &m.grid)?;
+            merge_producer(actor, s, m)
+        }
+        (Record::Visit(s), Record::Visit(m)) => {
+            check_scope(tree, actor, Some(stored), &m.grid)?;
+            merge_visit(actor, s, m)
+        }
+        (Record::Template(_), Record::Template(t)) => {
+            if !matches!(actor.role, Role::CountyReviewer | Role::Admin) {
+                return Err(forbid(
+                    "only county staff and administrators write checklist templates",
+                ));
+            }
+            if !in_scope(tree, actor, &t.grid) {
+                return Err(forbid(format!("grid {} is outside your scope", t.grid)));
+            }
+            Ok(())
+        }
+        _ => Err(forbid("a record cannot change its kind")),
+    }
+}
+
+fn merge_producer(actor: &Actor, s: &Producer, m: &Producer) -> Result<()> {
+    if s.created_by != m.created_by || s.created_at_ms != m.created_at_ms {
+        return Err(forbid("created_by and created_at_ms cannot change"));
+    }
+    for e in &s.review.history {
+        if !m.review.history.iter().any(|x| x == e) {
+            return Err(forbid("review history can only grow"));
+        }
+    }
+    for e in &m.review.history {
+        if !s.review.history.iter().any(|x| x == e) && e.by != actor.person_id {
+            return Err(forbid(format!(
+                "a review step is recorded by the person who takes it, not {}",
+                e.by
+            )));
+        }
+    }
+    let (s_eff, m_eff) = (s.effective_review_state(), m.effective_review_state());
+    let fields_changed = s.directory_fingerprint() != m.directory_fingerprint();
+    // An edit of an approved entry sends it back to review, whoever may edit it.
+    let sent_back = |to: ReviewState| s_eff.is_approved() && to == ReviewState::Submitted;
+    if m_eff != s_eff
+        && !(review_reachable(actor.role, s_eff, m_eff) || sent_back(m_eff) && fields_changed)
+    {
+        return Err(forbid(format!(
+            "after merging, the entry would be {} (it is {}), which a {} cannot make it",
+            m_eff.as_str(),
+            s_eff.as_str(),
+            actor.role.as_str()
+        )));
+    }
+    let raw_changed = m.review.state != s.review.state
+        || m.review.approved_fingerprint != s.review.approved_fingerprint;
+    if raw_changed {
+        let to = m.review.state;
+        // A stale approval (its fingerprint no longer matches the fields) is inert, but it
+        // is still an approval: only someone who approves at that level may leave one.
+        let ok = to == m_eff && review_reachable(actor.role, s_eff, to)
+            || sent_back(to)
+            || !to.is_approved() && review_reachable(actor.role, s_eff, to)
+            || to.is_approved() && approves_at(actor.role, to);
+        if !ok {
+            return Err(forbid(format!(
+                "a {} cannot leave the review state {} on an entry that is {}",
+                actor.role.as_str(),
+                to.as_str(),
+                s_eff.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn merge_visit(actor: &Actor, s: &Visit, m: &Visit) -> Result<()> {
+    let reviewer = matches!(
+        actor.role,
+        Role::Supervisor | Role::CountyReviewer | Role::Admin
+    );
+    if s.inspector != m.inspector || s.producer_id != m.producer_id {
+        return Err(forbid("inspector and producer of a visit cannot change"));
+    }
+    if s.status == VisitStatus::Completed && m.status != VisitStatus::Completed {
+        return Err(Error::Workflow(
+            "a completed visit cannot be reopened".into(),
+        ));
+    }
+    if s.status != m.status && s.inspector != actor.person_id && actor.role != Role::Admin {
+        return Err(forbid("a visit is completed by its own inspector"));
+    }
+    if s.review != m.review {
+        if !reviewer {
+            return Err(forbid("only supervisors and county staff review visits"));
+        }
+        match &m.review {
+            Some(r) if r.by == actor.person_id || actor.role == Role::Admin => {}
+            Some(r) => {
+                return Err(forbid(format!(
+                    "a review is written by its reviewer, not {}",
+                    r.by
+                )))
+            }
+            None => return Err(forbid("a review cannot be removed")),
+        }
+    }
+    check_entry_authors(actor, Some(s), m)?;
+    if s.status == VisitStatus::Completed {
+        // What a completed visit may still gain: a follow-up link, a resolution, a review,
+        // and (until it is reviewed) findings and rapid tests recorded concurrently with
+        // its completion. Everything it held stays as it was.
+        let mut allowed = m.clone();
+        allowed.review = s.review.clone();
+        allowed.updated_at_ms = s.updated_at_ms;
+        if s.follow_up_visit.is_none() {
+            allowed.follow_up_visit = None;
+        }
+        if let (Some(ar), Some(sr)) = (&mut allowed.rectification, &s.rectification) {
+            ar.resolved_at_ms = sr.resolved_at_ms;
+        }
+        let reviewed = s.review.is_some();
+        let added_findings = m.findings.len() != s.findings.len();
+        let added_tests = m.rapid_tests.len() != s.rapid_tests.len();
+        if reviewed && (added_findings || added_tests) {
+            return Err(Error::Workflow(
+                "a reviewed visit cannot gain findings or rapid tests".into(),
+            ));
+        }
+        allowed
+            .findings
+            .retain(|f| s.findings.iter().any(|x| x.id == f.id));
+        allowed
+            .rapid_tests
+            .retain(|t| s.rapid_tests.iter().any(|x| x.id == t.id));
+        if &allowed != s {
+            return Err(Error::Workflow(
+                "a completed visit cannot be changed except to add a follow-up, a resolution or a review"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Authors inside a visit: those of existing findings and rapid tests stay as they were,
+/// and every new one names the person who pushed it (an administrator, who may record a
+/// visit for its inspector when importing paper records, may name others).
+fn check_entry_authors(actor: &Actor, before: Option<&Visit>, after: &Visit) -> Result<()> {
+    let admin = actor.role == Role::Admin;
+    let no_findings = Vec::new();
+    let no_tests = Vec::new();
+    let (old_findings, old_tests) =
+        before.map_or((&no_findings, &no_tests), |b| (&b.findings, &b.rapid_tests));
+    for f in &after.findings {
+        match old_findings.iter().find(|x| x.id == f.id) {
+            Some(old) if old.recorded_by != f.recorded_by => {
+                return Err(forbid("the recorder of a finding cannot change"));
+            }
+            None if f.recorded_by != actor.person_id && !admin => {
+                return Err(forbid(format!(
+                    "a finding is recorded by the person who records it, not {}",
+                    f.recorded_by
+                )));
+            }
+            _ => {}
+        }
+    }
+    for t in &after.rapid_tests {
+        match old_tests.iter().find(|x| x.id == t.id) {
+            Some(old) if old.operator != t.operator => {
+                return Err(forbid("the operator of a rapid test cannot change"));
+            }
+            None if t.operator != actor.person_id && !admin => {
+                return Err(forbid(format!(
+                    "a rapid test is recorded by its operator, not {}",
+                    t.operator
+                )));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -482,10 +482,10 @@ fn reopening_the_file_keeps_everything() {
         s.complete_visit(&v.id).unwrap();
         s.set_patrol_interval(ProducerType::FamilyRanch, RiskLevel::Low, 7)
             .unwrap();
-        (p.id, v.id, s.actor_id().clone(), s.counts().unwrap())
+        (p.id, v.id, s.actor_id(), s.counts().unwrap())
     };
     let s = Store::open(&path).unwrap();
-    assert_eq!(s.actor_id(), &actor, "the device keeps its Automerge actor");
+    assert_eq!(s.actor_id(), actor, "the device keeps its Automerge actor");
     assert_eq!(s.profile().unwrap(), Some(liaison()));
     assert_eq!(s.grids().unwrap().len(), grid_tree().len());
     assert_eq!(s.counts().unwrap(), counts);

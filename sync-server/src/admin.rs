@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use automerge::ActorId;
 use gridsync_core::doc::RecordDoc;
 use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, Record, Role};
 use gridsync_core::sync::protocol::{PushOutcome, PushRecord};
@@ -230,7 +229,7 @@ pub fn seed_records(
     let nodes = storage.grids()?;
     let tree = std::sync::Arc::new(gridsync_core::store::TreeSnapshot::from_nodes(&nodes));
     let scope = Scope::compute(&nodes, &storage.people()?, admin, tree);
-    let actor = ActorId::random();
+    let actor = gridsync_core::device_actor(crate::push::SEED_DEVICE);
     let author = Author {
         person_id: admin.id.clone(),
         device_id: None,
@@ -253,8 +252,9 @@ pub fn seed_records(
                 heads: d.heads().iter().map(|h| h.0).collect(),
             });
         }
+        let mut ctx = crate::push::PushContext::new(storage, &scope, crate::push::SEED_DEVICE);
         let mut process = |stored: Option<&crate::storage::StoredRecord>, p: &PushRecord| {
-            crate::push::decide(storage, &scope, stored, p)
+            crate::push::decide(&mut ctx, stored, p)
         };
         for res in storage.apply_push(&author, &pushes, &mut process)? {
             match res.outcome {

@@ -1,11 +1,25 @@
-//! Deciding a pushed record: apply the changes to the stored document, then judge what the
-//! author did (their view before and after their own changes) with core's validation and
-//! rules, and check the merged result. A rejected push stores nothing.
+//! Deciding a pushed record. The judgement is sound by construction
+//! (`docs/protocol.md`, "How the server judges a push"):
+//!
+//! 1. the changes new to the server are computed from the pushed bytes and the stored
+//!    document, never taken from the request; the pushed heads must name every one of
+//!    their heads;
+//! 2. every new change must be signed by the pushing device's actor and name the
+//!    authenticated person, and is judged on its own with core's rules for that person,
+//!    from what its author had seen (the document at its dependencies);
+//! 3. the merged result must validate, stay in scope, hold only fields the model knows,
+//!    and differ from the stored record in its protected fields only in ways this person
+//!    may bring about now ([`rules::check_merge`]), whatever the changes' dependencies and
+//!    whatever Automerge's conflict order picks.
+//!
+//! A rejected push stores nothing.
 
-use automerge::{AutoCommit, ChangeHash};
+use std::collections::{HashMap, HashSet};
+
+use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use gridsync_core::doc::{heads_to_bytes, RecordDoc};
 use gridsync_core::model::{
-    default_template, ChecklistTemplate, Record, RecordKind, DEFAULT_TEMPLATE_ID,
+    default_template, ChecklistTemplate, ProducerType, Record, RecordKind, DEFAULT_TEMPLATE_ID,
 };
 use gridsync_core::rules;
 use gridsync_core::sync::protocol::{PushRecord, RejectCode};
@@ -14,6 +28,90 @@ use gridsync_core::Error as CoreError;
 
 use crate::scope::Scope;
 use crate::storage::{PushDecision, Storage, StoredRecord};
+
+/// Most changes new to the server in one pushed record. Each is judged on its own; a
+/// phone that edited one record more often than this offline is told to sync more often.
+pub const MAX_NEW_CHANGES: usize = 2000;
+
+/// What deciding one push batch needs: who pushes, from which device, and what earlier
+/// records of the same batch created.
+pub struct PushContext<'a> {
+    storage: &'a dyn Storage,
+    scope: &'a Scope,
+    device_id: String,
+    own_actor: ActorId,
+    /// Actors of this person's revoked devices (a re-enrolled phone still carries edits it
+    /// made under its earlier enrolment); loaded when first needed.
+    revoked_actors: Option<Vec<ActorId>>,
+    /// Producers accepted earlier in this batch: id -> grid and type.
+    batch_producers: HashMap<String, (String, ProducerType)>,
+}
+
+impl std::fmt::Debug for PushContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PushContext({}, {})", self.device_id, self.scope.actor.person_id)
+    }
+}
+
+/// The device name under which the server itself writes records it seeds (demo data,
+/// benchmark datasets), as an administrator would push them.
+pub const SEED_DEVICE: &str = "server-seed";
+
+impl<'a> PushContext<'a> {
+    /// A context for one batch pushed by the device `device_id` of the person whose scope
+    /// is `scope`.
+    pub fn new(storage: &'a dyn Storage, scope: &'a Scope, device_id: &str) -> Self {
+        PushContext {
+            storage,
+            scope,
+            device_id: device_id.to_string(),
+            own_actor: gridsync_core::device_actor(device_id),
+            revoked_actors: None,
+            batch_producers: HashMap::new(),
+        }
+    }
+
+    /// Whether a change signed by `actor` may come from this device: its own actor, or
+    /// that of a revoked device of the same person.
+    fn actor_allowed(&mut self, actor: &ActorId) -> bool {
+        if *actor == self.own_actor {
+            return true;
+        }
+        if self.revoked_actors.is_none() {
+            let person = &self.scope.actor.person_id;
+            let actors = self
+                .storage
+                .devices()
+                .map(|ds| {
+                    ds.iter()
+                        .filter(|d| &d.person_id == person && d.revoked_at_ms.is_some())
+                        .map(|d| gridsync_core::device_actor(&d.id))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.revoked_actors = Some(actors);
+        }
+        self.revoked_actors
+            .as_ref()
+            .is_some_and(|a| a.contains(actor))
+    }
+
+    /// The stored producer a visit names: its grid and type (one accepted earlier in this
+    /// batch counts: a phone pushes producers before the visits of them).
+    fn producer(&self, id: &str) -> Option<(String, ProducerType)> {
+        if let Some(p) = self.batch_producers.get(id) {
+            return Some(p.clone());
+        }
+        let s = self.storage.record(id).ok().flatten()?;
+        if s.kind != RecordKind::Producer {
+            return None;
+        }
+        match RecordDoc::load(&s.doc, &[]).ok()?.read().ok()? {
+            Record::Producer(p) => Some((p.grid, p.producer_type)),
+            _ => None,
+        }
+    }
+}
 
 fn reject(code: RejectCode, reason: impl Into<String>) -> PushDecision {
     PushDecision::Reject(code, reason.into())
@@ -28,22 +126,10 @@ fn core_reject(e: CoreError) -> PushDecision {
     }
 }
 
-/// Looks up what validating a visit needs: its template and its producer's type.
-fn visit_context(
-    storage: &dyn Storage,
-    rec: &Record,
-) -> (
-    Option<ChecklistTemplate>,
-    Option<gridsync_core::model::ProducerType>,
-) {
-    let Record::Visit(v) = rec else {
-        return (None, None);
-    };
-    let template = storage
-        .record(&ChecklistTemplate::record_id(
-            &v.template_id,
-            v.template_version,
-        ))
+/// The template a visit was recorded with (stored, or the built-in default).
+fn visit_template(storage: &dyn Storage, template_id: &str, version: u32) -> Option<ChecklistTemplate> {
+    storage
+        .record(&ChecklistTemplate::record_id(template_id, version))
         .ok()
         .flatten()
         .and_then(|s| RecordDoc::load(&s.doc, &[]).ok())
@@ -53,27 +139,16 @@ fn visit_context(
             _ => None,
         })
         .or_else(|| {
-            (v.template_id == DEFAULT_TEMPLATE_ID && v.template_version == 1)
-                .then(|| default_template("builtin"))
-        });
-    let producer_type = storage
-        .record(&v.producer_id)
-        .ok()
-        .flatten()
-        .and_then(|s| RecordDoc::load(&s.doc, &[]).ok())
-        .and_then(|d| d.read().ok())
-        .and_then(|r| match r {
-            Record::Producer(p) => Some(p.producer_type),
-            _ => None,
-        });
-    (template, producer_type)
+            (template_id == DEFAULT_TEMPLATE_ID && version == 1).then(|| default_template("builtin"))
+        })
 }
 
-fn validate_full(storage: &dyn Storage, rec: &Record) -> Result<(), CoreError> {
+/// Validates a record as it would be stored. A visit must name its template and a
+/// producer that exists and that the person may see.
+fn validate_full(ctx: &PushContext<'_>, rec: &Record) -> Result<(), CoreError> {
     match rec {
         Record::Visit(v) => {
-            let (t, pt) = visit_context(storage, rec);
-            if t.is_none() {
+            let Some(t) = visit_template(ctx.storage, &v.template_id, v.template_version) else {
                 return Err(validate::Invalid::new(
                     "template_version",
                     format!(
@@ -82,43 +157,101 @@ fn validate_full(storage: &dyn Storage, rec: &Record) -> Result<(), CoreError> {
                     ),
                 )
                 .into());
+            };
+            let Some((grid, producer_type)) = ctx.producer(&v.producer_id) else {
+                return Err(validate::Invalid::new(
+                    "producer_id",
+                    format!("producer {} is unknown", v.producer_id),
+                )
+                .into());
+            };
+            if !ctx.scope.readable.contains(&grid) {
+                return Err(CoreError::Forbidden(format!(
+                    "producer {} is outside your scope",
+                    v.producer_id
+                )));
             }
-            validate::validate_visit(v, t.as_ref(), pt)?;
+            validate::validate_visit(v, Some(&t), Some(producer_type))?;
             Ok(())
         }
         other => validate::validate_record(other),
     }
 }
+/// Reads the record in a document.
+fn read_doc(doc: AutoCommit) -> Result<Record, CoreError> {
+    RecordDoc::from_doc(doc)?.read()
+}
 
-/// Checks every new change on its own: the document at its dependencies against the
-/// document at the change, in the order the changes were made.
-fn check_each_change(
-    doc: &mut AutoCommit,
-    changes: &[(ChangeHash, Vec<ChangeHash>)],
-    scope: &Scope,
-    read_at: impl Fn(&mut AutoCommit, &[ChangeHash]) -> Result<Record, CoreError>,
+/// Judges every new change on its own, in causal order: the record at the change's
+/// dependencies (what its author had seen) against the record right after it, with core's
+/// rules for the person who pushed. A chain of changes (the usual case: one phone's
+/// edits, one after the other) costs one change applied and one read per change.
+fn judge_each_change(
+    ctx: &PushContext<'_>,
+    merged: &mut AutoCommit,
+    stored: Option<(&[ChangeHash], AutoCommit, &Record)>,
+    changes: &[Change],
+    kind: RecordKind,
+    id: &str,
 ) -> Result<(), CoreError> {
-    for (hash, deps) in changes {
-        let mut deps = deps.clone();
+    let mut reads: HashMap<Vec<ChangeHash>, Record> = HashMap::new();
+    // A document at known heads that the next change may extend.
+    let mut work: Option<(Vec<ChangeHash>, AutoCommit)> = None;
+    if let Some((heads, doc, rec)) = stored {
+        let mut h = heads.to_vec();
+        h.sort();
+        reads.insert(h.clone(), rec.clone());
+        work = Some((h, doc));
+    }
+    for c in changes {
+        let mut deps = c.deps().to_vec();
         deps.sort();
         let before = if deps.is_empty() {
             None
+        } else if let Some(r) = reads.get(&deps) {
+            Some(r.clone())
         } else {
-            Some(read_at(doc, &deps)?)
+            let r = read_doc(merged.fork_at(&deps)?)?;
+            reads.insert(deps.clone(), r.clone());
+            Some(r)
         };
-        let after = read_at(doc, &[*hash])?;
-        rules::check_change(scope.tree.as_ref(), &scope.actor, before.as_ref(), &after)?;
+        let after_doc = match work.take() {
+            Some((h, mut doc)) if h == deps => {
+                doc.apply_changes([c.clone()])?;
+                doc
+            }
+            _ if deps.is_empty() => {
+                let mut doc = AutoCommit::new();
+                doc.apply_changes([c.clone()])?;
+                doc
+            }
+            _ => merged.fork_at(&[c.hash()])?,
+        };
+        let mut after_doc = after_doc;
+        let after = read_doc(after_doc.fork())?;
+        if after.kind() != kind || after.id() != id {
+            return Err(CoreError::Document(
+                "a change makes the document another record".into(),
+            ));
+        }
+        rules::check_change(
+            ctx.scope.tree.as_ref(),
+            &ctx.scope.actor,
+            before.as_ref(),
+            &after,
+        )?;
+        reads.insert(vec![c.hash()], after);
+        work = Some((vec![c.hash()], after_doc));
     }
     Ok(())
 }
 
-/// Decides one pushed record for a person with `scope`.
-pub fn decide(
-    storage: &dyn Storage,
-    scope: &Scope,
-    stored: Option<&StoredRecord>,
-    p: &PushRecord,
-) -> PushDecision {
+/// Decides one pushed record for the person and device of `ctx`.
+pub fn decide(ctx: &mut PushContext<'_>, stored: Option<&StoredRecord>, p: &PushRecord) -> PushDecision {
+    // A batch may be decided again (another push changed one of its records meanwhile):
+    // what this record decided last time no longer holds.
+    ctx.batch_producers.remove(&p.id);
+    let scope = ctx.scope;
     let Some(kind) = RecordKind::from_tag(p.kind) else {
         return reject(
             RejectCode::BadDocument,
@@ -126,6 +259,15 @@ pub fn decide(
         );
     };
     if let Some(s) = stored {
+        // Scope first: nothing about a record outside it (its kind) is revealed.
+        if !scope.can_read(s.kind, &s.grid)
+            || (s.kind != RecordKind::Template && !scope.readable.contains(&s.grid))
+        {
+            return reject(
+                RejectCode::Forbidden,
+                format!("record {} is outside your scope", p.id),
+            );
+        }
         if s.kind != kind {
             return reject(
                 RejectCode::BadDocument,
@@ -137,21 +279,32 @@ pub fn decide(
                 ),
             );
         }
-        if !scope.can_read(s.kind, &s.grid) {
-            return reject(RejectCode::Forbidden, "the record is outside your scope");
-        }
     }
-    let mut merged = match stored {
-        Some(s) => match AutoCommit::load(&s.doc) {
-            Ok(d) => d,
-            Err(e) => {
-                return reject(
-                    RejectCode::BadDocument,
-                    format!("stored document failed to load: {e}"),
-                )
-            }
-        },
-        None => AutoCommit::new(),
+    let (mut merged, stored_doc, stored_rec) = match stored {
+        Some(s) => {
+            let doc = match AutoCommit::load(&s.doc) {
+                Ok(d) => d,
+                Err(e) => {
+                    return reject(
+                        RejectCode::BadDocument,
+                        format!("stored document failed to load: {e}"),
+                    )
+                }
+            };
+            let rec = match RecordDoc::from_doc(doc.clone()).and_then(|d| d.read()) {
+                Ok(r) => r,
+                Err(e) => {
+                    return reject(
+                        RejectCode::BadDocument,
+                        format!("stored document failed to read: {e}"),
+                    )
+                }
+            };
+            let mut d = doc;
+            let copy = d.fork();
+            (d, Some(copy), Some(rec))
+        }
+        None => (AutoCommit::new(), None, None),
     };
     let old_heads = merged.get_heads();
     if let Err(e) = merged.load_incremental(&p.changes) {
@@ -180,87 +333,90 @@ pub fn decide(
     if new_heads == old_heads {
         return PushDecision::Duplicate;
     }
-    // The changes new to the server and what their author had seen before making them.
-    let new_changes: Vec<(ChangeHash, Vec<ChangeHash>)> = merged
+    // The changes new to the server, in causal order, computed here and never taken from
+    // the request.
+    let new_changes: Vec<Change> = merged
         .get_changes(&old_heads)
         .into_iter()
-        .map(|c| (c.hash(), c.deps().to_vec()))
+        .cloned()
         .collect();
-    let new_set: std::collections::HashSet<ChangeHash> = new_changes.iter().map(|c| c.0).collect();
-    let mut frontier: Vec<ChangeHash> = new_changes
+    if new_changes.len() > MAX_NEW_CHANGES {
+        return reject(
+            RejectCode::Invalid,
+            format!(
+                "{} new changes of one record, at most {MAX_NEW_CHANGES}: sync more often",
+                new_changes.len()
+            ),
+        );
+    }
+    // Their heads (what the author produced) must all be named by the pushed heads, which
+    // become the device's acknowledged heads; a device may also name stored changes it
+    // merged without editing.
+    let depended: HashSet<ChangeHash> = new_changes
         .iter()
-        .flat_map(|c| c.1.iter().copied())
-        .filter(|d| !new_set.contains(d))
+        .flat_map(|c| c.deps().iter().copied())
         .collect();
-    frontier.sort();
-    frontier.dedup();
-    if stored.is_some() && frontier.is_empty() {
+    if let Some(h) = new_changes
+        .iter()
+        .map(|c| c.hash())
+        .find(|h| !depended.contains(h) && !pushed.contains(h))
+    {
+        return reject(
+            RejectCode::BadDocument,
+            format!("the pushed heads leave out change {h} of the pushed changes"),
+        );
+    }
+    if stored.is_some() && new_changes.iter().all(|c| c.deps().is_empty()) {
         return reject(
             RejectCode::Forbidden,
             format!("record {} already exists", p.id),
         );
     }
-    let new_changes_bytes = merged.save_after(&old_heads);
-    let read_at = |doc: &mut AutoCommit, heads: &[ChangeHash]| -> Result<Record, CoreError> {
-        let fork = if heads == doc.get_heads().as_slice() {
-            doc.fork()
-        } else {
-            doc.fork_at(heads)?
-        };
-        RecordDoc::from_doc(fork)?.read()
-    };
-    let before = if frontier.is_empty() {
-        None
-    } else {
-        match read_at(&mut merged, &frontier) {
-            Ok(r) => Some(r),
-            Err(e) => return reject(RejectCode::BadDocument, e.to_string()),
+    // Every change is the pushing device's and names the authenticated person.
+    for c in &new_changes {
+        if !ctx.actor_allowed(c.actor_id()) {
+            return reject(
+                RejectCode::Forbidden,
+                format!(
+                    "change {} is signed by actor {}, which is not this device's",
+                    c.hash(),
+                    c.actor_id()
+                ),
+            );
         }
+        if c.message().map(String::as_str) != Some(scope.actor.person_id.as_str()) {
+            return reject(
+                RejectCode::Forbidden,
+                format!(
+                    "change {} names {:?} as its author; changes from this device are {}'s",
+                    c.hash(),
+                    c.message().cloned().unwrap_or_default(),
+                    scope.actor.person_id
+                ),
+            );
+        }
+    }
+    let stored_view = match (&stored_doc, &stored_rec) {
+        (Some(d), Some(r)) => Some((old_heads.as_slice(), d.clone(), r)),
+        _ => None,
     };
-    let mut pushed_sorted = pushed.clone();
-    pushed_sorted.sort();
-    let after = match read_at(&mut merged, &pushed_sorted) {
+    if let Err(e) = judge_each_change(ctx, &mut merged, stored_view, &new_changes, kind, &p.id) {
+        return core_reject(e);
+    }
+    let new_changes_bytes = merged.save_after(&old_heads);
+    let result = match RecordDoc::from_doc(merged.fork()).and_then(|d| d.read()) {
         Ok(r) => r,
         Err(e) => return reject(RejectCode::BadDocument, e.to_string()),
     };
-    if after.kind() != kind || after.id() != p.id {
+    if result.kind() != kind || result.id() != p.id {
         return reject(
             RejectCode::BadDocument,
             "the document's kind or id does not match the push",
         );
     }
-    if let Err(e) = validate_full(storage, &after) {
+    if let Err(e) = validate_full(ctx, &result) {
         return core_reject(e);
     }
-    if rules::check_change(scope.tree.as_ref(), &scope.actor, before.as_ref(), &after).is_err() {
-        // Several steps taken offline (a supervisor who submits an entry and then approves
-        // it) are judged one change at a time, each from what its author had seen.
-        if let Err(e) = check_each_change(&mut merged, &new_changes, scope, read_at) {
-            return core_reject(e);
-        }
-    }
-    // When nothing else was merged in (a new record, or an edit on the latest version), the
-    // result is the document just read and validated: skip reading it again.
-    let mut merged_sorted = new_heads.clone();
-    merged_sorted.sort();
-    let result = if merged_sorted == pushed_sorted {
-        after
-    } else {
-        let result = match RecordDoc::from_doc(merged.fork()).and_then(|d| d.read()) {
-            Ok(r) => r,
-            Err(e) => return reject(RejectCode::BadDocument, e.to_string()),
-        };
-        if let Err(e) = validate_full(storage, &result) {
-            return core_reject(match e {
-                CoreError::Invalid(i) => CoreError::Invalid(validate::Invalid::new(
-                    i.field,
-                    format!("after merging: {}", i.problem),
-                )),
-                other => other,
-            });
-        }
-        result
-    };
     if !scope.can_read(result.kind(), result.grid())
         || (result.kind() != RecordKind::Template && !scope.readable.contains(result.grid()))
     {
@@ -268,6 +424,15 @@ pub fn decide(
             RejectCode::Forbidden,
             format!("grid {} is outside your scope", result.grid()),
         );
+    }
+    if let Some(s) = &stored_rec {
+        if let Err(e) = rules::check_merge(scope.tree.as_ref(), &scope.actor, s, &result) {
+            return core_reject(e);
+        }
+    }
+    if let Record::Producer(pr) = &result {
+        ctx.batch_producers
+            .insert(pr.id.clone(), (pr.grid.clone(), pr.producer_type));
     }
     PushDecision::Store {
         kind,

@@ -1102,8 +1102,9 @@ fn real_records_through_the_push_path(f: &Fixture) {
         changes: stored.doc.clone(),
         heads: vec![],
     }];
+    let mut ctx = gridsync_server::push::PushContext::new(s, &scope, "conformance-admin");
     let mut process =
-        |st: Option<&StoredRecord>, p: &PushRecord| gridsync_server::push::decide(s, &scope, st, p);
+        |st: Option<&StoredRecord>, p: &PushRecord| gridsync_server::push::decide(&mut ctx, st, p);
     let r = s
         .apply_push(
             &Author {

@@ -672,16 +672,28 @@ pub fn raw_sync(
     protocol::decode(&answer)
 }
 
-/// Changes that turn the server's copy of a record into `edit(record)`, as a push.
+/// Changes that turn the server's copy of a record into `edit(record)`, as a push signed
+/// by `phone` (its person and its device's actor).
 pub fn push_edit_of_stored(
     storage: &dyn gridsync_server::storage::Storage,
     id: &str,
+    phone: &Phone,
+    edit: impl FnOnce(&mut gridsync_core::model::Record),
+) -> gridsync_core::sync::protocol::PushRecord {
+    push_edit_of_stored_as(storage, id, &phone.person.id, &phone.store.actor_id(), edit)
+}
+
+/// Like [`push_edit_of_stored`], signed by any person and actor.
+pub fn push_edit_of_stored_as(
+    storage: &dyn gridsync_server::storage::Storage,
+    id: &str,
     person: &str,
+    actor: &automerge::ActorId,
     edit: impl FnOnce(&mut gridsync_core::model::Record),
 ) -> gridsync_core::sync::protocol::PushRecord {
     let stored = storage.record(id).expect("storage").expect("record exists");
     let mut doc = gridsync_core::doc::RecordDoc::load(&stored.doc, &[]).expect("load");
-    doc.set_actor(&automerge::ActorId::random());
+    doc.set_actor(actor);
     let before = doc.heads();
     let mut rec = doc.read().expect("read");
     edit(&mut rec);
@@ -695,15 +707,15 @@ pub fn push_edit_of_stored(
     }
 }
 
-/// A push creating a new record from scratch.
+/// A push creating a new record from scratch, signed by `phone`.
 pub fn push_new(
     rec: &gridsync_core::model::Record,
-    person: &str,
+    phone: &Phone,
 ) -> gridsync_core::sync::protocol::PushRecord {
     let mut doc = gridsync_core::doc::RecordDoc::create(
         rec,
-        &automerge::ActorId::random(),
-        person,
+        &phone.store.actor_id(),
+        &phone.person.id,
         gridsync_core::now_ms(),
     )
     .expect("create");
@@ -876,7 +888,9 @@ pub fn fuzz_push(data: &[u8]) {
             changes: changes.to_vec(),
             heads,
         };
-        let _ = gridsync_server::push::decide(storage.as_ref(), scope, stored.as_ref(), &push);
+        let mut ctx =
+            gridsync_server::push::PushContext::new(storage.as_ref(), scope, FUZZ_LIAISON_DEVICE);
+        let _ = gridsync_server::push::decide(&mut ctx, stored.as_ref(), &push);
     });
 }
 
@@ -1006,12 +1020,17 @@ pub fn fuzz_records() -> (Producer, gridsync_core::model::Visit) {
     (p, v)
 }
 
+/// The device under which the fuzz server's records were pushed.
+pub const FUZZ_SEED_DEVICE: &str = "fz-seed";
+/// The device of the fuzz server's liaison (`fuzz_push` judges pushes from it).
+pub const FUZZ_LIAISON_DEVICE: &str = "fz-liaison";
+
 /// The document of a fuzz record, byte for byte the same in every process (fixed actor
 /// and time), so that seed inputs built on it apply in any fuzzing run.
 pub fn fuzz_document_bytes(r: &gridsync_core::model::Record) -> Vec<u8> {
     gridsync_core::doc::RecordDoc::create(
         r,
-        &automerge::ActorId::from(vec![1u8; 16]),
+        &gridsync_core::device_actor(FUZZ_SEED_DEVICE),
         "fz-admin",
         1_767_225_600_000,
     )
@@ -1048,7 +1067,9 @@ thread_local! {
             .collect();
         let author = gridsync_server::storage::Author { person_id: "fz-admin".into(), device_id: None };
         let results = storage
-            .apply_push(&author, &pushes, &mut |stored, p| gridsync_server::push::decide(storage.as_ref(), &admin, stored, p))
+            .apply_push(&author, &pushes, &mut |stored, p| {
+                gridsync_server::push::decide(&mut gridsync_server::push::PushContext::new(storage.as_ref(), &admin, FUZZ_SEED_DEVICE), stored, p)
+            })
             .expect("seed records");
         assert!(results.iter().all(|r| r.outcome == gridsync_core::sync::protocol::PushOutcome::Accepted), "{results:?}");
         let scope = gridsync_server::scope::Scope::compute(&nodes, &people, &people[1], tree);

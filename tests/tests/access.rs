@@ -136,7 +136,7 @@ fn matrix_every_role_reads_and_writes_only_its_scope() {
             .iter()
             .find(|p| want.contains(&p.id) && p.grid.starts_with("DEMO-T01-V01"))
             .unwrap();
-        let push = push_edit_of_stored(w.server.storage.as_ref(), &own.id, &person.id, |r| {
+        let push = push_edit_of_stored(w.server.storage.as_ref(), &own.id, &phone, |r| {
             if let Record::Producer(p) = r {
                 p.address = format!("{}改地址", person.id);
                 if p.review.state.is_approved() {
@@ -159,15 +159,15 @@ fn matrix_every_role_reads_and_writes_only_its_scope() {
             push_edit_of_stored(
                 w.server.storage.as_ref(),
                 &foreign_producer.id,
-                &person.id,
+                &phone,
                 |r| {
                     if let Record::Producer(p) = r {
                         p.phone = "13700000000".into();
                     }
                 },
             ),
-            push_new(&Record::Producer(new_rec.clone()), &person.id),
-            push_edit_of_stored(w.server.storage.as_ref(), &own.id, &person.id, |r| {
+            push_new(&Record::Producer(new_rec.clone()), &phone),
+            push_edit_of_stored(w.server.storage.as_ref(), &own.id, &phone, |r| {
                 if let Record::Producer(p) = r {
                     p.grid = "DEMO-T02-V01".into();
                 }
@@ -217,12 +217,7 @@ fn matrix_every_role_reads_and_writes_only_its_scope() {
         let mut t = default_template("DEMO");
         t.template_id = format!("county-{}", person.id);
         t.id = ChecklistTemplate::record_id(&t.template_id, 1);
-        let resp = raw_sync(
-            &phone,
-            vec![push_new(&Record::Template(t), &person.id)],
-            vec![],
-        )
-        .unwrap();
+        let resp = raw_sync(&phone, vec![push_new(&Record::Template(t), &phone)], vec![]).unwrap();
         let may = matches!(person.role, Role::CountyReviewer | Role::Admin);
         assert_eq!(
             matches!(resp.results[0].outcome, PushOutcome::Accepted),
@@ -278,7 +273,7 @@ fn role_rules_are_checked_against_the_stored_record() {
         .unwrap();
     lp.sync().unwrap();
     // A liaison approving is refused by the server even when the phone is bypassed.
-    let forged = push_edit_of_stored(w.server.storage.as_ref(), &p.id, &liaison.id, |r| {
+    let forged = push_edit_of_stored(w.server.storage.as_ref(), &p.id, &lp, |r| {
         if let Record::Producer(p) = r {
             p.review.state = ReviewState::TownshipApproved;
             p.review.approved_fingerprint = Some(p.directory_fingerprint());
@@ -310,7 +305,7 @@ fn role_rules_are_checked_against_the_stored_record() {
     assert_eq!(approved.review.state, ReviewState::CountyApproved);
     assert_eq!(cp.sync().unwrap().rejected.len(), 0);
     // A supervisor cannot take the county's step.
-    let forged = push_edit_of_stored(w.server.storage.as_ref(), &p.id, &sup.id, |r| {
+    let forged = push_edit_of_stored(w.server.storage.as_ref(), &p.id, &sp, |r| {
         if let Record::Producer(p) = r {
             p.review.state = ReviewState::Returned;
             p.review.return_reason = Some("退回".into());
@@ -337,7 +332,7 @@ fn role_rules_are_checked_against_the_stored_record() {
             v.grid == *grid && v.inspector != liaison.id && v.status == VisitStatus::Completed
         })
         .unwrap();
-    let forged = push_edit_of_stored(w.server.storage.as_ref(), &others.id, &liaison.id, |r| {
+    let forged = push_edit_of_stored(w.server.storage.as_ref(), &others.id, &lp, |r| {
         if let Record::Visit(v) = r {
             v.findings.clear();
             v.answers.clear();

@@ -1315,12 +1315,18 @@ fn several_review_steps_taken_offline_are_accepted_together() {
     let mut p = l1.store.producer(&a.id).unwrap();
     p.address = "协管员改的地址".into();
     l1.store.update_producer(p).unwrap();
-    let mut forged = gridsync_tests::push_edit_of_stored(storage.as_ref(), &a.id, "cv-l1", |r| {
-        if let Record::Producer(p) = r {
-            p.review.state = gridsync_core::model::ReviewState::CountyApproved;
-            p.review.approved_fingerprint = Some(p.directory_fingerprint());
-        }
-    });
+    let mut forged = gridsync_tests::push_edit_of_stored_as(
+        storage.as_ref(),
+        &a.id,
+        "cv-l1",
+        &l1.store.actor_id(),
+        |r| {
+            if let Record::Producer(p) = r {
+                p.review.state = gridsync_core::model::ReviewState::CountyApproved;
+                p.review.approved_fingerprint = Some(p.directory_fingerprint());
+            }
+        },
+    );
     forged.heads.sort();
     let link = l1.store.server_link().unwrap().unwrap();
     let req = SyncRequest {

@@ -62,7 +62,9 @@ impl GridTree for TreeSnapshot {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
-    actor: ActorId,
+    /// The Automerge actor of this device: random until enrolment, then derived from the
+    /// device id ([`crate::device_actor`]).
+    actor: Mutex<ActorId>,
     tree: Mutex<Option<TreeSnapshot>>,
     /// Parsed template versions with the heads they were read at (every visit save
     /// validates against its template; a template changes only with its heads).
@@ -105,9 +107,21 @@ impl Store {
                 a
             }
         };
+        // A store enrolled before actors were bound to devices takes its device's actor.
+        let actor = match get_meta(&conn, sync_state::LINK_KEY)? {
+            Some(link) => match serde_json::from_str::<ServerLink>(&link) {
+                Ok(l) if crate::device_actor(&l.device_id) != actor => {
+                    let a = crate::device_actor(&l.device_id);
+                    set_meta(&conn, "actor", &hex::encode(a.to_bytes()))?;
+                    a
+                }
+                _ => actor,
+            },
+            None => actor,
+        };
         Ok(Store {
             conn: Mutex::new(conn),
-            actor,
+            actor: Mutex::new(actor),
             tree: Mutex::new(None),
             templates: Mutex::new(HashMap::new()),
         })
@@ -134,8 +148,8 @@ impl Store {
     }
 
     /// The Automerge actor id of this device.
-    pub fn actor_id(&self) -> &ActorId {
-        &self.actor
+    pub fn actor_id(&self) -> ActorId {
+        self.actor.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     // ---- identity and reference data ----
@@ -528,7 +542,7 @@ impl Store {
                 kind: "record",
                 id: id.into(),
             })?;
-            doc.set_actor(&self.actor);
+            doc.set_actor(&self.actor_id());
             let old_heads = doc.heads();
             if doc.resolve_conflict(path, &actor.person_id, now)? {
                 persist_doc(tx, id, &mut doc, &old_heads, true)?;
@@ -684,7 +698,7 @@ impl Store {
             other => validate::validate_record(other)?,
         }
         rules::check_change(tree, actor, None, &rec)?;
-        let (doc, exact) = RecordDoc::create_exact(&rec, &self.actor, &actor.person_id, now)?;
+        let (doc, exact) = RecordDoc::create_exact(&rec, &self.actor_id(), &actor.person_id, now)?;
         Ok(NewRecord { rec, doc, exact })
     }
 
@@ -766,7 +780,7 @@ impl Store {
             other => validate::validate_record(other)?,
         }
         rules::check_change(tree, actor, Some(&before), &rec)?;
-        doc.set_actor(&self.actor);
+        doc.set_actor(&self.actor_id());
         let old_heads = doc.heads();
         if doc.update(&rec, &actor.person_id, now)? {
             persist_doc(tx, rec.id(), &mut doc, &old_heads, true)?;

@@ -100,7 +100,7 @@ const PREPARE_WINDOW: usize = 256;
 const DIGEST_MISMATCH: &str =
     "the heads rebuilt from the page's bare documents differ from the server's";
 
-const LINK_KEY: &str = "server_link";
+pub(crate) const LINK_KEY: &str = "server_link";
 
 impl Store {
     /// The server link, if enrolled.
@@ -115,10 +115,17 @@ impl Store {
         })
     }
 
-    /// Saves the server link.
+    /// Saves the server link. From then on the store signs its changes with the
+    /// device's actor ([`crate::device_actor`]), the only one the server accepts from it.
     pub fn set_server_link(&self, link: &ServerLink) -> Result<()> {
         let s = serde_json::to_string(link).map_err(|e| Error::Document(e.to_string()))?;
-        self.write(|tx| super::set_meta(tx, LINK_KEY, &s))
+        let actor = crate::device_actor(&link.device_id);
+        self.write(|tx| {
+            super::set_meta(tx, LINK_KEY, &s)?;
+            super::set_meta(tx, "actor", &hex::encode(actor.to_bytes()))
+        })?;
+        *self.actor.lock().unwrap_or_else(|p| p.into_inner()) = actor;
+        Ok(())
     }
 
     /// The device's cursors.
@@ -145,7 +152,7 @@ impl Store {
                 "SELECT id, kind, local_rev, server_heads FROM records
                  WHERE local_rev > acked_rev AND corrupt IS NULL
                    AND (rejected_rev IS NULL OR local_rev > rejected_rev)
-                 ORDER BY updated_at_ms, id",
+                 ORDER BY CASE kind WHEN 'template' THEN 0 WHEN 'producer' THEN 1 ELSE 2 END, updated_at_ms, id",
             )?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             let mut out = Vec::new();
