@@ -788,11 +788,12 @@ pub fn handle_sync_until(
     let results = if req.push.is_empty() {
         Vec::new()
     } else {
+        let mut ctx = crate::push::PushContext::new(storage, &scope, &device.id);
         let mut process = |stored: Option<&StoredRecord>, p: &protocol::PushRecord| {
             if late() {
                 return PushDecision::Cancelled;
             }
-            let decision = crate::push::decide(storage, &scope, stored, p);
+            let decision = crate::push::decide(&mut ctx, stored, p);
             // Judged past the deadline: the client has been (or is about to be) told that
             // the request failed, so none of it may be stored.
             if late() {
