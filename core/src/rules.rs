@@ -429,10 +429,12 @@ fn merge_visit(actor: &Actor, s: &Visit, m: &Visit) -> Result<()> {
         }
     }
     check_entry_authors(actor, Some(s), m)?;
-    if s.status == VisitStatus::Completed {
-        // What a completed visit may still gain: a follow-up link, a resolution, a review,
-        // and (until it is reviewed) findings and rapid tests recorded concurrently with
-        // its completion. Everything it held stays as it was.
+    if s.status == VisitStatus::Completed && s.review.is_some() {
+        // A reviewed visit is what its reviewer vouched for: it may still gain a follow-up
+        // link, a resolution and a (new) review, and nothing it held may change, whatever
+        // was made concurrently with its completion. (An unreviewed one merges what its
+        // inspector recorded concurrently with completing it: every such change was judged
+        // above to predate the completion, and the completion itself stays.)
         let mut allowed = m.clone();
         allowed.review = s.review.clone();
         allowed.updated_at_ms = s.updated_at_ms;
@@ -442,23 +444,9 @@ fn merge_visit(actor: &Actor, s: &Visit, m: &Visit) -> Result<()> {
         if let (Some(ar), Some(sr)) = (&mut allowed.rectification, &s.rectification) {
             ar.resolved_at_ms = sr.resolved_at_ms;
         }
-        let reviewed = s.review.is_some();
-        let added_findings = m.findings.len() != s.findings.len();
-        let added_tests = m.rapid_tests.len() != s.rapid_tests.len();
-        if reviewed && (added_findings || added_tests) {
-            return Err(Error::Workflow(
-                "a reviewed visit cannot gain findings or rapid tests".into(),
-            ));
-        }
-        allowed
-            .findings
-            .retain(|f| s.findings.iter().any(|x| x.id == f.id));
-        allowed
-            .rapid_tests
-            .retain(|t| s.rapid_tests.iter().any(|x| x.id == t.id));
         if &allowed != s {
             return Err(Error::Workflow(
-                "a completed visit cannot be changed except to add a follow-up, a resolution or a review"
+                "a reviewed visit cannot be changed except to add a follow-up, a resolution or a review"
                     .into(),
             ));
         }

@@ -1067,8 +1067,9 @@ thread_local! {
             .collect();
         let author = gridsync_server::storage::Author { person_id: "fz-admin".into(), device_id: None };
         let results = storage
-            .apply_push(&author, &pushes, &mut |stored, p| {
-                gridsync_server::push::decide(&mut gridsync_server::push::PushContext::new(storage.as_ref(), &admin, FUZZ_SEED_DEVICE), stored, p)
+            .apply_push(&author, &pushes, &mut {
+                let mut ctx = gridsync_server::push::PushContext::new(storage.as_ref(), &admin, FUZZ_SEED_DEVICE);
+                move |stored, p| gridsync_server::push::decide(&mut ctx, stored, p)
             })
             .expect("seed records");
         assert!(results.iter().all(|r| r.outcome == gridsync_core::sync::protocol::PushOutcome::Accepted), "{results:?}");

@@ -820,6 +820,10 @@ fn edit(dev: &Dev, cx: &mut Ctx<'_>) -> gridsync_core::Result<Wrote> {
 struct SeedStats {
     edits: usize,
     refused_locally: usize,
+    /// Edits the server refused by rule: a visit's content edited on one device while the
+    /// inspector's other device completed it and a reviewer reviewed it (a reviewed visit
+    /// is frozen; the refused edit stays on its device, visible as rejected).
+    refused_reviewed: usize,
     syncs: usize,
     failed_syncs: usize,
     conflicts: usize,
@@ -941,6 +945,24 @@ fn run_seed(prep: &Prepared, seed: u64, counters: &Arc<Faults>) -> Result<SeedSt
         .collect();
     let mut known = prep.initial.clone();
     let mut marks: Vec<Mark> = Vec::new();
+    // Records a device holds an edit of that the server refused as an edit of a reviewed
+    // visit; the only refusal legitimate concurrent work may meet.
+    let mut frozen: std::collections::BTreeSet<(usize, String)> = Default::default();
+    let mut accept_refusals = |d: usize,
+                               rejected: &[(String, String)],
+                               frozen: &mut std::collections::BTreeSet<(usize, String)>|
+     -> Result<(), String> {
+        for (id, reason) in rejected {
+            let person = DEVICES[d];
+            let inspector_device = DEVICES.iter().filter(|p| **p == person).count() > 1;
+            if inspector_device && reason.starts_with("a reviewed visit cannot be changed") {
+                frozen.insert((d, id.clone()));
+            } else {
+                return Err(format!("device {d} had an edit of {id} rejected: {reason}"));
+            }
+        }
+        Ok(())
+    };
     let mut stats = SeedStats::default();
     let steps = 15 + rng.below(16);
     for step in 0..steps {
@@ -955,10 +977,8 @@ fn run_seed(prep: &Prepared, seed: u64, counters: &Arc<Faults>) -> Result<SeedSt
                 stats.syncs += 1;
                 match dev.sync() {
                     Ok(r) if !r.rejected.is_empty() => {
-                        return Err(format!(
-                            "step {step}: device {d} had edits rejected: {:?}",
-                            r.rejected
-                        ))
+                        accept_refusals(d, &r.rejected, &mut frozen)
+                            .map_err(|e| format!("step {step}: {e}"))?;
                     }
                     Ok(_) => {}
                     Err(Error::Transport(_)) => stats.failed_syncs += 1,
@@ -1008,19 +1028,21 @@ fn run_seed(prep: &Prepared, seed: u64, counters: &Arc<Faults>) -> Result<SeedSt
             let r = dev
                 .sync()
                 .map_err(|e| format!("final round {round}: device {d}: {e}"))?;
-            if !r.rejected.is_empty() {
-                return Err(format!(
-                    "final round {round}: device {d} had edits rejected: {:?}",
-                    r.rejected
-                ));
-            }
+            accept_refusals(d, &r.rejected, &mut frozen)
+                .map_err(|e| format!("final round {round}: {e}"))?;
         }
     }
     let mut server = server_state(&storage);
+    stats.refused_reviewed = frozen.len();
     for (d, dev) in devs.iter().enumerate() {
         let c = dev.store.counts().map_err(|e| e.to_string())?;
-        if (c.unsynced, c.rejected, c.corrupt, c.kept_edits) != (0, 0, 0, 0) {
-            return Err(format!("device {d} ends with {c:?}"));
+        let refused = frozen.iter().filter(|(x, _)| *x == d).count() as u64;
+        if (c.rejected, c.corrupt, c.kept_edits) != (refused as _, 0, 0)
+            || c.unsynced as u64 > refused
+        {
+            return Err(format!(
+                "device {d} ends with {c:?} ({refused} refused as edits of reviewed visits)"
+            ));
         }
         let ids = dev.store.record_ids().map_err(|e| e.to_string())?;
         let server_ids: Vec<&String> = server.keys().collect();
@@ -1035,6 +1057,14 @@ fn run_seed(prep: &Prepared, seed: u64, counters: &Arc<Faults>) -> Result<SeedSt
         // and history. The app's view of each record must match the server's too.
         let heads = device_heads(&tmp.path().join(format!("d{d}.db")));
         for id in &ids {
+            if frozen.contains(&(d, id.clone())) {
+                // The refused edit is kept on its device, shown as rejected with its reason.
+                let r = dev.store.rejected_edits().map_err(|e| e.to_string())?;
+                if !r.iter().any(|x| &x.id == id) {
+                    return Err(format!("device {d} lost the rejection of {id}"));
+                }
+                continue;
+            }
             let f = &server[id];
             if heads.get(id) != Some(&f.heads) {
                 return Err(format!(
@@ -1061,7 +1091,10 @@ fn run_seed(prep: &Prepared, seed: u64, counters: &Arc<Faults>) -> Result<SeedSt
             _ => None,
         })
         .collect();
-    for m in &marks {
+    let frozen_ids: std::collections::BTreeSet<&String> = frozen.iter().map(|(_, i)| i).collect();
+    for m in marks.iter().filter(
+        |m| !matches!(m, Mark::Has { id, .. } | Mark::Set { id, .. } if frozen_ids.contains(id)),
+    ) {
         match m {
             Mark::Has { id, what, value } => {
                 let f = server
@@ -1194,6 +1227,7 @@ fn devices_converge_under_lost_duplicated_reordered_and_partitioned_delivery() {
                         let mut t = totals.lock().unwrap();
                         t.0.edits += st.edits;
                         t.0.refused_locally += st.refused_locally;
+                        t.0.refused_reviewed += st.refused_reviewed;
                         t.0.syncs += st.syncs;
                         t.0.failed_syncs += st.failed_syncs;
                         t.0.conflicts += st.conflicts;
@@ -1225,10 +1259,11 @@ fn devices_converge_under_lost_duplicated_reordered_and_partitioned_delivery() {
         );
     }
     println!(
-        "convergence: {ok} seeds passed ({replayed} regression seeds) in {:.1} s on {threads} threads: {} edits ({} refused locally), {} syncs ({} failed by faults), {} conflicts left visible; faults: {} requests lost, {} answers lost, {} duplicated, {} old requests replayed, {} refused by partitions, {} deliveries",
+        "convergence: {ok} seeds passed ({replayed} regression seeds) in {:.1} s on {threads} threads: {} edits ({} refused locally, {} refused by the server as edits of reviewed visits), {} syncs ({} failed by faults), {} conflicts left visible; faults: {} requests lost, {} answers lost, {} duplicated, {} old requests replayed, {} refused by partitions, {} deliveries",
         started.elapsed().as_secs_f64(),
         t.edits,
         t.refused_locally,
+        t.refused_reviewed,
         t.syncs,
         t.failed_syncs,
         t.conflicts,
