@@ -310,6 +310,16 @@ pub fn load_received(bytes: &[u8]) -> Result<RecordDoc> {
     RecordDoc::from_doc(doc)
 }
 
+/// Checks that a document (any Automerge document, without forking it) stays within the
+/// reading limits ([`MAX_DEPTH`], [`MAX_LIST_LEN`], [`MAX_MAP_KEYS`], [`MAX_TEXT_CHARS`],
+/// [`MAX_VALUES`]): the same walk as [`RecordDoc::read`], so its cost is bounded by them.
+/// Meant for the server right after applying pushed changes, before costlier steps
+/// (`fork_at` of earlier heads is linear in the document's operations).
+pub fn check_limits(doc: &AutoCommit) -> Result<()> {
+    Reader::new(doc, false).map(&ROOT, &Path::ROOT, true)?;
+    Ok(())
+}
+
 /// Converts heads to bytes for storage.
 pub fn heads_to_bytes(heads: &[ChangeHash]) -> Vec<u8> {
     let mut out = Vec::with_capacity(heads.len() * 32);
@@ -982,6 +992,10 @@ mod tests {
             assert!(document_error(d.read_strict()).contains("limit of 12"));
             assert!(document_error(d.conflicts()).contains("limit of 12"));
         }
+        let mut raw = AutoCommit::load(&bytes).unwrap();
+        assert!(document_error(check_limits(&raw)).contains("limit of 12"));
+        raw.put(ROOT, "address", "地址").unwrap();
+        check_limits(&raw).unwrap();
         // Within the limit, a nested map in a string field is a shape error, not a crash.
         let d = load_received(&deeply_nested(MAX_DEPTH - 2)).unwrap();
         assert!(document_error(d.read()).starts_with("record shape"));
