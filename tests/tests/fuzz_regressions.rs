@@ -494,3 +494,53 @@ fn a_flooding_server_cannot_make_the_phone_read_more_than_the_body_limit() {
         );
     }
 }
+
+// The `judge` fuzz target (structure-aware pushes judged by `push::decide`); its body is
+// shared with `fuzz/fuzz_targets/judge.rs` rather than listed in `FUZZ_TARGETS`.
+#[path = "support/judge.rs"]
+mod judge;
+
+/// Replays the seeds and the kept inputs of the `judge` target: none may panic (which
+/// includes `decide` accepting a push that a liaison may not make).
+#[test]
+fn judge_inputs_run_without_panicking() {
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for dir in [
+        root().join("tests/fuzz-regressions/judge"),
+        root().join("fuzz/seeds/judge"),
+    ] {
+        for f in files(&dir) {
+            let data = std::fs::read(&f).unwrap();
+            n += 1;
+            if let Err(p) = std::panic::catch_unwind(AssertUnwindSafe(|| judge::fuzz_judge(&data)))
+            {
+                let why = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                failures.push(format!("judge {}: {why}", f.display()));
+            }
+        }
+    }
+    println!("replayed judge inputs: {n}");
+    assert!(
+        n >= judge::judge_seeds().len(),
+        "the judge seeds are missing; run write_judge_seeds"
+    );
+    assert!(
+        failures.is_empty(),
+        "inputs that panic:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+#[ignore = "writes the seed corpus of the judge target"]
+fn write_judge_seeds() {
+    let d = root().join("fuzz/seeds/judge");
+    for (name, data) in judge::judge_seeds() {
+        write(&d, name, &data);
+    }
+}
