@@ -1,11 +1,16 @@
 //! The accept loop: HTTP/1.1 connections served by hyper with a header-read timeout, a
 //! cap on open connections in total and per client address, and a pause (never a spin,
 //! never an exit) when `accept` fails because the process is out of file descriptors.
+//!
+//! When the total cap is reached, a new connection takes the place of the oldest one that
+//! has not yet sent a whole request head (a half-open or slow connection); only when every
+//! open connection has been used is the new one closed at once. So idle connections from
+//! many addresses cannot keep phones (or a health check) out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -54,12 +59,22 @@ static ACCEPT_LOG: LogGate = LogGate::new(1);
 const REFUSED_TOTAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 85\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"the server's connection limit is reached\"}";
 const REFUSED_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 88\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"too many open connections from your address\"}";
 
-/// Open connections, in total and per address.
+/// Open connections, in total and per address, and the ones not yet used (oldest first).
 #[derive(Debug, Default)]
 struct Tracker {
     total: AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    fresh: Mutex<VecDeque<Weak<ConnState>>>,
     idle: tokio::sync::Notify,
+}
+
+/// What the accept loop knows of a kept connection.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// A request head has arrived (or the connection was already chosen to make room).
+    used: AtomicBool,
+    /// Wakes the connection's task to close it.
+    evict: tokio::sync::Notify,
 }
 
 /// A kept connection; dropping it gives its place back.
@@ -68,6 +83,7 @@ struct Slot {
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
     ip: IpAddr,
+    state: Arc<ConnState>,
 }
 
 impl Drop for Slot {
@@ -108,24 +124,42 @@ impl Tracker {
         metrics: &Arc<Metrics>,
     ) -> Result<Slot, Refusal> {
         let mut m = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        if self.total.load(Ordering::Acquire) >= limits.max_total {
-            return Err(Refusal::Total);
-        }
-        let n = m.entry(ip).or_insert(0);
-        if !exempt && *n >= limits.max_per_address {
-            if *n == 0 {
-                m.remove(&ip);
-            }
+        if !exempt && m.get(&ip).copied().unwrap_or(0) >= limits.max_per_address {
             return Err(Refusal::PerAddress);
         }
-        *n += 1;
+        if self.total.load(Ordering::Acquire) >= limits.max_total && !self.evict_oldest_unused() {
+            return Err(Refusal::Total);
+        }
+        *m.entry(ip).or_insert(0) += 1;
         self.total.fetch_add(1, Ordering::AcqRel);
         metrics.conn_opened();
+        let state = Arc::new(ConnState::default());
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        if fresh.len() >= 2 * limits.max_total.max(16) {
+            fresh.retain(|w| w.upgrade().is_some_and(|c| !c.used.load(Ordering::Acquire)));
+        }
+        fresh.push_back(Arc::downgrade(&state));
         Ok(Slot {
             tracker: self.clone(),
             metrics: metrics.clone(),
             ip,
+            state,
         })
+    }
+
+    /// Tells the oldest connection that has not sent a request head to close; `false` when
+    /// every open connection has been used.
+    fn evict_oldest_unused(&self) -> bool {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(w) = fresh.pop_front() {
+            if let Some(c) = w.upgrade() {
+                if !c.used.swap(true, Ordering::AcqRel) {
+                    c.evict.notify_one();
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -209,8 +243,11 @@ pub async fn serve(
         let header_timeout = limits.header_read_timeout;
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let conn_state = slot.state.clone();
             let _slot = slot;
+            let used = conn_state.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                used.used.store(true, Ordering::Release);
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 tower::ServiceExt::oneshot(app.clone(), req)
             });
@@ -226,6 +263,11 @@ pub async fn serve(
                 _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
+                }
+                _ = conn_state.evict.notified() => {
+                    metrics.conn_refused("evicted_unused");
+                    tracing::debug!(%peer, "unused connection closed to make room");
+                    return;
                 }
             };
             if let Err(e) = result {

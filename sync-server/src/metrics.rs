@@ -56,7 +56,7 @@ pub const LIMITS: [&str; 4] = [
 ];
 
 /// Why a connection was closed at once.
-pub const CONN_REFUSALS: [&str; 2] = ["total", "per_address"];
+pub const CONN_REFUSALS: [&str; 3] = ["total", "per_address", "evicted_unused"];
 
 fn counters<const N: usize>() -> [AtomicU64; N] {
     std::array::from_fn(|_| AtomicU64::new(0))
@@ -323,7 +323,7 @@ impl Metrics {
             w,
             "gridsync_connections_refused_total",
             "counter",
-            "Connections closed at once by a connection cap.",
+            "Connections closed by a cap: at once (total, per_address), or an unused one closed to make room (evicted_unused).",
         );
         for (i, why) in CONN_REFUSALS.iter().enumerate() {
             let _ = writeln!(
