@@ -3,6 +3,8 @@
 //! `tests/tests/fuzz_regressions.rs`).
 #![no_main]
 
+// `judge_seeds` is used by the replay only.
+#[allow(dead_code)]
 #[path = "../../tests/tests/support/judge.rs"]
 mod judge;
 
