@@ -499,7 +499,7 @@ fn run(w: &World, data: &[u8]) {
                 if let Ok(mut fork) = cur.fork_at(&heads) {
                     // The device's own actor on two branches repeats sequence numbers
                     // (Automerge refuses the merge); another actor is not the device's.
-                    if input.byte() % 2 == 0 {
+                    if input.byte().is_multiple_of(2) {
                         fork.set_actor(&own_actor);
                     } else {
                         fork.set_actor(&ActorId::from(input.bytes(4)));
@@ -513,7 +513,7 @@ fn run(w: &World, data: &[u8]) {
                 let size = input.byte() as usize;
                 if let Some((obj, prop)) = resolve(cur.inner(), path) {
                     let doc = cur.inner();
-                    if size % 2 == 0 {
+                    if size.is_multiple_of(2) {
                         if let Ok(mut at) = doc.put_object(&obj, prop, ObjType::Map) {
                             for _ in 0..size / 8 {
                                 match doc.put_object(&at, "x", ObjType::Map) {
@@ -570,7 +570,7 @@ fn run(w: &World, data: &[u8]) {
         id: stored_id
             .unwrap_or(if target == 2 { NEW_PRODUCER } else { NEW_VISIT })
             .to_string(),
-        kind: if target % 2 == 0 { 1 } else { 2 },
+        kind: if target.is_multiple_of(2) { 1 } else { 2 },
         changes: if stored.is_some() {
             cur.save_after(&base_heads)
         } else {
