@@ -28,4 +28,11 @@ if [ -f sync-server/examples/ingest.rs ]; then
   cargo build ${build[@]+"${build[@]}"} -p gridsync-server --example ingest ||
     echo "bench.sh: the ingest example did not build; W5 is left out" >&2
 fi
+# Memory and time under attack (docs/benchmarks.md, "Under attack"): the server as a child
+# process, resource attacks while /healthz is polled; fails the run if the peak reaches 200 MB
+# or a /healthz answer takes 1 s.
+cargo build ${build[@]+"${build[@]}"} -p gridsync-server --bin gridsync-server --example attack
+attack_args=(--server "$target/$profile/gridsync-server")
+if [ "$profile" = debug ]; then attack_args+=(--small); fi
+"$target/$profile/examples/attack" "${attack_args[@]}"
 exec "$target/$profile/gridsync-bench" run "$@"

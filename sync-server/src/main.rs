@@ -334,9 +334,7 @@ fn serve(
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on http://{addr}");
         std::io::stdout().flush().ok();
@@ -350,6 +348,26 @@ fn serve(
         tracing::info!("gridsync-server stopped");
         Ok(())
     })
+}
+
+/// Listens on `addr` with a long accept queue (4,096, or the kernel's `somaxconn` if lower),
+/// so that a burst of connections does not drop phones' connection attempts.
+fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::other("the address resolves to nothing");
+    for a in addr.to_socket_addrs()? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|_| socket.listen(4096)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 async fn shutdown_signal() {
