@@ -113,7 +113,7 @@ impl LimitArgs {
         if self.max_connections == 0 || self.max_connections_per_address == 0 {
             return Err("connection limits must be at least 1".into());
         }
-        if !(self.device_rate > 0.0) || self.device_burst == 0 {
+        if !self.device_rate.is_finite() || self.device_rate <= 0.0 || self.device_burst == 0 {
             return Err("--device-rate and --device-burst must be more than 0".into());
         }
         if self.header_read_timeout_secs == 0 || self.request_timeout_secs == 0 {

@@ -6,6 +6,8 @@
 //! whole 127.0.0.0/8 range reaches the server on Linux, and the server counts connections
 //! per source address.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
