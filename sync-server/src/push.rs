@@ -49,7 +49,11 @@ pub struct PushContext<'a> {
 
 impl std::fmt::Debug for PushContext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PushContext({}, {})", self.device_id, self.scope.actor.person_id)
+        write!(
+            f,
+            "PushContext({}, {})",
+            self.device_id, self.scope.actor.person_id
+        )
     }
 }
 
@@ -127,7 +131,11 @@ fn core_reject(e: CoreError) -> PushDecision {
 }
 
 /// The template a visit was recorded with (stored, or the built-in default).
-fn visit_template(storage: &dyn Storage, template_id: &str, version: u32) -> Option<ChecklistTemplate> {
+fn visit_template(
+    storage: &dyn Storage,
+    template_id: &str,
+    version: u32,
+) -> Option<ChecklistTemplate> {
     storage
         .record(&ChecklistTemplate::record_id(template_id, version))
         .ok()
@@ -139,7 +147,8 @@ fn visit_template(storage: &dyn Storage, template_id: &str, version: u32) -> Opt
             _ => None,
         })
         .or_else(|| {
-            (template_id == DEFAULT_TEMPLATE_ID && version == 1).then(|| default_template("builtin"))
+            (template_id == DEFAULT_TEMPLATE_ID && version == 1)
+                .then(|| default_template("builtin"))
         })
 }
 
@@ -247,7 +256,11 @@ fn judge_each_change(
 }
 
 /// Decides one pushed record for the person and device of `ctx`.
-pub fn decide(ctx: &mut PushContext<'_>, stored: Option<&StoredRecord>, p: &PushRecord) -> PushDecision {
+pub fn decide(
+    ctx: &mut PushContext<'_>,
+    stored: Option<&StoredRecord>,
+    p: &PushRecord,
+) -> PushDecision {
     // A batch may be decided again (another push changed one of its records meanwhile):
     // what this record decided last time no longer holds.
     ctx.batch_producers.remove(&p.id);
@@ -318,6 +331,11 @@ pub fn decide(ctx: &mut PushContext<'_>, stored: Option<&StoredRecord>, p: &Push
             RejectCode::MissingDeps,
             "the changes depend on changes the server does not have",
         );
+    }
+    // Bounded before any costlier step (forks at earlier heads are linear in the
+    // document's operations): depth, list and map sizes (`docs/limits.md`).
+    if let Err(e) = gridsync_core::doc::check_limits(&merged) {
+        return reject(RejectCode::BadDocument, e.to_string());
     }
     let pushed: Vec<ChangeHash> = p.heads.iter().map(|h| ChangeHash(*h)).collect();
     if pushed
@@ -404,8 +422,10 @@ pub fn decide(ctx: &mut PushContext<'_>, stored: Option<&StoredRecord>, p: &Push
         return core_reject(e);
     }
     let new_changes_bytes = merged.save_after(&old_heads);
-    let result = match RecordDoc::from_doc(merged.fork()).and_then(|d| d.read()) {
+    // Only fields the server's model knows are stored (servers are upgraded first).
+    let result = match RecordDoc::from_doc(merged.fork()).and_then(|d| d.read_strict()) {
         Ok(r) => r,
+        Err(e @ CoreError::Invalid(_)) => return core_reject(e),
         Err(e) => return reject(RejectCode::BadDocument, e.to_string()),
     };
     if result.kind() != kind || result.id() != p.id {
