@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 GRIDSYNC_HOSTILE_CASES="${1:-10000}" GRIDSYNC_HOSTILE_SEED="${2:-1592594996}" \
   GRIDSYNC_TEST_BACKEND="${GRIDSYNC_TEST_BACKEND:-sqlite}" \
-  cargo test --release -p gridsync-tests --test hostile_property -- --nocapture
+  cargo test -p gridsync-tests --test hostile_property -- --nocapture
