@@ -393,10 +393,14 @@ pub fn decide(
     // Every change is the pushing device's and names the authenticated person.
     for c in &new_changes {
         if !ctx.actor_allowed(c.actor_id()) {
+            // Only the device an actor belongs to may deliver its changes. A phone meets
+            // this honestly after a restore (it holds another device's changes that the
+            // restored server lost): it is told to wait (as for missing dependencies), not
+            // shown a rejection; the author's own device brings the changes back.
             return reject(
-                RejectCode::Forbidden,
+                RejectCode::MissingDeps,
                 format!(
-                    "change {} is signed by actor {}, which is not this device's",
+                    "change {} is signed by another device (actor {}); only that device can deliver it",
                     c.hash(),
                     c.actor_id()
                 ),

@@ -948,9 +948,9 @@ fn run_seed(prep: &Prepared, seed: u64, counters: &Arc<Faults>) -> Result<SeedSt
     // Records a device holds an edit of that the server refused as an edit of a reviewed
     // visit; the only refusal legitimate concurrent work may meet.
     let mut frozen: std::collections::BTreeSet<(usize, String)> = Default::default();
-    let mut accept_refusals = |d: usize,
-                               rejected: &[(String, String)],
-                               frozen: &mut std::collections::BTreeSet<(usize, String)>|
+    let accept_refusals = |d: usize,
+                           rejected: &[(String, String)],
+                           frozen: &mut std::collections::BTreeSet<(usize, String)>|
      -> Result<(), String> {
         for (id, reason) in rejected {
             let person = DEVICES[d];

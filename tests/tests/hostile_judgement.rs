@@ -676,15 +676,30 @@ fn changes_are_bound_to_their_device_and_person() {
         .get_changes(&[])
         .iter()
         .any(|c| *c.actor_id() == sup_actor));
-    for (what, actor, person) in [
-        ("the supervisor's actor", sup_actor.clone(), lia.clone()),
+    // Another device's actor: only that device may deliver its changes (the answer is
+    // the one a phone gets for changes only their author can bring after a restore).
+    // The device's own actor naming another person: forbidden.
+    let cases = [
+        (
+            "the supervisor's actor",
+            sup_actor.clone(),
+            lia.clone(),
+            RejectCode::MissingDeps,
+        ),
         (
             "the supervisor's actor and name",
             sup_actor.clone(),
             sup.clone(),
+            RejectCode::MissingDeps,
         ),
-        ("the supervisor's name", w.lp.store.actor_id(), sup.clone()),
-    ] {
+        (
+            "the supervisor's name",
+            w.lp.store.actor_id(),
+            sup.clone(),
+            RejectCode::Forbidden,
+        ),
+    ];
+    for (what, actor, person, code) in cases {
         let c = craft(
             &w,
             &p.id,
@@ -699,17 +714,13 @@ fn changes_are_bound_to_their_device_and_person() {
                 }
             },
         );
+        let before = w.stored(&p.id);
         let outcome = push(&w.lp, c.push);
         assert!(
-            matches!(
-                &outcome,
-                PushOutcome::Rejected {
-                    code: RejectCode::Forbidden,
-                    ..
-                }
-            ),
+            matches!(&outcome, PushOutcome::Rejected { code: c, .. } if *c == code),
             "{what}: {outcome:?}"
         );
+        assert_eq!(w.stored(&p.id), before, "{what}: nothing stored");
     }
     // The supervisor's own offline edit still syncs, and the record keeps reaching them.
     let mut e = w.sp.store.producer(&p.id).unwrap();

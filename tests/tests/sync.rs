@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use gridsync_core::model::{
-    Finding, Record, ReviewAction, ReviewState, RiskLevel, Role, Severity, Visit,
+    default_template, Finding, Record, ReviewAction, ReviewState, RiskLevel, Role, Severity, Visit,
 };
 use gridsync_core::store::Store;
 use gridsync_core::sync::protocol::{self, PushOutcome, SyncRequest, SyncResponse};
@@ -340,6 +340,69 @@ fn server_restored_from_an_older_copy_gets_back_what_it_lost() {
             "a new phone sees everything again"
         );
     }
+}
+
+/// Issue 19, part 5: after a restore, a supervisor's phone holding a liaison's visit made
+/// after the backup is not left with a rejection it can do nothing about: only the
+/// liaison's device may deliver the liaison's changes, so the supervisor's phone waits,
+/// and once the liaison's phone has re-sent the visit nothing is rejected or unsynced on
+/// any phone.
+#[test]
+fn after_a_restore_others_changes_wait_for_their_author_without_rejection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    let data = small_dataset();
+    server.load(&data);
+    let liaison = person_in(&data, Role::Liaison, "DEMO-T01-V01");
+    let supervisor = person_in(&data, Role::Supervisor, "DEMO-T01");
+    let lp = Phone::enrol(&server, &server.url(), dir.path(), "l", &liaison.id);
+    let sp = Phone::enrol(&server, &server.url(), dir.path(), "s", &supervisor.id);
+    lp.sync().unwrap();
+    sp.sync().unwrap();
+    let backup = dir.path().join("backup.db");
+    let server = server.backup(&backup, true);
+    // After the backup: the liaison records a visit, the supervisor's phone receives it.
+    let producer = data
+        .producers
+        .iter()
+        .find(|p| p.grid == liaison.grids[0])
+        .unwrap();
+    let v = Visit::new(
+        &producer.id,
+        &producer.grid,
+        &liaison.id,
+        &default_template("builtin"),
+        gridsync_core::now_ms(),
+    );
+    let v = lp.store.save_visit(v).unwrap();
+    lp.sync().unwrap();
+    sp.sync().unwrap();
+    assert!(sp.store.visit(&v.id).is_ok());
+    let server = server.restore(&backup);
+    use gridsync_server::storage::Storage;
+    assert!(server.storage.record(&v.id).unwrap().is_none());
+    // The supervisor's phone syncs first: it may not deliver the liaison's visit, and is
+    // not shown a rejection for it.
+    let r = sp.sync().unwrap();
+    assert!(r.epoch_reset);
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    assert_eq!(r.waiting, 1, "the liaison's visit waits for its author");
+    assert!(server.storage.record(&v.id).unwrap().is_none());
+    // The liaison's phone re-sends it; the supervisor's phone is then clean too.
+    let r = lp.sync().unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    assert!(server.storage.record(&v.id).unwrap().is_some());
+    let r = sp.sync().unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    for p in [&lp, &sp] {
+        let c = p.store.counts().unwrap();
+        assert_eq!((c.unsynced, c.rejected), (0, 0), "{}: {c:?}", p.person.id);
+        assert!(p.store.rejected_edits().unwrap().is_empty());
+    }
+    assert_eq!(
+        snapshot(&lp.store).get(&v.id),
+        snapshot(&sp.store).get(&v.id)
+    );
 }
 
 #[test]

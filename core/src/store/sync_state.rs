@@ -680,6 +680,21 @@ fn apply_record(
                 "UPDATE records SET server_heads = ?2 WHERE id = ?1",
                 params![rec.id, heads_to_bytes(&server_heads)],
             )?;
+            // The server holds every change this device has (after a restore, another
+            // device delivered them): nothing is left to push, and a rejection of changes
+            // the server now has is void.
+            let mut mine = doc.heads();
+            mine.sort();
+            let mut theirs = server_heads.clone();
+            theirs.sort();
+            if mine == theirs {
+                tx.execute(
+                    "UPDATE records SET acked_rev = local_rev, rejected_rev = NULL,
+                         rejected_code = NULL, rejected_reason = NULL
+                     WHERE id = ?1",
+                    [&rec.id],
+                )?;
+            }
             materialize(tx, &doc.read()?)?;
         }
         None => {

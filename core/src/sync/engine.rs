@@ -81,6 +81,9 @@ pub struct SyncReport {
     /// Pages asked for again with hashes because their bare documents did not match the
     /// server's digest (0 unless this build and the server disagree on document hashes).
     pub digest_retries: u32,
+    /// Records holding changes only another device can deliver (after a server restore):
+    /// not rejected, tried again at the next sync.
+    pub waiting: u32,
 }
 
 /// Drives sync for one store over one transport.
@@ -170,6 +173,8 @@ impl<'a> SyncEngine<'a> {
         let mut pushed_ids: HashSet<String> = HashSet::new();
         let mut want_full: Vec<String> = Vec::new();
         let mut full_asked: HashMap<String, u32> = HashMap::new();
+        // Records the server answered `MissingDeps` for in this sync.
+        let mut missing: HashMap<String, u32> = HashMap::new();
         let mut resets = 0;
         // Whole documents come bare (without their hashes) unless a page's derived heads
         // once failed to match the server's digest in this sync.
@@ -228,6 +233,14 @@ impl<'a> SyncEngine<'a> {
                     if *code != protocol::RejectCode::MissingDeps {
                         report.rejected.push((r.id.clone(), reason.clone()));
                         pushed_ids.insert(r.id.clone());
+                    } else if *missing.entry(r.id.clone()).or_insert(0) >= 1 {
+                        // Sent whole once and still missing something: changes only
+                        // another device can deliver (after a server restore). Not a
+                        // rejection; it is tried again at the next sync.
+                        pushed_ids.insert(r.id.clone());
+                        report.waiting += 1;
+                    } else {
+                        *missing.entry(r.id.clone()).or_insert(0) += 1;
                     }
                 } else {
                     pushed_ids.insert(r.id.clone());
