@@ -59,6 +59,9 @@ pub struct SyncReport {
     /// Pages fetched again with hashes because the documents rebuilt here did not match
     /// the server's digest (0 unless app and server disagree on document hashes).
     pub digest_retries: u32,
+    /// Records holding changes only another device can deliver (after a server restore):
+    /// not rejected, tried again at the next sync.
+    pub waiting: u32,
 }
 
 impl From<cs::SyncReport> for SyncReport {
@@ -78,6 +81,7 @@ impl From<cs::SyncReport> for SyncReport {
             bytes_down: r.bytes_down,
             epoch_reset: r.epoch_reset,
             digest_retries: r.digest_retries,
+            waiting: r.waiting,
         }
     }
 }
