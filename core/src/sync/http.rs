@@ -81,6 +81,20 @@ impl HttpTransport {
                         last = format!("{status}: {message}");
                         continue;
                     }
+                    // Rate-limited: wait as long as the server asks (a few seconds at most,
+                    // so a sync never stalls long), then try again.
+                    if status.as_u16() == 429 && attempt + 1 < self.attempts.max(1) {
+                        let wait = resp
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .map_or(delay, Duration::from_secs)
+                            .min(Duration::from_secs(5));
+                        std::thread::sleep(wait.saturating_sub(delay));
+                        last = format!("{status}: {message}");
+                        continue;
+                    }
                     return Err(Error::Server {
                         status: status.as_u16(),
                         message,
