@@ -2,6 +2,7 @@
 //! materialized columns for the field app's queries, and the sync bookkeeping beside them
 //! so that data and cursors always commit together.
 
+mod integrity;
 mod queries;
 pub mod schema;
 mod sync_state;
@@ -23,6 +24,7 @@ use crate::rules::{self, GridTree};
 use crate::validate;
 use crate::{now_ms, Error, Result};
 
+pub use integrity::{IntegrityLevel, IntegrityReport};
 pub use queries::{
     Counts, DueProducer, ProducerSort, ProducerSummary, RectificationItem, VisitSummary,
 };
@@ -69,13 +71,43 @@ pub struct Store {
     /// Parsed template versions with the heads they were read at (every visit save
     /// validates against its template; a template changes only with its heads).
     templates: Mutex<HashMap<String, (Vec<u8>, ChecklistTemplate)>>,
+    /// The integrity check started when the store was opened ([`Store::open_check`]).
+    open_check: Mutex<integrity::OpenCheck>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The open-time check has a connection of its own: let it finish with the file.
+        let oc = self.open_check.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = oc.running.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Store {
     /// Opens (or creates) the store in a file, in WAL mode with full durability.
+    ///
+    /// `PRAGMA quick_check` and the row counts of the query tables then run in the
+    /// background on a connection of their own; a failure rebuilds the query tables from
+    /// the documents ([`Store::open_check`] has the result).
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        let conn = Connection::open(path.as_ref())?;
+        let store = Self::init(conn)?;
+        let running = integrity::spawn_open_check(path.as_ref().to_path_buf());
+        store
+            .open_check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running = running;
+        Ok(store)
+    }
+
+    /// Opens the store in a file without the background check at open: for a caller that
+    /// runs [`Store::check_integrity`] itself and wants to see what it finds first
+    /// (`gridsync-field doctor`).
+    pub fn open_unchecked(path: impl AsRef<Path>) -> Result<Store> {
+        Self::init(Connection::open(path.as_ref())?)
     }
 
     /// An in-memory store, for tests.
@@ -124,6 +156,7 @@ impl Store {
             actor: Mutex::new(actor),
             tree: Mutex::new(None),
             templates: Mutex::new(HashMap::new()),
+            open_check: Mutex::new(integrity::OpenCheck::default()),
         })
     }
 
@@ -1027,57 +1060,72 @@ pub(crate) fn persist_doc(
     Ok(())
 }
 
-/// Refreshes the query tables for a record.
-pub(crate) fn materialize(tx: &Transaction<'_>, rec: &Record) -> Result<()> {
+/// The values of a record's query-table row, in the order of the columns
+/// [`materialize`] writes (without `producers.last_visit_ms`, which derives from visits).
+pub(crate) fn row_values(rec: &Record) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |s: &str| Value::Text(s.to_string());
+    let opt = |s: Option<&String>| s.map_or(Value::Null, |s| Value::Text(s.clone()));
     match rec {
-        Record::Producer(p) => {
+        Record::Producer(p) => vec![
+            text(&p.id),
+            text(&p.grid),
+            text(&p.name),
+            text(&p.owner),
+            text(&p.phone),
+            text(p.producer_type.as_str()),
+            Value::Text(serde_plain(&p.status)),
+            text(p.effective_review_state().as_str()),
+            Value::Text(serde_plain(&p.risk)),
+            Value::Integer(p.updated_at_ms),
+        ],
+        Record::Visit(v) => {
+            let r = v.rectification.as_ref();
+            vec![
+                text(&v.id),
+                text(&v.producer_id),
+                text(&v.grid),
+                text(&v.inspector),
+                Value::Integer(v.started_at_ms),
+                Value::Text(serde_plain(&v.status)),
+                Value::Integer(i64::from(r.is_some() && v.rectification_open())),
+                opt(r.map(|r| &r.deadline)),
+                opt(r.map(|r| &r.notice_number)),
+            ]
+        }
+        Record::Template(t) => vec![
+            text(&t.id),
+            text(&t.template_id),
+            Value::Integer(i64::from(t.version)),
+            text(&t.grid),
+        ],
+    }
+}
+
+/// Refreshes the query tables for a record.
+pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
+    let values = row_values(rec);
+    let values = rusqlite::params_from_iter(values.iter());
+    match rec {
+        Record::Producer(_) => {
             exec(
                 tx,
-                "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, last_visit_ms, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-                         (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1), ?10)
+                "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, last_visit_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                         (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1))
                  ON CONFLICT(id) DO UPDATE SET grid = ?2, name = ?3, owner = ?4, phone = ?5,
                      producer_type = ?6, status = ?7, review_state = ?8, risk = ?9, updated_at_ms = ?10",
-                params![
-                    p.id,
-                    p.grid,
-                    p.name,
-                    p.owner,
-                    p.phone,
-                    p.producer_type.as_str(),
-                    serde_plain(&p.status),
-                    p.effective_review_state().as_str(),
-                    serde_plain(&p.risk),
-                    p.updated_at_ms
-                ],
+                values,
             )?;
         }
         Record::Visit(v) => {
-            let (open, deadline, notice) = match &v.rectification {
-                Some(r) => (
-                    v.rectification_open(),
-                    Some(r.deadline.clone()),
-                    Some(r.notice_number.clone()),
-                ),
-                None => (false, None, None),
-            };
             exec(
                 tx,
                 "INSERT INTO visits (id, producer_id, grid, inspector, started_at_ms, status, rect_open, rect_deadline, rect_notice)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(id) DO UPDATE SET producer_id = ?2, grid = ?3, inspector = ?4,
                      started_at_ms = ?5, status = ?6, rect_open = ?7, rect_deadline = ?8, rect_notice = ?9",
-                params![
-                    v.id,
-                    v.producer_id,
-                    v.grid,
-                    v.inspector,
-                    v.started_at_ms,
-                    serde_plain(&v.status),
-                    open,
-                    deadline,
-                    notice
-                ],
+                values,
             )?;
             exec(
                 tx,
@@ -1085,12 +1133,12 @@ pub(crate) fn materialize(tx: &Transaction<'_>, rec: &Record) -> Result<()> {
                 [&v.producer_id],
             )?;
         }
-        Record::Template(t) => {
+        Record::Template(_) => {
             exec(
                 tx,
                 "INSERT INTO templates (id, template_id, version, grid) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(id) DO UPDATE SET template_id = ?2, version = ?3, grid = ?4",
-                params![t.id, t.template_id, t.version, t.grid],
+                values,
             )?;
         }
     }

@@ -195,6 +195,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Ids of records set aside as corrupt, to ask the server for in full (`want_full`) so
+    /// that its copy replaces them ([`PageOutcome`]); at most one page's worth.
+    pub fn corrupt_to_heal(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM records WHERE corrupt IS NOT NULL ORDER BY updated_at_ms, id LIMIT ?1",
+            )?;
+            let rows = st.query_map([crate::sync::protocol::MAX_PAGE_RECORDS], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// Records the server's answers for a push. Returns (accepted, rejected).
     pub fn apply_push_results(
         &self,
@@ -275,7 +287,7 @@ impl Store {
                     if !allowed {
                         continue;
                     }
-                    if apply_record(tx, rec, kind, rebuilt)? {
+                    if apply_record(tx, rec, kind, rebuilt, &mut out)? {
                         out.applied += 1;
                     } else {
                         out.need_full.push(rec.id.clone());
@@ -637,6 +649,7 @@ fn apply_record(
     rec: &PulledRecord,
     kind: RecordKind,
     rebuilt: Option<Rebuilt>,
+    out: &mut PageOutcome,
 ) -> Result<bool> {
     let bare = rec.full && rec.heads.is_empty();
     let (read_ahead, bytes, server_heads) = match rebuilt {
@@ -653,10 +666,10 @@ fn apply_record(
     };
     let existing = match load_doc(tx, &rec.id) {
         Ok(d) => d,
-        Err(Error::Corrupt { .. }) if rec.full => {
-            // A full copy from the server replaces a document that failed to load.
-            delete_record(tx, &rec.id, kind)?;
-            None
+        Err(Error::Corrupt { detail, .. }) if rec.full => {
+            // A full copy from the server replaces a document that failed to load; what
+            // can be recovered of the local changes goes on top of it.
+            return heal_record(tx, rec, kind, &bytes, &server_heads, &detail, out);
         }
         Err(Error::Corrupt { .. }) => return Ok(false),
         Err(e) => return Err(e),
@@ -741,6 +754,143 @@ fn apply_record(
         }
     }
     Ok(true)
+}
+
+/// Replaces a record whose stored bytes failed to load with the server's whole document
+/// `server_doc`, re-applying on top every piece of the damaged copy that still loads on its
+/// own (the compact save, each incremental chunk), so that intact local changes survive
+/// and are pushed. Local changes that cannot be recovered (the record had unsynced or
+/// rejected changes and its last local heads are not in the result) are kept for export
+/// with the damaged bytes, and counted in `out.kept`. Returns false if the server's
+/// document itself does not load (then it is asked for again).
+fn heal_record(
+    tx: &Transaction<'_>,
+    rec: &PulledRecord,
+    kind: RecordKind,
+    server_doc: &[u8],
+    server_heads: &[automerge::ChangeHash],
+    detail: &str,
+    out: &mut PageOutcome,
+) -> Result<bool> {
+    let Ok(mut doc) = RecordDoc::load(server_doc, &[]).or_else(|_| load_received(server_doc))
+    else {
+        return Ok(false);
+    };
+    if doc.kind() != kind || !doc.missing_deps().is_empty() || doc.read().is_err() {
+        return Ok(false);
+    }
+    let Some(damaged) = damaged_copy(tx, &rec.id)? else {
+        return Ok(false);
+    };
+    // Pieces in the order they were written; a chunk depending on a lost piece stays
+    // unapplied (its dependencies are missing), so retry while something new applies.
+    let mut pending: Vec<&[u8]> = std::iter::once(damaged.doc.as_slice())
+        .chain(damaged.chunks.iter().map(Vec::as_slice))
+        .collect();
+    loop {
+        let before = pending.len();
+        pending.retain(|piece| {
+            let mut trial = doc.fork();
+            let took = trial.apply(piece).is_ok()
+                && trial.missing_deps().is_empty()
+                && trial.read().is_ok();
+            if took {
+                doc = trial;
+            }
+            !took
+        });
+        if pending.len() == before || pending.is_empty() {
+            break;
+        }
+    }
+    let record = doc.read()?;
+    let heads = doc.heads();
+    let mut server_sorted = server_heads.to_vec();
+    server_sorted.sort_unstable();
+    let local_on_top = heads != server_sorted;
+    let lost = damaged.dirty
+        && !damaged
+            .heads
+            .as_ref()
+            .is_some_and(|h| !h.is_empty() && doc.has_heads(h));
+    if lost {
+        let mut raw = damaged.doc.clone();
+        for c in &damaged.chunks {
+            raw.extend_from_slice(c);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO kept_edits (id, kind, grid, doc, reason, kept_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                rec.id,
+                kind.as_str(),
+                damaged.grid,
+                raw,
+                format!(
+                    "{DAMAGED_REASON}; the record was replaced by the server's copy{} ({detail})",
+                    if local_on_top { " with the local changes that could be read" } else { "" }
+                ),
+                now_ms()
+            ],
+        )?;
+        out.kept += 1;
+    }
+    tracing::warn!(
+        record = %rec.id,
+        recovered_local = local_on_top,
+        kept = lost,
+        "record healed from the server's copy"
+    );
+    delete_record(tx, &rec.id, kind)?;
+    let bytes = doc.save();
+    insert_received(tx, rec, &record, &bytes, &heads, server_heads)?;
+    if local_on_top {
+        // Changes the server does not have: push them.
+        tx.execute("UPDATE records SET local_rev = 1 WHERE id = ?1", [&rec.id])?;
+    }
+    Ok(true)
+}
+
+/// Why an edit is kept when the bytes holding it were damaged on the device.
+pub(crate) const DAMAGED_REASON: &str =
+    "local changes stored on this device were damaged and could not be recovered";
+
+/// What is left of a record whose bytes failed to load.
+struct DamagedCopy {
+    doc: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
+    /// The heads written with its last change, if they still parse.
+    heads: Option<Vec<automerge::ChangeHash>>,
+    grid: String,
+    /// Whether it held changes the server had not accepted.
+    dirty: bool,
+}
+
+fn damaged_copy(tx: &Transaction<'_>, id: &str) -> Result<Option<DamagedCopy>> {
+    type Row = (Vec<u8>, Vec<u8>, String, bool);
+    let row: Option<Row> = tx
+        .query_row(
+            "SELECT doc, heads, grid, local_rev > acked_rev OR rejected_rev IS NOT NULL
+             FROM records WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((doc, heads, grid, dirty)) = row else {
+        return Ok(None);
+    };
+    let chunks = {
+        let mut st =
+            tx.prepare_cached("SELECT bytes FROM record_chunks WHERE id = ?1 ORDER BY n")?;
+        let rows = st.query_map([id], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<Vec<Vec<u8>>>>()?
+    };
+    Ok(Some(DamagedCopy {
+        doc,
+        chunks,
+        heads: heads_from_bytes(&heads).ok(),
+        grid,
+        dirty,
+    }))
 }
 
 /// Stores a record the device did not have, as received, and its query rows.

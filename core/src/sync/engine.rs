@@ -171,7 +171,8 @@ impl<'a> SyncEngine<'a> {
         let mut link = self.link()?;
         let mut report = SyncReport::default();
         let mut pushed_ids: HashSet<String> = HashSet::new();
-        let mut want_full: Vec<String> = Vec::new();
+        // Records set aside as corrupt are asked for whole: the server's copy heals them.
+        let mut want_full: Vec<String> = self.store.corrupt_to_heal()?;
         let mut full_asked: HashMap<String, u32> = HashMap::new();
         // Records the server answered `MissingDeps` for in this sync.
         let mut missing: HashMap<String, u32> = HashMap::new();
