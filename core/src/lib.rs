@@ -31,10 +31,39 @@ pub fn device_actor(device_id: &str) -> automerge::ActorId {
     automerge::ActorId::from(&digest[..16])
 }
 
-/// Current time in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
+/// How far ahead of the server's clock a record's date may lie (a phone's clock a little
+/// fast, time zones set by hand): dates beyond it are refused by the server and ignored by
+/// the patrol schedule.
+pub const FUTURE_TOLERANCE_MS: i64 = 24 * 3600 * 1000;
+
+/// Offsets from the server's clock smaller than this are left alone (network jitter).
+pub const CLOCK_CORRECTION_THRESHOLD_MS: i64 = 5 * 60 * 1000;
+
+static CLOCK_CORRECTION_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// The system clock, milliseconds since the Unix epoch.
+pub fn system_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Current time in milliseconds since the Unix epoch: the system clock corrected by the
+/// offset from the server's clock that the device measured when it last synced (0 on the
+/// server, and on a device whose clock is right). Every date the store writes comes from
+/// here, so a phone whose clock is years off still dates its records right once it has
+/// synced.
+pub fn now_ms() -> i64 {
+    system_now_ms() + CLOCK_CORRECTION_MS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The correction [`now_ms`] applies to the system clock.
+pub fn clock_correction_ms() -> i64 {
+    CLOCK_CORRECTION_MS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets the correction [`now_ms`] applies (the store does, from what it measured).
+pub fn set_clock_correction_ms(ms: i64) {
+    CLOCK_CORRECTION_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }

@@ -186,6 +186,64 @@ fn validate_full(ctx: &PushContext<'_>, rec: &Record) -> Result<(), CoreError> {
         other => validate::validate_record(other),
     }
 }
+/// A date the merged record gained (new, or changed from the stored record) that lies
+/// more than [`gridsync_core::FUTURE_TOLERANCE_MS`] ahead of the server's clock at
+/// receipt: a phone whose clock is wrong. Dates already stored are not judged again.
+fn future_dated(stored: Option<&Record>, merged: &Record, now_ms: i64) -> Option<CoreError> {
+    fn dates(r: &Record) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        match r {
+            Record::Producer(p) => {
+                out.push(("created_at_ms".into(), p.created_at_ms));
+                out.push(("updated_at_ms".into(), p.updated_at_ms));
+                for e in &p.review.history {
+                    out.push((format!("review.history[{}].at_ms", e.id), e.at_ms));
+                }
+            }
+            Record::Visit(v) => {
+                out.push(("started_at_ms".into(), v.started_at_ms));
+                out.push(("updated_at_ms".into(), v.updated_at_ms));
+                if let Some(t) = v.ended_at_ms {
+                    out.push(("ended_at_ms".into(), t));
+                }
+                for f in &v.findings {
+                    out.push((format!("findings[{}].recorded_at_ms", f.id), f.recorded_at_ms));
+                }
+                for t in &v.rapid_tests {
+                    out.push((format!("rapid_tests[{}].tested_at_ms", t.id), t.tested_at_ms));
+                }
+                if let Some(r) = &v.review {
+                    out.push(("review.at_ms".into(), r.at_ms));
+                }
+                if let Some(a) = &v.acknowledgement {
+                    out.push(("acknowledgement.at_ms".into(), a.at_ms));
+                }
+                if let Some(t) = v.rectification.as_ref().and_then(|r| r.resolved_at_ms) {
+                    out.push(("rectification.resolved_at_ms".into(), t));
+                }
+            }
+            Record::Template(_) => {}
+        }
+        out
+    }
+    let old = stored.map(dates).unwrap_or_default();
+    let limit = now_ms + gridsync_core::FUTURE_TOLERANCE_MS;
+    let (field, at) = dates(merged)
+        .into_iter()
+        .find(|d| d.1 > limit && !old.contains(d))?;
+    let days = (at - now_ms) / 86_400_000;
+    Some(
+        validate::Invalid::new(
+            field,
+            format!(
+                "is {days} days ahead of the server's clock (more than {} h): the phone's clock is wrong (what it records after its next sync is dated by the server's clock)",
+                gridsync_core::FUTURE_TOLERANCE_MS / 3_600_000
+            ),
+        )
+        .into(),
+    )
+}
+
 /// Reads the record in a document.
 fn read_doc(doc: AutoCommit) -> Result<Record, CoreError> {
     RecordDoc::from_doc(doc)?.read()
@@ -439,6 +497,9 @@ pub fn decide(
         );
     }
     if let Err(e) = validate_full(ctx, &result) {
+        return core_reject(e);
+    }
+    if let Some(e) = future_dated(stored_rec.as_ref(), &result, gridsync_core::now_ms()) {
         return core_reject(e);
     }
     if !scope.can_read(result.kind(), result.grid())

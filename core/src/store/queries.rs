@@ -194,11 +194,17 @@ impl Store {
     }
 
     /// Active producers in `grid` (and below) due for a patrol at `now_ms`, most overdue first.
+    /// A visit dated more than [`crate::FUTURE_TOLERANCE_MS`] after `now_ms` (a phone whose
+    /// clock ran ahead) does not count: the producer's last visit is the latest one before.
     pub fn due_patrols(&self, grid: &str, now_ms: i64) -> Result<Vec<DueProducer>> {
         self.read(|c| {
             let sql = format!(
                 "{SUBTREE} SELECT {PRODUCER_COLS},
-                    COALESCE(pi.days, CASE p.risk WHEN 'high' THEN ?3 WHEN 'medium' THEN ?4 ELSE ?5 END) AS days
+                    COALESCE(pi.days, CASE p.risk WHEN 'high' THEN ?3 WHEN 'medium' THEN ?4 ELSE ?5 END) AS days,
+                    CASE WHEN p.last_visit_ms > ?6
+                         THEN (SELECT MAX(v.started_at_ms) FROM visits v
+                               WHERE v.producer_id = p.id AND v.started_at_ms <= ?6)
+                         ELSE p.last_visit_ms END AS last_sane
                  FROM producers p
                  LEFT JOIN patrol_intervals pi ON pi.producer_type = p.producer_type AND pi.risk = p.risk
                  WHERE p.status = 'active' AND p.grid IN (SELECT code FROM sub)"
@@ -210,9 +216,14 @@ impl Store {
                     now_ms,
                     default_interval_days(RiskLevel::High),
                     default_interval_days(RiskLevel::Medium),
-                    default_interval_days(RiskLevel::Low)
+                    default_interval_days(RiskLevel::Low),
+                    now_ms.saturating_add(crate::FUTURE_TOLERANCE_MS)
                 ],
-                |r| Ok((producer_row(r)?, r.get::<_, i64>(10)?)),
+                |r| {
+                    let mut p = producer_row(r)?;
+                    p.last_visit_ms = r.get(11)?;
+                    Ok((p, r.get::<_, i64>(10)?))
+                },
             )?;
             let day = 86_400_000i64;
             let mut out = Vec::new();
