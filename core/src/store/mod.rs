@@ -2,6 +2,7 @@
 //! materialized columns for the field app's queries, and the sync bookkeeping beside them
 //! so that data and cursors always commit together.
 
+mod clock;
 mod integrity;
 mod queries;
 pub mod schema;
@@ -121,6 +122,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;
+        clock::load(&conn)?;
         let actor_hex: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'actor'", [], |r| {
                 r.get(0)
@@ -605,7 +607,7 @@ impl Store {
         })
     }
 
-    fn set_aside(&self, id: &str, detail: &str) -> Result<()> {
+    pub(crate) fn set_aside(&self, id: &str, detail: &str) -> Result<()> {
         tracing::warn!(record = id, "record set aside: {detail}");
         self.write(|tx| {
             tx.execute(
