@@ -14,6 +14,16 @@ GRIDSYNC_TEST_POSTGRES="$(scripts/postgres.sh start)"
 export GRIDSYNC_TEST_POSTGRES
 echo "using $GRIDSYNC_TEST_POSTGRES"
 
+step "faketime for the wrong-clock tests"
+if ! command -v faketime >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get install -y faketime >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y faketime >/dev/null; })
+  else
+    sudo apt-get install -y faketime >/dev/null
+  fi
+fi
+faketime -f +1d true && echo "faketime: $(command -v faketime)"
+
 step "Rust workspace tests (scenario tests on PostgreSQL; conformance suite on both backends)"
 mkdir -p target
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-rust.log

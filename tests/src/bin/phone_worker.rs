@@ -9,6 +9,10 @@
 //!   lines and then `FULL <error>`; tries a sync (`FULL-SYNC <result>`) and more edits
 //!   (`FULL-EDIT <result>`), then waits for a `ROOM` line on stdin (the test has freed
 //!   space), edits and syncs again (`ACK …`, `SYNC-OK`) and prints `DONE`.
+//! - `phone-worker clock STORE PRODUCER`: run under `faketime` (a phone whose clock is
+//!   wrong): records and completes a visit to PRODUCER before syncing (`V1 <id> <started>`),
+//!   syncs (`SYNC1 rejected=<n> correction=<ms>`), records a second one (`V2 …`) and
+//!   syncs again (`SYNC2 rejected=<n>`).
 //!
 //! Field text is Chinese like the real app's; markers are unique per seed and step.
 
@@ -363,6 +367,34 @@ fn fill(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn clock(path: &str, producer: &str) -> Result<(), String> {
+    let (store, transport, person, _) = open(path)?;
+    let template = store
+        .template("moa-daily-patrol", 1)
+        .map_err(|e| e.to_string())?;
+    let grid = store.producer(producer).map_err(|e| e.to_string())?.grid;
+    let visit = |n: u32| -> Result<(), String> {
+        let mut v = Visit::new(producer, &grid, &person, &template, gridsync_core::now_ms());
+        answer_required(&mut v, &template);
+        let v = store.save_visit(v).map_err(|e| e.to_string())?;
+        let v = store.complete_visit(&v.id).map_err(|e| e.to_string())?;
+        say(&format!("V{n} {} {}", v.id, v.started_at_ms));
+        Ok(())
+    };
+    let sync = |n: u32| -> Result<(), String> {
+        let r = SyncEngine::new(&store, &transport)
+            .sync(&mut |_| {}, &CancelFlag::new())
+            .map_err(|e| e.to_string())?;
+        let correction = store.clock_correction().map_err(|e| e.to_string())?;
+        say(&format!("SYNC{n} rejected={} correction={correction}", r.rejected.len()));
+        Ok(())
+    };
+    visit(1)?;
+    sync(1)?;
+    visit(2)?;
+    sync(2)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let result = match (args.get(1).map(String::as_str), args.get(2)) {
@@ -371,7 +403,14 @@ fn main() {
             crash(path, seed)
         }
         (Some("fill"), Some(path)) => fill(path),
-        _ => Err("usage: phone-worker crash STORE SEED | phone-worker fill STORE".into()),
+        (Some("clock"), Some(path)) => match args.get(3) {
+            Some(producer) => clock(path, producer),
+            None => Err("usage: phone-worker clock STORE PRODUCER".into()),
+        },
+        _ => Err(
+            "usage: phone-worker crash STORE SEED | phone-worker fill STORE | phone-worker clock STORE PRODUCER"
+                .into(),
+        ),
     };
     if let Err(e) = result {
         say(&format!("FATAL {e}"));
