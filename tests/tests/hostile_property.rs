@@ -706,7 +706,9 @@ fn check_visit(role: Role, me: &str, s: &Visit, m: &Visit) -> Result<(), String>
             _ => {}
         }
     }
-    if s.review.is_some() {
+    // A review of a completed visit vouches for it (a review of a draft is a comment:
+    // its inspector goes on editing).
+    if s.review.is_some() && s.status == VisitStatus::Completed {
         let strip = |v: &Visit| {
             let mut x = v.clone();
             x.review = None;
