@@ -33,6 +33,15 @@ use crate::storage::{PushDecision, Storage, StoredRecord};
 /// phone that edited one record more often than this offline is told to sync more often.
 pub const MAX_NEW_CHANGES: usize = 2000;
 
+/// Most of a pushed record's new changes that do not extend the one judged before them
+/// (each costs a fork of the document at its dependencies, linear in the document's
+/// operations). A phone's edits form a chain; a record edited offline across many syncs
+/// that all failed may need a few. Crafted pushes that fork at every change are refused.
+pub const MAX_FORKS: usize = 64;
+
+/// Most operations in one pushed record's new changes.
+pub const MAX_NEW_OPS: usize = 200_000;
+
 /// What deciding one push batch needs: who pushes, from which device, and what earlier
 /// records of the same batch created.
 pub struct PushContext<'a> {
@@ -262,6 +271,20 @@ fn judge_each_change(
     id: &str,
 ) -> Result<(), CoreError> {
     let mut reads: HashMap<Vec<ChangeHash>, Record> = HashMap::new();
+    let mut forks = 0usize;
+    let mut fork_budget = || {
+        forks += 1;
+        if forks > MAX_FORKS {
+            Err(CoreError::Invalid(validate::Invalid::new(
+                "changes",
+                format!(
+                    "more than {MAX_FORKS} changes are made on older versions of the record; sync more often"
+                ),
+            )))
+        } else {
+            Ok(())
+        }
+    };
     // A document at known heads that the next change may extend.
     let mut work: Option<(Vec<ChangeHash>, AutoCommit)> = None;
     if let Some((heads, doc, rec)) = stored {
@@ -278,6 +301,7 @@ fn judge_each_change(
         } else if let Some(r) = reads.get(&deps) {
             Some(r.clone())
         } else {
+            fork_budget()?;
             let r = read_doc(merged.fork_at(&deps)?)?;
             reads.insert(deps.clone(), r.clone());
             Some(r)
@@ -292,7 +316,10 @@ fn judge_each_change(
                 doc.apply_changes([c.clone()])?;
                 doc
             }
-            _ => merged.fork_at(&[c.hash()])?,
+            _ => {
+                fork_budget()?;
+                merged.fork_at(&[c.hash()])?
+            }
         };
         let mut after_doc = after_doc;
         let after = read_doc(after_doc.fork())?;
@@ -416,6 +443,13 @@ pub fn decide(
         .into_iter()
         .cloned()
         .collect();
+    let ops: usize = new_changes.iter().map(|c| c.len()).sum();
+    if ops > MAX_NEW_OPS {
+        return reject(
+            RejectCode::Invalid,
+            format!("the new changes hold {ops} operations, at most {MAX_NEW_OPS} per record"),
+        );
+    }
     if new_changes.len() > MAX_NEW_CHANGES {
         return reject(
             RejectCode::Invalid,
