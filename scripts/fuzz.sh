@@ -11,7 +11,7 @@ secs="${1:-600}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sync_request sync_response document push enrol_json grids_csv)
+  targets=(sync_request sync_response document push enrol_json grids_csv judge)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 # The one toolchain here is stable; cargo-fuzz needs nightly flags (-Zsanitizer=…).
