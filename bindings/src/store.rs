@@ -443,6 +443,57 @@ impl GridStore {
     pub fn dismiss_kept_edit(&self, record_id: String) -> Result<(), ApiError> {
         guard(|| Ok(self.store.dismiss_kept_edit(&record_id)?))
     }
+
+    /// Checks the database: SQLite's own check, the records' documents and the list
+    /// tables against the documents. `full`: `integrity_check` and every record (seconds
+    /// on a township's store); otherwise `quick_check` and a sample. With `repair`, the
+    /// list tables are rebuilt from the documents when anything is wrong. A damaged
+    /// record is set aside and fetched whole from the server at the next sync.
+    /// (A quick check already runs in the background each time the store opens.)
+    pub fn check_integrity(&self, full: bool, repair: bool) -> Result<IntegrityReport, ApiError> {
+        guard(|| {
+            let level = if full {
+                gridsync_core::store::IntegrityLevel::Full
+            } else {
+                gridsync_core::store::IntegrityLevel::Quick
+            };
+            let r = self.store.check_integrity(level, repair)?;
+            Ok(IntegrityReport {
+                ok: r.is_ok_now(),
+                full,
+                sqlite_problems: r.sqlite,
+                table_problems: r.tables,
+                corrupt_record_ids: r.corrupt_found.into_iter().map(|(id, _)| id).collect(),
+                documents_checked: r.documents_checked,
+                rebuilt: r.rebuilt,
+                remaining: r.remaining,
+                elapsed_ms: r.elapsed_ms,
+            })
+        })
+    }
+}
+
+/// What [`GridStore::check_integrity`] found and repaired.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct IntegrityReport {
+    /// Nothing is wrong now (after the repair, if one ran).
+    pub ok: bool,
+    /// Whether this was the full check.
+    pub full: bool,
+    /// Problems SQLite's own check reported.
+    pub sqlite_problems: Vec<String>,
+    /// Where the list tables disagreed with the records.
+    pub table_problems: Vec<String>,
+    /// Records found damaged by this check (set aside until the next sync heals them).
+    pub corrupt_record_ids: Vec<String>,
+    /// Records loaded and compared.
+    pub documents_checked: u64,
+    /// Whether the list tables were rebuilt.
+    pub rebuilt: bool,
+    /// Problems left after the repair.
+    pub remaining: Vec<String>,
+    /// Time taken, milliseconds.
+    pub elapsed_ms: u64,
 }
 
 /// The date `YYYY-MM-DD` in China Standard Time (UTC+8) at `ms` since the Unix epoch.

@@ -616,6 +616,7 @@ impl Store {
             )?;
             tx.execute("DELETE FROM producers WHERE id = ?1", [id])?;
             tx.execute("DELETE FROM visits WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM templates WHERE id = ?1", [id])?;
             Ok(())
         })
     }

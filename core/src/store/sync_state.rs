@@ -196,8 +196,23 @@ impl Store {
     }
 
     /// Ids of records set aside as corrupt, to ask the server for in full (`want_full`) so
-    /// that its copy replaces them ([`PageOutcome`]); at most one page's worth.
+    /// that its copy replaces them and their recoverable local changes go on top
+    /// ([`PageOutcome`]); at most one page's worth. Records with local changes are loaded
+    /// first, so that one damaged since it was last read is set aside and healed in this
+    /// same sync rather than the next.
     pub fn corrupt_to_heal(&self) -> Result<Vec<String>> {
+        let dirty: Vec<String> = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM records WHERE local_rev > acked_rev AND corrupt IS NULL",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        for id in dirty {
+            if let Err(Error::Corrupt { id, detail }) = self.read(|c| load_doc(c, &id)) {
+                self.set_aside(&id, &detail)?;
+            }
+        }
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id FROM records WHERE corrupt IS NOT NULL ORDER BY updated_at_ms, id LIMIT ?1",

@@ -47,6 +47,23 @@ pub enum Command {
     Enroll(EnrollArgs),
     /// Pushes local edits and pulls what changed.
     Sync,
+    /// Checks the database: SQLite's integrity check, every record's document, and the
+    /// query tables against the documents; repairs what it can.
+    Doctor(DoctorArgs),
+}
+
+/// `doctor` arguments.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Only `quick_check` and a sample of rows (fast), instead of the full check.
+    #[arg(long)]
+    pub quick: bool,
+    /// Report only: do not rebuild anything.
+    #[arg(long, conflicts_with = "rebuild")]
+    pub no_repair: bool,
+    /// Rebuild the query tables from the documents even if the check finds nothing.
+    #[arg(long)]
+    pub rebuild: bool,
 }
 
 /// `init` arguments.

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod device;
+mod doctor;
 pub mod parse;
 mod producer;
 pub mod render;
@@ -138,6 +139,12 @@ impl Out {
 
 /// Opens the store named on the command line.
 pub(crate) fn open(cli: &Cli) -> Result<Store, CliError> {
+    check_folder(cli)?;
+    Ok(Store::open(&cli.db)?)
+}
+
+/// Refuses a database path whose folder does not exist (rather than creating a file there).
+pub(crate) fn check_folder(cli: &Cli) -> Result<(), CliError> {
     if let Some(dir) = cli.db.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             return Err(CliError::Input {
@@ -146,7 +153,7 @@ pub(crate) fn open(cli: &Cli) -> Result<Store, CliError> {
             });
         }
     }
-    Ok(Store::open(&cli.db)?)
+    Ok(())
 }
 
 /// The first grid assigned to the device's person.
@@ -174,6 +181,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Status => device::status(cli, out),
         Command::Enroll(a) => device::enroll(cli, a, out),
         Command::Sync => device::sync(cli, out),
+        Command::Doctor(a) => doctor::run(cli, a, out),
     }
 }
 
