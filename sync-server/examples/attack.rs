@@ -207,7 +207,7 @@ fn sync(addr: SocketAddr, d: &Device, req: &SyncRequest) -> (u16, Vec<u8>) {
         "/v1/sync",
         &[
             ("authorization", &d.auth),
-            ("x-gridsync-protocol", "2"),
+            ("x-gridsync-protocol", "3"),
             ("content-type", protocol::CONTENT_TYPE),
         ],
         &body,
@@ -224,6 +224,7 @@ fn request(d: &Device) -> SyncRequest {
         want_full: vec![],
         page_limit: protocol::MAX_PAGE_RECORDS,
         bare_docs: false,
+        page_bytes: 0,
     }
 }
 

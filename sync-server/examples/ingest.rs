@@ -253,6 +253,7 @@ fn prepare(
         want_full: vec![],
         page_limit: 1,
         bare_docs: false,
+        page_bytes: 0,
     };
     let answer = transport
         .sync(&auth, protocol::encode(&first).map_err(|e| e.to_string())?)
@@ -296,6 +297,7 @@ fn prepare(
             want_full: vec![],
             page_limit: 1,
             bare_docs: false,
+            page_bytes: 0,
         };
         bodies.push(protocol::encode(&req).map_err(|e| e.to_string())?);
     }

@@ -825,9 +825,11 @@ pub fn handle_sync_until(
         more: false,
         reference: None,
         docs_digest: None,
+        server_time_ms: 0,
     };
     if !req.epoch.is_empty() && req.epoch != epoch {
         resp.reset = true;
+        resp.server_time_ms = gridsync_core::now_ms();
         return Ok(resp);
     }
     let mut feeds = Vec::new();
@@ -846,6 +848,7 @@ pub fn handle_sync_until(
                 tracing::info!(device = %device.id, grid = %c.grid, skipped, "cursor not in this server's feed; asking the device to reset");
             }
             resp.reset = true;
+            resp.server_time_ms = gridsync_core::now_ms();
             return Ok(resp);
         }
         feeds.push(FeedRead {
@@ -869,24 +872,25 @@ pub fn handle_sync_until(
         }
     }
     let limit = req.page_limit.clamp(1, protocol::MAX_PAGE_RECORDS);
-    let (wanted, want_bytes, want_cut) = want_full(st, &scope, &req.want_full, limit)?;
+    // The device sizes its pages to its link (protocol v3); 0 asks for the default.
+    let budget = match req.page_bytes {
+        0 => protocol::PAGE_BYTE_BUDGET,
+        n => n.clamp(protocol::MIN_PAGE_BYTES, protocol::PAGE_BYTE_BUDGET as u32) as usize,
+    };
+    let (wanted, want_bytes, want_cut) = want_full(st, &scope, &req.want_full, limit, budget)?;
     if want_cut {
         st.metrics.want_full_cut();
         resp.more = true;
     }
     let wanted_count = wanted.len() as u32;
     resp.records.extend(wanted);
-    let page = if wanted_count >= limit || want_bytes >= protocol::PAGE_BYTE_BUDGET {
+    let page = if wanted_count >= limit || want_bytes >= budget {
         crate::storage::PullPage {
             more: true,
             ..Default::default()
         }
     } else {
-        storage.pull(
-            &feeds,
-            limit - wanted_count,
-            protocol::PAGE_BYTE_BUDGET - want_bytes,
-        )?
+        storage.pull(&feeds, limit - wanted_count, budget - want_bytes)?
     };
     // Records this request just pushed and nobody else has changed since are not echoed
     // back: the device has every change (its acknowledged heads are the stored heads);
@@ -917,19 +921,21 @@ pub fn handle_sync_until(
     if req.bare_docs {
         strip_documents(&mut resp);
     }
+    resp.server_time_ms = gridsync_core::now_ms();
     Ok(resp)
 }
 
 /// Whole documents a device asked for (`want_full`), each id once, only records it may
-/// read, inside the page's record and byte budgets: the first record always, then records
-/// while the page has room. Records outside the person's scope are skipped without
-/// counting, so the answer says nothing about them. Returns the records, their bytes and
+/// read, inside the page's record and byte budgets (`limit`, `budget`): the first record
+/// always, then records while the page has room. Records outside the person's scope are
+/// skipped without counting, so the answer says nothing about them. Returns the records, their bytes and
 /// whether the list was cut.
 fn want_full(
     st: &AppState,
     scope: &crate::scope::Scope,
     ids: &[String],
     limit: u32,
+    budget: usize,
 ) -> ApiResult<(Vec<protocol::PullRecord>, usize, bool)> {
     /// Ids read from storage at a time: bounds what is held beyond the budget.
     const BATCH: usize = 8;
@@ -947,8 +953,7 @@ fn want_full(
             if !kind.is_some_and(|k| scope.can_read(k, &r.grid)) {
                 continue;
             }
-            if !out.is_empty() && (bytes >= protocol::PAGE_BYTE_BUDGET || out.len() as u32 >= limit)
-            {
+            if !out.is_empty() && (bytes >= budget || out.len() as u32 >= limit) {
                 return Ok((out, bytes, true));
             }
             bytes += r.bytes.len() + r.heads.len() * 32 + r.id.len();

@@ -666,6 +666,7 @@ pub fn raw_sync(
         want_full: vec![],
         page_limit: protocol::MAX_PAGE_RECORDS,
         bare_docs: false,
+        page_bytes: 0,
     };
     let auth = format!("Bearer {}.{}", link.device_id, link.secret);
     let answer = phone.transport().sync(&auth, protocol::encode(&req)?)?;
@@ -803,6 +804,7 @@ pub fn fuzz_phone() -> Store {
         more: false,
         reference: Some(reference),
         docs_digest: None,
+        server_time_ms: 0,
     };
     store.apply_page(&resp).expect("reference");
     store

@@ -479,7 +479,7 @@ fn lost_phone_is_revoked_and_wiped_but_unsynced_edits_are_kept() {
     let raw = reqwest::blocking::Client::new()
         .post(format!("{}/v1/sync", w.server.url()))
         .header("authorization", format!("Bearer {device}.0000"))
-        .header("x-gridsync-protocol", "2")
+        .header("x-gridsync-protocol", "3")
         .body(vec![1, 2, 3])
         .send()
         .unwrap();
@@ -519,6 +519,7 @@ fn rotated_credential_whose_answer_was_lost_keeps_working() {
         want_full: vec![],
         page_limit: 1,
         bare_docs: false,
+        page_bytes: 0,
     })
     .unwrap();
     let e = phone.transport().sync(&old_auth, body).unwrap_err();

@@ -31,7 +31,7 @@ impl Api {
             "/v1/sync",
             &[
                 ("authorization", &self.auth),
-                ("x-gridsync-protocol", "2"),
+                ("x-gridsync-protocol", "3"),
                 ("content-type", protocol::CONTENT_TYPE),
             ],
             body,
@@ -48,6 +48,7 @@ fn empty_request() -> SyncRequest {
         want_full: vec![],
         page_limit: 10,
         bare_docs: false,
+        page_bytes: 0,
     }
 }
 
@@ -93,13 +94,13 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     assert_eq!(s, 400);
     assert!(m.contains("missing_protocol"), "{m}");
     // Missing and wrong credentials.
-    let (s, m) = api.post("/v1/sync", &[("x-gridsync-protocol", "2")], good.clone());
+    let (s, m) = api.post("/v1/sync", &[("x-gridsync-protocol", "3")], good.clone());
     assert_eq!(s, 401);
     assert!(m.contains("missing_credentials"), "{m}");
     let wrong = format!("Bearer {}.{}", link.device_id, "00".repeat(32));
     let (s, m) = api.post(
         "/v1/sync",
-        &[("authorization", &wrong), ("x-gridsync-protocol", "2")],
+        &[("authorization", &wrong), ("x-gridsync-protocol", "3")],
         good.clone(),
     );
     assert_eq!(s, 401);
@@ -108,7 +109,7 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         "/v1/sync",
         &[
             ("authorization", "Bearer garbage"),
-            ("x-gridsync-protocol", "2"),
+            ("x-gridsync-protocol", "3"),
         ],
         good.clone(),
     );
@@ -156,7 +157,7 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
             .client
             .post(format!("{}/v1/sync", api.base))
             .header("authorization", &api.auth)
-            .header("x-gridsync-protocol", "2")
+            .header("x-gridsync-protocol", "3")
             .body(protocol::encode(&odd).unwrap())
             .send()
             .unwrap();

@@ -1372,6 +1372,7 @@ fn several_review_steps_taken_offline_are_accepted_together() {
         want_full: vec![],
         page_limit: 10,
         bare_docs: false,
+        page_bytes: 0,
     };
     let answer = l1
         .net

@@ -263,6 +263,7 @@ fn write_fuzz_inputs() {
         want_full: vec![producer.id.clone()],
         page_limit: 2000,
         bare_docs: false,
+        page_bytes: 0,
     };
     let raw_req = postcard::to_allocvec(&req).unwrap();
     let d = seeds.join("sync_request");
@@ -332,6 +333,7 @@ fn write_fuzz_inputs() {
         more: false,
         reference: None,
         docs_digest: None,
+        server_time_ms: 0,
     };
     let d = seeds.join("sync_response");
     write(&d, "page", &wrapped(&postcard::to_allocvec(&resp).unwrap()));

@@ -261,6 +261,7 @@ fn page(records: Vec<PullRecord>) -> SyncResponse {
         more: false,
         reference: None,
         docs_digest: None,
+        server_time_ms: 0,
     }
 }
 

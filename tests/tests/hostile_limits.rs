@@ -227,6 +227,7 @@ fn sync_body(phone: &Phone, push: Vec<PushRecord>, want_full: Vec<String>) -> Ve
         want_full,
         page_limit: protocol::MAX_PAGE_RECORDS,
         bare_docs: false,
+        page_bytes: 0,
     })
     .unwrap()
 }
@@ -239,7 +240,7 @@ fn post_sync(to: SocketAddr, auth: &str, body: &[u8]) -> Answer {
         "/v1/sync",
         &[
             ("authorization", auth),
-            ("x-gridsync-protocol", "2"),
+            ("x-gridsync-protocol", "3"),
             ("content-type", protocol::CONTENT_TYPE),
         ],
         body,

@@ -65,6 +65,7 @@ impl Reader {
             want_full: vec![],
             page_limit: page,
             bare_docs: false,
+            page_bytes: 0,
         };
         let answer = transport
             .sync(auth, protocol::encode(&req).unwrap())

@@ -194,6 +194,7 @@ fn raw_push(phone: &Phone) -> (Vec<u8>, String) {
         want_full: vec![],
         page_limit: 10,
         bare_docs: false,
+        page_bytes: 0,
     };
     (
         protocol::encode(&req).unwrap(),
@@ -636,10 +637,13 @@ fn a_version_1_device_still_gets_documents_with_their_hashes() {
         want_full: vec![],
         page_limit: 50,
         bare_docs: true,
+        page_bytes: 0,
     };
     // Version 1: the request has no bare_docs byte; the answer has no digest and every
     // whole document keeps its heads.
     let mut v1 = postcard::to_allocvec(&req).unwrap();
+    assert_eq!(v1.pop(), Some(0), "page_bytes (v3)");
+    let v2_body = v1.clone();
     assert_eq!(v1.pop(), Some(1));
     let v1_answer =
         protocol::decode_response(&post("1", protocol::encode_raw_for_tests(&v1)), 1).unwrap();
@@ -653,7 +657,7 @@ fn a_version_1_device_still_gets_documents_with_their_hashes() {
     }
     // Version 2 with bare documents: the same records, smaller, with a digest.
     let v2_answer =
-        protocol::decode_response(&post("2", protocol::encode(&req).unwrap()), 2).unwrap();
+        protocol::decode_response(&post("2", protocol::encode_raw_for_tests(&v2_body)), 2).unwrap();
     assert!(v2_answer.docs_digest.is_some());
     assert_eq!(v2_answer.records.len(), v1_answer.records.len());
     let size = |recs: &[protocol::PullRecord]| {

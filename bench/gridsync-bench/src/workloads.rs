@@ -51,6 +51,8 @@ const SLOW_LINK: Link = Link {
     delay: Duration::from_millis(300),
     bytes_per_sec: 64_000.0 / 8.0,
 };
+/// How often the slow link drops in the W6 cut bootstrap.
+const CUT_EVERY: Duration = Duration::from_secs(10);
 
 fn specs(small: bool) -> (DatasetSpec, DatasetSpec) {
     let town = DatasetSpec::township(7);
@@ -485,9 +487,82 @@ fn township_run(town: &Prepared, run_dir: &Path, run: usize, s: &mut Samples) ->
         s.add("w6.boot.secs", t.elapsed().as_secs_f64());
         s.add("w6.boot.bytes", (r.bytes_up + r.bytes_down) as f64);
         s.add("w6.boot.records", f64::from(r.pulled));
+        drop(proxy);
+        cut_bootstrap(town, &db, &server.url, &sup, run_dir, s)?;
+    } else {
+        drop(proxy);
     }
-    drop(proxy);
     server.stop()?;
+    Ok(())
+}
+
+/// W6 cut: the supervisor's township bootstrap over the slow link, every connection cut
+/// every 10 s; the app syncs again whenever a sync gives up.
+fn cut_bootstrap(
+    town: &Prepared,
+    db: &Path,
+    url: &str,
+    sup: &Person,
+    run_dir: &Path,
+    s: &mut Samples,
+) -> R<()> {
+    eprintln!(
+        "  W6 township bootstrap ({} records) over the slow link, cut every {} s",
+        town.records,
+        CUT_EVERY.as_secs()
+    );
+    let proxy = ShapingProxy::start_cutting(addr_of(url)?, SLOW_LINK, Some(CUT_EVERY))?;
+    let store = Store::open(run_dir.join("supervisor-cut.db"))?;
+    let code = setup::issue_code(db, &sup.id)?;
+    enroll(
+        &store,
+        &HttpTransport::new(url)?,
+        url,
+        &code,
+        "supervisor-cut",
+    )?;
+    let transport = HttpTransport::new(&proxy.url())?;
+    let t = Instant::now();
+    let (mut syncs, mut round_trips) = (0u32, 0u32);
+    loop {
+        syncs += 1;
+        let mut this = 0;
+        let r = SyncEngine::new(&store, &transport)
+            .sync(&mut |p| this = p.round_trips, &CancelFlag::new());
+        match r {
+            Ok(r) => {
+                round_trips += r.round_trips;
+                break;
+            }
+            Err(gridsync_core::Error::Transport(e)) if syncs < 200 => {
+                round_trips += this;
+                eprintln!("    sync {syncs} gave up ({e}); syncing again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let (down, lost, cuts, mid) = proxy.stats.snapshot();
+    drop(proxy);
+    let records = store.record_ids()?.len();
+    if records != town.records {
+        return Err(format!(
+            "the cut bootstrap brought {records} records, expected {}",
+            town.records
+        )
+        .into());
+    }
+    eprintln!(
+        "    {secs:.1} s, {down} B received, {lost} B twice, {cuts} cuts ({mid} mid-answer), {syncs} syncs, {round_trips} round trips"
+    );
+    s.add("w6.cut.secs", secs);
+    s.add("w6.cut.down", down as f64);
+    s.add("w6.cut.lost", lost as f64);
+    s.add("w6.cut.cuts", cuts as f64);
+    s.add("w6.cut.mid", mid as f64);
+    s.add("w6.cut.syncs", f64::from(syncs));
+    s.add("w6.cut.rt", f64::from(round_trips));
+    s.add("w6.cut.records", records as f64);
     Ok(())
 }
 
@@ -942,6 +1017,37 @@ fn build_table(
             secs(s.med("w6.boot.secs")),
             String::new(),
             String::new(),
+            "",
+            Verdict::Info,
+        );
+    }
+    if s.has("w6.cut.secs") {
+        let (down, lost) = (s.med("w6.cut.down"), s.med("w6.cut.lost"));
+        let share = lost / down;
+        t.row(
+            "W6",
+            &format!(
+                "… a township bootstrap ({} records) over the slow link cut every {} s: bytes received twice, of {} received ({} cuts, {} of them mid-answer; {} round trips, {} syncs, 1 run)",
+                count(s.med("w6.cut.records")),
+                CUT_EVERY.as_secs(),
+                bytes(down),
+                count(s.med("w6.cut.cuts")),
+                count(s.med("w6.cut.mid")),
+                count(s.med("w6.cut.rt")),
+                count(s.med("w6.cut.syncs")),
+            ),
+            format!("{:.1} %", share * 100.0),
+            String::new(),
+            String::new(),
+            "≤ 10 %",
+            Verdict::of(share <= 0.10),
+        );
+        t.row(
+            "W6",
+            "… its wall time (finished; the link alone needs the bytes received / 8 kB/s)",
+            secs(s.med("w6.cut.secs")),
+            format!("link floor: {}", secs(down / SLOW_LINK.bytes_per_sec)),
+            ratio(s.med("w6.cut.secs"), down / SLOW_LINK.bytes_per_sec),
             "",
             Verdict::Info,
         );

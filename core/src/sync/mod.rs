@@ -9,6 +9,9 @@ mod engine;
 mod http;
 pub mod protocol;
 
-pub use engine::{enroll, CancelFlag, SyncEngine, SyncProgress, SyncReport, Transport};
+pub use engine::{
+    enroll, CancelFlag, SyncEngine, SyncProgress, SyncReport, Transport, DEFAULT_FIRST_PAGE_BYTES,
+    DEFAULT_MIN_PAGE_BYTES, DEFAULT_PAGE_TARGET,
+};
 #[cfg(feature = "http")]
 pub use http::HttpTransport;

@@ -1,12 +1,13 @@
-//! The gridsync wire protocol, version 2 (see `docs/protocol.md`).
+//! The gridsync wire protocol, version 3 (see `docs/protocol.md`).
 //!
 //! Sync bodies are `gzip(postcard(message))`; enrolment and device calls are JSON.
 //! Every size is bounded before anything is allocated.
 //!
-//! Version 2 is version 1 with one field appended to the request (`bare_docs`) and one to
-//! the response (`docs_digest`). A version 1 message is therefore a version 2 message
-//! whose appended fields take their defaults, which is how the server keeps serving
-//! version 1 devices ([`decode_request`], [`encode_response`]).
+//! Each version appends fields to the end of the request and the response and changes
+//! nothing else: version 2 appended `bare_docs` and `docs_digest`, version 3 `page_bytes`
+//! and `server_time_ms`. An older message is therefore a newer message whose appended
+//! fields take their defaults, which is how the server keeps serving version 1 and 2
+//! devices ([`decode_request`], [`encode_response`]).
 
 use std::io::Read;
 
@@ -16,7 +17,7 @@ use crate::model::{GridNode, Person};
 use crate::{Error, Result};
 
 /// The protocol version this build speaks (header `x-gridsync-protocol`).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version the server still serves.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// Header that carries the protocol version.
@@ -33,8 +34,12 @@ pub const MAX_PUSH_RECORDS: usize = 500;
 pub const MAX_RECORD_CHANGE_BYTES: usize = 1024 * 1024;
 /// Most records in one pull page.
 pub const MAX_PAGE_RECORDS: u32 = 2000;
-/// Soft limit of document bytes in one pull page.
+/// Soft limit of document bytes in one pull page (the largest `page_bytes` the server
+/// honours, and what it uses when a request asks for 0).
 pub const PAGE_BYTE_BUDGET: usize = 4 * 1024 * 1024;
+/// The smallest byte budget of a page the server honours (a page always carries at least
+/// one record, whatever its size).
+pub const MIN_PAGE_BYTES: u32 = 1024;
 /// Most cursors in one request.
 pub const MAX_CURSORS: usize = 5000;
 /// Largest grid code or record id on the wire.
@@ -188,6 +193,11 @@ pub struct SyncRequest {
     /// (v2) Whether the device takes whole documents bare, without their hashes
     /// ([`crate::sync::bare`]). Version 1 requests decode with `false`.
     pub bare_docs: bool,
+    /// (v3) Document bytes the device wants in this page, as the server counts them (each
+    /// record's bytes, heads and id); 0 asks for the server's default
+    /// ([`PAGE_BYTE_BUDGET`]). Clamped to [`MIN_PAGE_BYTES`]..=[`PAGE_BYTE_BUDGET`].
+    /// Version 1 and 2 requests decode with 0.
+    pub page_bytes: u32,
 }
 
 /// The server's answer to a [`SyncRequest`].
@@ -214,6 +224,10 @@ pub struct SyncResponse {
     /// heads in page order ([`crate::sync::bare::PageDigest`]), which the device checks
     /// against the heads it derives before it applies the page.
     pub docs_digest: Option<[u8; 32]>,
+    /// (v3) The server's clock when it answered, in milliseconds since the Unix epoch (the
+    /// device measures its clock's offset from it). Version 1 and 2 answers lack it and
+    /// decode with 0.
+    pub server_time_ms: i64,
 }
 
 /// Enrolment request (JSON): a one-time code for a device credential.
@@ -266,31 +280,42 @@ pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
 }
 
-/// Decodes a sync request sent with protocol `version`: a version 1 body is a version 2
-/// body without its last field (`bare_docs = false`).
+/// Appends the postcard encoding of the default of each field that versions after
+/// `version` appended (every such default encodes as one zero byte: `false`, `0`, `None`).
+fn append_defaults(raw: &mut Vec<u8>, version: u16) {
+    let missing = PROTOCOL_VERSION.saturating_sub(version.max(1));
+    raw.extend(std::iter::repeat_n(0u8, missing as usize));
+}
+
+/// Decodes a sync request sent with protocol `version`: an older body is a newer body
+/// without the fields later versions appended (v2 `bare_docs = false`, v3
+/// `page_bytes = 0`).
 pub fn decode_request(body: &[u8], version: u16) -> Result<SyncRequest> {
     let mut raw = inflate(body)?;
-    if version < 2 {
-        raw.push(0);
-    }
+    append_defaults(&mut raw, version);
     postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
 }
 
 /// Decodes a sync response sent for protocol `version` (a version 1 body lacks
-/// `docs_digest`).
+/// `docs_digest` and `server_time_ms`, a version 2 body `server_time_ms`).
 pub fn decode_response(body: &[u8], version: u16) -> Result<SyncResponse> {
     let mut raw = inflate(body)?;
-    if version < 2 {
-        raw.push(0);
-    }
+    append_defaults(&mut raw, version);
     postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
 }
 
-/// Encodes a sync response for a device that speaks protocol `version`: version 1 has no
-/// `docs_digest` (and never receives bare documents).
+/// Encodes a sync response for a device that speaks protocol `version`: version 2 has no
+/// `server_time_ms`; version 1 has neither that nor `docs_digest` (and never receives bare
+/// documents).
 pub fn encode_response(resp: &SyncResponse, version: u16) -> Result<Vec<u8>> {
     let mut raw =
         postcard::to_allocvec(resp).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
+    if version < 3 {
+        // The last field is a zigzag varint of 1 to 10 bytes: drop exactly its encoding.
+        let time = postcard::to_allocvec(&resp.server_time_ms)
+            .map_err(|e| Error::Protocol(format!("encode: {e}")))?;
+        raw.truncate(raw.len() - time.len());
+    }
     if version < 2 {
         if resp.docs_digest.is_some() {
             return Err(Error::Protocol(
@@ -414,7 +439,7 @@ mod tests {
 
     #[test]
     fn request_layout_is_pinned() {
-        // Pins the postcard layout of versions 1 and 2: changing it needs a new version.
+        // Pins the postcard layout of versions 1 to 3: changing it needs a new version.
         let mut req = SyncRequest {
             epoch: "e1".into(),
             reference_version: String::new(),
@@ -432,6 +457,7 @@ mod tests {
             want_full: vec![],
             page_limit: 2000,
             bare_docs: true,
+            page_bytes: 65536,
         };
         let raw = postcard::to_allocvec(&req).unwrap();
         let mut v1 = vec![2, b'e', b'1', 0, 1, 1, b'r', 1, 2, 7, 8, 1];
@@ -439,16 +465,24 @@ mod tests {
         v1.extend([1, 1, b'g', 0xac, 0x02, 5, 0, 0xd0, 0x0f]);
         let mut v2 = v1.clone();
         v2.push(1);
-        assert_eq!(raw, v2);
-        assert_eq!(decode_request(&encode(&req).unwrap(), 2).unwrap(), req);
-        // A version 1 device's body decodes with bare_docs = false.
+        let mut v3 = v2.clone();
+        // page_bytes 65,536 as a varint.
+        v3.extend([0x80, 0x80, 0x04]);
+        assert_eq!(raw, v3);
+        assert_eq!(decode_request(&encode(&req).unwrap(), 3).unwrap(), req);
+        // A version 2 device's body decodes with page_bytes = 0 (the server's default).
+        req.page_bytes = 0;
+        assert_eq!(decode_request(&gzip(&v2).unwrap(), 2).unwrap(), req);
+        // A version 1 device's body decodes with bare_docs = false as well.
         req.bare_docs = false;
         assert_eq!(decode_request(&gzip(&v1).unwrap(), 1).unwrap(), req);
+        // A body shorter than its version's layout is refused.
         assert!(decode_request(&gzip(&v1).unwrap(), 2).is_err());
+        assert!(decode_request(&gzip(&v2).unwrap(), 3).is_err());
     }
 
     #[test]
-    fn response_layout_is_pinned_for_both_versions() {
+    fn response_layout_is_pinned_for_every_version() {
         let mut resp = SyncResponse {
             epoch: "e".into(),
             reset: false,
@@ -467,6 +501,7 @@ mod tests {
             more: true,
             reference: None,
             docs_digest: Some([4; 32]),
+            server_time_ms: 1_764_000_000_123,
         };
         let v1_body = [
             1, b'e', 0, 0, 1, 1, b'p', 1, 1, b'g', 3, 1, 1, 9, 0, 0, 0, 1, 0,
@@ -474,15 +509,43 @@ mod tests {
         let mut v2_body = v1_body.to_vec();
         v2_body.push(1);
         v2_body.extend([4u8; 32]);
+        let mut v3_body = v2_body.clone();
+        // server_time_ms as a zigzag varint.
+        v3_body.extend([0xf6, 0xa1, 0xbf, 0xe9, 0xd6, 0x66]);
+        let v3 = encode_response(&resp, 3).unwrap();
+        assert_eq!(inflate(&v3).unwrap(), v3_body);
+        assert_eq!(decode::<SyncResponse>(&v3).unwrap(), resp);
+        assert_eq!(decode_response(&v3, 3).unwrap(), resp);
+        // A version 2 device gets the same answer without the server's time.
         let v2 = encode_response(&resp, 2).unwrap();
         assert_eq!(inflate(&v2).unwrap(), v2_body);
-        assert_eq!(decode::<SyncResponse>(&v2).unwrap(), resp);
+        let mut as_v2 = resp.clone();
+        as_v2.server_time_ms = 0;
+        assert_eq!(decode_response(&v2, 2).unwrap(), as_v2);
+        // A negative time (a clock before 1970) drops just as exactly.
+        resp.server_time_ms = -5;
+        assert_eq!(
+            inflate(&encode_response(&resp, 2).unwrap()).unwrap(),
+            v2_body
+        );
+        let mut v3_negative = v2_body.clone();
+        v3_negative.push(0x09);
+        assert_eq!(
+            inflate(&encode_response(&resp, 3).unwrap()).unwrap(),
+            v3_negative
+        );
         // Bare documents cannot go to a version 1 device.
         assert!(encode_response(&resp, 1).is_err());
         resp.docs_digest = None;
         assert_eq!(
             inflate(&encode_response(&resp, 1).unwrap()).unwrap(),
             v1_body
+        );
+        let mut as_v1 = resp.clone();
+        as_v1.server_time_ms = 0;
+        assert_eq!(
+            decode_response(&encode_response(&resp, 1).unwrap(), 1).unwrap(),
+            as_v1
         );
     }
 
