@@ -311,7 +311,7 @@ fn a_byte_flipped_in_a_document_is_found_by_the_full_check_and_asked_for_at_the_
     flip_byte_in_document(&path, &bad.id);
 
     let s = Store::open_unchecked(&path).unwrap();
-    assert!(s.corrupt_to_heal().unwrap().is_empty(), "not yet found");
+    assert!(s.corrupt_records().unwrap().is_empty(), "not yet found");
     let r = s.check_integrity(IntegrityLevel::Full, true).unwrap();
     println!("full check: {r:#?}");
     assert_eq!(r.corrupt_found.len(), 1, "{r:?}");
