@@ -19,6 +19,45 @@ pub trait SyncListener: Send + Sync {
     fn on_progress(&self, progress: SyncProgress);
 }
 
+/// Bounds the app sets on a sync; every field left `None` keeps the engine's default.
+///
+/// Pull pages are sized by the engine so that one round trip takes about
+/// `page_target_ms` (2,000 ms) on the link it measured, starting a sync at 64 KiB and
+/// kept within `min_page_bytes` (4 KiB) and `max_page_bytes` (4 MiB): a connection cut
+/// loses at most the page in flight.
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
+pub struct SyncOptions {
+    /// Smallest page byte budget asked for (the server honours at least 1 KiB).
+    #[uniffi(default = None)]
+    pub min_page_bytes: Option<u32>,
+    /// Largest page byte budget asked for (the server caps it at 4 MiB).
+    #[uniffi(default = None)]
+    pub max_page_bytes: Option<u32>,
+    /// Byte budget of the first page of a sync.
+    #[uniffi(default = None)]
+    pub first_page_bytes: Option<u32>,
+    /// Target time of one round trip, in milliseconds.
+    #[uniffi(default = None)]
+    pub page_target_ms: Option<u32>,
+}
+
+impl SyncOptions {
+    fn apply(&self, engine: &mut SyncEngine<'_>) {
+        if let Some(v) = self.min_page_bytes {
+            engine.min_page_bytes = v;
+        }
+        if let Some(v) = self.max_page_bytes {
+            engine.max_page_bytes = v;
+        }
+        if let Some(v) = self.first_page_bytes {
+            engine.first_page_bytes = v;
+        }
+        if let Some(v) = self.page_target_ms {
+            engine.page_target = std::time::Duration::from_millis(u64::from(v.max(1)));
+        }
+    }
+}
+
 /// A cancel token for a running sync: call `cancel()` from any thread and the sync stops
 /// before its next round trip with `ApiError.Cancelled` (what was applied stays applied).
 #[derive(Debug, Default, uniffi::Object)]
@@ -78,19 +117,24 @@ impl GridStore {
     /// thread (`Dispatchers.IO`, `Task.detached`). `listener` hears progress after each
     /// round trip; `handle.cancel()` from another thread stops it between round trips.
     /// Local edits made on other threads during a sync are kept and pushed next time.
-    /// Two syncs of the same store run one after the other.
-    #[uniffi::method(default(listener = None, handle = None))]
+    /// Two syncs of the same store run one after the other. `options` bounds the size of
+    /// pull pages (see `SyncOptions`).
+    #[uniffi::method(default(listener = None, handle = None, options = None))]
     pub fn sync(
         &self,
         listener: Option<Arc<dyn SyncListener>>,
         handle: Option<Arc<SyncHandle>>,
+        options: Option<SyncOptions>,
     ) -> Result<SyncReport, ApiError> {
         guard(|| {
             let cancel = handle.map(|h| h.flag.clone()).unwrap_or_default();
             let _running = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
             let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
             let transport = HttpTransport::new(&link.url)?;
-            let engine = SyncEngine::new(&self.store, &transport);
+            let mut engine = SyncEngine::new(&self.store, &transport);
+            if let Some(o) = &options {
+                o.apply(&mut engine);
+            }
             let mut progress = |p: &gridsync_core::sync::SyncProgress| {
                 if let Some(l) = &listener {
                     l.on_progress(p.into());
