@@ -41,6 +41,10 @@ impl Store {
     /// How far the device's clock is from the server's as last measured (milliseconds to
     /// add to the system clock; 0 when it is right or was never measured).
     pub fn clock_correction(&self) -> Result<i64> {
-        self.read(|c| Ok(get_meta(c, CLOCK_KEY)?.and_then(|v| v.parse().ok()).unwrap_or(0)))
+        self.read(|c| {
+            Ok(get_meta(c, CLOCK_KEY)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0))
+        })
     }
 }
