@@ -216,10 +216,16 @@ fn future_dated(stored: Option<&Record>, merged: &Record, now_ms: i64) -> Option
                     out.push(("ended_at_ms".into(), t));
                 }
                 for f in &v.findings {
-                    out.push((format!("findings[{}].recorded_at_ms", f.id), f.recorded_at_ms));
+                    out.push((
+                        format!("findings[{}].recorded_at_ms", f.id),
+                        f.recorded_at_ms,
+                    ));
                 }
                 for t in &v.rapid_tests {
-                    out.push((format!("rapid_tests[{}].tested_at_ms", t.id), t.tested_at_ms));
+                    out.push((
+                        format!("rapid_tests[{}].tested_at_ms", t.id),
+                        t.tested_at_ms,
+                    ));
                 }
                 if let Some(r) = &v.review {
                     out.push(("review.at_ms".into(), r.at_ms));

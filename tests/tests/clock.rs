@@ -128,7 +128,10 @@ fn phones_ten_years_ahead_and_behind_leave_the_patrol_schedule_alone() {
             "{name}: V2 dated {}, real time {started}..{now}",
             run.v2.1
         );
-        assert_eq!(run.sync2_rejected, 0, "{name}: the corrected visit is accepted");
+        assert_eq!(
+            run.sync2_rejected, 0,
+            "{name}: the corrected visit is accepted"
+        );
         assert!(server.storage.record(&run.v2.0).unwrap().is_some());
         let v1_stored = server.storage.record(&run.v1.0).unwrap().is_some();
         if name == "ahead" {
@@ -189,7 +192,11 @@ fn phones_ten_years_ahead_and_behind_leave_the_patrol_schedule_alone() {
     assert!(last < gridsync_core::now_ms() + YEAR_MS);
     for (id, last) in &before {
         if *id != producer.id {
-            assert_eq!(after.get(id), Some(last), "producer {id} moved in the schedule");
+            assert_eq!(
+                after.get(id),
+                Some(last),
+                "producer {id} moved in the schedule"
+            );
         }
     }
 }

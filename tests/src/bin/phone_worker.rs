@@ -386,7 +386,10 @@ fn clock(path: &str, producer: &str) -> Result<(), String> {
             .sync(&mut |_| {}, &CancelFlag::new())
             .map_err(|e| e.to_string())?;
         let correction = store.clock_correction().map_err(|e| e.to_string())?;
-        say(&format!("SYNC{n} rejected={} correction={correction}", r.rejected.len()));
+        say(&format!(
+            "SYNC{n} rejected={} correction={correction}",
+            r.rejected.len()
+        ));
         Ok(())
     };
     visit(1)?;
