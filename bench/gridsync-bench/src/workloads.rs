@@ -544,17 +544,18 @@ fn cut_bootstrap(
     let secs = t.elapsed().as_secs_f64();
     let (down, lost, cuts, mid) = proxy.stats.snapshot();
     drop(proxy);
-    let records = store.record_ids()?.len();
+    eprintln!(
+        "    {secs:.1} s, {down} B received, {lost} B twice, {cuts} cuts ({mid} mid-answer), {syncs} syncs, {round_trips} round trips"
+    );
+    let counts = store.counts()?;
+    let records = (counts.producers + counts.visits) as usize;
     if records != town.records {
         return Err(format!(
-            "the cut bootstrap brought {records} records, expected {}",
+            "the cut bootstrap brought {records} producers and visits, expected {}",
             town.records
         )
         .into());
     }
-    eprintln!(
-        "    {secs:.1} s, {down} B received, {lost} B twice, {cuts} cuts ({mid} mid-answer), {syncs} syncs, {round_trips} round trips"
-    );
     s.add("w6.cut.secs", secs);
     s.add("w6.cut.down", down as f64);
     s.add("w6.cut.lost", lost as f64);
