@@ -38,7 +38,14 @@ impl HttpTransport {
         })
     }
 
-    fn send(&self, build: impl Fn() -> reqwest::blocking::RequestBuilder) -> Result<Vec<u8>> {
+    /// Sends with retries; `wait_when_limited` also rides out a `429` (a device's request
+    /// rate during sync), which enrolment does not: a refused enrolment is the person's to
+    /// retry, not the app's to hammer.
+    fn send(
+        &self,
+        wait_when_limited: bool,
+        build: impl Fn() -> reqwest::blocking::RequestBuilder,
+    ) -> Result<Vec<u8>> {
         let mut delay = self.backoff;
         let mut last = String::new();
         for attempt in 0..self.attempts.max(1) {
@@ -83,7 +90,10 @@ impl HttpTransport {
                     }
                     // Rate-limited: wait as long as the server asks (a few seconds at most,
                     // so a sync never stalls long), then try again.
-                    if status.as_u16() == 429 && attempt + 1 < self.attempts.max(1) {
+                    if wait_when_limited
+                        && status.as_u16() == 429
+                        && attempt + 1 < self.attempts.max(1)
+                    {
                         let wait = resp
                             .headers()
                             .get(reqwest::header::RETRY_AFTER)
@@ -115,7 +125,7 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn sync(&self, auth: &str, body: Vec<u8>) -> Result<Vec<u8>> {
         let url = format!("{}/v1/sync", self.base);
-        self.send(|| {
+        self.send(true, || {
             self.client
                 .post(&url)
                 .header("authorization", auth)
@@ -128,7 +138,7 @@ impl Transport for HttpTransport {
     fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse> {
         let url = format!("{}/v1/enroll", self.base);
         let body = serde_json::to_vec(req).map_err(|e| Error::Protocol(e.to_string()))?;
-        let answer = self.send(|| {
+        let answer = self.send(false, || {
             self.client
                 .post(&url)
                 .header("content-type", "application/json")
@@ -140,7 +150,7 @@ impl Transport for HttpTransport {
 
     fn rotate(&self, auth: &str) -> Result<RotateResponse> {
         let url = format!("{}/v1/device/rotate", self.base);
-        let answer = self.send(|| {
+        let answer = self.send(true, || {
             self.client
                 .post(&url)
                 .header("authorization", auth)
