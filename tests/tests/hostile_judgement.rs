@@ -235,32 +235,6 @@ fn submitted_producer(w: &World, name: &str) -> Producer {
     p
 }
 
-fn answer_all(v: &mut Visit) {
-    for id in [
-        "production_records",
-        "input_purchase",
-        "drug_use",
-        "additives",
-        "input_waste",
-        "compliance_certificate",
-    ] {
-        v.answers.insert(
-            id.into(),
-            Answer {
-                value: AnswerValue::YesNo(YesNoNa::Yes),
-                note: None,
-            },
-        );
-    }
-    v.answers.insert(
-        "other".into(),
-        Answer {
-            value: AnswerValue::Text("无".into()),
-            note: None,
-        },
-    );
-}
-
 /// A visit by the liaison to `producer`, saved as a draft, synced; then completed.
 fn visit_of_liaison(w: &World, producer: &Producer, complete: bool) -> (Visit, Vec<ChangeHash>) {
     let mut v = Visit::new(

@@ -80,32 +80,6 @@ fn sync_clean(p: &Phone) {
     assert!(r.rejected.is_empty(), "{}: {:?}", p.person.id, r.rejected);
 }
 
-fn answer_all(v: &mut Visit) {
-    for id in [
-        "production_records",
-        "input_purchase",
-        "drug_use",
-        "additives",
-        "input_waste",
-        "compliance_certificate",
-    ] {
-        v.answers.insert(
-            id.into(),
-            Answer {
-                value: AnswerValue::YesNo(YesNoNa::Yes),
-                note: None,
-            },
-        );
-    }
-    v.answers.insert(
-        "other".into(),
-        Answer {
-            value: AnswerValue::Text("无".into()),
-            note: None,
-        },
-    );
-}
-
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     // Rate limits are not what this test is about: let every case through.
