@@ -5,10 +5,12 @@
 //! - [`validate`] and [`rules`]: validation and permission rules, shared with the server;
 //! - [`doc`]: how a record lives in its Automerge document, merges and shows conflicts;
 //! - [`store`]: the local SQLite store with its queries and change tracking;
-//! - [`sync`]: the wire protocol and the sync engine over a transport trait.
+//! - [`sync`]: the wire protocol and the sync engine over a transport trait;
+//! - [`migrate`]: the schema migration runner shared with the server.
 
 pub mod doc;
 pub mod error;
+pub mod migrate;
 pub mod model;
 pub mod rules;
 pub mod store;
