@@ -3,7 +3,8 @@
 
 use rusqlite::Connection;
 
-use super::{get_meta, set_meta, Store};
+use super::meta::{get as get_meta, set as set_meta};
+use super::Store;
 use crate::Result;
 
 const CLOCK_KEY: &str = "clock_correction_ms";

@@ -19,7 +19,8 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use super::{load_doc, materialize, row_values, Store};
+use super::documents::{load_doc, mark_corrupt, materialize, row_values};
+use super::Store;
 use crate::model::{Record, RecordKind};
 use crate::{Error, Result};
 
@@ -459,14 +460,7 @@ fn same_value(a: &Value, b: &Value) -> bool {
 /// checker's own; runs in its own statement-level transaction).
 fn set_aside_in(conn: &Connection, id: &str, detail: &str) -> Result<()> {
     tracing::warn!(record = id, "record set aside by a check: {detail}");
-    conn.execute(
-        "UPDATE records SET corrupt = ?2 WHERE id = ?1",
-        params![id, detail],
-    )?;
-    conn.execute("DELETE FROM producers WHERE id = ?1", [id])?;
-    conn.execute("DELETE FROM visits WHERE id = ?1", [id])?;
-    conn.execute("DELETE FROM templates WHERE id = ?1", [id])?;
-    Ok(())
+    mark_corrupt(conn, id, detail)
 }
 
 /// Drops the query tables and their indexes, creates them again as the schema defines

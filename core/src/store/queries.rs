@@ -187,7 +187,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO patrol_intervals (producer_type, risk, days) VALUES (?1, ?2, ?3)
                  ON CONFLICT(producer_type, risk) DO UPDATE SET days = ?3",
-                params![t.as_str(), super::serde_plain(&risk), days],
+                params![t.as_str(), super::documents::serde_plain(&risk), days],
             )?;
             Ok(())
         })

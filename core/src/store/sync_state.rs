@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
-use super::{delete_record, load_doc, materialize, persist_doc, Store};
+use super::documents::{delete_record, load_doc, materialize, persist_doc};
+use super::{meta, Store};
 use crate::doc::{heads_from_bytes, heads_to_bytes, load_received, RecordDoc};
 use crate::model::{Record, RecordKind};
 use crate::sync::bare::{self, PageDigest};
@@ -105,7 +106,7 @@ pub(crate) const LINK_KEY: &str = "server_link";
 impl Store {
     /// The server link, if enrolled.
     pub fn server_link(&self) -> Result<Option<ServerLink>> {
-        self.read(|c| match super::get_meta(c, LINK_KEY)? {
+        self.read(|c| match meta::get(c, LINK_KEY)? {
             Some(s) => {
                 Ok(Some(serde_json::from_str(&s).map_err(|e| {
                     Error::Document(format!("server link: {e}"))
@@ -121,8 +122,8 @@ impl Store {
         let s = serde_json::to_string(link).map_err(|e| Error::Document(e.to_string()))?;
         let actor = crate::device_actor(&link.device_id);
         self.write(|tx| {
-            super::set_meta(tx, LINK_KEY, &s)?;
-            super::set_meta(tx, "actor", &hex::encode(actor.to_bytes()))
+            meta::set(tx, LINK_KEY, &s)?;
+            meta::set(tx, "actor", &hex::encode(actor.to_bytes()))
         })?;
         *self.actor.lock().unwrap_or_else(|p| p.into_inner()) = actor;
         Ok(())
@@ -475,7 +476,7 @@ impl Store {
 }
 
 fn scope_sets(tx: &Transaction<'_>) -> Result<(HashSet<String>, HashSet<String>)> {
-    let scope: Option<String> = super::get_meta(tx, "scope")?;
+    let scope: Option<String> = meta::get(tx, "scope")?;
     let (readable, templates): (Vec<String>, Vec<String>) = match scope {
         Some(s) => serde_json::from_str(&s).map_err(|e| Error::Document(format!("scope: {e}")))?,
         None => (Vec::new(), Vec::new()),
@@ -513,10 +514,10 @@ fn apply_reference(tx: &Transaction<'_>, r: &Reference, out: &mut PageOutcome) -
         )?;
     }
     let me = serde_json::to_string(&r.me).map_err(|e| Error::Document(e.to_string()))?;
-    super::set_meta(tx, "profile", &me)?;
+    meta::set(tx, "profile", &me)?;
     let scope = serde_json::to_string(&(&r.readable, &r.template_grids))
         .map_err(|e| Error::Document(e.to_string()))?;
-    super::set_meta(tx, "scope", &scope)?;
+    meta::set(tx, "scope", &scope)?;
     // Cursors: new grids start at zero, lost grids go away with their records.
     let feeds: HashSet<&str> = r
         .readable

@@ -1,0 +1,369 @@
+//! Reading and writing records: producers and their review steps, visits, checklist
+//! templates, conflicts, history, records set aside, and batch imports. Every write goes
+//! through [`Store::put`](super::put); what a step or an edit does to the review state is
+//! decided by [`crate::rules`].
+
+use rusqlite::OptionalExtension;
+
+use super::documents::{self, load_doc, persist_doc};
+use super::put::{store_new, PutMode};
+use super::Store;
+use crate::doc::{Conflict, HistoryEntry};
+use crate::model::{
+    default_template, ChecklistTemplate, Producer, Record, ReviewAction, ReviewEvent, ReviewState,
+    Visit, VisitReview, VisitStatus, DEFAULT_TEMPLATE_ID,
+};
+use crate::validate;
+use crate::{now_ms, Error, Result};
+
+impl Store {
+    /// Registers a new producer (as the device's person).
+    pub fn create_producer(&self, mut p: Producer) -> Result<Producer> {
+        let now = now_ms();
+        p.created_at_ms = p.created_at_ms.max(validate::MIN_TIME_MS);
+        p.updated_at_ms = now;
+        let actor = self.actor()?;
+        if p.created_by.is_empty() {
+            p.created_by = actor.person_id.clone();
+        }
+        match self.put(&actor, Record::Producer(p), PutMode::Create, now)? {
+            Record::Producer(p) => Ok(p),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// Saves edits to a producer. Editing a directory field of an approved entry sends it
+    /// back to review; editing a returned entry puts it back to draft.
+    pub fn update_producer(&self, mut p: Producer) -> Result<Producer> {
+        let actor = self.actor()?;
+        let now = now_ms();
+        p.updated_at_ms = now;
+        match self.put(&actor, Record::Producer(p), PutMode::Update, now)? {
+            Record::Producer(p) => Ok(p),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// Takes a step in the directory review chain.
+    pub fn review_producer(&self, id: &str, action: ReviewAction) -> Result<Producer> {
+        let actor = self.actor()?;
+        let mut p = self.producer(id)?;
+        let now = now_ms();
+        let effective = p.effective_review_state();
+        let to = match (&action, effective) {
+            (ReviewAction::Submit, ReviewState::Draft | ReviewState::Returned) => {
+                ReviewState::Submitted
+            }
+            (ReviewAction::ApproveTownship, ReviewState::Submitted) => {
+                ReviewState::TownshipApproved
+            }
+            (ReviewAction::ApproveCounty, ReviewState::TownshipApproved) => {
+                ReviewState::CountyApproved
+            }
+            (
+                ReviewAction::Return(_),
+                ReviewState::Submitted
+                | ReviewState::TownshipApproved
+                | ReviewState::CountyApproved,
+            ) => ReviewState::Returned,
+            (a, s) => {
+                return Err(Error::Workflow(format!(
+                    "cannot {} an entry that is {}",
+                    a.as_str(),
+                    s.as_str()
+                )))
+            }
+        };
+        if let ReviewAction::Return(reason) = &action {
+            validate::require_text("review.return_reason", reason, 500)?;
+            p.review.return_reason = Some(reason.clone());
+        }
+        if to.is_approved() {
+            p.review.approved_fingerprint = Some(p.directory_fingerprint());
+        }
+        p.review.state = to;
+        p.review.history.push(ReviewEvent {
+            id: crate::new_id(),
+            action,
+            by: actor.person_id.clone(),
+            at_ms: now,
+            state_after: to,
+        });
+        match self.put(&actor, Record::Producer(p), PutMode::Review, now)? {
+            Record::Producer(p) => Ok(p),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// A producer by id.
+    pub fn producer(&self, id: &str) -> Result<Producer> {
+        match self.record(id)? {
+            Record::Producer(p) => Ok(p),
+            _ => Err(Error::NotFound {
+                kind: "producer",
+                id: id.into(),
+            }),
+        }
+    }
+
+    /// Creates or updates a visit (as the device's person).
+    pub fn save_visit(&self, mut v: Visit) -> Result<Visit> {
+        let actor = self.actor()?;
+        let now = now_ms();
+        v.updated_at_ms = now;
+        let exists = self.record_exists(&v.id)?;
+        let mode = if exists {
+            PutMode::Update
+        } else {
+            PutMode::Create
+        };
+        match self.put(&actor, Record::Visit(v), mode, now)? {
+            Record::Visit(v) => Ok(v),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// Closes a visit: every required item must be answered.
+    pub fn complete_visit(&self, id: &str) -> Result<Visit> {
+        let mut v = self.visit(id)?;
+        if v.status == VisitStatus::Completed {
+            return Err(Error::Workflow("the visit is already completed".into()));
+        }
+        v.status = VisitStatus::Completed;
+        let now = now_ms();
+        v.ended_at_ms = Some(v.ended_at_ms.unwrap_or(now).max(v.started_at_ms));
+        self.save_visit(v)
+    }
+
+    /// Links a follow-up visit to the visit it follows up, and marks the rectification
+    /// resolved when `resolved` is set.
+    pub fn add_follow_up(&self, original: &str, follow_up: &str, resolved: bool) -> Result<Visit> {
+        let f = self.visit(follow_up)?;
+        if f.producer_id != self.visit(original)?.producer_id {
+            return Err(validate::Invalid::new(
+                "follow_up_visit",
+                "is a visit to another producer",
+            )
+            .into());
+        }
+        let mut v = self.visit(original)?;
+        v.follow_up_visit = Some(follow_up.to_string());
+        if resolved {
+            if let Some(r) = &mut v.rectification {
+                r.resolved_at_ms = Some(now_ms());
+            }
+        }
+        self.save_visit(v)
+    }
+
+    /// Adds a supervisor's or county reviewer's review to a visit.
+    pub fn review_visit(&self, id: &str, comment: &str) -> Result<Visit> {
+        let actor = self.actor()?;
+        let mut v = self.visit(id)?;
+        v.review = Some(VisitReview {
+            by: actor.person_id,
+            at_ms: now_ms(),
+            comment: comment.to_string(),
+        });
+        self.save_visit(v)
+    }
+
+    /// A visit by id.
+    pub fn visit(&self, id: &str) -> Result<Visit> {
+        match self.record(id)? {
+            Record::Visit(v) => Ok(v),
+            _ => Err(Error::NotFound {
+                kind: "visit",
+                id: id.into(),
+            }),
+        }
+    }
+
+    /// Saves a checklist template version (county staff and administrators).
+    pub fn save_template(&self, t: ChecklistTemplate) -> Result<ChecklistTemplate> {
+        let actor = self.actor()?;
+        let mode = if self.record_exists(&t.id)? {
+            PutMode::Update
+        } else {
+            PutMode::Create
+        };
+        match self.put(&actor, Record::Template(t), mode, now_ms())? {
+            Record::Template(t) => Ok(t),
+            _ => Err(Error::Document("unexpected record kind".into())),
+        }
+    }
+
+    /// A template version: a stored one, or the built-in default.
+    pub fn template(&self, template_id: &str, version: u32) -> Result<ChecklistTemplate> {
+        let id = ChecklistTemplate::record_id(template_id, version);
+        let heads: Option<Vec<u8>> = self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT heads FROM records WHERE id = ?1 AND corrupt IS NULL")?
+                    .query_row([&id], |r| r.get(0))
+                    .optional()?,
+            )
+        })?;
+        if let Some(h) = &heads {
+            let cache = self.templates.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, t)) = cache.get(&id) {
+                if at == h {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        match self.record(&id) {
+            Ok(Record::Template(t)) => {
+                if let Some(h) = heads {
+                    self.templates
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, (h, t.clone()));
+                }
+                Ok(t)
+            }
+            Err(Error::NotFound { .. }) if template_id == DEFAULT_TEMPLATE_ID && version == 1 => {
+                Ok(default_template("builtin"))
+            }
+            Ok(_) => Err(Error::NotFound {
+                kind: "template",
+                id,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The newest version of every template on the device, with the built-in default.
+    pub fn templates(&self) -> Result<Vec<ChecklistTemplate>> {
+        let ids: Vec<String> = self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id FROM templates t WHERE version = (SELECT MAX(version) FROM templates WHERE template_id = t.template_id) ORDER BY template_id",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(Record::Template(t)) = self.record(&id) {
+                out.push(t);
+            }
+        }
+        if !out.iter().any(|t| t.template_id == DEFAULT_TEMPLATE_ID) {
+            out.insert(0, default_template("builtin"));
+        }
+        Ok(out)
+    }
+
+    /// Any record by id.
+    pub fn record(&self, id: &str) -> Result<Record> {
+        let loaded = self.read(|c| load_doc(c, id));
+        match loaded {
+            Ok(Some(doc)) => doc.read(),
+            Ok(None) => Err(Error::NotFound {
+                kind: "record",
+                id: id.into(),
+            }),
+            Err(Error::Corrupt { id, detail }) => {
+                self.set_aside(&id, &detail)?;
+                Err(Error::Corrupt { id, detail })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn record_exists(&self, id: &str) -> Result<bool> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT 1 FROM records WHERE id = ?1", [id], |_| Ok(()))
+                    .optional()?
+                    .is_some(),
+            )
+        })
+    }
+
+    /// Fields of a record holding concurrent values.
+    pub fn conflicts(&self, id: &str) -> Result<Vec<Conflict>> {
+        let doc = self
+            .read(|c| load_doc(c, id))?
+            .ok_or_else(|| Error::NotFound {
+                kind: "record",
+                id: id.into(),
+            })?;
+        doc.conflicts()
+    }
+
+    /// Keeps the current winner of a conflicting field and drops the other values.
+    pub fn resolve_conflict(&self, id: &str, path: &str) -> Result<()> {
+        let actor = self.actor()?;
+        let now = now_ms();
+        self.write(|tx| {
+            let mut doc = load_doc(tx, id)?.ok_or_else(|| Error::NotFound {
+                kind: "record",
+                id: id.into(),
+            })?;
+            doc.set_actor(&self.actor_id());
+            let old_heads = doc.heads();
+            if doc.resolve_conflict(path, &actor.person_id, now)? {
+                persist_doc(tx, id, &mut doc, &old_heads, true)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The history of changes to a record.
+    pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
+        let mut doc = self
+            .read(|c| load_doc(c, id))?
+            .ok_or_else(|| Error::NotFound {
+                kind: "record",
+                id: id.into(),
+            })?;
+        Ok(doc.history())
+    }
+
+    /// Records whose stored bytes failed to load, with the error.
+    pub fn corrupt_records(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT id, corrupt FROM records WHERE corrupt IS NOT NULL ORDER BY id")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    pub(crate) fn set_aside(&self, id: &str, detail: &str) -> Result<()> {
+        tracing::warn!(record = id, "record set aside: {detail}");
+        self.write(|tx| documents::mark_corrupt(tx, id, detail))
+    }
+
+    /// Registers many producers in one transaction (an import): all are stored or none.
+    /// Each goes through the same validation and permission checks as
+    /// [`Store::create_producer`]; an error names the entry (`producers[3].phone`).
+    /// The documents are built on several threads before the one write transaction.
+    pub fn create_producers(&self, producers: Vec<Producer>) -> Result<Vec<Producer>> {
+        let actor = self.actor()?;
+        let tree = self.tree()?;
+        let now = now_ms();
+        let records: Vec<Record> = producers
+            .into_iter()
+            .map(|mut p| {
+                p.created_at_ms = p.created_at_ms.max(validate::MIN_TIME_MS);
+                p.updated_at_ms = now;
+                if p.created_by.is_empty() {
+                    p.created_by = actor.person_id.clone();
+                }
+                Record::Producer(p)
+            })
+            .collect();
+        let prepared = self.prepare_batch(&tree, &actor, records, now)?;
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(prepared.len());
+            for n in prepared {
+                match store_new(tx, n, PutMode::Import)? {
+                    Record::Producer(p) => out.push(p),
+                    _ => return Err(Error::Document("unexpected record kind".into())),
+                }
+            }
+            Ok(out)
+        })
+    }
+}

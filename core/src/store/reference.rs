@@ -1,0 +1,168 @@
+//! Reference data on the device: the grid tree (and its snapshot for permission checks),
+//! people, and the person using the device.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection};
+
+use super::{meta, Store};
+use crate::model::{Actor, GridKind, GridLevel, GridNode, Person, Role};
+use crate::rules::GridTree;
+use crate::{Error, Result};
+
+/// The grid tree held in memory for permission checks.
+#[derive(Debug, Default, Clone)]
+pub struct TreeSnapshot {
+    nodes: HashMap<String, (GridLevel, Option<String>)>,
+}
+
+impl TreeSnapshot {
+    /// A snapshot of the given nodes.
+    pub fn from_nodes(nodes: &[GridNode]) -> Self {
+        TreeSnapshot {
+            nodes: nodes
+                .iter()
+                .map(|n| (n.code.clone(), (n.level, n.parent.clone())))
+                .collect(),
+        }
+    }
+}
+
+impl GridTree for TreeSnapshot {
+    fn parent_of(&self, code: &str) -> Option<String> {
+        self.nodes.get(code).and_then(|n| n.1.clone())
+    }
+    fn level_of(&self, code: &str) -> Option<GridLevel> {
+        self.nodes.get(code).map(|n| n.0)
+    }
+}
+
+impl Store {
+    /// The person using this device, once set (by enrolment or by hand for offline use).
+    pub fn profile(&self) -> Result<Option<Person>> {
+        self.read(|c| meta::get_json(c, "profile"))
+    }
+
+    /// Sets the person using this device.
+    pub fn set_profile(&self, person: &Person) -> Result<()> {
+        self.write(|tx| meta::set_json(tx, "profile", person))
+    }
+
+    /// The acting identity for local edits.
+    pub fn actor(&self) -> Result<Actor> {
+        let p = self
+            .profile()?
+            .ok_or_else(|| Error::NotEnrolled("no person is set up on this device".into()))?;
+        Ok(Actor::new(p.id, p.role, p.grids))
+    }
+
+    /// Adds or replaces grid nodes.
+    pub fn upsert_grids(&self, nodes: &[GridNode]) -> Result<()> {
+        for n in nodes {
+            n.validate()?;
+        }
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO grids (code, name, level, kind, parent) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(code) DO UPDATE SET name = ?2, level = ?3, kind = ?4, parent = ?5",
+            )?;
+            for n in nodes {
+                st.execute(params![
+                    n.code,
+                    n.name,
+                    n.level.as_str(),
+                    n.kind.as_str(),
+                    n.parent
+                ])?;
+            }
+            Ok(())
+        })?;
+        *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Every grid node on the device.
+    pub fn grids(&self) -> Result<Vec<GridNode>> {
+        self.read(load_grids)
+    }
+
+    /// The grid tree for permission checks (cached until the grids change).
+    pub fn tree(&self) -> Result<TreeSnapshot> {
+        let mut t = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = t.as_ref() {
+            return Ok(t.clone());
+        }
+        let snap = TreeSnapshot::from_nodes(&self.grids()?);
+        *t = Some(snap.clone());
+        Ok(snap)
+    }
+
+    /// Adds or replaces people (reference data for grid charts).
+    pub fn upsert_people(&self, people: &[Person]) -> Result<()> {
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO people (id, name, phone, role, grids) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET name = ?2, phone = ?3, role = ?4, grids = ?5",
+            )?;
+            for p in people {
+                let grids = serde_json::to_string(&p.grids).unwrap_or_default();
+                st.execute(params![p.id, p.name, p.phone, p.role.as_str(), grids])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// People known on the device.
+    pub fn people(&self) -> Result<Vec<Person>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT id, name, phone, role, grids FROM people ORDER BY name")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, name, phone, role, grids) = row?;
+                out.push(Person {
+                    id,
+                    name,
+                    phone,
+                    role: Role::parse(&role).unwrap_or(Role::Liaison),
+                    grids: serde_json::from_str(&grids).unwrap_or_default(),
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn load_grids(c: &Connection) -> Result<Vec<GridNode>> {
+    let mut st = c.prepare("SELECT code, name, level, kind, parent FROM grids ORDER BY code")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (code, name, level, kind, parent) = row?;
+        out.push(GridNode {
+            code,
+            name,
+            level: GridLevel::parse(&level).unwrap_or(GridLevel::Village),
+            kind: GridKind::parse(&kind).unwrap_or(GridKind::Mixed),
+            parent,
+        });
+    }
+    Ok(out)
+}
