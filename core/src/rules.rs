@@ -1,7 +1,10 @@
 //! Permission and workflow rules, run by the phone before it writes and by the server on
 //! every pushed change, against the stored record (never against what a phone claims).
 
-use crate::model::{Actor, GridLevel, Producer, Record, ReviewState, Role, Visit, VisitStatus};
+use crate::model::{
+    Actor, GridLevel, Producer, Record, ReviewAction, ReviewEvent, ReviewState, Role, Visit,
+    VisitStatus,
+};
 use crate::{Error, Result};
 
 /// Read access to the grid tree.
@@ -65,17 +68,7 @@ pub fn check_change(
         )));
     }
     match after {
-        Record::Template(t) => {
-            if !matches!(actor.role, Role::CountyReviewer | Role::Admin) {
-                return Err(forbid(
-                    "only county staff and administrators write checklist templates",
-                ));
-            }
-            if !in_scope(tree, actor, &t.grid) {
-                return Err(forbid(format!("grid {} is outside your scope", t.grid)));
-            }
-            Ok(())
-        }
+        Record::Template(t) => check_template(tree, actor, &t.grid),
         Record::Producer(p) => {
             check_scope(tree, actor, before, &p.grid)?;
             let b = match before {
@@ -115,6 +108,19 @@ fn check_scope(
     Ok(())
 }
 
+/// Checklist templates are written by county staff and administrators, in their scope.
+fn check_template(tree: &dyn GridTree, actor: &Actor, grid: &str) -> Result<()> {
+    if !matches!(actor.role, Role::CountyReviewer | Role::Admin) {
+        return Err(forbid(
+            "only county staff and administrators write checklist templates",
+        ));
+    }
+    if !in_scope(tree, actor, grid) {
+        return Err(forbid(format!("grid {grid} is outside your scope")));
+    }
+    Ok(())
+}
+
 /// Who may move a directory entry from one review state to another.
 pub fn review_step_allowed(role: Role, from: ReviewState, to: ReviewState) -> bool {
     use ReviewState::*;
@@ -132,6 +138,96 @@ pub fn review_step_allowed(role: Role, from: ReviewState, to: ReviewState) -> bo
     }
 }
 
+/// The review state a step takes a directory entry to from `from`, its effective state (a
+/// stale approval counts as submitted), or why the step cannot be taken from there:
+///
+/// | action | from | to |
+/// |---|---|---|
+/// | submit | draft, returned | submitted |
+/// | approve (township) | submitted | township approved |
+/// | approve (county) | township approved | county approved |
+/// | return | submitted, township approved, county approved | returned |
+///
+/// The two steps an edit records ([`apply_edit_workflow`]) are never taken by hand. Who may
+/// take a step is [`review_step_allowed`]'s to say, checked with the change
+/// ([`check_change`]).
+pub fn review_transition(from: ReviewState, action: &ReviewAction) -> Result<ReviewState> {
+    use ReviewState::*;
+    Ok(match (action, from) {
+        (ReviewAction::Submit, Draft | Returned) => Submitted,
+        (ReviewAction::ApproveTownship, Submitted) => TownshipApproved,
+        (ReviewAction::ApproveCounty, TownshipApproved) => CountyApproved,
+        (ReviewAction::Return(_), Submitted | TownshipApproved | CountyApproved) => Returned,
+        (a, s) => {
+            return Err(Error::Workflow(format!(
+                "cannot {} an entry that is {}",
+                a.as_str(),
+                s.as_str()
+            )))
+        }
+    })
+}
+
+/// Takes a step in the directory review chain on `p` as `person` at `now`: the new state
+/// ([`review_transition`] from the effective state), the reason of a return, the
+/// fingerprint of the fields an approval vouches for, and the history entry.
+pub fn take_review_step(
+    p: &mut Producer,
+    action: ReviewAction,
+    person: &str,
+    now: i64,
+) -> Result<()> {
+    let to = review_transition(p.effective_review_state(), &action)?;
+    if let ReviewAction::Return(reason) = &action {
+        crate::validate::require_text("review.return_reason", reason, 500)?;
+        p.review.return_reason = Some(reason.clone());
+    }
+    if to.is_approved() {
+        p.review.approved_fingerprint = Some(p.directory_fingerprint());
+    }
+    record_review_step(p, action, person, now, to);
+    Ok(())
+}
+
+/// The workflow side of a local edit of `before` into `after`: the review, `created_by` and
+/// `created_at_ms` stay as stored; a change of a directory field sends an approved entry
+/// back to review (submitted) and a returned one back to draft, with a history entry
+/// naming `person` and `now`.
+pub fn apply_edit_workflow(before: &Producer, after: &mut Producer, person: &str, now: i64) {
+    after.review = before.review.clone();
+    after.created_by = before.created_by.clone();
+    after.created_at_ms = before.created_at_ms;
+    if before.directory_fingerprint() == after.directory_fingerprint() {
+        return;
+    }
+    let to = match before.review.state {
+        s if s.is_approved() => Some((ReviewAction::EditedAfterApproval, ReviewState::Submitted)),
+        ReviewState::Returned => Some((ReviewAction::EditedAfterReturn, ReviewState::Draft)),
+        _ => None,
+    };
+    if let Some((action, state)) = to {
+        record_review_step(after, action, person, now, state);
+    }
+}
+
+/// Moves `p` to `to` and records the step in its review history.
+fn record_review_step(
+    p: &mut Producer,
+    action: ReviewAction,
+    person: &str,
+    now: i64,
+    to: ReviewState,
+) {
+    p.review.state = to;
+    p.review.history.push(ReviewEvent {
+        id: crate::new_id(),
+        action,
+        by: person.to_string(),
+        at_ms: now,
+        state_after: to,
+    });
+}
+
 fn check_producer(actor: &Actor, before: Option<&Producer>, after: &Producer) -> Result<()> {
     // A review step starts from the state that holds for the fields (an approval that an
     // edit merged after no longer counts), so nobody can re-approve by keeping a stale one.
@@ -139,35 +235,19 @@ fn check_producer(actor: &Actor, before: Option<&Producer>, after: &Producer) ->
     let to = after.review.state;
     // Authors: a new entry names its creator, a new review event the person taking it (an
     // administrator importing paper records may name others).
-    if actor.role != Role::Admin {
-        if before.is_none() && after.created_by != actor.person_id {
-            return Err(forbid(format!(
-                "an entry is created by the person who creates it, not {}",
-                after.created_by
-            )));
-        }
-        let old = before.map_or(&[][..], |b| &b.review.history[..]);
-        if let Some(e) = after
-            .review
-            .history
-            .iter()
-            .find(|e| !old.contains(e) && e.by != actor.person_id)
-        {
-            return Err(forbid(format!(
-                "a review step is recorded by the person who takes it, not {}",
-                e.by
-            )));
-        }
+    if actor.role != Role::Admin && before.is_none() && after.created_by != actor.person_id {
+        return Err(forbid(format!(
+            "an entry is created by the person who creates it, not {}",
+            after.created_by
+        )));
     }
+    check_new_steps_authors(
+        actor,
+        before.map_or(&[][..], |b| &b.review.history[..]),
+        after,
+    )?;
     if let Some(b) = before {
-        if b.created_by != after.created_by || b.created_at_ms != after.created_at_ms {
-            return Err(forbid("created_by and created_at_ms cannot change"));
-        }
-        for e in &b.review.history {
-            if !after.review.history.iter().any(|x| x == e) {
-                return Err(forbid("review history can only grow"));
-            }
-        }
+        check_producer_kept(b, after)?;
         // Editing an approved entry must send it back to review.
         let fields_changed = b.directory_fingerprint() != after.directory_fingerprint();
         if fields_changed
@@ -215,11 +295,45 @@ fn check_producer(actor: &Actor, before: Option<&Producer>, after: &Producer) ->
     Ok(())
 }
 
+/// What an entry keeps through any change: its creator, its creation time and every step of
+/// its review history.
+fn check_producer_kept(before: &Producer, after: &Producer) -> Result<()> {
+    if before.created_by != after.created_by || before.created_at_ms != after.created_at_ms {
+        return Err(forbid("created_by and created_at_ms cannot change"));
+    }
+    if before
+        .review
+        .history
+        .iter()
+        .any(|e| !after.review.history.contains(e))
+    {
+        return Err(forbid("review history can only grow"));
+    }
+    Ok(())
+}
+
+/// A review step not in `old` names the person who takes it (an administrator importing
+/// paper records may name others).
+fn check_new_steps_authors(actor: &Actor, old: &[ReviewEvent], after: &Producer) -> Result<()> {
+    if actor.role == Role::Admin {
+        return Ok(());
+    }
+    match after
+        .review
+        .history
+        .iter()
+        .find(|e| !old.contains(e) && e.by != actor.person_id)
+    {
+        Some(e) => Err(forbid(format!(
+            "a review step is recorded by the person who takes it, not {}",
+            e.by
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn check_visit(actor: &Actor, before: Option<&Visit>, after: &Visit) -> Result<()> {
-    let reviewer = matches!(
-        actor.role,
-        Role::Supervisor | Role::CountyReviewer | Role::Admin
-    );
+    let reviewer = reviews_visits(actor.role);
     check_entry_authors(actor, before, after)?;
     if let Some(r) = &after.review {
         let new = before.and_then(|b| b.review.as_ref()) != Some(r);
@@ -252,15 +366,9 @@ fn check_visit(actor: &Actor, before: Option<&Visit>, after: &Visit) -> Result<(
                 "a completed visit cannot be reopened".into(),
             ));
         }
-        // Only a follow-up link, a resolution and a review may be added.
-        let mut allowed = after.clone();
-        allowed.follow_up_visit = b.follow_up_visit.clone();
-        allowed.review = b.review.clone();
-        allowed.updated_at_ms = b.updated_at_ms;
-        if let (Some(ar), Some(br)) = (&mut allowed.rectification, &b.rectification) {
-            ar.resolved_at_ms = br.resolved_at_ms;
-        }
-        if &allowed != b {
+        // Only a follow-up link, a resolution and a review may be added (a replaced
+        // follow-up link is refused below, with its own reason).
+        if changed_beyond_additions(b, after, true) {
             return Err(Error::Workflow(
                 "a completed visit cannot be changed except to add a follow-up or a review".into(),
             ));
@@ -351,41 +459,14 @@ pub fn check_merge(
             check_scope(tree, actor, Some(stored), &m.grid)?;
             merge_visit(actor, s, m)
         }
-        (Record::Template(_), Record::Template(t)) => {
-            if !matches!(actor.role, Role::CountyReviewer | Role::Admin) {
-                return Err(forbid(
-                    "only county staff and administrators write checklist templates",
-                ));
-            }
-            if !in_scope(tree, actor, &t.grid) {
-                return Err(forbid(format!("grid {} is outside your scope", t.grid)));
-            }
-            Ok(())
-        }
+        (Record::Template(_), Record::Template(t)) => check_template(tree, actor, &t.grid),
         _ => Err(forbid("a record cannot change its kind")),
     }
 }
 
 fn merge_producer(actor: &Actor, s: &Producer, m: &Producer) -> Result<()> {
-    if s.created_by != m.created_by || s.created_at_ms != m.created_at_ms {
-        return Err(forbid("created_by and created_at_ms cannot change"));
-    }
-    for e in &s.review.history {
-        if !m.review.history.iter().any(|x| x == e) {
-            return Err(forbid("review history can only grow"));
-        }
-    }
-    for e in &m.review.history {
-        if !s.review.history.iter().any(|x| x == e)
-            && e.by != actor.person_id
-            && actor.role != Role::Admin
-        {
-            return Err(forbid(format!(
-                "a review step is recorded by the person who takes it, not {}",
-                e.by
-            )));
-        }
-    }
+    check_producer_kept(s, m)?;
+    check_new_steps_authors(actor, &s.review.history, m)?;
     let (s_eff, m_eff) = (s.effective_review_state(), m.effective_review_state());
     let fields_changed = s.directory_fingerprint() != m.directory_fingerprint();
     // An edit of an approved entry sends it back to review, whoever may edit it.
@@ -423,10 +504,7 @@ fn merge_producer(actor: &Actor, s: &Producer, m: &Producer) -> Result<()> {
 }
 
 fn merge_visit(actor: &Actor, s: &Visit, m: &Visit) -> Result<()> {
-    let reviewer = matches!(
-        actor.role,
-        Role::Supervisor | Role::CountyReviewer | Role::Admin
-    );
+    let reviewer = reviews_visits(actor.role);
     if s.inspector != m.inspector || s.producer_id != m.producer_id {
         return Err(forbid("inspector and producer of a visit cannot change"));
     }
@@ -460,16 +538,7 @@ fn merge_visit(actor: &Actor, s: &Visit, m: &Visit) -> Result<()> {
         // was made concurrently with its completion. (An unreviewed one merges what its
         // inspector recorded concurrently with completing it: every such change was judged
         // above to predate the completion, and the completion itself stays.)
-        let mut allowed = m.clone();
-        allowed.review = s.review.clone();
-        allowed.updated_at_ms = s.updated_at_ms;
-        if s.follow_up_visit.is_none() {
-            allowed.follow_up_visit = None;
-        }
-        if let (Some(ar), Some(sr)) = (&mut allowed.rectification, &s.rectification) {
-            ar.resolved_at_ms = sr.resolved_at_ms;
-        }
-        if &allowed != s {
+        if changed_beyond_additions(s, m, false) {
             return Err(Error::Workflow(
                 "a reviewed visit cannot be changed except to add a follow-up, a resolution or a review"
                     .into(),
@@ -479,42 +548,275 @@ fn merge_visit(actor: &Actor, s: &Visit, m: &Visit) -> Result<()> {
     Ok(())
 }
 
+/// Who reviews visits: supervisors, county staff and administrators.
+fn reviews_visits(role: Role) -> bool {
+    matches!(role, Role::Supervisor | Role::CountyReviewer | Role::Admin)
+}
+
+/// Whether `after` changes a completed visit `before` beyond what may still be added to
+/// it: a review, a follow-up link where it had none, the resolution of its rectification
+/// (and the update time). With `ignore_follow_up`, a replaced follow-up link is not counted
+/// either (the caller refuses it with its own reason).
+fn changed_beyond_additions(before: &Visit, after: &Visit, ignore_follow_up: bool) -> bool {
+    let mut allowed = after.clone();
+    allowed.review = before.review.clone();
+    allowed.updated_at_ms = before.updated_at_ms;
+    if ignore_follow_up || before.follow_up_visit.is_none() {
+        allowed.follow_up_visit = before.follow_up_visit.clone();
+    }
+    if let (Some(ar), Some(br)) = (&mut allowed.rectification, &before.rectification) {
+        ar.resolved_at_ms = br.resolved_at_ms;
+    }
+    &allowed != before
+}
+
 /// Authors inside a visit: those of existing findings and rapid tests stay as they were,
 /// and every new one names the person who pushed it (an administrator, who may record a
 /// visit for its inspector when importing paper records, may name others).
 fn check_entry_authors(actor: &Actor, before: Option<&Visit>, after: &Visit) -> Result<()> {
-    let admin = actor.role == Role::Admin;
-    let no_findings = Vec::new();
-    let no_tests = Vec::new();
-    let (old_findings, old_tests) =
-        before.map_or((&no_findings, &no_tests), |b| (&b.findings, &b.rapid_tests));
-    for f in &after.findings {
-        match old_findings.iter().find(|x| x.id == f.id) {
-            Some(old) if old.recorded_by != f.recorded_by => {
-                return Err(forbid("the recorder of a finding cannot change"));
-            }
-            None if f.recorded_by != actor.person_id && !admin => {
-                return Err(forbid(format!(
-                    "a finding is recorded by the person who records it, not {}",
-                    f.recorded_by
-                )));
-            }
-            _ => {}
-        }
-    }
-    for t in &after.rapid_tests {
-        match old_tests.iter().find(|x| x.id == t.id) {
-            Some(old) if old.operator != t.operator => {
-                return Err(forbid("the operator of a rapid test cannot change"));
-            }
-            None if t.operator != actor.person_id && !admin => {
-                return Err(forbid(format!(
-                    "a rapid test is recorded by its operator, not {}",
-                    t.operator
-                )));
+    let (old_findings, old_tests) = before.map_or((&[][..], &[][..]), |b| {
+        (&b.findings[..], &b.rapid_tests[..])
+    });
+    check_list_authors(
+        actor,
+        old_findings,
+        &after.findings,
+        |f| (&f.id, &f.recorded_by),
+        "the recorder of a finding cannot change",
+        |by| format!("a finding is recorded by the person who records it, not {by}"),
+    )?;
+    check_list_authors(
+        actor,
+        old_tests,
+        &after.rapid_tests,
+        |t| (&t.id, &t.operator),
+        "the operator of a rapid test cannot change",
+        |by| format!("a rapid test is recorded by its operator, not {by}"),
+    )
+}
+
+/// Authors of a list's entries (matched by id): an existing entry keeps its author, a new
+/// one names the actor unless the actor is an administrator.
+fn check_list_authors<T>(
+    actor: &Actor,
+    old: &[T],
+    new: &[T],
+    id_and_author: impl Fn(&T) -> (&String, &String),
+    author_changed: &str,
+    new_by_other: impl Fn(&str) -> String,
+) -> Result<()> {
+    for entry in new {
+        let (id, by) = id_and_author(entry);
+        match old.iter().find(|x| id_and_author(x).0 == id) {
+            Some(o) if id_and_author(o).1 != by => return Err(forbid(author_changed)),
+            None if *by != actor.person_id && actor.role != Role::Admin => {
+                return Err(forbid(new_by_other(by)));
             }
             _ => {}
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ProducerType, RiskLevel};
+
+    const NOW: i64 = 1_767_225_600_000;
+
+    fn actions() -> Vec<ReviewAction> {
+        vec![
+            ReviewAction::Submit,
+            ReviewAction::ApproveTownship,
+            ReviewAction::ApproveCounty,
+            ReviewAction::Return("照片不清楚".into()),
+            ReviewAction::EditedAfterApproval,
+            ReviewAction::EditedAfterReturn,
+        ]
+    }
+
+    fn producer_in(state: ReviewState) -> Producer {
+        let mut p = Producer::new(
+            "测试牧场",
+            ProducerType::FamilyRanch,
+            "户主",
+            "13912345678",
+            "V1",
+            "p1",
+            NOW,
+        );
+        p.review.state = state;
+        if state.is_approved() {
+            p.review.approved_fingerprint = Some(p.directory_fingerprint());
+        }
+        p
+    }
+
+    #[test]
+    fn review_transition_table_with_refusals() {
+        use ReviewState::*;
+        let expected = |a: &ReviewAction, from: ReviewState| match (a, from) {
+            (ReviewAction::Submit, Draft | Returned) => Some(Submitted),
+            (ReviewAction::ApproveTownship, Submitted) => Some(TownshipApproved),
+            (ReviewAction::ApproveCounty, TownshipApproved) => Some(CountyApproved),
+            (ReviewAction::Return(_), Submitted | TownshipApproved | CountyApproved) => {
+                Some(Returned)
+            }
+            _ => None,
+        };
+        let mut allowed = 0;
+        for a in actions() {
+            for from in REVIEW_STATES {
+                match (review_transition(from, &a), expected(&a, from)) {
+                    (Ok(to), Some(want)) => {
+                        assert_eq!(to, want, "{} from {}", a.as_str(), from.as_str());
+                        // Someone may take every step of the table.
+                        assert!(review_step_allowed(Role::Admin, from, to));
+                        allowed += 1;
+                    }
+                    (Err(Error::Workflow(msg)), None) => assert_eq!(
+                        msg,
+                        format!("cannot {} an entry that is {}", a.as_str(), from.as_str())
+                    ),
+                    (got, want) => {
+                        panic!(
+                            "{} from {}: {got:?}, want {want:?}",
+                            a.as_str(),
+                            from.as_str()
+                        )
+                    }
+                }
+            }
+        }
+        assert_eq!(allowed, 7);
+        // The steps an edit records are never taken by hand, from any state.
+        for from in REVIEW_STATES {
+            assert!(review_transition(from, &ReviewAction::EditedAfterApproval).is_err());
+            assert!(review_transition(from, &ReviewAction::EditedAfterReturn).is_err());
+        }
+    }
+
+    #[test]
+    fn a_review_step_records_state_fingerprint_reason_and_history() {
+        let mut p = producer_in(ReviewState::Submitted);
+        take_review_step(&mut p, ReviewAction::ApproveTownship, "s1", NOW + 1).unwrap();
+        assert_eq!(p.review.state, ReviewState::TownshipApproved);
+        assert_eq!(
+            p.review.approved_fingerprint,
+            Some(p.directory_fingerprint())
+        );
+        let e = p.review.history.last().unwrap();
+        assert_eq!(
+            (&e.action, e.by.as_str(), e.at_ms, e.state_after),
+            (
+                &ReviewAction::ApproveTownship,
+                "s1",
+                NOW + 1,
+                ReviewState::TownshipApproved
+            )
+        );
+
+        take_review_step(
+            &mut p,
+            ReviewAction::Return("缺少证照".into()),
+            "c1",
+            NOW + 2,
+        )
+        .unwrap();
+        assert_eq!(p.review.state, ReviewState::Returned);
+        assert_eq!(p.review.return_reason.as_deref(), Some("缺少证照"));
+        assert_eq!(p.review.history.len(), 2);
+    }
+
+    #[test]
+    fn refused_review_steps_leave_the_entry_alone() {
+        // A return needs a reason.
+        let mut p = producer_in(ReviewState::Submitted);
+        let before = p.clone();
+        assert!(matches!(
+            take_review_step(&mut p, ReviewAction::Return("  ".into()), "s1", NOW),
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(p, before);
+        // A draft cannot be approved.
+        let mut p = producer_in(ReviewState::Draft);
+        let before = p.clone();
+        assert!(matches!(
+            take_review_step(&mut p, ReviewAction::ApproveTownship, "s1", NOW),
+            Err(Error::Workflow(_))
+        ));
+        assert_eq!(p, before);
+        // A stale approval counts as submitted: it can be approved again at the township
+        // level, not sent up to the county.
+        let mut p = producer_in(ReviewState::TownshipApproved);
+        p.phone = "13800000000".into();
+        assert!(matches!(
+            take_review_step(&mut p, ReviewAction::ApproveCounty, "c1", NOW),
+            Err(Error::Workflow(msg)) if msg == "cannot approve_county an entry that is submitted"
+        ));
+        take_review_step(&mut p, ReviewAction::ApproveTownship, "s1", NOW).unwrap();
+        assert_eq!(p.effective_review_state(), ReviewState::TownshipApproved);
+    }
+
+    #[test]
+    fn an_edit_sends_approved_entries_back_and_returned_ones_to_draft() {
+        let cases = [
+            (
+                ReviewState::CountyApproved,
+                Some((ReviewAction::EditedAfterApproval, ReviewState::Submitted)),
+            ),
+            (
+                ReviewState::TownshipApproved,
+                Some((ReviewAction::EditedAfterApproval, ReviewState::Submitted)),
+            ),
+            (
+                ReviewState::Returned,
+                Some((ReviewAction::EditedAfterReturn, ReviewState::Draft)),
+            ),
+            (ReviewState::Draft, None),
+            (ReviewState::Submitted, None),
+        ];
+        for (state, step) in cases {
+            let before = producer_in(state);
+            let mut after = before.clone();
+            after.phone = "13800000000".into();
+            apply_edit_workflow(&before, &mut after, "l1", NOW + 5);
+            match step {
+                Some((action, to)) => {
+                    assert_eq!(after.review.state, to, "from {}", state.as_str());
+                    assert_eq!(after.review.history.len(), 1);
+                    let e = &after.review.history[0];
+                    assert_eq!(
+                        (&e.action, e.by.as_str(), e.at_ms, e.state_after),
+                        (&action, "l1", NOW + 5, to)
+                    );
+                }
+                None => assert_eq!(after.review, before.review, "from {}", state.as_str()),
+            }
+        }
+    }
+
+    #[test]
+    fn an_edit_keeps_review_and_creation_as_stored() {
+        let before = producer_in(ReviewState::CountyApproved);
+        // A field outside the directory: the approval stands.
+        let mut after = before.clone();
+        after.risk = RiskLevel::High;
+        apply_edit_workflow(&before, &mut after, "l1", NOW);
+        assert_eq!(after.review, before.review);
+        assert_eq!(after.effective_review_state(), ReviewState::CountyApproved);
+        // Whatever the edit says of review and creation, the stored values stay.
+        let mut after = before.clone();
+        after.review.state = ReviewState::Draft;
+        after.review.history.clear();
+        after.created_by = "someone-else".into();
+        after.created_at_ms = 0;
+        apply_edit_workflow(&before, &mut after, "l1", NOW);
+        assert_eq!(after.review, before.review);
+        assert_eq!(
+            (after.created_by.as_str(), after.created_at_ms),
+            ("p1", NOW)
+        );
+    }
 }

@@ -7,9 +7,7 @@ use super::documents::{insert_doc, load_doc, materialize, persist_doc};
 use super::reference::TreeSnapshot;
 use super::Store;
 use crate::doc::RecordDoc;
-use crate::model::{
-    Actor, ChecklistTemplate, Producer, Record, ReviewAction, ReviewEvent, ReviewState,
-};
+use crate::model::{Actor, ChecklistTemplate, Record};
 use crate::rules;
 use crate::validate;
 use crate::{Error, Result};
@@ -176,7 +174,7 @@ impl Store {
         let before = doc.read()?;
         if let (Record::Producer(b), Record::Producer(p)) = (&before, &mut rec) {
             if mode == PutMode::Update {
-                apply_edit_workflow(b, p, &actor.person_id, now);
+                rules::apply_edit_workflow(b, p, &actor.person_id, now);
             }
         }
         match &rec {
@@ -230,30 +228,4 @@ pub(super) enum PutMode {
     Import,
     Update,
     Review,
-}
-
-/// Workflow side effects of an edit: approved entries go back to review, returned ones to draft.
-fn apply_edit_workflow(before: &Producer, p: &mut Producer, person: &str, now: i64) {
-    p.review = before.review.clone();
-    p.created_by = before.created_by.clone();
-    p.created_at_ms = before.created_at_ms;
-    let changed = before.directory_fingerprint() != p.directory_fingerprint();
-    if !changed {
-        return;
-    }
-    let to = match before.review.state {
-        s if s.is_approved() => Some((ReviewAction::EditedAfterApproval, ReviewState::Submitted)),
-        ReviewState::Returned => Some((ReviewAction::EditedAfterReturn, ReviewState::Draft)),
-        _ => None,
-    };
-    if let Some((action, state)) = to {
-        p.review.state = state;
-        p.review.history.push(ReviewEvent {
-            id: crate::new_id(),
-            action,
-            by: person.to_string(),
-            at_ms: now,
-            state_after: state,
-        });
-    }
 }

@@ -10,9 +10,10 @@ use super::put::{store_new, PutMode};
 use super::Store;
 use crate::doc::{Conflict, HistoryEntry};
 use crate::model::{
-    default_template, ChecklistTemplate, Producer, Record, ReviewAction, ReviewEvent, ReviewState,
-    Visit, VisitReview, VisitStatus, DEFAULT_TEMPLATE_ID,
+    default_template, ChecklistTemplate, Producer, Record, ReviewAction, Visit, VisitReview,
+    VisitStatus, DEFAULT_TEMPLATE_ID,
 };
+use crate::rules;
 use crate::validate;
 use crate::{now_ms, Error, Result};
 
@@ -49,46 +50,7 @@ impl Store {
         let actor = self.actor()?;
         let mut p = self.producer(id)?;
         let now = now_ms();
-        let effective = p.effective_review_state();
-        let to = match (&action, effective) {
-            (ReviewAction::Submit, ReviewState::Draft | ReviewState::Returned) => {
-                ReviewState::Submitted
-            }
-            (ReviewAction::ApproveTownship, ReviewState::Submitted) => {
-                ReviewState::TownshipApproved
-            }
-            (ReviewAction::ApproveCounty, ReviewState::TownshipApproved) => {
-                ReviewState::CountyApproved
-            }
-            (
-                ReviewAction::Return(_),
-                ReviewState::Submitted
-                | ReviewState::TownshipApproved
-                | ReviewState::CountyApproved,
-            ) => ReviewState::Returned,
-            (a, s) => {
-                return Err(Error::Workflow(format!(
-                    "cannot {} an entry that is {}",
-                    a.as_str(),
-                    s.as_str()
-                )))
-            }
-        };
-        if let ReviewAction::Return(reason) = &action {
-            validate::require_text("review.return_reason", reason, 500)?;
-            p.review.return_reason = Some(reason.clone());
-        }
-        if to.is_approved() {
-            p.review.approved_fingerprint = Some(p.directory_fingerprint());
-        }
-        p.review.state = to;
-        p.review.history.push(ReviewEvent {
-            id: crate::new_id(),
-            action,
-            by: actor.person_id.clone(),
-            at_ms: now,
-            state_after: to,
-        });
+        rules::take_review_step(&mut p, action, &actor.person_id, now)?;
         match self.put(&actor, Record::Producer(p), PutMode::Review, now)? {
             Record::Producer(p) => Ok(p),
             _ => Err(Error::Document("unexpected record kind".into())),
