@@ -3,12 +3,12 @@
 //! through [`Store::put`](super::put); what a step or an edit does to the review state is
 //! decided by [`crate::rules`].
 
-use rusqlite::OptionalExtension;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::documents::{self, load_doc, persist_doc};
 use super::put::{store_new, PutMode};
 use super::Store;
-use crate::doc::{Conflict, HistoryEntry};
+use crate::doc::{Conflict, HistoryEntry, RecordDoc};
 use crate::model::{
     default_template, ChecklistTemplate, Producer, Record, ReviewAction, Visit, VisitReview,
     VisitStatus, DEFAULT_TEMPLATE_ID,
@@ -27,10 +27,8 @@ impl Store {
         if p.created_by.is_empty() {
             p.created_by = actor.person_id.clone();
         }
-        match self.put(&actor, Record::Producer(p), PutMode::Create, now)? {
-            Record::Producer(p) => Ok(p),
-            _ => Err(Error::Document("unexpected record kind".into())),
-        }
+        producer_of(self.put(&actor, Record::Producer(p), PutMode::Create, now)?)
+            .ok_or_else(unexpected_kind)
     }
 
     /// Saves edits to a producer. Editing a directory field of an approved entry sends it
@@ -39,10 +37,8 @@ impl Store {
         let actor = self.actor()?;
         let now = now_ms();
         p.updated_at_ms = now;
-        match self.put(&actor, Record::Producer(p), PutMode::Update, now)? {
-            Record::Producer(p) => Ok(p),
-            _ => Err(Error::Document("unexpected record kind".into())),
-        }
+        producer_of(self.put(&actor, Record::Producer(p), PutMode::Update, now)?)
+            .ok_or_else(unexpected_kind)
     }
 
     /// Takes a step in the directory review chain.
@@ -51,21 +47,13 @@ impl Store {
         let mut p = self.producer(id)?;
         let now = now_ms();
         rules::take_review_step(&mut p, action, &actor.person_id, now)?;
-        match self.put(&actor, Record::Producer(p), PutMode::Review, now)? {
-            Record::Producer(p) => Ok(p),
-            _ => Err(Error::Document("unexpected record kind".into())),
-        }
+        producer_of(self.put(&actor, Record::Producer(p), PutMode::Review, now)?)
+            .ok_or_else(unexpected_kind)
     }
 
     /// A producer by id.
     pub fn producer(&self, id: &str) -> Result<Producer> {
-        match self.record(id)? {
-            Record::Producer(p) => Ok(p),
-            _ => Err(Error::NotFound {
-                kind: "producer",
-                id: id.into(),
-            }),
-        }
+        producer_of(self.record(id)?).ok_or_else(|| not_found("producer", id))
     }
 
     /// Creates or updates a visit (as the device's person).
@@ -79,10 +67,7 @@ impl Store {
         } else {
             PutMode::Create
         };
-        match self.put(&actor, Record::Visit(v), mode, now)? {
-            Record::Visit(v) => Ok(v),
-            _ => Err(Error::Document("unexpected record kind".into())),
-        }
+        visit_of(self.put(&actor, Record::Visit(v), mode, now)?).ok_or_else(unexpected_kind)
     }
 
     /// Closes a visit: every required item must be answered.
@@ -132,13 +117,7 @@ impl Store {
 
     /// A visit by id.
     pub fn visit(&self, id: &str) -> Result<Visit> {
-        match self.record(id)? {
-            Record::Visit(v) => Ok(v),
-            _ => Err(Error::NotFound {
-                kind: "visit",
-                id: id.into(),
-            }),
-        }
+        visit_of(self.record(id)?).ok_or_else(|| not_found("visit", id))
     }
 
     /// Saves a checklist template version (county staff and administrators).
@@ -149,10 +128,8 @@ impl Store {
         } else {
             PutMode::Create
         };
-        match self.put(&actor, Record::Template(t), mode, now_ms())? {
-            Record::Template(t) => Ok(t),
-            _ => Err(Error::Document("unexpected record kind".into())),
-        }
+        template_of(self.put(&actor, Record::Template(t), mode, now_ms())?)
+            .ok_or_else(unexpected_kind)
     }
 
     /// A template version: a stored one, or the built-in default.
@@ -220,10 +197,7 @@ impl Store {
         let loaded = self.read(|c| load_doc(c, id));
         match loaded {
             Ok(Some(doc)) => doc.read(),
-            Ok(None) => Err(Error::NotFound {
-                kind: "record",
-                id: id.into(),
-            }),
+            Ok(None) => Err(not_found("record", id)),
             Err(Error::Corrupt { id, detail }) => {
                 self.set_aside(&id, &detail)?;
                 Err(Error::Corrupt { id, detail })
@@ -244,12 +218,7 @@ impl Store {
 
     /// Fields of a record holding concurrent values.
     pub fn conflicts(&self, id: &str) -> Result<Vec<Conflict>> {
-        let doc = self
-            .read(|c| load_doc(c, id))?
-            .ok_or_else(|| Error::NotFound {
-                kind: "record",
-                id: id.into(),
-            })?;
+        let doc = self.read(|c| existing_doc(c, id))?;
         doc.conflicts()
     }
 
@@ -258,10 +227,7 @@ impl Store {
         let actor = self.actor()?;
         let now = now_ms();
         self.write(|tx| {
-            let mut doc = load_doc(tx, id)?.ok_or_else(|| Error::NotFound {
-                kind: "record",
-                id: id.into(),
-            })?;
+            let mut doc = existing_doc(tx, id)?;
             doc.set_actor(&self.actor_id());
             let old_heads = doc.heads();
             if doc.resolve_conflict(path, &actor.person_id, now)? {
@@ -273,12 +239,7 @@ impl Store {
 
     /// The history of changes to a record.
     pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
-        let mut doc = self
-            .read(|c| load_doc(c, id))?
-            .ok_or_else(|| Error::NotFound {
-                kind: "record",
-                id: id.into(),
-            })?;
+        let mut doc = self.read(|c| existing_doc(c, id))?;
         Ok(doc.history())
     }
 
@@ -320,12 +281,49 @@ impl Store {
         self.write(|tx| {
             let mut out = Vec::with_capacity(prepared.len());
             for n in prepared {
-                match store_new(tx, n, PutMode::Import)? {
-                    Record::Producer(p) => out.push(p),
-                    _ => return Err(Error::Document("unexpected record kind".into())),
-                }
+                out.push(
+                    producer_of(store_new(tx, n, PutMode::Import)?).ok_or_else(unexpected_kind)?,
+                );
             }
             Ok(out)
         })
+    }
+}
+
+/// A record's document, or [`Error::NotFound`].
+fn existing_doc(c: &Connection, id: &str) -> Result<RecordDoc> {
+    load_doc(c, id)?.ok_or_else(|| not_found("record", id))
+}
+
+fn not_found(kind: &'static str, id: &str) -> Error {
+    Error::NotFound {
+        kind,
+        id: id.into(),
+    }
+}
+
+/// A write returned another kind of record than it was given (a bug, not a user error).
+fn unexpected_kind() -> Error {
+    Error::Document("unexpected record kind".into())
+}
+
+fn producer_of(r: Record) -> Option<Producer> {
+    match r {
+        Record::Producer(p) => Some(p),
+        _ => None,
+    }
+}
+
+fn visit_of(r: Record) -> Option<Visit> {
+    match r {
+        Record::Visit(v) => Some(v),
+        _ => None,
+    }
+}
+
+fn template_of(r: Record) -> Option<ChecklistTemplate> {
+    match r {
+        Record::Template(t) => Some(t),
+        _ => None,
     }
 }

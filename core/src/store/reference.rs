@@ -118,26 +118,15 @@ impl Store {
             let mut st =
                 c.prepare("SELECT id, name, phone, role, grids FROM people ORDER BY name")?;
             let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
+                Ok(Person {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    phone: r.get(2)?,
+                    role: Role::parse(&r.get::<_, String>(3)?).unwrap_or(Role::Liaison),
+                    grids: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                })
             })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, name, phone, role, grids) = row?;
-                out.push(Person {
-                    id,
-                    name,
-                    phone,
-                    role: Role::parse(&role).unwrap_or(Role::Liaison),
-                    grids: serde_json::from_str(&grids).unwrap_or_default(),
-                });
-            }
-            Ok(out)
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 }
@@ -145,24 +134,13 @@ impl Store {
 fn load_grids(c: &Connection) -> Result<Vec<GridNode>> {
     let mut st = c.prepare("SELECT code, name, level, kind, parent FROM grids ORDER BY code")?;
     let rows = st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-        ))
+        Ok(GridNode {
+            code: r.get(0)?,
+            name: r.get(1)?,
+            level: GridLevel::parse(&r.get::<_, String>(2)?).unwrap_or(GridLevel::Village),
+            kind: GridKind::parse(&r.get::<_, String>(3)?).unwrap_or(GridKind::Mixed),
+            parent: r.get(4)?,
+        })
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (code, name, level, kind, parent) = row?;
-        out.push(GridNode {
-            code,
-            name,
-            level: GridLevel::parse(&level).unwrap_or(GridLevel::Village),
-            kind: GridKind::parse(&kind).unwrap_or(GridKind::Mixed),
-            parent,
-        });
-    }
-    Ok(out)
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
