@@ -1,6 +1,6 @@
 //! Reading and writing records: producers and their review steps, visits, checklist
 //! templates, conflicts, history, records set aside, and batch imports. Every write goes
-//! through [`Store::put`](super::put); what a step or an edit does to the review state is
+//! through the one write path (`put`); what a step or an edit does to the review state is
 //! decided by [`crate::rules`].
 
 use rusqlite::{Connection, OptionalExtension};

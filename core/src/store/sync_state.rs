@@ -198,7 +198,7 @@ impl Store {
 
     /// Ids of records set aside as corrupt, to ask the server for in full (`want_full`) so
     /// that its copy replaces them and their recoverable local changes go on top
-    /// ([`PageOutcome`]); at most one page's worth. Records with local changes are loaded
+    /// (`PageOutcome`); at most one page's worth. Records with local changes are loaded
     /// first, so that one damaged since it was last read is set aside and healed in this
     /// same sync rather than the next.
     pub fn corrupt_to_heal(&self) -> Result<Vec<String>> {
