@@ -26,8 +26,8 @@ use gridsync_core::sync::{HttpTransport, Transport};
 use gridsync_server::api::AppState;
 use gridsync_server::auth::EnrolLimiter;
 use gridsync_server::dataset::{generate, DatasetSpec};
-use gridsync_server::storage::postgres::ScratchSchema;
 use gridsync_server::storage::sqlite::SqliteStorage;
+use gridsync_server::storage::testing::ScratchSchema;
 use gridsync_server::storage::Storage;
 
 #[derive(Parser, Debug)]

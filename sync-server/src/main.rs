@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use gridsync_core::model::{Person, Role};
-use gridsync_server::storage::{
-    postgres::PostgresStorage, sqlite::SqliteStorage, AuditFilter, Storage,
-};
+use gridsync_server::storage::{open_storage, AuditFilter, Storage, StorageConfig};
 use gridsync_server::{admin, demo};
 
 #[derive(Parser, Debug)]
@@ -200,7 +198,7 @@ enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write a consistent backup; a server started on it takes a new epoch (SQLite only).
+    /// Write a consistent backup as a SQLite file; a server started on it takes a new epoch.
     Backup { to: PathBuf },
     /// Copy everything from the SQLite database in --data into an empty PostgreSQL database.
     CopyTo {
@@ -220,52 +218,32 @@ enum AdminCmd {
     Status,
 }
 
-/// The configured backend.
-enum Backend {
-    Sqlite(Arc<SqliteStorage>),
-    Postgres(Arc<PostgresStorage>),
-}
-
-impl Backend {
-    fn storage(&self) -> Arc<dyn Storage> {
-        match self {
-            Backend::Sqlite(s) => s.clone(),
-            Backend::Postgres(p) => p.clone(),
-        }
-    }
-
-    fn describe(&self, data: Option<&Path>) -> String {
-        match self {
-            Backend::Sqlite(_) => format!(
-                "sqlite in {}",
-                data.map(|d| d.display().to_string()).unwrap_or_default()
-            ),
-            Backend::Postgres(_) => "postgres".into(),
-        }
-    }
-}
-
-fn open_sqlite(data: &Path) -> Result<Arc<SqliteStorage>, String> {
-    std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
-    SqliteStorage::open(data.join("gridsync.db"))
-        .map(Arc::new)
-        .map_err(|e| format!("cannot open the database: {e}"))
-}
-
-fn open_postgres(url: &str) -> Result<Arc<PostgresStorage>, String> {
-    PostgresStorage::open(url)
-        .map(Arc::new)
-        .map_err(|e| format!("cannot open the PostgreSQL database: {e}"))
-}
-
 /// PostgreSQL when a database URL is given, else the embedded SQLite in the data directory.
-fn open(data: Option<&Path>, database: Option<&str>) -> Result<Backend, String> {
+fn config(data: Option<&Path>, database: Option<&str>) -> Result<StorageConfig, String> {
     match (database.filter(|d| !d.trim().is_empty()), data) {
-        (Some(url), _) => Ok(Backend::Postgres(open_postgres(url)?)),
-        (None, Some(dir)) => Ok(Backend::Sqlite(open_sqlite(dir)?)),
         (None, None) => Err(
             "give --data DIR (embedded SQLite) or --database postgres://... (PostgreSQL)".into(),
         ),
+        (url, dir) => Ok(StorageConfig::from_options(
+            dir.unwrap_or(Path::new(".")),
+            url,
+        )),
+    }
+}
+
+fn open(config: &StorageConfig) -> Result<Arc<dyn Storage>, String> {
+    open_storage(config).map_err(|e| match config {
+        StorageConfig::Sqlite { path } => {
+            format!("cannot open the database {}: {e}", path.display())
+        }
+        StorageConfig::Postgres { .. } => format!("cannot open the PostgreSQL database: {e}"),
+    })
+}
+
+fn describe(config: &StorageConfig) -> String {
+    match config {
+        StorageConfig::Sqlite { path } => format!("sqlite in {}", path.display()),
+        StorageConfig::Postgres { .. } => "postgres".into(),
     }
 }
 
@@ -317,9 +295,9 @@ fn serve(
     trusted_proxies: Vec<std::net::IpAddr>,
     limits: LimitArgs,
 ) -> Result<(), String> {
-    let backend = open(data, database)?;
-    let where_ = backend.describe(data);
-    let storage = backend.storage();
+    let config = config(data, database)?;
+    let where_ = describe(&config);
+    let storage = open(&config)?;
     if with_demo {
         let codes = demo::seed_demo(storage.as_ref()).map_err(|e| format!("demo: {e}"))?;
         for c in codes {
@@ -396,8 +374,8 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
         AdminCmd::CopyTo { target } => {
             let dir =
                 data.ok_or("copy-to copies from the SQLite database in --data DIR: give --data")?;
-            let from = open_sqlite(dir)?;
-            let to = open_postgres(target)?;
+            let from = open(&StorageConfig::from_options(dir, None))?;
+            let to = open(&StorageConfig::from_options(dir, Some(target)))?;
             return copy(
                 from.as_ref(),
                 to.as_ref(),
@@ -407,8 +385,8 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
         AdminCmd::CopyFrom { source } => {
             let dir =
                 data.ok_or("copy-from copies into the SQLite database in --data DIR: give --data")?;
-            let from = open_postgres(source)?;
-            let to = open_sqlite(dir)?;
+            let from = open(&StorageConfig::from_options(dir, Some(source)))?;
+            let to = open(&StorageConfig::from_options(dir, None))?;
             return copy(
                 from.as_ref(),
                 to.as_ref(),
@@ -417,8 +395,7 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
         }
         _ => {}
     }
-    let backend = open(data, database)?;
-    let storage = backend.storage();
+    let storage = open(&config(data, database)?)?;
     let s: &dyn Storage = storage.as_ref();
     match cmd {
         AdminCmd::ImportGrids { file } => {
@@ -548,15 +525,10 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
                 }
             }
         }
-        AdminCmd::Backup { to } => match &backend {
-            Backend::Sqlite(sqlite) => {
-                sqlite.backup_to(&to).map_err(|e| e.to_string())?;
-                println!("backup written to {}", to.display());
-            }
-            Backend::Postgres(_) => {
-                return Err("admin backup writes SQLite files; back up PostgreSQL with pg_dump, or copy its data into a SQLite directory with `admin --data DIR copy-from --database URL` (see docs/deployment.md)".into());
-            }
-        },
+        AdminCmd::Backup { to } => {
+            s.backup_to(&to).map_err(|e| e.to_string())?;
+            println!("backup written to {}", to.display());
+        }
         AdminCmd::CopyTo { .. } | AdminCmd::CopyFrom { .. } => {}
         AdminCmd::RotateEpoch => {
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;

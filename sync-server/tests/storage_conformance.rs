@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Role};
 use gridsync_core::sync::protocol::{PushOutcome, PushRecord, RejectCode};
-use gridsync_server::storage::postgres::{test_url_from_env, PostgresStorage, ScratchSchema};
+use gridsync_server::storage::postgres::PostgresStorage;
 use gridsync_server::storage::sqlite::SqliteStorage;
+use gridsync_server::storage::testing::{test_url_from_env, ScratchSchema};
 use gridsync_server::storage::{
     copy_all, AuditEntry, AuditFilter, Author, Device, DumpChunk, EnrolCode, FeedRead,
     PushDecision, Storage, StorageError, StoredRecord,
@@ -20,6 +21,8 @@ use gridsync_server::storage::{
 struct Fixture {
     kind: &'static str,
     storage: Arc<dyn Storage>,
+    /// Runs SQL on the backing database directly (to damage stored values).
+    raw: Box<dyn Fn(&str)>,
     reopen: Box<dyn Fn() -> Arc<dyn Storage>>,
     fresh: Box<dyn Fn() -> Fixture>,
     _keep: Box<dyn std::any::Any>,
@@ -30,9 +33,15 @@ fn sqlite_fixture() -> Fixture {
     let path = dir.path().join("gridsync.db");
     let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&path).expect("open sqlite"));
     let p2 = path.clone();
+    let p3 = path.clone();
     Fixture {
         kind: "sqlite",
         storage,
+        raw: Box::new(move |sql| {
+            rusqlite::Connection::open(&p3)
+                .and_then(|c| c.execute_batch(sql))
+                .expect("raw sql");
+        }),
         reopen: Box::new(move || Arc::new(SqliteStorage::open(&p2).expect("reopen sqlite"))),
         fresh: Box::new(sqlite_fixture),
         _keep: Box::new(dir),
@@ -44,9 +53,15 @@ fn postgres_fixture(url: &str) -> Fixture {
     let storage: Arc<dyn Storage> = Arc::new(schema.open().expect("open postgres"));
     let (u2, name) = (url.to_string(), schema.name().to_string());
     let u3 = url.to_string();
+    let schema_url = schema.url();
     Fixture {
         kind: "postgres",
         storage,
+        raw: Box::new(move |sql| {
+            ::postgres::Client::connect(&schema_url, ::postgres::NoTls)
+                .and_then(|mut c| c.batch_execute(sql))
+                .expect("raw sql");
+        }),
         reopen: Box::new(move || {
             Arc::new(PostgresStorage::open_in_schema(&u2, &name).expect("reopen postgres"))
         }),
@@ -102,6 +117,10 @@ conformance!(
     reopen_keeps_data_and_epoch,
     copy_round_trip_keeps_everything,
     copy_refuses_a_target_with_data,
+    bad_stored_values_are_errors_naming_the_row,
+    one_timestamp_per_push,
+    increments_of_many_records_in_one_page,
+    import_and_export_stream_many_chunks,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1355,14 +1374,168 @@ fn copy_refuses_a_target_with_data(f: &Fixture) {
             sink(DumpChunk::Grids(vec![gridsync_server::storage::GridRow {
                 code: "Y".into(),
                 name: "y".into(),
-                level: "banner".into(),
-                kind: "mixed".into(),
+                level: GridLevel::Banner,
+                kind: gridsync_core::model::GridKind::Mixed,
                 parent: None,
             }]))?;
             Err(StorageError::Invalid("source failed".into()))
         });
     assert!(r.is_err());
     assert!(empty.storage.is_empty().unwrap(), "all or nothing");
+}
+
+/// A stored value that is not what its column must hold is an error naming the table, the
+/// row and the column, never a default (both backends read rows through one mapping).
+fn bad_stored_values_are_errors_naming_the_row(f: &Fixture) {
+    let s = f.storage.as_ref();
+    populate(s);
+    (f.raw)("UPDATE records SET kind = 'spaceship' WHERE id = 'r05'");
+    let e = s.record("r05").unwrap_err();
+    assert!(matches!(e, StorageError::BadRow(_)), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("records row 'r05', column kind: 'spaceship' is not a record kind"),
+        "{msg}"
+    );
+    assert!(s.full_records(&["r05".into()]).is_err());
+    assert!(
+        s.export(&mut |_| Ok(())).is_err(),
+        "a dump never copies a bad row"
+    );
+    assert!(s.record("r04").unwrap().is_some(), "other rows still read");
+    (f.raw)("UPDATE grids SET level = 'planet' WHERE code = 'T1'");
+    let msg = s.grids().unwrap_err().to_string();
+    assert!(
+        msg.contains("grids row 'T1', column level: 'planet' is not a grid level"),
+        "{msg}"
+    );
+    (f.raw)("UPDATE people SET grids = 'T1-V1' WHERE id = 'p1'");
+    let msg = s.person("p1").unwrap_err().to_string();
+    assert!(
+        msg.contains("people row 'p1', column grids: not a JSON list"),
+        "{msg}"
+    );
+    (f.raw)("UPDATE people SET grids = '[\"T1-V1\"]' WHERE id = 'p1'");
+    assert_eq!(
+        s.person("p1").unwrap().unwrap().grids,
+        vec!["T1-V1".to_string()]
+    );
+    (f.raw)("UPDATE people SET role = 'emperor' WHERE id = 'p2'");
+    let msg = s.people().unwrap_err().to_string();
+    assert!(msg.contains("'emperor' is not a role"), "{msg}");
+    (f.raw)("UPDATE server_meta SET value = 'many' WHERE key = 'ref_generation'");
+    let msg = s.reference_generation().unwrap_err().to_string();
+    assert!(
+        msg.contains("ref_generation") && msg.contains("'many'"),
+        "{msg}"
+    );
+}
+
+/// Every row a push writes carries one timestamp: the audit entries and the records of one
+/// batch agree.
+fn one_timestamp_per_push(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let push: Vec<PushRecord> = (0..40)
+        .map(|i| PushRecord {
+            id: format!("t{i:02}"),
+            kind: RecordKind::Producer.tag(),
+            changes: vec![i as u8; 2000],
+            heads: vec![[1; 32]],
+        })
+        .collect();
+    let mut process = |_: Option<&StoredRecord>, p: &PushRecord| PushDecision::Store {
+        kind: RecordKind::Producer,
+        grid: "G".into(),
+        doc: p.changes.clone(),
+        heads: head(1),
+        new_changes: p.changes.clone(),
+        action: "create",
+    };
+    s.apply_push(&author(), &push, &mut process).unwrap();
+    let audit = s.audit_list(&AuditFilter::Grid("G".into()), 100).unwrap();
+    assert_eq!(audit.len(), 40);
+    assert!(
+        audit.iter().all(|e| e.at_ms == audit[0].at_ms),
+        "one time per push"
+    );
+    let mut updated = Vec::new();
+    s.export(&mut |chunk| {
+        if let DumpChunk::Records(rows) = chunk {
+            updated.extend(rows.iter().map(|r| r.updated_at_ms));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(updated.len(), 40);
+    assert!(updated.iter().all(|t| *t == audit[0].at_ms));
+}
+
+/// A page of increments for more records than the backends load changes for at once: every
+/// record gets exactly its own changes after the cursor, in order.
+fn increments_of_many_records_in_one_page(f: &Fixture) {
+    let s = f.storage.as_ref();
+    for i in 0..150 {
+        put(s, &format!("m{i:03}"), RecordKind::Producer, "G", b"base;");
+    }
+    let cursor = s.feed_head("G").unwrap();
+    for i in (0..150).rev() {
+        put(
+            s,
+            &format!("m{i:03}"),
+            RecordKind::Producer,
+            "G",
+            format!("e{i};").as_bytes(),
+        );
+        if i % 2 == 0 {
+            put(s, &format!("m{i:03}"), RecordKind::Producer, "G", b"again;");
+        }
+    }
+    let (recs, _, _, _, pages) = read_all(s, "G", cursor, 1000);
+    assert_eq!(pages, 1);
+    assert_eq!(recs.len(), 150);
+    for (id, _, full, bytes) in &recs {
+        let i: usize = id[1..].parse().unwrap();
+        let want = if i % 2 == 0 {
+            format!("e{i};again;")
+        } else {
+            format!("e{i};")
+        };
+        assert!(!full, "{id}");
+        assert_eq!(String::from_utf8_lossy(bytes), want, "{id}");
+    }
+}
+
+/// Exports stream in chunks (rows and bytes bounded) and an import of them is the same store.
+fn import_and_export_stream_many_chunks(f: &Fixture) {
+    let s = f.storage.as_ref();
+    for i in 0..2500 {
+        put(
+            s,
+            &format!("x{i:04}"),
+            RecordKind::Producer,
+            "G",
+            &[7u8; 64],
+        );
+    }
+    let mut chunks = Vec::new();
+    s.export(&mut |chunk| {
+        let (table, n) = chunk.table();
+        assert!(n <= gridsync_server::storage::DUMP_CHUNK_ROWS);
+        chunks.push((table, n));
+        Ok(())
+    })
+    .unwrap();
+    let records: Vec<usize> = chunks
+        .iter()
+        .filter(|c| c.0 == "records")
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(records, vec![1000, 1000, 500]);
+    let copy = (f.fresh)();
+    let counts = copy_all(s, copy.storage.as_ref()).unwrap();
+    assert_eq!(counts["records"], 2500);
+    assert_eq!(counts["audit"], 2500);
+    assert_eq!(dump(copy.storage.as_ref()), dump(s));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1414,17 +1587,36 @@ fn admin_copy_commands_move_a_server_to_postgres_and_back() {
     let (ok, stdout, stderr) = run(&["admin", "--database", &schema.url(), "status"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("producer: 30"), "{stdout}");
-    let (ok, _, stderr) = run(&[
+    // `admin backup` of PostgreSQL writes a SQLite file that a restored server serves
+    // under a new epoch; an existing file is never overwritten.
+    let backup = dir.path().join("pg-backup.db");
+    let backup_args = [
         "admin",
         "--database",
         &schema.url(),
         "backup",
-        "/tmp/never.db",
-    ]);
-    assert!(
-        !ok && stderr.contains("pg_dump"),
-        "backup is SQLite-only with a clear error: {stderr}"
+        backup.to_str().unwrap(),
+    ];
+    let (ok, _, stderr) = run(&backup_args);
+    assert!(ok, "backup of PostgreSQL: {stderr}");
+    let live = schema.open().unwrap();
+    let restored = SqliteStorage::open(&backup).unwrap();
+    assert_ne!(
+        restored.epoch().unwrap(),
+        live.epoch().unwrap(),
+        "new epoch"
     );
+    assert_eq!(
+        restored.record_counts().unwrap(),
+        live.record_counts().unwrap()
+    );
+    assert_eq!(
+        restored.audit_list(&AuditFilter::All, 10_000).unwrap(),
+        live.audit_list(&AuditFilter::All, 10_000).unwrap()
+    );
+    drop((live, restored));
+    let (ok, _, stderr) = run(&backup_args);
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
     // Copying again into the same database is refused.
     let (ok, _, stderr) = run(&[
         "admin",

@@ -12,9 +12,9 @@ use gridsync_core::model::{Person, Producer, ProducerType, Role};
 use gridsync_core::store::Store;
 use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine, SyncReport, Transport};
 use gridsync_server::dataset::{generate, Dataset, DatasetSpec};
-use gridsync_server::storage::postgres::{PostgresStorage, ScratchSchema};
 use gridsync_server::storage::sqlite::SqliteStorage;
-use gridsync_server::storage::{self as st, Storage, StorageResult};
+use gridsync_server::storage::testing::ScratchSchema;
+use gridsync_server::storage::{self as st, Storage, StorageConfig, StorageResult};
 
 /// Which storage backend test servers use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,171 +46,11 @@ impl Backend {
 /// File in a test server's data directory naming its PostgreSQL schema.
 const SCHEMA_FILE: &str = "postgres-schema";
 
-/// A test server's storage: SQLite or PostgreSQL, used as a [`Storage`].
-#[derive(Debug, Clone)]
-pub enum TestStorage {
-    /// Embedded SQLite.
-    Sqlite(Arc<SqliteStorage>),
-    /// PostgreSQL.
-    Postgres(Arc<PostgresStorage>),
-}
-
-impl TestStorage {
-    fn inner(&self) -> &dyn Storage {
-        match self {
-            TestStorage::Sqlite(s) => s.as_ref(),
-            TestStorage::Postgres(p) => p.as_ref(),
-        }
-    }
-
-    /// The storage as a shared trait object.
-    pub fn shared(&self) -> Arc<dyn Storage> {
-        match self {
-            TestStorage::Sqlite(s) => s.clone(),
-            TestStorage::Postgres(p) => p.clone(),
-        }
-    }
-
-    /// The PostgreSQL storage, if that is the backend.
-    pub fn postgres(&self) -> Option<&PostgresStorage> {
-        match self {
-            TestStorage::Postgres(p) => Some(p),
-            TestStorage::Sqlite(_) => None,
-        }
-    }
-
-    /// Writes a backup as a SQLite file that a restored server takes a new epoch from:
-    /// `admin backup` for SQLite; for PostgreSQL a copy (as `admin copy-from` makes), marked the same way.
-    pub fn backup_to(&self, dest: &Path) -> StorageResult<()> {
-        match self {
-            TestStorage::Sqlite(s) => s.backup_to(dest),
-            TestStorage::Postgres(p) => {
-                let tmp = dest.with_extension("unmarked");
-                copy_to_sqlite_file(p.as_ref(), &tmp)?;
-                let r = SqliteStorage::open(&tmp)?.backup_to(dest);
-                for ext in ["unmarked", "unmarked-wal", "unmarked-shm"] {
-                    std::fs::remove_file(dest.with_extension(ext)).ok();
-                }
-                r
-            }
-        }
-    }
-}
-
 fn copy_to_sqlite_file(from: &dyn Storage, dest: &Path) -> StorageResult<()> {
     std::fs::remove_file(dest).ok();
     let to = SqliteStorage::open(dest)?;
     st::copy_all(from, &to)?;
     Ok(())
-}
-
-impl Storage for TestStorage {
-    fn epoch(&self) -> StorageResult<String> {
-        self.inner().epoch()
-    }
-    fn rotate_epoch(&self) -> StorageResult<String> {
-        self.inner().rotate_epoch()
-    }
-    fn reference_generation(&self) -> StorageResult<i64> {
-        self.inner().reference_generation()
-    }
-    fn grids(&self) -> StorageResult<Vec<gridsync_core::model::GridNode>> {
-        self.inner().grids()
-    }
-    fn import_grids(&self, nodes: &[gridsync_core::model::GridNode]) -> StorageResult<()> {
-        self.inner().import_grids(nodes)
-    }
-    fn upsert_person(&self, p: &Person) -> StorageResult<()> {
-        self.inner().upsert_person(p)
-    }
-    fn person(&self, id: &str) -> StorageResult<Option<Person>> {
-        self.inner().person(id)
-    }
-    fn people(&self) -> StorageResult<Vec<Person>> {
-        self.inner().people()
-    }
-    fn insert_code(&self, code: &st::EnrolCode) -> StorageResult<()> {
-        self.inner().insert_code(code)
-    }
-    fn redeem_code(
-        &self,
-        code_hash: &str,
-        now_ms: i64,
-        device: &st::Device,
-    ) -> StorageResult<Option<String>> {
-        self.inner().redeem_code(code_hash, now_ms, device)
-    }
-    fn device(&self, id: &str) -> StorageResult<Option<st::Device>> {
-        self.inner().device(id)
-    }
-    fn devices(&self) -> StorageResult<Vec<st::Device>> {
-        self.inner().devices()
-    }
-    fn set_pending_secret(&self, device_id: &str, hash: &str) -> StorageResult<()> {
-        self.inner().set_pending_secret(device_id, hash)
-    }
-    fn promote_pending_secret(&self, device_id: &str) -> StorageResult<()> {
-        self.inner().promote_pending_secret(device_id)
-    }
-    fn revoke_device(&self, device_id: &str, reason: &str, now_ms: i64) -> StorageResult<()> {
-        self.inner().revoke_device(device_id, reason, now_ms)
-    }
-    fn touch_device(&self, device_id: &str, now_ms: i64) -> StorageResult<()> {
-        self.inner().touch_device(device_id, now_ms)
-    }
-    fn record(&self, id: &str) -> StorageResult<Option<st::StoredRecord>> {
-        self.inner().record(id)
-    }
-    fn apply_push(
-        &self,
-        author: &st::Author,
-        records: &[gridsync_core::sync::protocol::PushRecord],
-        process: &mut st::PushProcessor<'_>,
-    ) -> StorageResult<Vec<gridsync_core::sync::protocol::PushResult>> {
-        self.inner().apply_push(author, records, process)
-    }
-    fn pull(
-        &self,
-        feeds: &[st::FeedRead],
-        limit: u32,
-        byte_budget: usize,
-    ) -> StorageResult<st::PullPage> {
-        self.inner().pull(feeds, limit, byte_budget)
-    }
-    fn full_records(
-        &self,
-        ids: &[String],
-    ) -> StorageResult<Vec<gridsync_core::sync::protocol::PullRecord>> {
-        self.inner().full_records(ids)
-    }
-    fn feed_head(&self, grid: &str) -> StorageResult<u64> {
-        self.inner().feed_head(grid)
-    }
-    fn cursor_valid(&self, grid: &str, seq: u64, token: u64) -> StorageResult<bool> {
-        self.inner().cursor_valid(grid, seq, token)
-    }
-    fn audit(&self, entry: &st::AuditEntry) -> StorageResult<()> {
-        self.inner().audit(entry)
-    }
-    fn audit_list(
-        &self,
-        filter: &st::AuditFilter,
-        limit: u32,
-    ) -> StorageResult<Vec<st::AuditEntry>> {
-        self.inner().audit_list(filter, limit)
-    }
-    fn record_counts(&self) -> StorageResult<Vec<(String, i64)>> {
-        self.inner().record_counts()
-    }
-    fn is_empty(&self) -> StorageResult<bool> {
-        self.inner().is_empty()
-    }
-    fn export(&self, sink: &mut st::DumpSink<'_>) -> StorageResult<()> {
-        self.inner().export(sink)
-    }
-    fn import(&self, source: &mut st::DumpSource<'_>) -> StorageResult<st::CopyCounts> {
-        self.inner().import(source)
-    }
 }
 
 /// A server running on 127.0.0.1 with its data directory.
@@ -220,7 +60,7 @@ pub struct TestServer {
     /// Address it listens on.
     pub addr: SocketAddr,
     /// Storage handle (shared with the running server).
-    pub storage: Arc<TestStorage>,
+    pub storage: Arc<dyn Storage>,
     /// Backend it runs on.
     pub backend: Backend,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -259,10 +99,10 @@ impl TestServer {
         configure: impl FnOnce(&mut gridsync_server::api::AppState) + Send + 'static,
     ) -> TestServer {
         std::fs::create_dir_all(data).expect("data dir");
-        let storage = match backend {
-            Backend::Sqlite => TestStorage::Sqlite(Arc::new(
-                SqliteStorage::open(data.join("gridsync.db")).expect("open storage"),
-            )),
+        let config = match backend {
+            Backend::Sqlite => StorageConfig::Sqlite {
+                path: data.join("gridsync.db"),
+            },
             Backend::Postgres(url) => {
                 let file = data.join(SCHEMA_FILE);
                 let schema = match std::fs::read_to_string(&file) {
@@ -274,17 +114,18 @@ impl TestServer {
                         s.name().to_string()
                     }
                 };
-                TestStorage::Postgres(Arc::new(
-                    PostgresStorage::open_in_schema(url, &schema).expect("open PostgreSQL storage"),
-                ))
+                StorageConfig::Postgres {
+                    url: url.clone(),
+                    schema: Some(schema),
+                }
             }
         };
-        let storage = Arc::new(storage);
+        let storage = st::open_storage(&config).expect("open storage");
         let listener = std::net::TcpListener::bind(addr).expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let s2: Arc<dyn Storage> = storage.shared();
+        let s2 = storage.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -354,18 +195,19 @@ impl TestServer {
     /// database file copied while the server is stopped, so the server is restarted).
     pub fn backup(self, to: &Path, marked: bool) -> TestServer {
         if marked {
+            std::fs::remove_file(to).ok();
             self.storage.backup_to(to).expect("backup");
             return self;
         }
-        match self.storage.as_ref() {
-            TestStorage::Sqlite(_) => {
+        match &self.backend {
+            Backend::Sqlite => {
                 let (data, addr, backend) = (self.data.clone(), self.addr, self.backend.clone());
                 self.stop();
                 std::fs::copy(data.join("gridsync.db"), to).expect("copy database file");
                 TestServer::start_with(&data, &addr.to_string(), &backend)
             }
-            TestStorage::Postgres(p) => {
-                copy_to_sqlite_file(p.as_ref(), to).expect("copy to a SQLite file");
+            Backend::Postgres(_) => {
+                copy_to_sqlite_file(self.storage.as_ref(), to).expect("copy to a SQLite file");
                 self
             }
         }

@@ -10,7 +10,7 @@ use gridsync_core::model::{
 };
 use gridsync_core::sync::protocol::{Cursor, PushOutcome, RejectCode};
 use gridsync_server::dataset::Dataset;
-use gridsync_server::storage::{AuditFilter, Storage};
+use gridsync_server::storage::AuditFilter;
 use gridsync_tests::*;
 
 struct World {

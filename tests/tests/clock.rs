@@ -11,7 +11,6 @@
 use std::process::Command;
 
 use gridsync_core::model::Role;
-use gridsync_server::storage::Storage;
 use gridsync_tests::*;
 
 const YEAR_MS: i64 = 365 * 86_400_000;

@@ -12,7 +12,6 @@ use std::path::Path;
 use gridsync_core::model::{Record, Role};
 use gridsync_core::store::{IntegrityLevel, Store};
 use gridsync_core::Error;
-use gridsync_server::storage::Storage;
 use gridsync_tests::*;
 
 /// Closes a phone's store, runs `damage` on its file, and opens it again.

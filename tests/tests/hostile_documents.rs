@@ -23,7 +23,6 @@ use gridsync_core::model::{Producer, Record};
 use gridsync_core::sync::protocol::{
     PullRecord, PushOutcome, PushRecord, RejectCode, SyncResponse,
 };
-use gridsync_server::storage::Storage;
 use gridsync_tests::*;
 
 /// A push creating `producer`, signed by `phone` (its device's actor, its person), with

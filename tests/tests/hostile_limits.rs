@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use gridsync_core::model::{RecordKind, Role};
 use gridsync_core::sync::protocol::{self, PushOutcome, PushRecord, SyncRequest, SyncResponse};
 use gridsync_server::api::AppState;
-use gridsync_server::storage::{Author, PushDecision, Storage};
+use gridsync_server::storage::{Author, PushDecision};
 use gridsync_tests::*;
 
 /// A test world: a server with [`small_dataset`] and a liaison's enrolled phone.

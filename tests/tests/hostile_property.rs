@@ -29,7 +29,6 @@ use gridsync_core::model::{
     YesNoNa,
 };
 use gridsync_core::sync::protocol::{PushOutcome, PushRecord};
-use gridsync_server::storage::Storage;
 use gridsync_tests::*;
 
 struct Rng(u64);

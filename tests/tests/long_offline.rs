@@ -15,7 +15,6 @@ use gridsync_core::model::{
 };
 use gridsync_core::store::{ProducerSort, Store};
 use gridsync_server::dataset::{generate, DatasetSpec};
-use gridsync_server::storage::Storage;
 use gridsync_tests::*;
 
 const DAY_MS: i64 = 86_400_000;

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use gridsync_core::model::Role;
 use gridsync_core::sync::protocol::{self, Cursor, SyncRequest, SyncResponse};
 use gridsync_core::sync::{HttpTransport, Transport};
-use gridsync_server::storage::postgres::test_url_from_env;
-use gridsync_server::storage::Storage;
+use gridsync_server::storage::testing::test_url_from_env;
 use gridsync_tests::*;
 
 /// Two instances sharing one fresh schema.
@@ -238,7 +237,7 @@ fn a_late_commit_is_never_skipped_by_a_cursor() {
 
     // Instance A takes the next sequence of the village and holds it uncommitted for 3 s.
     let delay = Duration::from_millis(3000);
-    a.storage.postgres().unwrap().set_push_commit_delay(delay);
+    a.storage.set_push_commit_delay(delay);
     let late = slow
         .store
         .create_producer(new_producer("迟提交牧场", &v, &liaison.id))
@@ -292,10 +291,7 @@ fn a_late_commit_is_never_skipped_by_a_cursor() {
         other_grid < delay - Duration::from_millis(1000),
         "another village is not held up: {other_grid:?}"
     );
-    a.storage
-        .postgres()
-        .unwrap()
-        .set_push_commit_delay(Duration::ZERO);
+    a.storage.set_push_commit_delay(Duration::ZERO);
     // Afterwards the reader gets both, in sequence order, each once.
     while reader.pull(&tb, &auth, &epoch, 1) {}
     assert_eq!(
@@ -328,10 +324,7 @@ fn concurrent_pushes_on_both_instances_reach_a_paging_reader_exactly_once() {
         .map(|v| person_in(&data, Role::Liaison, v))
         .collect();
     // Instance A holds every push open a little: commits arrive late and out of step with B.
-    a.storage
-        .postgres()
-        .unwrap()
-        .set_push_commit_delay(Duration::from_millis(15));
+    a.storage.set_push_commit_delay(Duration::from_millis(15));
     let urls = [a.url(), b.url()];
     let writers = 6;
     let rounds = 8;
@@ -403,10 +396,7 @@ fn concurrent_pushes_on_both_instances_reach_a_paging_reader_exactly_once() {
     }
     done.store(true, Ordering::SeqCst);
     let reader = reader.join().unwrap();
-    a.storage
-        .postgres()
-        .unwrap()
-        .set_push_commit_delay(Duration::ZERO);
+    a.storage.set_push_commit_delay(Duration::ZERO);
     let created = created.lock().unwrap().clone();
     assert_eq!(created.len(), writers * rounds * per_round);
     // Every accepted record arrived exactly once; every feed entry 1..=head was seen once.

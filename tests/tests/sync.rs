@@ -217,7 +217,6 @@ fn the_same_push_delivered_twice_is_harmless() {
         .create_producer(new_producer("重复推送牧场", &v, &liaison.id))
         .unwrap();
     let head_before = server.storage.feed_head(&v).unwrap();
-    use gridsync_server::storage::Storage;
     let (body, auth) = raw_push(&phone);
     for attempt in 0..2 {
         let answer = phone.transport().sync(&auth, body.clone()).unwrap();
@@ -314,7 +313,6 @@ fn server_restored_from_an_older_copy_gets_back_what_it_lost() {
         a.sync().unwrap();
         // Restore the older copy.
         let server = server.restore(&backup);
-        use gridsync_server::storage::Storage;
         assert!(
             server.storage.record(&lost_a.id).unwrap().is_none(),
             "the restore lost A's producer"
@@ -380,7 +378,6 @@ fn after_a_restore_others_changes_wait_for_their_author_without_rejection() {
     sp.sync().unwrap();
     assert!(sp.store.visit(&v.id).is_ok());
     let server = server.restore(&backup);
-    use gridsync_server::storage::Storage;
     assert!(server.storage.record(&v.id).unwrap().is_none());
     // The supervisor's phone syncs first: it may not deliver the liaison's visit, and is
     // not shown a rejection for it.
@@ -508,7 +505,6 @@ fn a_rejected_edit_stays_visible_with_its_reason_until_discarded() {
         ReviewState::Submitted
     );
     assert_eq!(phone.store.counts().unwrap().rejected, 0);
-    use gridsync_server::storage::Storage;
     let stored = server.storage.record(&p.id).unwrap().unwrap();
     let doc = gridsync_core::doc::RecordDoc::load(&stored.doc, &[]).unwrap();
     match doc.read().unwrap() {
@@ -531,7 +527,7 @@ fn assert_same_documents_as_server(phone: &Phone, server: &TestServer) {
         .map(Result::unwrap)
         .collect();
     assert!(!docs.is_empty());
-    let storage = server.storage.shared();
+    let storage = server.storage.clone();
     for (id, doc) in &docs {
         let stored = storage.record(id).unwrap().expect("on the server");
         assert!(

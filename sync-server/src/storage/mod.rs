@@ -1,13 +1,27 @@
-//! Storage backends of the server. Every backend implements [`Storage`]; one conformance
-//! suite (`tests/storage_conformance.rs`) runs against each of them.
+//! Storage of the server, in two layers:
 //!
-//! Calls are blocking: the HTTP layer runs them on tokio's blocking pool.
+//! - [`layer`]: every algorithm, written once over the narrow [`layer::Backend`] trait and
+//!   the [`sql::Tx`] seam (feed paging, dump and import, sequencing and writing a push,
+//!   row mapping with typed columns, backup);
+//! - [`sqlite`] and [`postgres`]: what differs per database (connections, the SQL dialect,
+//!   how concurrent pushes are kept apart, migrations through `gridsync_core::migrate`).
+//!
+//! [`open_storage`] opens either from a [`StorageConfig`]. One conformance suite
+//! (`tests/storage_conformance.rs`) runs against each backend. Calls are blocking: the HTTP
+//! layer runs them on tokio's blocking pool.
 
 pub(crate) mod batch;
+pub mod layer;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-use gridsync_core::model::{GridNode, Person, RecordKind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Role};
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushResult};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +41,13 @@ pub enum StorageError {
     /// transaction was rolled back and nothing of the push is stored.
     #[error("cancelled: the request ran out of time; nothing was stored")]
     Cancelled,
+    /// A stored value is not what its column must hold (names table, row and column).
+    #[error("bad stored value: {0}")]
+    BadRow(String),
+    /// Two transactions got in each other's way (deadlock, serialization failure); the
+    /// operation may be retried.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
 }
 
 impl From<rusqlite::Error> for StorageError {
@@ -185,8 +206,63 @@ pub enum AuditFilter {
 pub type PushProcessor<'a> = dyn FnMut(Option<&StoredRecord>, &gridsync_core::sync::protocol::PushRecord) -> PushDecision
     + 'a;
 
+/// Which database to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// The embedded default: one SQLite file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// PostgreSQL (several instances may share it).
+    Postgres {
+        /// `postgres://user@host:port/db`.
+        url: String,
+        /// A schema to work in (created if missing); `None`: the URL's search path.
+        schema: Option<String>,
+    },
+}
+
+impl StorageConfig {
+    /// SQLite in a data directory (`gridsync.db`), or PostgreSQL when a URL is given.
+    pub fn from_options(data: &Path, database: Option<&str>) -> Self {
+        match database {
+            Some(url) => StorageConfig::Postgres {
+                url: url.to_string(),
+                schema: None,
+            },
+            None => StorageConfig::Sqlite {
+                path: data.join("gridsync.db"),
+            },
+        }
+    }
+}
+
+/// Opens (creating and migrating) the storage a config names.
+pub fn open_storage(config: &StorageConfig) -> StorageResult<Arc<dyn Storage>> {
+    Ok(match config {
+        StorageConfig::Sqlite { path } => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StorageError::Invalid(format!("data directory {}: {e}", dir.display()))
+                })?;
+            }
+            Arc::new(sqlite::SqliteStorage::open(path)?)
+        }
+        StorageConfig::Postgres { url, schema: None } => {
+            Arc::new(postgres::PostgresStorage::open(url)?)
+        }
+        StorageConfig::Postgres {
+            url,
+            schema: Some(schema),
+        } => Arc::new(postgres::PostgresStorage::open_in_schema(url, schema)?),
+    })
+}
+
 /// A storage backend.
 pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The backend's name ("sqlite", "postgres").
+    fn backend_name(&self) -> &'static str;
     /// The server epoch (changes when the data is restored from a backup).
     fn epoch(&self) -> StorageResult<String>;
     /// Sets a new epoch.
@@ -263,6 +339,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Fills an empty store in one transaction: calls `source` once with a sink that writes
     /// each chunk. Refuses a store that holds data; on any error nothing is kept.
     fn import(&self, source: &mut DumpSource<'_>) -> StorageResult<CopyCounts>;
+
+    /// Writes a consistent copy of everything to the new SQLite file `dest`, marked so that
+    /// a server started on it takes a new epoch (devices then re-check what they hold).
+    /// SQLite copies its file; PostgreSQL copies its rows into a new SQLite file.
+    fn backup_to(&self, dest: &Path) -> StorageResult<()>;
+
+    /// Testing hook: every push waits this long after taking its feed sequences and before
+    /// committing, to force late commits (zero turns it off; backends whose pushes commit in
+    /// sequence order anyway ignore it).
+    fn set_push_commit_delay(&self, d: std::time::Duration);
 }
 
 /// Receives the chunks of an export.
@@ -292,10 +378,10 @@ pub struct GridRow {
     pub code: String,
     /// Name.
     pub name: String,
-    /// Level (stored text).
-    pub level: String,
-    /// Kind (stored text).
-    pub kind: String,
+    /// Level.
+    pub level: GridLevel,
+    /// Kind.
+    pub kind: GridKind,
     /// Parent code.
     pub parent: Option<String>,
 }
@@ -309,10 +395,10 @@ pub struct PersonRow {
     pub name: String,
     /// Phone.
     pub phone: String,
-    /// Role (stored text).
-    pub role: String,
-    /// Assigned grids as a JSON array.
-    pub grids: String,
+    /// Role.
+    pub role: Role,
+    /// Assigned grids (stored as a JSON array).
+    pub grids: Vec<String>,
     /// Whether the person is active.
     pub active: bool,
 }
@@ -331,8 +417,8 @@ pub struct CodeRow {
 pub struct RecordRow {
     /// Id.
     pub id: String,
-    /// Kind (stored text).
-    pub kind: String,
+    /// Kind.
+    pub kind: RecordKind,
     /// Current grid.
     pub grid: String,
     /// Compact document.
