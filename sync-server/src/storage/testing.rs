@@ -142,3 +142,21 @@ impl Drop for ScratchSchema {
         }
     }
 }
+
+/// Creates the server's SQLite database at `path` at schema `version` (0 < version ≤
+/// latest) without the meta rows a server sets, to test upgrades from it.
+pub fn sqlite_at_version(path: &std::path::Path, version: i64) -> StorageResult<()> {
+    let mut c = rusqlite::Connection::open(path)?;
+    let tx = c.transaction()?;
+    super::sqlite::migrate_tx(&tx, version)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Brings the PostgreSQL schema on `url`'s search path to `version`, to test upgrades.
+pub fn postgres_at_version(url: &str, version: i64) -> StorageResult<()> {
+    let config = pg::Config::from_str(url)
+        .map_err(|e| StorageError::Invalid(format!("database URL: {e}")))?;
+    let mut c = config.connect(NoTls)?;
+    super::postgres::migrate(&mut c, version)
+}
