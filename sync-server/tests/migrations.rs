@@ -2,6 +2,8 @@
 //! it, and then opened by this server equals a fresh database, and keeps its rows. A schema
 //! newer than the server is refused.
 
+#![allow(clippy::unwrap_used)]
+
 use gridsync_core::migrate::sqlite_schema;
 use gridsync_core::model::RecordKind;
 use gridsync_server::storage::postgres::{self, PostgresStorage};
