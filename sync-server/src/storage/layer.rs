@@ -11,7 +11,7 @@ use gridsync_core::model::{GridNode, Person, RecordKind};
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushRecord, PushResult};
 
 use super::batch::{resolve_since, Op};
-use super::sql::{params, Heads, Insert, Row, TextArray, Tx, Ty, Value};
+use super::sql::{params, Heads, Insert, Row, TextArray, Tx, Value};
 use super::*;
 
 /// What differs between database backends. Everything else is in [`SqlStorage`].
@@ -120,144 +120,32 @@ fn bump_generation(tx: &mut dyn Tx) -> StorageResult<()> {
 
 // ---- Tables: columns, bulk inserts and row mapping, each written once. ----
 
-const GRID_COLS: &str = "code, name, level, kind, parent";
-const PERSON_COLS: &str = "id, name, phone, role, grids, active";
-const CODE_COLS: &str =
-    "code_hash, person_id, created_by, created_at_ms, expires_at_ms, used_at_ms";
-const DEVICE_COLS: &str = "id, person_id, name, secret_hash, pending_hash, created_at_ms, last_seen_ms, revoked_at_ms, revoked_reason";
-const RECORD_COLS: &str = "id, kind, grid, doc, heads, seq, grid_since, updated_at_ms";
-const AUDIT_COLS: &str = "id, at_ms, person_id, device_id, record_id, kind, grid, action, detail";
+// Bulk inserts of each table (one line per table).
+#[rustfmt::skip]
+mod inserts {
+    use super::super::sql::{Insert, Ty::{Blob, Bool, Int, Text}};
+    pub(super) const INS_META: Insert = Insert { table: "server_meta", columns: &[("key", Text), ("value", Text)], on_conflict: " ON CONFLICT (key) DO UPDATE SET value = excluded.value" };
+    pub(super) const INS_GRIDS: Insert = Insert { table: "grids", columns: &[("code", Text), ("name", Text), ("level", Text), ("kind", Text), ("parent", Text)], on_conflict: " ON CONFLICT (code) DO UPDATE SET name = excluded.name, level = excluded.level, kind = excluded.kind, parent = excluded.parent" };
+    pub(super) const INS_PEOPLE: Insert = Insert { table: "people", columns: &[("id", Text), ("name", Text), ("phone", Text), ("role", Text), ("grids", Text), ("active", Bool)], on_conflict: " ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone, role = excluded.role, grids = excluded.grids, active = excluded.active" };
+    pub(super) const INS_CODES: Insert = Insert { table: "enrol_codes", columns: &[("code_hash", Text), ("person_id", Text), ("created_by", Text), ("created_at_ms", Int), ("expires_at_ms", Int), ("used_at_ms", Int)], on_conflict: "" };
+    pub(super) const INS_DEVICES: Insert = Insert { table: "devices", columns: &[("id", Text), ("person_id", Text), ("name", Text), ("secret_hash", Text), ("pending_hash", Text), ("created_at_ms", Int), ("last_seen_ms", Int), ("revoked_at_ms", Int), ("revoked_reason", Text)], on_conflict: "" };
+    pub(super) const INS_RECORDS: Insert = Insert { table: "records", columns: &[("id", Text), ("kind", Text), ("grid", Text), ("doc", Blob), ("heads", Blob), ("seq", Int), ("grid_since", Int), ("updated_at_ms", Int)], on_conflict: " ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, doc = excluded.doc, heads = excluded.heads, seq = excluded.seq, grid_since = excluded.grid_since, updated_at_ms = excluded.updated_at_ms" };
+    pub(super) const INS_CHANGES: Insert = Insert { table: "changes", columns: &[("record_id", Text), ("grid", Text), ("seq", Int), ("bytes", Blob)], on_conflict: "" };
+    pub(super) const INS_DEPARTURES: Insert = Insert { table: "departures", columns: &[("grid", Text), ("seq", Int), ("record_id", Text), ("new_grid", Text)], on_conflict: "" };
+    pub(super) const INS_FEED_HEADS: Insert = Insert { table: "feed_heads", columns: &[("grid", Text), ("seq", Int)], on_conflict: "" };
+    pub(super) const INS_FEED_LOG: Insert = Insert { table: "feed_log", columns: &[("grid", Text), ("seq", Int), ("token", Int)], on_conflict: "" };
+    /// Audit entries as a push writes them: ids assigned by the database, in row order.
+    pub(super) const INS_AUDIT: Insert = Insert { table: "audit", columns: &[("at_ms", Int), ("person_id", Text), ("device_id", Text), ("record_id", Text), ("kind", Text), ("grid", Text), ("action", Text), ("detail", Text)], on_conflict: "" };
+    /// Audit entries as an import copies them, with their ids.
+    pub(super) const INS_AUDIT_WITH_ID: Insert = Insert { table: "audit", columns: &[("id", Int), ("at_ms", Int), ("person_id", Text), ("device_id", Text), ("record_id", Text), ("kind", Text), ("grid", Text), ("action", Text), ("detail", Text)], on_conflict: "" };
+}
+use inserts::*;
 
-const INS_META: Insert = Insert {
-    table: "server_meta",
-    columns: &[("key", Ty::Text), ("value", Ty::Text)],
-    on_conflict: " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-};
-const INS_GRIDS: Insert = Insert {
-    table: "grids",
-    columns: &[
-        ("code", Ty::Text),
-        ("name", Ty::Text),
-        ("level", Ty::Text),
-        ("kind", Ty::Text),
-        ("parent", Ty::Text),
-    ],
-    on_conflict: " ON CONFLICT (code) DO UPDATE SET name = excluded.name, level = excluded.level, kind = excluded.kind, parent = excluded.parent",
-};
-const INS_PEOPLE: Insert = Insert {
-    table: "people",
-    columns: &[
-        ("id", Ty::Text),
-        ("name", Ty::Text),
-        ("phone", Ty::Text),
-        ("role", Ty::Text),
-        ("grids", Ty::Text),
-        ("active", Ty::Bool),
-    ],
-    on_conflict: " ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone, role = excluded.role, grids = excluded.grids, active = excluded.active",
-};
-const INS_CODES: Insert = Insert {
-    table: "enrol_codes",
-    columns: &[
-        ("code_hash", Ty::Text),
-        ("person_id", Ty::Text),
-        ("created_by", Ty::Text),
-        ("created_at_ms", Ty::Int),
-        ("expires_at_ms", Ty::Int),
-        ("used_at_ms", Ty::Int),
-    ],
-    on_conflict: "",
-};
-const INS_DEVICES: Insert = Insert {
-    table: "devices",
-    columns: &[
-        ("id", Ty::Text),
-        ("person_id", Ty::Text),
-        ("name", Ty::Text),
-        ("secret_hash", Ty::Text),
-        ("pending_hash", Ty::Text),
-        ("created_at_ms", Ty::Int),
-        ("last_seen_ms", Ty::Int),
-        ("revoked_at_ms", Ty::Int),
-        ("revoked_reason", Ty::Text),
-    ],
-    on_conflict: "",
-};
-const INS_RECORDS: Insert = Insert {
-    table: "records",
-    columns: &[
-        ("id", Ty::Text),
-        ("kind", Ty::Text),
-        ("grid", Ty::Text),
-        ("doc", Ty::Blob),
-        ("heads", Ty::Blob),
-        ("seq", Ty::Int),
-        ("grid_since", Ty::Int),
-        ("updated_at_ms", Ty::Int),
-    ],
-    on_conflict: " ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, doc = excluded.doc, heads = excluded.heads, seq = excluded.seq, grid_since = excluded.grid_since, updated_at_ms = excluded.updated_at_ms",
-};
-const INS_CHANGES: Insert = Insert {
-    table: "changes",
-    columns: &[
-        ("record_id", Ty::Text),
-        ("grid", Ty::Text),
-        ("seq", Ty::Int),
-        ("bytes", Ty::Blob),
-    ],
-    on_conflict: "",
-};
-const INS_DEPARTURES: Insert = Insert {
-    table: "departures",
-    columns: &[
-        ("grid", Ty::Text),
-        ("seq", Ty::Int),
-        ("record_id", Ty::Text),
-        ("new_grid", Ty::Text),
-    ],
-    on_conflict: "",
-};
-const INS_FEED_HEADS: Insert = Insert {
-    table: "feed_heads",
-    columns: &[("grid", Ty::Text), ("seq", Ty::Int)],
-    on_conflict: "",
-};
-const INS_FEED_LOG: Insert = Insert {
-    table: "feed_log",
-    columns: &[("grid", Ty::Text), ("seq", Ty::Int), ("token", Ty::Int)],
-    on_conflict: "",
-};
-/// Audit entries as a push writes them: ids assigned by the database, in row order.
-const INS_AUDIT: Insert = Insert {
-    table: "audit",
-    columns: &[
-        ("at_ms", Ty::Int),
-        ("person_id", Ty::Text),
-        ("device_id", Ty::Text),
-        ("record_id", Ty::Text),
-        ("kind", Ty::Text),
-        ("grid", Ty::Text),
-        ("action", Ty::Text),
-        ("detail", Ty::Text),
-    ],
-    on_conflict: "",
-};
-/// Audit entries as an import copies them, with their ids.
-const INS_AUDIT_WITH_ID: Insert = Insert {
-    table: "audit",
-    columns: &[
-        ("id", Ty::Int),
-        ("at_ms", Ty::Int),
-        ("person_id", Ty::Text),
-        ("device_id", Ty::Text),
-        ("record_id", Ty::Text),
-        ("kind", Ty::Text),
-        ("grid", Ty::Text),
-        ("action", Ty::Text),
-        ("detail", Ty::Text),
-    ],
-    on_conflict: "",
-};
+/// The column list of a table, as its bulk insert names it.
+fn cols(ins: &Insert) -> String {
+    let names: Vec<&str> = ins.columns.iter().map(|c| c.0).collect();
+    names.join(", ")
+}
 
 /// The data tables, in dependency order (an import fills them in this order).
 pub(crate) const DATA_TABLES: [&str; 10] = [
@@ -738,7 +626,7 @@ fn export_all(tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
     export_table(
         tx,
         "grids",
-        &format!("SELECT {GRID_COLS} FROM grids ORDER BY code"),
+        &format!("SELECT {} FROM grids ORDER BY code", cols(&INS_GRIDS)),
         |r| grid_row(r).map(no_size),
         DumpChunk::Grids,
         sink,
@@ -746,7 +634,7 @@ fn export_all(tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
     export_table(
         tx,
         "people",
-        &format!("SELECT {PERSON_COLS} FROM people ORDER BY id"),
+        &format!("SELECT {} FROM people ORDER BY id", cols(&INS_PEOPLE)),
         |r| person_row(r).map(no_size),
         DumpChunk::People,
         sink,
@@ -754,7 +642,10 @@ fn export_all(tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
     export_table(
         tx,
         "enrol_codes",
-        &format!("SELECT {CODE_COLS} FROM enrol_codes ORDER BY code_hash"),
+        &format!(
+            "SELECT {} FROM enrol_codes ORDER BY code_hash",
+            cols(&INS_CODES)
+        ),
         |r| code_row(r).map(no_size),
         DumpChunk::Codes,
         sink,
@@ -762,7 +653,7 @@ fn export_all(tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
     export_table(
         tx,
         "devices",
-        &format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"),
+        &format!("SELECT {} FROM devices ORDER BY id", cols(&INS_DEVICES)),
         |r| device_row(r).map(no_size),
         DumpChunk::Devices,
         sink,
@@ -770,7 +661,7 @@ fn export_all(tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
     export_table(
         tx,
         "records",
-        &format!("SELECT {RECORD_COLS} FROM records ORDER BY id"),
+        &format!("SELECT {} FROM records ORDER BY id", cols(&INS_RECORDS)),
         |r| {
             let row = record_row(r)?;
             let n = row.doc.len() + row.heads.len();
@@ -845,7 +736,7 @@ fn export_all(tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
     export_table(
         tx,
         "audit",
-        &format!("SELECT {AUDIT_COLS} FROM audit ORDER BY id"),
+        &format!("SELECT {} FROM audit ORDER BY id", cols(&INS_AUDIT_WITH_ID)),
         |r| audit_row(r).map(no_size),
         DumpChunk::Audit,
         sink,
@@ -1063,7 +954,7 @@ impl<B: Backend> Storage for SqlStorage<B> {
         self.backend.single(false, |tx| {
             tx.rows(
                 "grids",
-                &format!("SELECT {GRID_COLS} FROM grids ORDER BY code"),
+                &format!("SELECT {} FROM grids ORDER BY code", cols(&INS_GRIDS)),
                 &[],
                 |r| {
                     let g = grid_row(r)?;
@@ -1115,7 +1006,10 @@ impl<B: Backend> Storage for SqlStorage<B> {
         self.backend.single(false, |tx| {
             tx.row(
                 "people",
-                &format!("SELECT {PERSON_COLS} FROM people WHERE id = $1 AND active"),
+                &format!(
+                    "SELECT {} FROM people WHERE id = $1 AND active",
+                    cols(&INS_PEOPLE)
+                ),
                 params![id],
                 |r| person_row(r).map(person_of),
             )
@@ -1126,7 +1020,10 @@ impl<B: Backend> Storage for SqlStorage<B> {
         self.backend.single(false, |tx| {
             tx.rows(
                 "people",
-                &format!("SELECT {PERSON_COLS} FROM people WHERE active ORDER BY id"),
+                &format!(
+                    "SELECT {} FROM people WHERE active ORDER BY id",
+                    cols(&INS_PEOPLE)
+                ),
                 &[],
                 |r| person_row(r).map(person_of),
             )
@@ -1179,7 +1076,7 @@ impl<B: Backend> Storage for SqlStorage<B> {
         self.backend.single(false, |tx| {
             tx.row(
                 "devices",
-                &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"),
+                &format!("SELECT {} FROM devices WHERE id = $1", cols(&INS_DEVICES)),
                 params![id],
                 device_row,
             )
@@ -1190,7 +1087,10 @@ impl<B: Backend> Storage for SqlStorage<B> {
         self.backend.single(false, |tx| {
             tx.rows(
                 "devices",
-                &format!("SELECT {DEVICE_COLS} FROM devices ORDER BY created_at_ms, id"),
+                &format!(
+                    "SELECT {} FROM devices ORDER BY created_at_ms, id",
+                    cols(&INS_DEVICES)
+                ),
                 &[],
                 device_row,
             )
@@ -1363,7 +1263,10 @@ impl<B: Backend> Storage for SqlStorage<B> {
             AuditFilter::Grid(g) => ("WHERE grid = $2", Some(g.as_str())),
             AuditFilter::All => ("", None),
         };
-        let sql = format!("SELECT {AUDIT_COLS} FROM audit {cond} ORDER BY id LIMIT $1");
+        let sql = format!(
+            "SELECT {} FROM audit {cond} ORDER BY id LIMIT $1",
+            cols(&INS_AUDIT_WITH_ID)
+        );
         let limit = i64::from(limit);
         let p: Vec<Value<'_>> = match arg {
             Some(a) => vec![Value::Int(limit), Value::Text(a)],

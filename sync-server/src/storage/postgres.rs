@@ -426,6 +426,21 @@ fn refs<'a>(params: &'a [Value<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
+/// Column `i` of `rows` as an array parameter; `pick` takes the values of the column's type.
+fn column<'v, T>(
+    rows: &[Vec<Value<'v>>],
+    i: usize,
+    bad: impl Fn(&Value<'v>) -> StorageError,
+    pick: impl Fn(Value<'v>) -> Option<T>,
+) -> StorageResult<Vec<Option<T>>> {
+    rows.iter()
+        .map(|r| match r.get(i).copied().unwrap_or(Value::Null) {
+            Value::Null => Ok(None),
+            v => pick(v).map(Some).ok_or_else(|| bad(&v)),
+        })
+        .collect()
+}
+
 impl<C: Portals> Tx for PgTx<'_, C> {
     fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> StorageResult<u64> {
         let st = self.prepared(sql)?;
@@ -499,42 +514,23 @@ impl<C: Portals> Tx for PgTx<'_, C> {
             let bad = |v: &Value<'_>| {
                 StorageError::Invalid(format!("{}.{name}: {v:?} is not a {ty:?}", ins.table))
             };
-            let col = rows
-                .iter()
-                .map(|r| r.get(i).copied().unwrap_or(Value::Null));
             columns.push(match ty {
-                Ty::Text => Box::new(
-                    col.map(|v| match v {
-                        Value::Null => Ok(None),
-                        Value::Text(s) => Ok(Some(s)),
-                        v => Err(bad(&v)),
-                    })
-                    .collect::<StorageResult<Vec<_>>>()?,
-                ),
-                Ty::Int => Box::new(
-                    col.map(|v| match v {
-                        Value::Null => Ok(None),
-                        Value::Int(n) => Ok(Some(n)),
-                        v => Err(bad(&v)),
-                    })
-                    .collect::<StorageResult<Vec<_>>>()?,
-                ),
-                Ty::Blob => Box::new(
-                    col.map(|v| match v {
-                        Value::Null => Ok(None),
-                        Value::Blob(b) => Ok(Some(b)),
-                        v => Err(bad(&v)),
-                    })
-                    .collect::<StorageResult<Vec<_>>>()?,
-                ),
-                Ty::Bool => Box::new(
-                    col.map(|v| match v {
-                        Value::Null => Ok(None),
-                        Value::Bool(b) => Ok(Some(b)),
-                        v => Err(bad(&v)),
-                    })
-                    .collect::<StorageResult<Vec<_>>>()?,
-                ),
+                Ty::Text => Box::new(column(rows, i, bad, |v| match v {
+                    Value::Text(s) => Some(s),
+                    _ => None,
+                })?),
+                Ty::Int => Box::new(column(rows, i, bad, |v| match v {
+                    Value::Int(n) => Some(n),
+                    _ => None,
+                })?),
+                Ty::Blob => Box::new(column(rows, i, bad, |v| match v {
+                    Value::Blob(b) => Some(b),
+                    _ => None,
+                })?),
+                Ty::Bool => Box::new(column(rows, i, bad, |v| match v {
+                    Value::Bool(b) => Some(b),
+                    _ => None,
+                })?),
             });
         }
         let st = self.prepared(&sql)?;
