@@ -3,11 +3,13 @@
 //! - [`model`]: typed records (producers, checklist templates, visits) and reference data
 //!   (grid tree, people, roles);
 //! - [`validate`] and [`rules`]: validation and permission rules, shared with the server;
+//! - [`attachment`]: references to evidence photos and signatures, content-addressed;
 //! - [`doc`]: how a record lives in its Automerge document, merges and shows conflicts;
 //! - [`store`]: the local SQLite store with its queries and change tracking;
 //! - [`sync`]: the wire protocol and the sync engine over a transport trait;
 //! - [`migrate`]: the schema migration runner shared with the server.
 
+pub mod attachment;
 pub mod doc;
 pub mod error;
 pub mod migrate;

@@ -91,6 +91,17 @@ pub fn check_record_size<T: serde::Serialize>(record: &T) -> VResult {
     Ok(())
 }
 
+/// A photo field: an attachment reference (`att:…`, see [`crate::attachment`]), or a
+/// free-text name as photo fields held before attachments existed.
+pub fn check_photo(field: &str, p: &str) -> VResult {
+    require_text(field, p, 200)?;
+    if crate::attachment::AttachmentRef::is_reference(p) {
+        p.parse::<crate::attachment::AttachmentRef>()
+            .map_err(|e| Invalid::new(field, e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// A required text field: non-blank and at most `max_chars` characters.
 pub fn require_text(field: &str, v: &str, max_chars: usize) -> VResult {
     if v.trim().is_empty() {
@@ -501,7 +512,7 @@ pub fn check_answer(field: &str, ty: &AnswerType, v: &AnswerValue) -> VResult {
         (AnswerType::Photo, AnswerValue::Photos(ps)) => {
             check_list(field, ps, MAX_PHOTOS)?;
             for p in ps {
-                require_text(field, p, 200)?;
+                check_photo(field, p)?;
             }
             Ok(())
         }
@@ -605,7 +616,7 @@ pub fn validate_visit(
         require_text(&format!("findings[{i}].description"), &f.description, 1000)?;
         check_list(&format!("findings[{i}].photos"), &f.photos, MAX_PHOTOS)?;
         for (j, p) in f.photos.iter().enumerate() {
-            require_text(&format!("findings[{i}].photos[{j}]"), p, 200)?;
+            check_photo(&format!("findings[{i}].photos[{j}]"), p)?;
         }
         check_time(&format!("findings[{i}].recorded_at_ms"), f.recorded_at_ms)?;
     }
@@ -638,6 +649,9 @@ pub fn validate_visit(
     }
     if let Some(a) = &v.acknowledgement {
         require_text("acknowledgement.signed_by", &a.signed_by, 50)?;
+        if let Some(p) = &a.signature_photo {
+            check_photo("acknowledgement.signature_photo", p)?;
+        }
         check_time("acknowledgement.at_ms", a.at_ms)?;
     }
     if let Some(r) = &v.review {
