@@ -127,7 +127,9 @@ pub fn sniff(head: &[u8]) -> Option<&'static str> {
 
 /// Whether `s` is a SHA-256 in lowercase hex.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl fmt::Display for AttachmentRef {
@@ -143,8 +145,7 @@ impl FromStr for AttachmentRef {
         let bad = || AttachmentError::BadReference(s.chars().take(120).collect());
         let rest = s.strip_prefix(PREFIX).ok_or_else(bad)?;
         let mut parts = rest.splitn(3, ':');
-        let (Some(sha), Some(size), Some(mime)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(sha), Some(size), Some(mime)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
         if !is_sha256_hex(sha) {
@@ -214,7 +215,10 @@ mod tests {
         let r = AttachmentRef::of_bytes(JPEG, Some("image/jpeg"), DEFAULT_MAX_BYTES).unwrap();
         assert_eq!(r.size, JPEG.len() as u64);
         let text = r.to_string();
-        assert!(text.starts_with("att:") && text.ends_with(":10:image/jpeg"), "{text}");
+        assert!(
+            text.starts_with("att:") && text.ends_with(":10:image/jpeg"),
+            "{text}"
+        );
         assert_eq!(text.parse::<AttachmentRef>().unwrap(), r);
         for bad in [
             "att:xyz:10:image/jpeg",
@@ -225,7 +229,10 @@ mod tests {
             &format!("att:{}:10:image/jpeg", r.sha256.to_uppercase()),
         ] {
             assert!(
-                matches!(bad.parse::<AttachmentRef>(), Err(AttachmentError::BadReference(_))),
+                matches!(
+                    bad.parse::<AttachmentRef>(),
+                    Err(AttachmentError::BadReference(_))
+                ),
                 "{bad}"
             );
         }
@@ -249,7 +256,10 @@ mod tests {
             AttachmentRef::of_bytes(JPEG, None, 5),
             Err(AttachmentError::TooLarge { size: 10, max: 5 })
         );
-        assert_eq!(AttachmentRef::of_bytes(b"", None, 5), Err(AttachmentError::Empty));
+        assert_eq!(
+            AttachmentRef::of_bytes(b"", None, 5),
+            Err(AttachmentError::Empty)
+        );
         assert_eq!(sniff(b"%PDF-1.7"), Some("application/pdf"));
         assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
