@@ -30,7 +30,9 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
-    /// The local database failed.
+    /// The local database failed. A stored value that does not read (an unknown enum
+    /// identifier, a wrong type) comes here too, as a conversion failure whose source is a
+    /// [`BadRow`] naming the table, the row and the column: see [`Error::bad_row`].
     #[error("storage: {0}")]
     Storage(#[from] rusqlite::Error),
     /// The database file was written by a newer version of the code.
@@ -64,6 +66,32 @@ pub enum Error {
     /// The device is not enrolled with a server.
     #[error("not enrolled: {0}")]
     NotEnrolled(String),
+}
+
+/// A stored value that does not read: the row (table and key) and column it sits in.
+/// Carried as the source of a [`rusqlite::Error::FromSqlConversionFailure`] inside
+/// [`Error::Storage`]; never replaced by a default.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{table} row {key}, column {column}: {detail}")]
+pub struct BadRow {
+    /// Table (`grids`, `people`, `records`, `producers`, `visits`, `kept_edits`, ...).
+    pub table: &'static str,
+    /// The row's key: grid code, person id or record id.
+    pub key: String,
+    /// Column name.
+    pub column: String,
+    /// What is wrong with the value (e.g. `'planet' is not a grid level`).
+    pub detail: String,
+}
+
+impl Error {
+    /// The bad stored value behind this error, if that is what it is.
+    pub fn bad_row(&self) -> Option<&BadRow> {
+        match self {
+            Error::Storage(rusqlite::Error::FromSqlConversionFailure(_, _, e)) => e.downcast_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl From<automerge::AutomergeError> for Error {

@@ -237,6 +237,25 @@ pub enum ProducerStatus {
     Closed,
 }
 
+impl ProducerStatus {
+    /// Stable identifier (the serde name), stored in the `producers` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProducerStatus::Active => "active",
+            ProducerStatus::Closed => "closed",
+        }
+    }
+
+    /// Parses the stable identifier.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => ProducerStatus::Active,
+            "closed" => ProducerStatus::Closed,
+            _ => return None,
+        })
+    }
+}
+
 /// Risk grade used to set the patrol interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -247,6 +266,28 @@ pub enum RiskLevel {
     Medium,
     /// High risk.
     High,
+}
+
+impl RiskLevel {
+    /// Stable identifier (the serde name), stored in the `producers` and
+    /// `patrol_intervals` tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+        }
+    }
+
+    /// Parses the stable identifier.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "low" => RiskLevel::Low,
+            "medium" => RiskLevel::Medium,
+            "high" => RiskLevel::High,
+            _ => return None,
+        })
+    }
 }
 
 /// A point on the map (WGS-84).

@@ -171,6 +171,25 @@ pub enum VisitStatus {
     Completed,
 }
 
+impl VisitStatus {
+    /// Stable identifier (the serde name), stored in the `visits` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VisitStatus::Draft => "draft",
+            VisitStatus::Completed => "completed",
+        }
+    }
+
+    /// Parses the stable identifier.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "draft" => VisitStatus::Draft,
+            "completed" => VisitStatus::Completed,
+            _ => return None,
+        })
+    }
+}
+
 /// A patrol visit to a producer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Visit {

@@ -77,14 +77,7 @@ pub(super) fn insert_doc(
         tx,
         "INSERT INTO records (id, kind, grid, doc, heads, local_rev, updated_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-        params![
-            rec.id(),
-            rec.kind().as_str(),
-            rec.grid(),
-            bytes,
-            heads,
-            now_ms()
-        ],
+        params![rec.id(), rec.kind(), rec.grid(), bytes, heads, now_ms()],
     )?;
     Ok(())
 }
@@ -145,10 +138,10 @@ pub(crate) fn row_values(rec: &Record) -> Vec<rusqlite::types::Value> {
             text(&p.name),
             text(&p.owner),
             text(&p.phone),
-            text(p.producer_type.as_str()),
-            Value::Text(serde_plain(&p.status)),
-            text(p.effective_review_state().as_str()),
-            Value::Text(serde_plain(&p.risk)),
+            p.producer_type.into(),
+            p.status.into(),
+            p.effective_review_state().into(),
+            p.risk.into(),
             Value::Integer(p.updated_at_ms),
         ],
         Record::Visit(v) => {
@@ -159,7 +152,7 @@ pub(crate) fn row_values(rec: &Record) -> Vec<rusqlite::types::Value> {
                 text(&v.grid),
                 text(&v.inspector),
                 Value::Integer(v.started_at_ms),
-                Value::Text(serde_plain(&v.status)),
+                v.status.into(),
                 Value::Integer(i64::from(r.is_some() && v.rectification_open())),
                 opt(r.map(|r| &r.deadline)),
                 opt(r.map(|r| &r.notice_number)),
@@ -215,14 +208,6 @@ pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The stable identifier of a unit-variant enum (its serde name).
-pub(crate) fn serde_plain<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    }
 }
 
 /// Removes a record and its query rows.

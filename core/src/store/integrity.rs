@@ -19,8 +19,10 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+use super::columns::checked;
 use super::documents::{load_doc, mark_corrupt, materialize, row_values};
 use super::Store;
+use crate::error::BadRow;
 use crate::model::{Record, RecordKind};
 use crate::{Error, Result};
 
@@ -270,45 +272,49 @@ fn sqlite_check(conn: &Connection, full: bool) -> Vec<String> {
 }
 
 /// What each query table and each of its indexes must count: (what, count query).
-const COUNTS: &[(&str, &str, &str)] = &[
+const COUNTS: &[(RecordKind, &str, &str)] = &[
     (
-        "producer",
+        RecordKind::Producer,
         "producers",
         "SELECT COUNT(*) FROM producers NOT INDEXED",
     ),
     (
-        "producer",
+        RecordKind::Producer,
         "producers by id",
         "SELECT COUNT(*) FROM producers INDEXED BY sqlite_autoindex_producers_1 WHERE id >= ''",
     ),
     (
-        "producer",
+        RecordKind::Producer,
         "producers by grid and name (index producers_grid_name)",
         "SELECT COUNT(*) FROM producers INDEXED BY producers_grid_name WHERE grid >= ''",
     ),
     (
-        "producer",
+        RecordKind::Producer,
         "producers by status (index producers_due)",
         "SELECT COUNT(*) FROM producers INDEXED BY producers_due WHERE status >= ''",
     ),
-    ("visit", "visits", "SELECT COUNT(*) FROM visits NOT INDEXED"),
     (
-        "visit",
+        RecordKind::Visit,
+        "visits",
+        "SELECT COUNT(*) FROM visits NOT INDEXED",
+    ),
+    (
+        RecordKind::Visit,
         "visits by id",
         "SELECT COUNT(*) FROM visits INDEXED BY sqlite_autoindex_visits_1 WHERE id >= ''",
     ),
     (
-        "visit",
+        RecordKind::Visit,
         "visits by producer (index visits_producer)",
         "SELECT COUNT(*) FROM visits INDEXED BY visits_producer WHERE producer_id >= ''",
     ),
     (
-        "template",
+        RecordKind::Template,
         "templates",
         "SELECT COUNT(*) FROM templates NOT INDEXED",
     ),
     (
-        "template",
+        RecordKind::Template,
         "templates by id",
         "SELECT COUNT(*) FROM templates INDEXED BY sqlite_autoindex_templates_1 WHERE id >= ''",
     ),
@@ -325,7 +331,10 @@ fn compare_counts(conn: &Connection, problems: &mut Problems) -> Result<()> {
         )?;
         match conn.query_row(sql, [], |r| r.get::<_, i64>(0)) {
             Ok(n) if n == want => {}
-            Ok(n) => problems.push(format!("{what}: {n} rows, {want} {kind} records")),
+            Ok(n) => problems.push(format!(
+                "{what}: {n} rows, {want} {} records",
+                kind.as_str()
+            )),
             Err(e) => problems.push(format!("{what}: {e}")),
         }
     }
@@ -383,7 +392,9 @@ fn compare_rows(
     sample: Option<u32>,
     problems: &mut Problems,
 ) -> Result<(u64, Vec<(String, String)>)> {
-    let ids: Vec<(String, String)> = {
+    // A kind that does not read sets the record aside like a document that does not load:
+    // the server's copy replaces it at the next sync.
+    let ids: Vec<(String, Result<RecordKind, BadRow>)> = {
         let sql = match sample {
             Some(n) => format!(
                 "SELECT id, kind FROM records NOT INDEXED WHERE corrupt IS NULL ORDER BY random() LIMIT {n}"
@@ -391,12 +402,21 @@ fn compare_rows(
             None => "SELECT id, kind FROM records NOT INDEXED WHERE corrupt IS NULL".to_string(),
         };
         let mut st = conn.prepare(&sql)?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, kind_column(r)?)))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let mut checked = 0;
     let mut corrupt = Vec::new();
     for (id, kind) in ids {
+        let kind = match kind {
+            Ok(k) => k,
+            Err(bad) => {
+                let detail = bad.to_string();
+                set_aside_in(conn, &id, &detail)?;
+                corrupt.push((id, detail));
+                continue;
+            }
+        };
         let rec = match load_doc(conn, &id) {
             Ok(Some(d)) => d.read()?,
             Ok(None) => continue,
@@ -408,7 +428,6 @@ fn compare_rows(
             Err(e) => return Err(e),
         };
         checked += 1;
-        let kind = RecordKind::parse(&kind).unwrap_or(rec.kind());
         if kind != rec.kind() {
             problems.push(format!(
                 "record {id}: stored as a {} but its document is a {}",
@@ -440,6 +459,12 @@ fn compare_rows(
         }
     }
     Ok((checked, corrupt))
+}
+
+/// The `kind` (column 1) of a `records` row keyed by its id (column 0); a value that does
+/// not read is the inner `Err`.
+fn kind_column(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RecordKind, BadRow>> {
+    checked(r, 1, "records", 0)
 }
 
 fn same_row(a: &[Value], b: &[Value]) -> bool {
@@ -488,17 +513,27 @@ pub(crate) fn rebuild(conn: &mut Connection) -> Result<(u64, Vec<(String, String
     for sql in &ddl {
         tx.execute_batch(sql)?;
     }
-    let ids: Vec<String> = {
-        let mut st = tx.prepare("SELECT id FROM records WHERE corrupt IS NULL ORDER BY id")?;
-        let rows = st.query_map([], |r| r.get(0))?;
+    let ids: Vec<(String, Result<RecordKind, BadRow>)> = {
+        let mut st =
+            tx.prepare("SELECT id, kind FROM records WHERE corrupt IS NULL ORDER BY id")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, kind_column(r)?)))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let mut n = 0;
     let mut corrupt = Vec::new();
     // Visits first, so that each producer's last visit is computed from its visits.
     let mut producers: Vec<Record> = Vec::new();
-    for id in ids {
-        match load_doc(&tx, &id) {
+    for (id, kind) in ids {
+        // A record whose kind does not read is set aside like one whose document does not
+        // load (it counts as no kind, so the query tables could never match the records).
+        let loaded = match kind {
+            Ok(_) => load_doc(&tx, &id),
+            Err(bad) => Err(Error::Corrupt {
+                id: id.clone(),
+                detail: bad.to_string(),
+            }),
+        };
+        match loaded {
             Ok(Some(d)) => match d.read()? {
                 p @ Record::Producer(_) => producers.push(p),
                 other => {

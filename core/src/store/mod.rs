@@ -18,9 +18,12 @@
 //! - `queries`: the field app's list queries and the patrol schedule;
 //! - `sync_state`: what to push, cursors, pulled pages, rejected and kept edits;
 //! - `integrity`: checks of the file and the query tables, and rebuilding them;
-//! - `clock`: the device's clock offset from the server's.
+//! - `clock`: the device's clock offset from the server's;
+//! - `columns`: the model's enums as typed columns (`ToSql`/`FromSql`) and reading a
+//!   column so that a bad stored value names its table, row and column.
 
 mod clock;
+mod columns;
 mod documents;
 mod integrity;
 mod meta;
@@ -30,6 +33,8 @@ mod records;
 mod reference;
 pub mod schema;
 mod sync_state;
+#[cfg(test)]
+mod typed_rows_tests;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -3,8 +3,9 @@
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
+use super::columns::column;
 use super::Store;
-use crate::model::{ProducerType, RiskLevel};
+use crate::model::{ProducerStatus, ProducerType, ReviewState, RiskLevel, VisitStatus};
 use crate::Result;
 
 /// A producer row for lists.
@@ -115,10 +116,14 @@ fn producer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProducerSummary> {
         owner: r.get(2)?,
         phone: r.get(3)?,
         grid: r.get(4)?,
-        producer_type: r.get(5)?,
-        status: r.get(6)?,
-        review_state: r.get(7)?,
-        risk: r.get(8)?,
+        producer_type: column::<ProducerType>(r, 5, "producers", 0)?
+            .as_str()
+            .into(),
+        status: column::<ProducerStatus>(r, 6, "producers", 0)?
+            .as_str()
+            .into(),
+        review_state: column::<ReviewState>(r, 7, "producers", 0)?.as_str().into(),
+        risk: column::<RiskLevel>(r, 8, "producers", 0)?.as_str().into(),
         last_visit_ms: r.get(9)?,
     })
 }
@@ -187,7 +192,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO patrol_intervals (producer_type, risk, days) VALUES (?1, ?2, ?3)
                  ON CONFLICT(producer_type, risk) DO UPDATE SET days = ?3",
-                params![t.as_str(), super::documents::serde_plain(&risk), days],
+                params![t, risk, days],
             )?;
             Ok(())
         })
@@ -260,7 +265,7 @@ impl Store {
                     producer_id: r.get(1)?,
                     inspector: r.get(2)?,
                     started_at_ms: r.get(3)?,
-                    status: r.get(4)?,
+                    status: column::<VisitStatus>(r, 4, "visits", 0)?.as_str().into(),
                     rectification_open: r.get(5)?,
                 })
             })?;

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
+use super::columns::column;
 use super::{meta, Store};
-use crate::model::{Actor, GridKind, GridLevel, GridNode, Person, Role};
+use crate::model::{Actor, GridLevel, GridNode, Person};
 use crate::rules::GridTree;
 use crate::{Error, Result};
 
@@ -67,13 +68,7 @@ impl Store {
                  ON CONFLICT(code) DO UPDATE SET name = ?2, level = ?3, kind = ?4, parent = ?5",
             )?;
             for n in nodes {
-                st.execute(params![
-                    n.code,
-                    n.name,
-                    n.level.as_str(),
-                    n.kind.as_str(),
-                    n.parent
-                ])?;
+                st.execute(params![n.code, n.name, n.level, n.kind, n.parent])?;
             }
             Ok(())
         })?;
@@ -106,7 +101,7 @@ impl Store {
             )?;
             for p in people {
                 let grids = serde_json::to_string(&p.grids).unwrap_or_default();
-                st.execute(params![p.id, p.name, p.phone, p.role.as_str(), grids])?;
+                st.execute(params![p.id, p.name, p.phone, p.role, grids])?;
             }
             Ok(())
         })
@@ -122,7 +117,7 @@ impl Store {
                     id: r.get(0)?,
                     name: r.get(1)?,
                     phone: r.get(2)?,
-                    role: Role::parse(&r.get::<_, String>(3)?).unwrap_or(Role::Liaison),
+                    role: column(r, 3, "people", 0)?,
                     grids: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
                 })
             })?;
@@ -137,8 +132,8 @@ fn load_grids(c: &Connection) -> Result<Vec<GridNode>> {
         Ok(GridNode {
             code: r.get(0)?,
             name: r.get(1)?,
-            level: GridLevel::parse(&r.get::<_, String>(2)?).unwrap_or(GridLevel::Village),
-            kind: GridKind::parse(&r.get::<_, String>(3)?).unwrap_or(GridKind::Mixed),
+            level: column(r, 2, "grids", 0)?,
+            kind: column(r, 3, "grids", 0)?,
             parent: r.get(4)?,
         })
     })?;

@@ -6,12 +6,13 @@ use std::collections::HashSet;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
+use super::columns::column;
 use super::documents::{delete_record, load_doc, materialize, persist_doc};
 use super::{meta, Store};
 use crate::doc::{heads_from_bytes, heads_to_bytes, load_received, RecordDoc};
 use crate::model::{Record, RecordKind};
 use crate::sync::bare::{self, PageDigest};
-use crate::sync::protocol::{Cursor, PushOutcome, PushResult, Reference, SyncResponse};
+use crate::sync::protocol::{Cursor, PushOutcome, PushResult, Reference, RejectCode, SyncResponse};
 use crate::{now_ms, Error, Result};
 
 /// The device's link to its server.
@@ -148,14 +149,16 @@ impl Store {
     /// Up to `limit` records with local changes to push (rejected ones wait for a new edit),
     /// skipping ids in `skip` (already pushed in this sync run).
     pub fn pending_pushes(&self, limit: usize, skip: &HashSet<String>) -> Result<Vec<PendingPush>> {
-        let rows: Vec<(String, String, i64, Vec<u8>)> = self.read(|c| {
+        let rows: Vec<(String, RecordKind, i64, Vec<u8>)> = self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, kind, local_rev, server_heads FROM records
                  WHERE local_rev > acked_rev AND corrupt IS NULL
                    AND (rejected_rev IS NULL OR local_rev > rejected_rev)
                  ORDER BY CASE kind WHEN 'template' THEN 0 WHEN 'producer' THEN 1 ELSE 2 END, updated_at_ms, id",
             )?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, column(r, 1, "records", 0)?, r.get(2)?, r.get(3)?))
+            })?;
             let mut out = Vec::new();
             for r in rows {
                 let r = r?;
@@ -186,7 +189,7 @@ impl Store {
                 Vec::new()
             };
             out.push(PendingPush {
-                kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Producer),
+                kind,
                 changes: doc.save_after(&server_heads),
                 heads: doc.heads(),
                 id,
@@ -252,7 +255,7 @@ impl Store {
                         }
                         tx.execute(
                             "UPDATE records SET rejected_rev = ?2, rejected_code = ?3, rejected_reason = ?4 WHERE id = ?1",
-                            params![p.id, p.rev, code.as_str(), reason],
+                            params![p.id, p.rev, code, reason],
                         )?;
                     }
                 }
@@ -315,18 +318,18 @@ impl Store {
             }
             for d in &resp.departures {
                 if !readable.contains(&d.new_grid) {
-                    let row: Option<String> = tx
+                    let row: Option<RecordKind> = tx
                         .query_row(
-                            "SELECT kind FROM records WHERE id = ?1 AND grid = ?2",
+                            "SELECT id, kind FROM records WHERE id = ?1 AND grid = ?2",
                             params![d.id, d.grid],
-                            |r| r.get(0),
+                            |r| column(r, 1, "records", 0),
                         )
                         .optional()?;
                     if let Some(kind) = row {
                         remove_or_keep(
                             tx,
                             &d.id,
-                            &kind,
+                            kind,
                             "moved to a grid outside this device's scope",
                             &mut out,
                         )?;
@@ -374,11 +377,18 @@ impl Store {
     pub fn rejected_edits(&self) -> Result<Vec<RejectedEdit>> {
         self.read(|c| {
             let mut st = c.prepare(
-                "SELECT id, kind, COALESCE(rejected_code, ''), COALESCE(rejected_reason, '') FROM records
+                "SELECT id, kind, rejected_code, COALESCE(rejected_reason, '') FROM records
                  WHERE rejected_rev IS NOT NULL ORDER BY id",
             )?;
             let rows = st.query_map([], |r| {
-                Ok(RejectedEdit { id: r.get(0)?, kind: r.get(1)?, code: r.get(2)?, reason: r.get(3)? })
+                let kind: RecordKind = column(r, 1, "records", 0)?;
+                let code: Option<RejectCode> = column(r, 2, "records", 0)?;
+                Ok(RejectedEdit {
+                    id: r.get(0)?,
+                    kind: kind.as_str().into(),
+                    code: code.map_or("", RejectCode::as_str).into(),
+                    reason: r.get(3)?,
+                })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -388,15 +398,14 @@ impl Store {
     /// (a record the server never accepted is removed).
     pub fn discard_rejected(&self, id: &str) -> Result<()> {
         self.write(|tx| {
-            let row: Option<(String, Vec<u8>, Option<i64>)> = tx
-                .query_row("SELECT kind, server_heads, rejected_rev FROM records WHERE id = ?1", [id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            let row: Option<(RecordKind, Vec<u8>, Option<i64>)> = tx
+                .query_row("SELECT id, kind, server_heads, rejected_rev FROM records WHERE id = ?1", [id], |r| {
+                    Ok((column(r, 1, "records", 0)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
             let Some((kind, server_heads, Some(_))) = row else {
                 return Err(Error::NotFound { kind: "rejected edit", id: id.into() });
             };
-            let kind = RecordKind::parse(&kind).unwrap_or(RecordKind::Producer);
             let server_heads = heads_from_bytes(&server_heads)?;
             if server_heads.is_empty() {
                 return delete_record(tx, id, kind);
@@ -421,7 +430,7 @@ impl Store {
             let rows = st.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
+                    column::<RecordKind>(r, 1, "kept_edits", 0)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, String>(4)?,
@@ -435,7 +444,7 @@ impl Store {
                     .and_then(|d| d.read())
                     .map(|r| r.to_json().to_string())
                     .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-                out.push(KeptEdit { id, kind, grid, record_json, reason, kept_at_ms });
+                out.push(KeptEdit { id, kind: kind.as_str().into(), grid, record_json, reason, kept_at_ms });
             }
             Ok(out)
         })
@@ -459,13 +468,13 @@ impl Store {
     pub fn wipe_after_revocation(&self, reason: &str) -> Result<usize> {
         self.write(|tx| {
             let mut out = PageOutcome::default();
-            let ids: Vec<(String, String)> = {
+            let ids: Vec<(String, RecordKind)> = {
                 let mut st = tx.prepare("SELECT id, kind FROM records")?;
-                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, column(r, 1, "records", 0)?)))?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
             for (id, kind) in ids {
-                remove_or_keep(tx, &id, &kind, reason, &mut out)?;
+                remove_or_keep(tx, &id, kind, reason, &mut out)?;
             }
             tx.execute("DELETE FROM sync_cursors", [])?;
             tx.execute("DELETE FROM people", [])?;
@@ -492,7 +501,7 @@ fn apply_reference(tx: &Transaction<'_>, r: &Reference, out: &mut PageOutcome) -
         tx.execute(
             "INSERT INTO grids (code, name, level, kind, parent) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(code) DO UPDATE SET name = ?2, level = ?3, kind = ?4, parent = ?5",
-            params![g.code, g.name, g.level.as_str(), g.kind.as_str(), g.parent],
+            params![g.code, g.name, g.level, g.kind, g.parent],
         )?;
     }
     let keep: HashSet<&str> = r.grids.iter().map(|g| g.code.as_str()).collect();
@@ -510,7 +519,7 @@ fn apply_reference(tx: &Transaction<'_>, r: &Reference, out: &mut PageOutcome) -
     for p in &r.people {
         tx.execute(
             "INSERT OR REPLACE INTO people (id, name, phone, role, grids) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![p.id, p.name, p.phone, p.role.as_str(), serde_json::to_string(&p.grids).unwrap_or_default()],
+            params![p.id, p.name, p.phone, p.role, serde_json::to_string(&p.grids).unwrap_or_default()],
         )?;
     }
     let me = serde_json::to_string(&r.me).map_err(|e| Error::Document(e.to_string()))?;
@@ -543,19 +552,21 @@ fn apply_reference(tx: &Transaction<'_>, r: &Reference, out: &mut PageOutcome) -
     }
     let readable: HashSet<&str> = r.readable.iter().map(String::as_str).collect();
     let templates: HashSet<&str> = r.template_grids.iter().map(String::as_str).collect();
-    let records: Vec<(String, String, String)> = {
+    let records: Vec<(String, RecordKind, String)> = {
         let mut st = tx.prepare("SELECT id, kind, grid FROM records")?;
-        let rows = st.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        let rows = st.query_map([], |row| {
+            Ok((row.get(0)?, column(row, 1, "records", 0)?, row.get(2)?))
+        })?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
     for (id, kind, grid) in records {
         let ok = readable.contains(grid.as_str())
-            || (kind == "template" && templates.contains(grid.as_str()));
+            || (kind == RecordKind::Template && templates.contains(grid.as_str()));
         if !ok {
             remove_or_keep(
                 tx,
                 &id,
-                &kind,
+                kind,
                 &format!("grid {grid} is no longer assigned to you"),
                 out,
             )?;
@@ -568,7 +579,7 @@ fn apply_reference(tx: &Transaction<'_>, r: &Reference, out: &mut PageOutcome) -
 fn remove_or_keep(
     tx: &Transaction<'_>,
     id: &str,
-    kind: &str,
+    kind: RecordKind,
     reason: &str,
     out: &mut PageOutcome,
 ) -> Result<()> {
@@ -593,11 +604,7 @@ fn remove_or_keep(
         )?;
         out.kept += 1;
     }
-    delete_record(
-        tx,
-        id,
-        RecordKind::parse(kind).unwrap_or(RecordKind::Producer),
-    )?;
+    delete_record(tx, id, kind)?;
     out.removed += 1;
     Ok(())
 }
@@ -838,7 +845,7 @@ fn heal_record(
             "INSERT OR REPLACE INTO kept_edits (id, kind, grid, doc, reason, kept_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 rec.id,
-                kind.as_str(),
+                kind,
                 damaged.grid,
                 raw,
                 format!(
@@ -924,7 +931,7 @@ fn insert_received(
     )?
     .execute(params![
         rec.id,
-        record.kind().as_str(),
+        record.kind(),
         record.grid(),
         doc,
         heads_to_bytes(heads),
