@@ -59,6 +59,8 @@ pub struct AppState {
     pub metrics_allow: Vec<AddrRange>,
     /// Counters served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Largest attachment and each device's quota of attachment bytes.
+    pub attachment_limits: crate::storage::AttachmentLimits,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             connections: ConnLimits::default(),
             metrics_allow: Vec::new(),
             metrics: Arc::new(Metrics::default()),
+            attachment_limits: crate::storage::AttachmentLimits::default(),
         }
     }
 }
@@ -127,7 +130,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -199,6 +202,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/device/rotate", post(rotate))
         .route("/v1/enrolment-codes", post(issue_code))
         .route("/metrics", get(metrics))
+        .route(
+            "/v1/attachments/{sha}",
+            get(crate::attachments::download)
+                .head(crate::attachments::head)
+                .patch(crate::attachments::upload),
+        )
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
@@ -272,7 +281,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> ApiResult<&'static str> {
     Ok("ok")
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     match tokio::task::spawn_blocking(f).await {
@@ -288,7 +297,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     match axum::body::to_bytes(body, limit).await {
         Ok(b) => Ok(b),
         Err(e) => {
@@ -424,7 +433,11 @@ fn claimed_device(headers: &HeaderMap) -> String {
 
 /// Authenticates a request and applies its device's rate limit. Refusals are counted and
 /// logged (device id and client address, no secret).
-fn authorize(st: &AppState, peer: IpAddr, headers: &HeaderMap) -> ApiResult<(Device, Person)> {
+pub(crate) fn authorize(
+    st: &AppState,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> ApiResult<(Device, Person)> {
     let client = client_ip(peer, headers, &st.trusted_proxies);
     let (device, person) = match authenticate(st.storage.as_ref(), headers) {
         Ok(x) => x,

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod attachments;
 pub mod auth;
 pub mod conn;
 pub mod dataset;

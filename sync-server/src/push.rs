@@ -559,6 +559,7 @@ pub fn decide(
         ctx.batch_producers
             .insert(pr.id.clone(), (pr.grid.clone(), pr.producer_type));
     }
+    let attachments = gridsync_core::attachment::refs_of(&result);
     PushDecision::Store {
         kind,
         grid: result.grid().to_string(),
@@ -568,5 +569,6 @@ pub fn decide(
         heads: heads_to_bytes(&new_heads),
         new_changes: new_changes_bytes,
         action: if stored.is_some() { "update" } else { "create" },
+        attachments,
     }
 }

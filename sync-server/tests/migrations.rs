@@ -138,7 +138,8 @@ fn postgres_schema(url: &str, schema: &str) -> Vec<String> {
                 r.get::<_, String>(1),
                 r.get::<_, String>(2),
                 r.get::<_, String>(3),
-                r.get::<_, String>(4)
+                // A default names its sequence with the schema.
+                r.get::<_, String>(4).replace(&format!("{schema}."), "")
             )
         })
         .collect();
@@ -155,9 +156,27 @@ fn postgres_schema(url: &str, schema: &str) -> Vec<String> {
     out
 }
 
-/// Rows at PostgreSQL schema `version`: written when a second PostgreSQL step exists.
+/// Rows of every table that has them at PostgreSQL schema `version`, in that version's SQL
+/// (the rows of [`sqlite_rows_at`]).
 fn postgres_rows_at(version: i64) -> String {
-    panic!("add the rows of PostgreSQL schema {version} (see sqlite_rows_at)")
+    assert!(version >= 1);
+    "
+        INSERT INTO server_meta (key, value) VALUES ('epoch', 'old-epoch'), ('ref_generation', '7');
+        INSERT INTO grids (code, name, level, kind, parent) VALUES ('B', '旗', 'banner', 'mixed', NULL),
+            ('G', '嘎查', 'village', 'pastoral', 'B');
+        INSERT INTO people (id, name, phone, role, grids, active) VALUES ('p1', '协管员', '139', 'liaison', '[\"G\"]', TRUE);
+        INSERT INTO enrol_codes (code_hash, person_id, created_by, created_at_ms, expires_at_ms, used_at_ms)
+            VALUES ('h1', 'p1', 'admin', 1, 2, NULL);
+        INSERT INTO devices (id, person_id, name, secret_hash, pending_hash, created_at_ms, last_seen_ms, revoked_at_ms, revoked_reason)
+            VALUES ('d1', 'p1', 'phone', 'hash', NULL, 1, NULL, NULL, NULL);
+        INSERT INTO records (id, kind, grid, doc, heads, seq, grid_since, updated_at_ms)
+            VALUES ('r1', 'producer', 'G', '\\x0102'::bytea, decode(repeat('00', 32), 'hex'), 2, 1, 5);
+        INSERT INTO feed_heads (grid, seq) VALUES ('G', 2);
+        INSERT INTO feed_log (grid, seq, token) VALUES ('G', 1, 11), ('G', 2, 12);
+        INSERT INTO audit (at_ms, person_id, device_id, record_id, kind, grid, action, detail)
+            VALUES (5, 'p1', 'd1', 'r1', 'producer', 'G', 'create', 'old');
+        INSERT INTO changes (record_id, grid, seq, bytes) VALUES ('r1', 'G', 1, '\\x01'::bytea), ('r1', 'G', 2, '\\x02'::bytea);"
+        .to_string()
 }
 
 #[test]

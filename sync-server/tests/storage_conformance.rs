@@ -7,15 +7,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use gridsync_core::attachment::AttachmentRef;
 use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Role};
 use gridsync_core::sync::protocol::{PushOutcome, PushRecord, RejectCode};
 use gridsync_server::storage::postgres::PostgresStorage;
 use gridsync_server::storage::sqlite::SqliteStorage;
 use gridsync_server::storage::testing::{test_url_from_env, ScratchSchema};
 use gridsync_server::storage::{
-    copy_all, AuditEntry, AuditFilter, Author, Device, DumpChunk, EnrolCode, FeedRead,
-    PushDecision, Storage, StorageError, StoredRecord,
+    copy_all, AppendOutcome, AttachmentLimits, AuditEntry, AuditFilter, Author, Device, DumpChunk,
+    EnrolCode, FeedRead, GcReason, PushDecision, Storage, StorageError, StoredRecord,
+    ATTACHMENT_DUMP_PIECE, ATTACHMENT_PIECE,
 };
+use sha2::{Digest, Sha256};
 
 /// A backend under test and what keeps its data alive.
 struct Fixture {
@@ -121,6 +124,12 @@ conformance!(
     one_timestamp_per_push,
     increments_of_many_records_in_one_page,
     import_and_export_stream_many_chunks,
+    attachment_refs_follow_the_pushed_records,
+    attachment_upload_resumes_at_the_held_offset,
+    attachment_corrupt_whole_is_discarded,
+    attachment_quota_and_size_limit,
+    attachment_garbage_collection,
+    attachment_copy_and_backup_carry_the_bytes,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -183,6 +192,19 @@ fn head(b: u8) -> Vec<u8> {
 /// Pushes `changes` for record `id` into `grid` with a decision that appends the changes
 /// to the stored document (the storage does not interpret documents).
 fn put(s: &dyn Storage, id: &str, kind: RecordKind, grid: &str, changes: &[u8]) -> PushOutcome {
+    put_as(s, "d1", id, kind, grid, changes, &[])
+}
+
+/// Like [`put`], pushed by `device_id`, the record referring to `attachments`.
+fn put_as(
+    s: &dyn Storage,
+    device_id: &str,
+    id: &str,
+    kind: RecordKind,
+    grid: &str,
+    changes: &[u8],
+    attachments: &[AttachmentRef],
+) -> PushOutcome {
     let push = vec![PushRecord {
         id: id.into(),
         kind: kind.tag(),
@@ -200,9 +222,14 @@ fn put(s: &dyn Storage, id: &str, kind: RecordKind, grid: &str, changes: &[u8]) 
             heads: head(p.changes.len() as u8),
             new_changes: p.changes.clone(),
             action: if stored.is_some() { "update" } else { "create" },
+            attachments: attachments.to_vec(),
         }
     };
-    let r = s.apply_push(&author(), &push, &mut process).expect("push");
+    let who = Author {
+        person_id: "p1".into(),
+        device_id: Some(device_id.into()),
+    };
+    let r = s.apply_push(&who, &push, &mut process).expect("push");
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].id, id);
     r[0].outcome.clone()
@@ -268,6 +295,17 @@ fn dump(s: &dyn Storage) -> BTreeMap<&'static str, Vec<String>> {
             DumpChunk::FeedHeads(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::FeedLog(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Audit(v) => v.iter().map(|r| format!("{r:?}")).collect(),
+            DumpChunk::Attachments(v) => v.iter().map(|r| format!("{r:?}")).collect(),
+            DumpChunk::AttachmentRefs(v) => v.iter().map(|r| format!("{r:?}")).collect(),
+            DumpChunk::AttachmentBytes {
+                sha256,
+                offset,
+                bytes,
+                last,
+            } => vec![format!(
+                "{sha256} {offset} {} {last}",
+                hex::encode(Sha256::digest(&bytes))
+            )],
         };
         out.entry(table).or_default().extend(rows);
         Ok(())
@@ -920,6 +958,7 @@ fn one_record_twice_in_a_batch(f: &Fixture) {
             heads: head(1),
             new_changes: p.changes.clone(),
             action: "update",
+            attachments: Vec::new(),
         }
     };
     let r = s.apply_push(&author(), &push, &mut process).unwrap();
@@ -1174,6 +1213,7 @@ fn concurrent_pushes_keep_every_feed_gapless(f: &Fixture) {
                             heads: head(1),
                             new_changes: p.changes.clone(),
                             action: "update",
+                            attachments: Vec::new(),
                         }
                     };
                     let r = s.apply_push(&author(), &push, &mut process).unwrap();
@@ -1450,6 +1490,7 @@ fn one_timestamp_per_push(f: &Fixture) {
         heads: head(1),
         new_changes: p.changes.clone(),
         action: "create",
+        attachments: Vec::new(),
     };
     s.apply_push(&author(), &push, &mut process).unwrap();
     let audit = s.audit_list(&AuditFilter::Grid("G".into()), 100).unwrap();
@@ -1680,4 +1721,528 @@ fn a_bad_postgres_url_is_a_clear_error() {
         .to_string();
     assert!(!err.is_empty());
     assert!(PostgresStorage::open_in_schema("postgres://x@127.0.0.1:1/db", "Bad-Name").is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Attachments
+
+/// `n` bytes of a JPEG (its magic, then bytes that differ with `seed`) and its reference.
+fn jpeg(n: usize, seed: u8) -> (Vec<u8>, AttachmentRef) {
+    let mut b = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    b.extend((0..n.saturating_sub(4)).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    let r = AttachmentRef::of_bytes(&b, Some("image/jpeg"), u64::MAX).unwrap();
+    (b, r)
+}
+
+/// Uploads all of `bytes` in pieces of `piece` bytes; the last outcome.
+fn upload(
+    s: &dyn Storage,
+    device: &str,
+    r: &AttachmentRef,
+    bytes: &[u8],
+    piece: usize,
+) -> AppendOutcome {
+    let limits = AttachmentLimits::default();
+    let mut last = None;
+    for (i, c) in bytes.chunks(piece).enumerate() {
+        last = Some(
+            s.append_attachment(device, r, (i * piece) as u64, c, &limits)
+                .unwrap(),
+        );
+    }
+    last.unwrap()
+}
+
+/// Reads an attachment back in pieces as large as the store gives.
+fn read_back(s: &dyn Storage, sha: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let piece = s
+            .read_attachment(sha, out.len() as u64, usize::MAX)
+            .unwrap();
+        assert!(piece.len() <= ATTACHMENT_PIECE, "reads are bounded");
+        if piece.is_empty() {
+            return out;
+        }
+        out.extend(piece);
+    }
+}
+
+fn visit_setup(s: &dyn Storage) {
+    s.import_grids(&tree()).unwrap();
+    s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"]))
+        .unwrap();
+}
+
+fn attachment_refs_follow_the_pushed_records(f: &Fixture) {
+    let s = f.storage.as_ref();
+    visit_setup(s);
+    let (_, a) = jpeg(100, 1);
+    let (_, b) = jpeg(200, 2);
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"v1",
+        &[a.clone(), b.clone()],
+    );
+    assert!(s
+        .may_upload("d1", &a.sha256, Some((a.size, &a.mime)))
+        .unwrap());
+    assert!(s.may_upload("d1", &a.sha256, None).unwrap());
+    assert!(!s
+        .may_upload("d1", &a.sha256, Some((a.size + 1, &a.mime)))
+        .unwrap());
+    assert!(!s
+        .may_upload("d1", &a.sha256, Some((a.size, "image/png")))
+        .unwrap());
+    assert!(
+        !s.may_upload("d2", &a.sha256, None).unwrap(),
+        "another device pushed nothing"
+    );
+    assert!(s.may_download(&["T1-V1"], &a.sha256).unwrap());
+    assert!(!s.may_download(&["T1-V2"], &a.sha256).unwrap());
+    assert!(!s.may_download(&[], &a.sha256).unwrap());
+    assert!(!s.may_upload("d1", "not-a-hash", None).unwrap());
+    // A second device edits the record: its reference is added, the first device's kept.
+    put_as(
+        s,
+        "d2",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"e",
+        &[a.clone(), b.clone()],
+    );
+    let devices: Vec<String> = s
+        .attachment_refs(&a.sha256)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.device_id)
+        .collect();
+    assert_eq!(devices, vec!["d1".to_string(), "d2".to_string()]);
+    // The record drops one photo: no reference to it remains.
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"f",
+        &[a.clone()],
+    );
+    assert!(s.attachment_refs(&b.sha256).unwrap().is_empty());
+    assert_eq!(s.attachment_refs(&a.sha256).unwrap().len(), 2);
+    // The record moves grid: downloads follow it.
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V2",
+        b"g",
+        &[a.clone()],
+    );
+    assert!(s.may_download(&["T1-V2"], &a.sha256).unwrap());
+    assert!(!s.may_download(&["T1-V1"], &a.sha256).unwrap());
+    // Producers hold no attachments; a rejected push records nothing.
+    put_as(s, "d3", "p9", RecordKind::Producer, "T1-V1", b"p", &[]);
+    assert!(!s.may_upload("d3", &a.sha256, None).unwrap());
+}
+
+fn attachment_upload_resumes_at_the_held_offset(f: &Fixture) {
+    let s = f.storage.as_ref();
+    visit_setup(s);
+    let (bytes, r) = jpeg(700_000, 3);
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"v1",
+        &[r.clone()],
+    );
+    let limits = AttachmentLimits::default();
+    assert!(s.attachment(&r.sha256).unwrap().is_none());
+    // Nothing held: only offset 0 starts it.
+    assert_eq!(
+        s.append_attachment("d1", &r, 10, &bytes[10..20], &limits)
+            .unwrap(),
+        AppendOutcome::WrongOffset { held: 0 }
+    );
+    assert_eq!(
+        s.append_attachment("d1", &r, 0, &bytes[..300_000], &limits)
+            .unwrap(),
+        AppendOutcome::Appended { held: 300_000 }
+    );
+    // A cut: the client asks, and continues from what is held.
+    let m = s.attachment(&r.sha256).unwrap().unwrap();
+    assert_eq!(
+        (m.held, m.size, m.complete, m.uploaded_by.as_str()),
+        (300_000, 700_000, false, "d1")
+    );
+    assert_eq!(
+        s.append_attachment("d1", &r, 250_000, &bytes[250_000..260_000], &limits)
+            .unwrap(),
+        AppendOutcome::WrongOffset { held: 300_000 },
+        "a wrong offset is answered with the held offset"
+    );
+    assert_eq!(
+        s.append_attachment("d1", &r, 300_000, &bytes[300_000..300_000], &limits)
+            .unwrap(),
+        AppendOutcome::Appended { held: 300_000 },
+        "an empty append only asks"
+    );
+    assert_eq!(
+        s.append_attachment("d1", &r, 600_000, &bytes[600_000..], &limits)
+            .unwrap(),
+        AppendOutcome::WrongOffset { held: 300_000 }
+    );
+    assert_eq!(
+        s.append_attachment("d1", &r, 300_000, &[0u8; 400_001], &limits)
+            .unwrap(),
+        AppendOutcome::PastEnd { size: 700_000 }
+    );
+    // A partial read sees what is held.
+    assert_eq!(
+        s.read_attachment(&r.sha256, 299_990, 100).unwrap(),
+        bytes[299_990..300_000]
+    );
+    assert_eq!(
+        s.append_attachment("d1", &r, 300_000, &bytes[300_000..650_000], &limits)
+            .unwrap(),
+        AppendOutcome::Appended { held: 650_000 }
+    );
+    assert_eq!(
+        s.append_attachment("d1", &r, 650_000, &bytes[650_000..], &limits)
+            .unwrap(),
+        AppendOutcome::Completed
+    );
+    let m = s.attachment(&r.sha256).unwrap().unwrap();
+    assert!(m.complete && m.completed_at_ms.is_some() && m.held == 700_000);
+    // Reads stream in bounded pieces and give the bytes back.
+    assert_eq!(
+        s.read_attachment(&r.sha256, 0, usize::MAX).unwrap().len(),
+        ATTACHMENT_PIECE
+    );
+    assert_eq!(read_back(s, &r.sha256), bytes);
+    assert_eq!(
+        s.read_attachment(&r.sha256, 699_999, 10).unwrap(),
+        bytes[699_999..]
+    );
+    assert!(s
+        .read_attachment(&r.sha256, 700_000, 10)
+        .unwrap()
+        .is_empty());
+    // Dedupe: another device's photo with the same bytes is the same attachment, complete.
+    put_as(
+        s,
+        "d2",
+        "v2",
+        RecordKind::Visit,
+        "T1-V1",
+        b"v2",
+        &[r.clone()],
+    );
+    assert_eq!(
+        s.append_attachment("d2", &r, 0, &bytes[..10], &limits)
+            .unwrap(),
+        AppendOutcome::AlreadyComplete
+    );
+    assert!(matches!(
+        s.read_attachment(&"0".repeat(64), 0, 10),
+        Err(StorageError::NotFound(_))
+    ));
+    // Reopened, the store still holds it.
+    let again = (f.reopen)();
+    assert_eq!(read_back(again.as_ref(), &r.sha256), bytes);
+}
+
+fn attachment_corrupt_whole_is_discarded(f: &Fixture) {
+    let s = f.storage.as_ref();
+    visit_setup(s);
+    let limits = AttachmentLimits::default();
+    let (bytes, r) = jpeg(5000, 4);
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"v1",
+        &[r.clone()],
+    );
+    let mut bad = bytes.clone();
+    bad[4000] ^= 0xFF;
+    assert_eq!(
+        upload(s, "d1", &r, &bad[..3000], 1000),
+        AppendOutcome::Appended { held: 3000 }
+    );
+    let last = s
+        .append_attachment("d1", &r, 3000, &bad[3000..], &limits)
+        .unwrap();
+    assert!(
+        matches!(&last, AppendOutcome::Corrupt { reason } if reason.contains("hash")),
+        "{last:?}"
+    );
+    assert!(
+        s.attachment(&r.sha256).unwrap().is_none(),
+        "everything held is discarded"
+    );
+    assert!(s.read_attachment(&r.sha256, 0, 10).is_err());
+    // Started again from byte 0, it completes.
+    assert_eq!(upload(s, "d1", &r, &bytes, 2000), AppendOutcome::Completed);
+    assert_eq!(read_back(s, &r.sha256), bytes);
+    // Bytes that hash right but are not of the declared type.
+    let png = AttachmentRef {
+        mime: "image/png".into(),
+        ..jpeg(3000, 5).1
+    };
+    let (png_bytes, _) = jpeg(3000, 5);
+    put_as(
+        s,
+        "d1",
+        "v2",
+        RecordKind::Visit,
+        "T1-V1",
+        b"v2",
+        &[png.clone()],
+    );
+    let last = upload(s, "d1", &png, &png_bytes, 1000);
+    assert!(
+        matches!(&last, AppendOutcome::Corrupt { reason } if reason.contains("image/png")),
+        "{last:?}"
+    );
+    assert!(s.attachment(&png.sha256).unwrap().is_none());
+}
+
+fn attachment_quota_and_size_limit(f: &Fixture) {
+    let s = f.storage.as_ref();
+    visit_setup(s);
+    let limits = AttachmentLimits {
+        max_bytes: 5000,
+        quota_bytes: 6000,
+    };
+    let (a_bytes, a) = jpeg(4000, 6);
+    let (b_bytes, b) = jpeg(2500, 7);
+    let (c_bytes, c) = jpeg(5001, 8);
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"v1",
+        &[a.clone(), b.clone(), c.clone()],
+    );
+    assert_eq!(
+        s.append_attachment("d1", &c, 0, &c_bytes[..100], &limits)
+            .unwrap(),
+        AppendOutcome::TooLarge {
+            size: 5001,
+            max: 5000
+        }
+    );
+    assert_eq!(
+        s.append_attachment("d1", &a, 0, &a_bytes[..100], &limits)
+            .unwrap(),
+        AppendOutcome::Appended { held: 100 }
+    );
+    // A partial upload counts against the quota.
+    assert_eq!(
+        s.append_attachment("d1", &b, 0, &b_bytes[..100], &limits)
+            .unwrap(),
+        AppendOutcome::OverQuota {
+            used: 4000,
+            quota: 6000
+        }
+    );
+    assert!(s.attachment(&b.sha256).unwrap().is_none());
+    // Continuing an upload already counted is not refused; another device has its own quota.
+    assert_eq!(
+        s.append_attachment("d1", &a, 100, &a_bytes[100..], &limits)
+            .unwrap(),
+        AppendOutcome::Completed
+    );
+    assert_eq!(
+        s.append_attachment("d2", &b, 0, &b_bytes, &limits).unwrap(),
+        AppendOutcome::Completed
+    );
+}
+
+fn attachment_garbage_collection(f: &Fixture) {
+    let s = f.storage.as_ref();
+    visit_setup(s);
+    let (kept_bytes, kept) = jpeg(3000, 9);
+    let (dropped_bytes, dropped) = jpeg(3000, 10);
+    let (stale_bytes, stale) = jpeg(3000, 11);
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"v1",
+        &[kept.clone(), dropped.clone(), stale.clone()],
+    );
+    assert_eq!(
+        upload(s, "d1", &kept, &kept_bytes, 1000),
+        AppendOutcome::Completed
+    );
+    assert_eq!(
+        upload(s, "d1", &dropped, &dropped_bytes, 1000),
+        AppendOutcome::Completed
+    );
+    assert_eq!(
+        upload(s, "d1", &stale, &stale_bytes[..1000], 1000),
+        AppendOutcome::Appended { held: 1000 }
+    );
+    // Nothing to collect while everything is referenced and recent.
+    let cutoff = gridsync_core::now_ms() - 7 * 86_400_000;
+    assert!(s.gc_attachments(cutoff).unwrap().is_empty());
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"e",
+        &[kept.clone(), stale.clone()],
+    );
+    // Partial uploads last written before the cutoff go too.
+    let gone = s.gc_attachments(gridsync_core::now_ms() + 1).unwrap();
+    let mut got: Vec<(String, GcReason)> = gone
+        .iter()
+        .map(|g| (g.meta.sha256.clone(), g.reason))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (dropped.sha256.clone(), GcReason::Unreferenced),
+        (stale.sha256.clone(), GcReason::StalePartial),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(s.attachment(&dropped.sha256).unwrap().is_none());
+    assert!(s.read_attachment(&dropped.sha256, 0, 10).is_err());
+    assert!(s.attachment(&stale.sha256).unwrap().is_none());
+    assert_eq!(read_back(s, &kept.sha256), kept_bytes);
+    // The stale upload starts again from 0.
+    assert_eq!(
+        upload(s, "d1", &stale, &stale_bytes, 1000),
+        AppendOutcome::Completed
+    );
+}
+
+fn attachment_copy_and_backup_carry_the_bytes(f: &Fixture) {
+    let s = f.storage.as_ref();
+    populate(s);
+    let (big_bytes, big) = jpeg(2 * ATTACHMENT_DUMP_PIECE + 1000, 12);
+    let (small_bytes, small) = jpeg(3000, 13);
+    let (_, partial) = jpeg(3000, 14);
+    put_as(
+        s,
+        "d1",
+        "v1",
+        RecordKind::Visit,
+        "T1-V1",
+        b"v1",
+        &[big.clone(), small.clone(), partial.clone()],
+    );
+    assert_eq!(
+        upload(s, "d1", &big, &big_bytes, 1024 * 1024),
+        AppendOutcome::Completed
+    );
+    assert_eq!(
+        upload(s, "d1", &small, &small_bytes, 1000),
+        AppendOutcome::Completed
+    );
+    assert_eq!(
+        upload(s, "d1", &partial, &small_bytes[..10], 10),
+        AppendOutcome::Appended { held: 10 }
+    );
+    // Exported in bounded pieces, the last one marked.
+    let mut pieces = Vec::new();
+    s.export(&mut |c: DumpChunk| {
+        if let DumpChunk::AttachmentBytes {
+            sha256,
+            offset,
+            bytes,
+            last,
+        } = c
+        {
+            assert!(bytes.len() <= ATTACHMENT_DUMP_PIECE);
+            pieces.push((sha256, offset, bytes.len(), last));
+        }
+        Ok(())
+    })
+    .unwrap();
+    let big_pieces: Vec<_> = pieces.iter().filter(|p| p.0 == big.sha256).collect();
+    assert_eq!(big_pieces.len(), 3);
+    assert!(big_pieces[2].3 && !big_pieces[0].3);
+    assert!(
+        !pieces.iter().any(|p| p.0 == partial.sha256),
+        "partial uploads are not copied"
+    );
+    let original = dump(s);
+    let other = match (f.kind, std::env::var("GRIDSYNC_TEST_POSTGRES")) {
+        ("sqlite", Ok(url)) if !url.trim().is_empty() => postgres_fixture(url.trim()),
+        ("sqlite", _) => (f.fresh)(),
+        _ => sqlite_fixture(),
+    };
+    let counts = copy_all(s, other.storage.as_ref()).unwrap();
+    assert_eq!(counts["attachments"], 2);
+    assert_eq!(
+        counts["attachment_bytes"],
+        (big_bytes.len() + small_bytes.len()) as u64
+    );
+    let o = other.storage.as_ref();
+    assert_eq!(dump(o), original, "every row and byte copied");
+    assert_eq!(read_back(o, &big.sha256), big_bytes);
+    assert!(o.may_upload("d1", &partial.sha256, None).unwrap());
+    assert!(o.attachment(&partial.sha256).unwrap().is_none());
+    // A corrupt byte in a dump is refused on import.
+    let target = (f.fresh)();
+    let e = target
+        .storage
+        .import(&mut |sink| {
+            s.export(&mut |c: DumpChunk| {
+                let c = match c {
+                    DumpChunk::AttachmentBytes {
+                        sha256,
+                        offset,
+                        mut bytes,
+                        last,
+                    } => {
+                        let n = bytes.len() - 1;
+                        bytes[n] ^= 1;
+                        DumpChunk::AttachmentBytes {
+                            sha256,
+                            offset,
+                            bytes,
+                            last,
+                        }
+                    }
+                    other => other,
+                };
+                sink(c)
+            })
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hash"), "{e}");
+    assert!(
+        target.storage.is_empty().unwrap(),
+        "nothing of a refused import is kept"
+    );
+    // A backup file carries the attachments beside it.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backup.db");
+    s.backup_to(&dest).unwrap();
+    let b = SqliteStorage::open(&dest).unwrap();
+    assert_eq!(read_back(&b, &small.sha256), small_bytes);
+    assert_eq!(read_back(&b, &big.sha256), big_bytes);
+    assert!(b.attachment(&partial.sha256).unwrap().is_none());
 }

@@ -40,6 +40,8 @@ pub(crate) struct Op {
     pub moved_from: Option<String>,
     /// Where `grid_since` comes from.
     pub since: Since,
+    /// Attachments the written record refers to.
+    pub attachments: Vec<gridsync_core::attachment::AttachmentRef>,
 }
 
 /// What a batch decided: one outcome per pushed record, and the writes, in batch order.
@@ -77,6 +79,7 @@ pub(crate) fn decide_batch(
                 heads,
                 new_changes,
                 action,
+                attachments,
             } => {
                 let (moved_from, since) = match stored {
                     Some((s, _)) if s.grid != grid => (Some(s.grid.clone()), Since::Own),
@@ -108,6 +111,7 @@ pub(crate) fn decide_batch(
                     action,
                     moved_from,
                     since,
+                    attachments,
                 });
                 PushOutcome::Accepted
             }

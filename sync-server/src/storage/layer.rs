@@ -7,8 +7,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
+use gridsync_core::attachment::{is_sha256_hex, sniff, AttachmentRef};
 use gridsync_core::model::{GridNode, Person, RecordKind};
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushRecord, PushResult};
+use sha2::{Digest, Sha256};
 
 use super::batch::{resolve_since, Op};
 use super::sql::{params, Heads, Insert, Row, TextArray, Tx, Value};
@@ -51,6 +53,37 @@ pub trait Backend: Send + Sync + std::fmt::Debug + Sized + 'static {
     fn backup_native(&self, dest: &Path) -> StorageResult<bool>;
     /// Testing hook: pushes wait this long before they commit.
     fn set_push_commit_delay(&self, _d: std::time::Duration) {}
+
+    // The byte store of attachments: each call runs inside the transaction `tx` of the
+    // metadata it goes with (SQLite: files written while the single writer is held;
+    // PostgreSQL: chunk rows in the same transaction). `sha256` is checked hex.
+
+    /// Writes `bytes` at `offset` of an attachment's held bytes, durably (synced before it
+    /// returns). `false`: the store holds fewer than `offset` bytes (lost in a crash): the
+    /// caller starts the attachment over.
+    fn blob_write(
+        &self,
+        tx: &mut dyn Tx,
+        sha256: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> StorageResult<bool>;
+    /// At most `max` held bytes from `offset` (fewer at the end).
+    fn blob_read(
+        &self,
+        tx: &mut dyn Tx,
+        sha256: &str,
+        complete: bool,
+        offset: u64,
+        max: usize,
+    ) -> StorageResult<Vec<u8>>;
+    /// Makes the verified bytes the attachment's complete copy.
+    fn blob_complete(&self, tx: &mut dyn Tx, sha256: &str) -> StorageResult<()>;
+    /// Deletes every byte held of an attachment.
+    fn blob_discard(&self, tx: &mut dyn Tx, sha256: &str) -> StorageResult<()>;
+    /// Deletes held bytes no attachment row names (left by a crash); returns how many
+    /// attachments' bytes were deleted.
+    fn blob_sweep(&self, tx: &mut dyn Tx) -> StorageResult<u64>;
 }
 
 /// A storage backend with every algorithm on top of it.
@@ -137,6 +170,8 @@ mod inserts {
     /// Audit entries as a push writes them: ids assigned by the database, in row order.
     pub(super) const INS_AUDIT: Insert = Insert { table: "audit", columns: &[("at_ms", Int), ("person_id", Text), ("device_id", Text), ("record_id", Text), ("kind", Text), ("grid", Text), ("action", Text), ("detail", Text)], on_conflict: "" };
     /// Audit entries as an import copies them, with their ids.
+    pub(super) const INS_ATTACHMENTS: Insert = Insert { table: "attachments", columns: &[("sha256", Text), ("size", Int), ("mime", Text), ("held", Int), ("complete", Bool), ("uploaded_by", Text), ("created_at_ms", Int), ("updated_at_ms", Int), ("completed_at_ms", Int)], on_conflict: "" };
+    pub(super) const INS_ATTACHMENT_REFS: Insert = Insert { table: "attachment_refs", columns: &[("sha256", Text), ("record_id", Text), ("device_id", Text), ("size", Int), ("mime", Text)], on_conflict: " ON CONFLICT (sha256, record_id, device_id) DO NOTHING" };
     pub(super) const INS_AUDIT_WITH_ID: Insert = Insert { table: "audit", columns: &[("id", Int), ("at_ms", Int), ("person_id", Text), ("device_id", Text), ("record_id", Text), ("kind", Text), ("grid", Text), ("action", Text), ("detail", Text)], on_conflict: "" };
 }
 use inserts::*;
@@ -148,7 +183,7 @@ fn cols(ins: &Insert) -> String {
 }
 
 /// The data tables, in dependency order (an import fills them in this order).
-pub(crate) const DATA_TABLES: [&str; 10] = [
+pub(crate) const DATA_TABLES: [&str; 12] = [
     "grids",
     "people",
     "enrol_codes",
@@ -159,6 +194,8 @@ pub(crate) const DATA_TABLES: [&str; 10] = [
     "feed_heads",
     "feed_log",
     "audit",
+    "attachments",
+    "attachment_refs",
 ];
 
 fn grid_row(r: Row) -> StorageResult<GridRow> {
@@ -236,6 +273,30 @@ fn audit_row(r: Row) -> StorageResult<(i64, AuditEntry)> {
             detail: r.get(8)?,
         },
     ))
+}
+
+fn attachment_row(r: Row) -> StorageResult<AttachmentMeta> {
+    Ok(AttachmentMeta {
+        sha256: r.get(0)?,
+        size: r.get(1)?,
+        mime: r.get(2)?,
+        held: r.get(3)?,
+        complete: r.get(4)?,
+        uploaded_by: r.get(5)?,
+        created_at_ms: r.get(6)?,
+        updated_at_ms: r.get(7)?,
+        completed_at_ms: r.get(8)?,
+    })
+}
+
+fn attachment_ref_row(r: Row) -> StorageResult<AttachmentRefRow> {
+    Ok(AttachmentRefRow {
+        sha256: r.get(0)?,
+        record_id: r.get(1)?,
+        device_id: r.get(2)?,
+        size: r.get(3)?,
+        mime: r.get(4)?,
+    })
 }
 
 fn person_of(p: PersonRow) -> Person {
@@ -438,7 +499,73 @@ pub(crate) fn write_ops(tx: &mut dyn Tx, author: &Author, ops: &[Op]) -> Storage
             ]
         })
         .collect();
-    tx.insert_rows(&INS_AUDIT, &audit)
+    tx.insert_rows(&INS_AUDIT, &audit)?;
+    let last: Vec<&Op> = ops
+        .iter()
+        .enumerate()
+        .filter(|(i, op)| last_of.get(op.id.as_str()) == Some(i))
+        .map(|(_, op)| op)
+        .collect();
+    write_refs(tx, author, &last)
+}
+
+/// Records the attachment references of written records: the pushing device's reference
+/// to each attachment a record refers to, and no reference any more to those the record
+/// dropped. Only visits hold attachments.
+fn write_refs(tx: &mut dyn Tx, author: &Author, ops: &[&Op]) -> StorageResult<()> {
+    let visits: Vec<&Op> = ops
+        .iter()
+        .copied()
+        .filter(|op| op.kind == RecordKind::Visit)
+        .collect();
+    if visits.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = visits.iter().map(|op| op.id.as_str()).collect();
+    let stored: Vec<(String, String)> = tx.rows(
+        "attachment_refs",
+        "SELECT DISTINCT sha256, record_id FROM attachment_refs WHERE record_id IN LIST($1)",
+        params![ids.as_slice()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let now: HashSet<(&str, &str)> = visits
+        .iter()
+        .flat_map(|op| {
+            op.attachments
+                .iter()
+                .map(|a| (a.sha256.as_str(), op.id.as_str()))
+        })
+        .collect();
+    for (sha, record) in &stored {
+        if !now.contains(&(sha.as_str(), record.as_str())) {
+            tx.execute(
+                "DELETE FROM attachment_refs WHERE sha256 = $1 AND record_id = $2",
+                params![sha, record],
+            )?;
+        }
+    }
+    let device = author
+        .device_id
+        .as_deref()
+        .unwrap_or(crate::push::SEED_DEVICE);
+    let rows: Vec<Vec<Value<'_>>> = visits
+        .iter()
+        .flat_map(|op| {
+            op.attachments.iter().map(|a| {
+                vec![
+                    Value::Text(&a.sha256),
+                    Value::Text(&op.id),
+                    Value::Text(device),
+                    Value::Int(i64::try_from(a.size).unwrap_or(i64::MAX)),
+                    Value::Text(&a.mime),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tx.insert_rows(&INS_ATTACHMENT_REFS, &rows)
 }
 
 fn audit_values(e: &AuditEntry) -> Vec<Value<'_>> {
@@ -614,7 +741,7 @@ fn export_table<T>(
     buf.flush(wrap, sink)
 }
 
-fn export_all(tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
+fn export_all<B: Backend>(b: &B, tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
     export_table(
         tx,
         "server_meta",
@@ -740,7 +867,126 @@ fn export_all(tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> StorageResult<()> {
         |r| audit_row(r).map(no_size),
         DumpChunk::Audit,
         sink,
-    )
+    )?;
+    // Complete attachments only: a partial upload is started again by its phone.
+    export_table(
+        tx,
+        "attachments",
+        &format!(
+            "SELECT {} FROM attachments WHERE complete ORDER BY sha256",
+            cols(&INS_ATTACHMENTS)
+        ),
+        |r| attachment_row(r).map(no_size),
+        DumpChunk::Attachments,
+        sink,
+    )?;
+    export_table(
+        tx,
+        "attachment_refs",
+        &format!(
+            "SELECT {} FROM attachment_refs ORDER BY sha256, record_id, device_id",
+            cols(&INS_ATTACHMENT_REFS)
+        ),
+        |r| attachment_ref_row(r).map(no_size),
+        DumpChunk::AttachmentRefs,
+        sink,
+    )?;
+    export_attachment_bytes(b, tx, sink)
+}
+
+/// Attachments whose bytes are exported per query.
+const EXPORT_ATTACHMENTS_PER_QUERY: i64 = 256;
+
+/// The bytes of every complete attachment, in pieces of [`ATTACHMENT_DUMP_PIECE`].
+fn export_attachment_bytes<B: Backend>(
+    b: &B,
+    tx: &mut dyn Tx,
+    sink: &mut DumpSink<'_>,
+) -> StorageResult<()> {
+    let mut after = String::new();
+    loop {
+        let page: Vec<(String, u64)> = tx.rows(
+            "attachments",
+            "SELECT sha256, size FROM attachments WHERE complete AND sha256 > $1 ORDER BY sha256 LIMIT $2",
+            params![after.as_str(), EXPORT_ATTACHMENTS_PER_QUERY],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.0.clone();
+        for (sha, size) in page {
+            let mut offset = 0u64;
+            while offset < size {
+                let bytes = b.blob_read(tx, &sha, true, offset, ATTACHMENT_DUMP_PIECE)?;
+                if bytes.is_empty() {
+                    return Err(StorageError::Database(format!(
+                        "attachment {sha}: {offset} of {size} bytes are stored"
+                    )));
+                }
+                let n = bytes.len() as u64;
+                sink(DumpChunk::AttachmentBytes {
+                    sha256: sha.clone(),
+                    offset,
+                    bytes,
+                    last: offset + n >= size,
+                })?;
+                offset += n;
+            }
+        }
+    }
+}
+
+/// Imports a piece of an attachment's bytes (its metadata row came before it); the last
+/// piece is verified against the attachment's name and type.
+fn import_attachment_bytes<B: Backend>(
+    b: &B,
+    tx: &mut dyn Tx,
+    sha256: &str,
+    offset: u64,
+    bytes: &[u8],
+    last: bool,
+) -> StorageResult<()> {
+    if !is_sha256_hex(sha256) {
+        return Err(StorageError::Invalid(format!(
+            "attachment name '{}' is not a SHA-256",
+            sha256.chars().take(80).collect::<String>()
+        )));
+    }
+    let meta = tx
+        .row(
+            "attachments",
+            &format!(
+                "SELECT {} FROM attachments WHERE sha256 = $1",
+                cols(&INS_ATTACHMENTS)
+            ),
+            params![sha256],
+            attachment_row,
+        )?
+        .ok_or_else(|| {
+            StorageError::Invalid(format!(
+                "bytes of attachment {sha256} come before its metadata"
+            ))
+        })?;
+    if offset + bytes.len() as u64 > meta.size || !b.blob_write(tx, sha256, offset, bytes)? {
+        return Err(StorageError::Invalid(format!(
+            "bytes of attachment {sha256} at {offset} do not follow those before them within its {} bytes",
+            meta.size
+        )));
+    }
+    if last {
+        if offset + bytes.len() as u64 != meta.size {
+            return Err(StorageError::Invalid(format!(
+                "attachment {sha256} ends at {} of its {} bytes",
+                offset + bytes.len() as u64,
+                meta.size
+            )));
+        }
+        verify_whole(b, tx, &meta)
+            .map_err(|e| StorageError::Invalid(format!("attachment {sha256}: {e}")))?;
+        b.blob_complete(tx, sha256)?;
+    }
+    Ok(())
 }
 
 fn import_chunk(tx: &mut dyn Tx, chunk: &DumpChunk) -> StorageResult<()> {
@@ -887,6 +1133,43 @@ fn import_chunk(tx: &mut dyn Tx, chunk: &DumpChunk) -> StorageResult<()> {
                 })
                 .collect(),
         ),
+        DumpChunk::Attachments(rows) => (
+            &INS_ATTACHMENTS,
+            rows.iter()
+                .map(|a| {
+                    vec![
+                        Value::Text(&a.sha256),
+                        big(a.size),
+                        Value::Text(&a.mime),
+                        big(a.held),
+                        Value::Bool(a.complete),
+                        Value::Text(&a.uploaded_by),
+                        Value::Int(a.created_at_ms),
+                        Value::Int(a.updated_at_ms),
+                        Value::from(&a.completed_at_ms),
+                    ]
+                })
+                .collect(),
+        ),
+        DumpChunk::AttachmentRefs(rows) => (
+            &INS_ATTACHMENT_REFS,
+            rows.iter()
+                .map(|a| {
+                    vec![
+                        Value::Text(&a.sha256),
+                        Value::Text(&a.record_id),
+                        Value::Text(&a.device_id),
+                        big(a.size),
+                        Value::Text(&a.mime),
+                    ]
+                })
+                .collect(),
+        ),
+        DumpChunk::AttachmentBytes { sha256, .. } => {
+            return Err(StorageError::Invalid(format!(
+                "bytes of attachment {sha256} can only be imported into a whole store"
+            )))
+        }
     };
     if rows.is_empty() {
         return Ok(());
@@ -902,6 +1185,219 @@ fn is_empty_tx(tx: &mut dyn Tx) -> StorageResult<bool> {
         }
     }
     Ok(true)
+}
+
+// ---- Attachments: metadata and references here, bytes in the backend's byte store. ----
+
+/// A size or offset as a column value (sizes are bounded far below `i64::MAX`).
+fn big(v: u64) -> Value<'static> {
+    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// The attachment's row, locked until the transaction ends (an update that changes
+/// nothing: PostgreSQL row-locks it; SQLite has one writer anyway).
+fn lock_attachment(tx: &mut dyn Tx, sha256: &str) -> StorageResult<Option<AttachmentMeta>> {
+    tx.row(
+        "attachments",
+        &format!(
+            "UPDATE attachments SET held = held WHERE sha256 = $1 RETURNING {}",
+            cols(&INS_ATTACHMENTS)
+        ),
+        params![sha256],
+        attachment_row,
+    )
+}
+
+/// Hashes the held bytes of an attachment in pieces and checks the type of its first
+/// bytes. `Err` says what does not match.
+fn verify_whole<B: Backend>(b: &B, tx: &mut dyn Tx, meta: &AttachmentMeta) -> Result<(), String> {
+    let mut hasher = Sha256::new();
+    let mut offset = 0u64;
+    let mut sniffed = None;
+    while offset < meta.size {
+        let piece = b
+            .blob_read(tx, &meta.sha256, false, offset, ATTACHMENT_DUMP_PIECE)
+            .map_err(|e| e.to_string())?;
+        if piece.is_empty() {
+            return Err(format!("only {offset} of {} bytes are held", meta.size));
+        }
+        if offset == 0 {
+            sniffed = sniff(&piece);
+        }
+        hasher.update(&piece);
+        offset += piece.len() as u64;
+    }
+    let got = hex::encode(hasher.finalize());
+    if got != meta.sha256 {
+        return Err(format!(
+            "the bytes hash to {got}, not to the attachment's name"
+        ));
+    }
+    if sniffed != Some(meta.mime.as_str()) {
+        return Err(format!(
+            "the bytes are {}, not {}",
+            sniffed.unwrap_or("of no allowed type"),
+            meta.mime
+        ));
+    }
+    Ok(())
+}
+
+/// One append (see [`Storage::append_attachment`]), in the write transaction `tx`.
+fn append_tx<B: Backend>(
+    b: &B,
+    tx: &mut dyn Tx,
+    device_id: &str,
+    r: &AttachmentRef,
+    offset: u64,
+    bytes: &[u8],
+    limits: &AttachmentLimits,
+) -> StorageResult<AppendOutcome> {
+    let now = gridsync_core::now_ms();
+    let meta = match lock_attachment(tx, &r.sha256)? {
+        Some(m) => m,
+        None => {
+            if r.size > limits.max_bytes {
+                return Ok(AppendOutcome::TooLarge {
+                    size: r.size,
+                    max: limits.max_bytes,
+                });
+            }
+            if offset != 0 {
+                return Ok(AppendOutcome::WrongOffset { held: 0 });
+            }
+            let used: u64 = tx
+                .value(
+                    "attachments",
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM attachments WHERE uploaded_by = $1",
+                    params![device_id],
+                )?
+                .unwrap_or(0);
+            if used.saturating_add(r.size) > limits.quota_bytes {
+                return Ok(AppendOutcome::OverQuota {
+                    used,
+                    quota: limits.quota_bytes,
+                });
+            }
+            // Two first appends at once (PostgreSQL): one inserts, both then lock the row.
+            tx.execute(
+                "INSERT INTO attachments (sha256, size, mime, held, complete, uploaded_by, created_at_ms, updated_at_ms)
+                 VALUES ($1, $2, $3, 0, $4, $5, $6, $6) ON CONFLICT (sha256) DO NOTHING",
+                &[
+                    Value::Text(&r.sha256),
+                    big(r.size),
+                    Value::Text(&r.mime),
+                    Value::Bool(false),
+                    Value::Text(device_id),
+                    Value::Int(now),
+                ],
+            )?;
+            lock_attachment(tx, &r.sha256)?.ok_or_else(|| {
+                StorageError::Database(format!("attachment {} vanished", r.sha256))
+            })?
+        }
+    };
+    if meta.complete {
+        return Ok(AppendOutcome::AlreadyComplete);
+    }
+    if meta.size != r.size || meta.mime != r.mime {
+        // Another reference named the same hash with another size or type and its upload
+        // started first; the hash decides at the end which one was true.
+        return Ok(AppendOutcome::Declared {
+            size: meta.size,
+            mime: meta.mime,
+            held: meta.held,
+        });
+    }
+    if offset != meta.held {
+        return Ok(AppendOutcome::WrongOffset { held: meta.held });
+    }
+    let end = offset.saturating_add(bytes.len() as u64);
+    if end > meta.size {
+        return Ok(AppendOutcome::PastEnd { size: meta.size });
+    }
+    if bytes.is_empty() {
+        return Ok(AppendOutcome::Appended { held: meta.held });
+    }
+    if !b.blob_write(tx, &r.sha256, offset, bytes)? {
+        // The store lost bytes the metadata counts (a crash between the two): start over.
+        b.blob_discard(tx, &r.sha256)?;
+        tx.execute(
+            "UPDATE attachments SET held = 0, updated_at_ms = $2 WHERE sha256 = $1",
+            params![r.sha256.as_str(), now],
+        )?;
+        return Ok(AppendOutcome::WrongOffset { held: 0 });
+    }
+    tx.execute(
+        "UPDATE attachments SET held = $2, updated_at_ms = $3 WHERE sha256 = $1",
+        &[Value::Text(&r.sha256), big(end), Value::Int(now)],
+    )?;
+    if end < meta.size {
+        return Ok(AppendOutcome::Appended { held: end });
+    }
+    let whole = AttachmentMeta { held: end, ..meta };
+    match verify_whole(b, tx, &whole) {
+        Ok(()) => {
+            b.blob_complete(tx, &r.sha256)?;
+            tx.execute(
+                "UPDATE attachments SET complete = $2, completed_at_ms = $3 WHERE sha256 = $1",
+                params![r.sha256.as_str(), true, now],
+            )?;
+            Ok(AppendOutcome::Completed)
+        }
+        Err(reason) => {
+            b.blob_discard(tx, &r.sha256)?;
+            tx.execute(
+                "DELETE FROM attachments WHERE sha256 = $1",
+                params![r.sha256.as_str()],
+            )?;
+            Ok(AppendOutcome::Corrupt { reason })
+        }
+    }
+}
+
+/// Attachments garbage collection deletes per transaction.
+const GC_BATCH: i64 = 256;
+
+/// One batch of garbage collection: the attachments it deleted (empty when done).
+fn gc_batch<B: Backend>(
+    b: &B,
+    tx: &mut dyn Tx,
+    partial_before_ms: i64,
+) -> StorageResult<Vec<GcEntry>> {
+    let found: Vec<(AttachmentMeta, bool)> = tx.rows(
+        "attachments",
+        &format!(
+            "SELECT {}, EXISTS (SELECT 1 FROM attachment_refs r WHERE r.sha256 = a.sha256)
+             FROM attachments a
+             WHERE NOT EXISTS (SELECT 1 FROM attachment_refs r WHERE r.sha256 = a.sha256)
+                OR (NOT a.complete AND a.updated_at_ms < $1)
+             ORDER BY a.sha256 LIMIT $2",
+            cols(&INS_ATTACHMENTS)
+        ),
+        params![partial_before_ms, GC_BATCH],
+        |r| {
+            let referenced: bool = r.get(9)?;
+            Ok((attachment_row(r)?, referenced))
+        },
+    )?;
+    let mut out = Vec::with_capacity(found.len());
+    for (meta, referenced) in found {
+        b.blob_discard(tx, &meta.sha256)?;
+        tx.execute(
+            "DELETE FROM attachments WHERE sha256 = $1",
+            params![meta.sha256.as_str()],
+        )?;
+        out.push(GcEntry {
+            meta,
+            reason: if referenced {
+                GcReason::StalePartial
+            } else {
+                GcReason::Unreferenced
+            },
+        });
+    }
+    Ok(out)
 }
 
 // ---- The Storage trait, once. ----
@@ -1293,7 +1789,7 @@ impl<B: Backend> Storage for SqlStorage<B> {
     }
 
     fn export(&self, sink: &mut DumpSink<'_>) -> StorageResult<()> {
-        self.backend.read(|tx| export_all(tx, sink))
+        self.backend.read(|tx| export_all(&self.backend, tx, sink))
     }
 
     fn import(&self, source: &mut DumpSource<'_>) -> StorageResult<CopyCounts> {
@@ -1310,7 +1806,15 @@ impl<B: Backend> Storage for SqlStorage<B> {
             source(&mut |chunk: DumpChunk| {
                 let (table, n) = chunk.table();
                 *counts.entry(table.to_string()).or_insert(0) += n as u64;
-                import_chunk(tx, &chunk)
+                match &chunk {
+                    DumpChunk::AttachmentBytes {
+                        sha256,
+                        offset,
+                        bytes,
+                        last,
+                    } => import_attachment_bytes(&self.backend, tx, sha256, *offset, bytes, *last),
+                    _ => import_chunk(tx, &chunk),
+                }
             })?;
             if let Some(done) = B::IMPORT_DONE {
                 tx.execute(done, &[])?;
@@ -1336,6 +1840,140 @@ impl<B: Backend> Storage for SqlStorage<B> {
 
     fn set_push_commit_delay(&self, d: std::time::Duration) {
         self.backend.set_push_commit_delay(d);
+    }
+
+    fn attachment(&self, sha256: &str) -> StorageResult<Option<AttachmentMeta>> {
+        if !is_sha256_hex(sha256) {
+            return Ok(None);
+        }
+        self.backend.single(false, |tx| {
+            tx.row(
+                "attachments",
+                &format!(
+                    "SELECT {} FROM attachments WHERE sha256 = $1",
+                    cols(&INS_ATTACHMENTS)
+                ),
+                params![sha256],
+                attachment_row,
+            )
+        })
+    }
+
+    fn append_attachment(
+        &self,
+        device_id: &str,
+        r: &AttachmentRef,
+        offset: u64,
+        bytes: &[u8],
+        limits: &AttachmentLimits,
+    ) -> StorageResult<AppendOutcome> {
+        if !is_sha256_hex(&r.sha256) {
+            return Err(StorageError::Invalid(format!(
+                "attachment name '{}' is not a SHA-256",
+                r.sha256.chars().take(80).collect::<String>()
+            )));
+        }
+        gridsync_core::attachment::check_mime(&r.mime)
+            .map_err(|e| StorageError::Invalid(e.to_string()))?;
+        if bytes.len() > 16 * ATTACHMENT_DUMP_PIECE {
+            return Err(StorageError::Invalid(format!(
+                "{} bytes in one append; at most {}",
+                bytes.len(),
+                16 * ATTACHMENT_DUMP_PIECE
+            )));
+        }
+        self.backend
+            .write(|tx| append_tx(&self.backend, tx, device_id, r, offset, bytes, limits))
+    }
+
+    fn read_attachment(&self, sha256: &str, offset: u64, max: usize) -> StorageResult<Vec<u8>> {
+        let missing = || StorageError::NotFound(format!("attachment {sha256}"));
+        if !is_sha256_hex(sha256) {
+            return Err(missing());
+        }
+        self.backend.read(|tx| {
+            let meta: Option<(u64, bool)> = tx.row(
+                "attachments",
+                "SELECT held, complete FROM attachments WHERE sha256 = $1",
+                params![sha256],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let (held, complete) = meta.ok_or_else(missing)?;
+            if offset >= held {
+                return Ok(Vec::new());
+            }
+            let n = (held - offset).min(max.min(ATTACHMENT_PIECE) as u64) as usize;
+            self.backend.blob_read(tx, sha256, complete, offset, n)
+        })
+    }
+
+    fn may_upload(
+        &self,
+        device_id: &str,
+        sha256: &str,
+        declared: Option<(u64, &str)>,
+    ) -> StorageResult<bool> {
+        if !is_sha256_hex(sha256) {
+            return Ok(false);
+        }
+        let found: Option<i64> = self.backend.single(false, |tx| match declared {
+            Some((size, mime)) => tx.value(
+                "attachment_refs",
+                "SELECT 1 FROM attachment_refs WHERE sha256 = $1 AND device_id = $2 AND size = $3 AND mime = $4 LIMIT 1",
+                &[Value::Text(sha256), Value::Text(device_id), big(size), Value::Text(mime)],
+            ),
+            None => tx.value(
+                "attachment_refs",
+                "SELECT 1 FROM attachment_refs WHERE sha256 = $1 AND device_id = $2 LIMIT 1",
+                params![sha256, device_id],
+            ),
+        })?;
+        Ok(found.is_some())
+    }
+
+    fn may_download(&self, grids: &[&str], sha256: &str) -> StorageResult<bool> {
+        if !is_sha256_hex(sha256) || grids.is_empty() {
+            return Ok(false);
+        }
+        let found: Option<i64> = self.backend.single(false, |tx| {
+            tx.value(
+                "attachment_refs",
+                "SELECT 1 FROM attachment_refs a JOIN records r ON r.id = a.record_id
+                 WHERE a.sha256 = $1 AND r.grid IN LIST($2) LIMIT 1",
+                params![sha256, grids],
+            )
+        })?;
+        Ok(found.is_some())
+    }
+
+    fn attachment_refs(&self, sha256: &str) -> StorageResult<Vec<AttachmentRefRow>> {
+        self.backend.single(false, |tx| {
+            tx.rows(
+                "attachment_refs",
+                &format!(
+                    "SELECT {} FROM attachment_refs WHERE sha256 = $1 ORDER BY record_id, device_id",
+                    cols(&INS_ATTACHMENT_REFS)
+                ),
+                params![sha256],
+                attachment_ref_row,
+            )
+        })
+    }
+
+    fn gc_attachments(&self, partial_before_ms: i64) -> StorageResult<Vec<GcEntry>> {
+        let mut out = Vec::new();
+        loop {
+            let batch = self
+                .backend
+                .write(|tx| gc_batch(&self.backend, tx, partial_before_ms))?;
+            let done = (batch.len() as i64) < GC_BATCH;
+            out.extend(batch);
+            if done {
+                break;
+            }
+        }
+        self.backend.write(|tx| self.backend.blob_sweep(tx))?;
+        Ok(out)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod testing;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use gridsync_core::attachment::AttachmentRef;
 use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Role};
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushResult};
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,10 @@ pub enum PushDecision {
         new_changes: Vec<u8>,
         /// Audit action (`create` / `update`).
         action: &'static str,
+        /// The attachments the merged record refers to
+        /// ([`gridsync_core::attachment::refs_of`]): recorded as the pushing device's
+        /// references in the push's transaction.
+        attachments: Vec<AttachmentRef>,
     },
     /// Nothing new (a retried or duplicated push).
     Duplicate,
@@ -345,6 +350,40 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// SQLite copies its file; PostgreSQL copies its rows into a new SQLite file.
     fn backup_to(&self, dest: &Path) -> StorageResult<()>;
 
+    /// The metadata of an attachment, if the server holds anything of it.
+    fn attachment(&self, sha256: &str) -> StorageResult<Option<AttachmentMeta>>;
+    /// Appends `bytes` at `offset` to the attachment `r`, uploaded by `device_id`: checks
+    /// that `offset` is what is held, the size limit and the device's quota, writes the
+    /// bytes durably, and on the last byte verifies the SHA-256 and the type (a mismatch
+    /// discards everything held). The caller has checked [`Storage::may_upload`].
+    fn append_attachment(
+        &self,
+        device_id: &str,
+        r: &AttachmentRef,
+        offset: u64,
+        bytes: &[u8],
+        limits: &AttachmentLimits,
+    ) -> StorageResult<AppendOutcome>;
+    /// At most `max` (capped at [`ATTACHMENT_PIECE`]) held bytes of an attachment from
+    /// `offset` (empty at or past the end). [`StorageError::NotFound`] if nothing is held.
+    fn read_attachment(&self, sha256: &str, offset: u64, max: usize) -> StorageResult<Vec<u8>>;
+    /// Whether a record pushed by `device_id` refers to the attachment (with this size and
+    /// type, when `declared` is given).
+    fn may_upload(
+        &self,
+        device_id: &str,
+        sha256: &str,
+        declared: Option<(u64, &str)>,
+    ) -> StorageResult<bool>;
+    /// Whether a record in one of `grids` refers to the attachment.
+    fn may_download(&self, grids: &[&str], sha256: &str) -> StorageResult<bool>;
+    /// The references to an attachment (for tests and the admin).
+    fn attachment_refs(&self, sha256: &str) -> StorageResult<Vec<AttachmentRefRow>>;
+    /// Deletes attachments no record refers to, and partial uploads last written before
+    /// `partial_before_ms`, with their bytes (and bytes no attachment row names). Returns
+    /// what was deleted.
+    fn gc_attachments(&self, partial_before_ms: i64) -> StorageResult<Vec<GcEntry>>;
+
     /// Testing hook: every push waits this long after taking its feed sequences and before
     /// committing, to force late commits (zero turns it off; backends whose pushes commit in
     /// sequence order anyway ignore it).
@@ -366,7 +405,8 @@ pub const DUMP_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Copies every row of `from` into the empty store `to`: server meta (epoch, reference
 /// generation), grids, people, codes, devices, records, changes, departures, feed heads,
-/// feed log with tokens, audit. Devices keep syncing against the copy without a re-bootstrap.
+/// feed log with tokens, audit, complete attachments with their bytes and references.
+/// Devices keep syncing against the copy without a re-bootstrap.
 pub fn copy_all(from: &dyn Storage, to: &dyn Storage) -> StorageResult<CopyCounts> {
     to.import(&mut |sink: &mut DumpSink<'_>| from.export(sink))
 }
@@ -495,6 +535,22 @@ pub enum DumpChunk {
     FeedLog(Vec<FeedLogRow>),
     /// Audit entries with their ids (order).
     Audit(Vec<(i64, AuditEntry)>),
+    /// Attachment metadata (complete attachments only: partial uploads are not copied).
+    Attachments(Vec<AttachmentMeta>),
+    /// References of records to attachments.
+    AttachmentRefs(Vec<AttachmentRefRow>),
+    /// A piece (at most [`ATTACHMENT_DUMP_PIECE`] bytes) of an attachment's bytes, in
+    /// order; `last` on the piece that ends it.
+    AttachmentBytes {
+        /// The attachment.
+        sha256: String,
+        /// Offset of the first byte.
+        offset: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Whether this piece ends the attachment.
+        last: bool,
+    },
 }
 
 impl DumpChunk {
@@ -512,8 +568,147 @@ impl DumpChunk {
             DumpChunk::FeedHeads(v) => ("feed_heads", v.len()),
             DumpChunk::FeedLog(v) => ("feed_log", v.len()),
             DumpChunk::Audit(v) => ("audit", v.len()),
+            DumpChunk::Attachments(v) => ("attachments", v.len()),
+            DumpChunk::AttachmentRefs(v) => ("attachment_refs", v.len()),
+            DumpChunk::AttachmentBytes { bytes, .. } => ("attachment_bytes", bytes.len()),
         }
     }
+}
+
+/// The most bytes of an attachment read at once ([`Storage::read_attachment`]; a download
+/// streams pieces of this size).
+pub const ATTACHMENT_PIECE: usize = 256 * 1024;
+/// Bytes of an attachment per [`DumpChunk::AttachmentBytes`].
+pub const ATTACHMENT_DUMP_PIECE: usize = 1024 * 1024;
+/// The default quota of attachment bytes one device may upload (2 GB).
+pub const DEFAULT_ATTACHMENT_QUOTA: u64 = 2_000_000_000;
+
+/// An attachment as stored: metadata (the bytes are in the backend's byte store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentMeta {
+    /// SHA-256 of the bytes, lowercase hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Media type.
+    pub mime: String,
+    /// Bytes held (the offset the next append starts at).
+    pub held: u64,
+    /// Whole and verified.
+    pub complete: bool,
+    /// Device that started the upload (its quota counts the attachment).
+    pub uploaded_by: String,
+    /// When the upload started.
+    pub created_at_ms: i64,
+    /// Last append.
+    pub updated_at_ms: i64,
+    /// When it was verified whole.
+    pub completed_at_ms: Option<i64>,
+}
+
+/// A reference of a record to an attachment, as a device pushed it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AttachmentRefRow {
+    /// The attachment.
+    pub sha256: String,
+    /// The record that refers to it.
+    pub record_id: String,
+    /// The device whose push carried the reference.
+    pub device_id: String,
+    /// Size the reference declares.
+    pub size: u64,
+    /// Type the reference declares.
+    pub mime: String,
+}
+
+/// Limits of attachment uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachmentLimits {
+    /// Largest attachment in bytes.
+    pub max_bytes: u64,
+    /// Bytes of attachments (complete or partial) one device may have started.
+    pub quota_bytes: u64,
+}
+
+impl Default for AttachmentLimits {
+    fn default() -> Self {
+        AttachmentLimits {
+            max_bytes: gridsync_core::attachment::DEFAULT_MAX_BYTES,
+            quota_bytes: DEFAULT_ATTACHMENT_QUOTA,
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Written and synced; this many bytes are held now.
+    Appended {
+        /// Bytes held.
+        held: u64,
+    },
+    /// The last byte arrived and the whole verified.
+    Completed,
+    /// It was complete already (the bytes were ignored).
+    AlreadyComplete,
+    /// The offset is not what is held; nothing was written.
+    WrongOffset {
+        /// Bytes held.
+        held: u64,
+    },
+    /// Larger than the server takes.
+    TooLarge {
+        /// Declared size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The device's quota would be exceeded.
+    OverQuota {
+        /// Bytes the device has started uploading already.
+        used: u64,
+        /// Its quota.
+        quota: u64,
+    },
+    /// An upload of the same hash with another size or type is under way; nothing was
+    /// written (the hash decides at its end which one was true).
+    Declared {
+        /// Size of the upload under way.
+        size: u64,
+        /// Its type.
+        mime: String,
+        /// Bytes it holds.
+        held: u64,
+    },
+    /// The bytes run past the declared size; nothing was written.
+    PastEnd {
+        /// Declared size.
+        size: u64,
+    },
+    /// The whole did not hash to its name or is not of its type: everything held was
+    /// discarded.
+    Corrupt {
+        /// What did not match.
+        reason: String,
+    },
+}
+
+/// Why garbage collection deleted an attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GcReason {
+    /// No record refers to it.
+    Unreferenced,
+    /// A partial upload not written to for longer than the limit.
+    StalePartial,
+}
+
+/// An attachment garbage collection deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcEntry {
+    /// It, as it was.
+    pub meta: AttachmentMeta,
+    /// Why.
+    pub reason: GcReason,
 }
 
 /// Collects rows into chunks for an export, flushing to the sink by rows or bytes.

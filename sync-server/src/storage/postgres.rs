@@ -166,7 +166,10 @@ fn is_retryable(e: &pg::Error) -> bool {
 /// The server's PostgreSQL schema steps.
 pub const STEPS: Steps = Steps {
     what: "server PostgreSQL",
-    scripts: &[include_str!("migrations/postgres_0001.sql")],
+    scripts: &[
+        include_str!("migrations/postgres_0001.sql"),
+        include_str!("migrations/postgres_0002.sql"),
+    ],
 };
 
 /// PostgreSQL storage: the shared storage layer over the [`Postgres`] backend.
@@ -543,7 +546,7 @@ impl<C: Portals> Tx for PgTx<'_, C> {
 impl Backend for Postgres {
     const NAME: &'static str = "postgres";
     const IMPORT_LOCK: Option<&'static str> = Some(
-        "LOCK TABLE grids, people, enrol_codes, devices, records, changes, departures, feed_heads, feed_log, audit IN EXCLUSIVE MODE",
+        "LOCK TABLE grids, people, enrol_codes, devices, records, changes, departures, feed_heads, feed_log, audit, attachments, attachment_refs, attachment_chunks IN EXCLUSIVE MODE",
     );
     // Audit ids were copied: move the id sequence past them.
     const IMPORT_DONE: Option<&'static str> = Some(
@@ -638,6 +641,92 @@ impl Backend for Postgres {
 
     fn backup_native(&self, _dest: &Path) -> StorageResult<bool> {
         Ok(false)
+    }
+
+    // Attachment bytes are rows of `attachment_chunks`, one per append as it arrived, in
+    // the transaction of the append's metadata.
+
+    fn blob_write(
+        &self,
+        tx: &mut dyn Tx,
+        sha256: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> StorageResult<bool> {
+        let offset = i64::try_from(offset)
+            .map_err(|_| StorageError::Invalid(format!("offset {offset} out of range")))?;
+        tx.execute(
+            "DELETE FROM attachment_chunks WHERE sha256 = $1 AND chunk_offset >= $2",
+            params![sha256, offset],
+        )?;
+        tx.execute(
+            "INSERT INTO attachment_chunks (sha256, chunk_offset, bytes) VALUES ($1, $2, $3)",
+            params![sha256, offset, bytes],
+        )?;
+        Ok(true)
+    }
+
+    fn blob_read(
+        &self,
+        tx: &mut dyn Tx,
+        sha256: &str,
+        _complete: bool,
+        offset: u64,
+        max: usize,
+    ) -> StorageResult<Vec<u8>> {
+        let from = i64::try_from(offset)
+            .map_err(|_| StorageError::Invalid(format!("offset {offset} out of range")))?;
+        let to = from.saturating_add(max as i64);
+        let mut out = Vec::with_capacity(max.min(ATTACHMENT_DUMP_PIECE));
+        // The chunk holding `from`, and those after it up to `to` (each at most one append).
+        tx.query(
+            "attachment_chunks",
+            "SELECT chunk_offset, bytes FROM attachment_chunks
+             WHERE sha256 = $1 AND chunk_offset < $3 AND chunk_offset >= COALESCE(
+                (SELECT MAX(chunk_offset) FROM attachment_chunks WHERE sha256 = $1 AND chunk_offset <= $2), 0)
+             ORDER BY chunk_offset",
+            params![sha256, from, to],
+            &mut |mut r| {
+                let at: i64 = r.get(0)?;
+                let bytes = r.take_blob(1)?.unwrap_or_default();
+                let want = from + out.len() as i64;
+                if at > want {
+                    return Err(StorageError::Database(format!(
+                        "attachment {sha256}: no bytes stored at {want}"
+                    )));
+                }
+                let skip = usize::try_from(want - at).unwrap_or(usize::MAX);
+                if skip < bytes.len() {
+                    let take = (bytes.len() - skip).min(max - out.len());
+                    out.extend_from_slice(&bytes[skip..skip + take]);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    fn blob_complete(&self, _tx: &mut dyn Tx, _sha256: &str) -> StorageResult<()> {
+        Ok(())
+    }
+
+    fn blob_discard(&self, tx: &mut dyn Tx, sha256: &str) -> StorageResult<()> {
+        tx.execute(
+            "DELETE FROM attachment_chunks WHERE sha256 = $1",
+            params![sha256],
+        )?;
+        Ok(())
+    }
+
+    fn blob_sweep(&self, tx: &mut dyn Tx) -> StorageResult<u64> {
+        tx.value(
+            "attachment_chunks",
+            "WITH gone AS (DELETE FROM attachment_chunks c WHERE NOT EXISTS
+                (SELECT 1 FROM attachments a WHERE a.sha256 = c.sha256) RETURNING sha256)
+             SELECT COUNT(DISTINCT sha256) FROM gone",
+            &[],
+        )
+        .map(Option::unwrap_or_default)
     }
 
     fn set_push_commit_delay(&self, d: Duration) {

@@ -30,6 +30,7 @@ pub const STEPS: Steps = Steps {
     scripts: &[
         include_str!("migrations/sqlite_0001.sql"),
         include_str!("migrations/sqlite_0002.sql"),
+        include_str!("migrations/sqlite_0003.sql"),
     ],
 };
 
@@ -365,6 +366,39 @@ impl Backend for Sqlite {
         })
     }
 
+    fn blob_write(
+        &self,
+        _tx: &mut dyn Tx,
+        sha256: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> StorageResult<bool> {
+        self.blobs().write(sha256, offset, bytes)
+    }
+
+    fn blob_read(
+        &self,
+        _tx: &mut dyn Tx,
+        sha256: &str,
+        complete: bool,
+        offset: u64,
+        max: usize,
+    ) -> StorageResult<Vec<u8>> {
+        self.blobs().read(sha256, complete, offset, max)
+    }
+
+    fn blob_complete(&self, _tx: &mut dyn Tx, sha256: &str) -> StorageResult<()> {
+        self.blobs().complete(sha256)
+    }
+
+    fn blob_discard(&self, _tx: &mut dyn Tx, sha256: &str) -> StorageResult<()> {
+        self.blobs().discard(sha256)
+    }
+
+    fn blob_sweep(&self, tx: &mut dyn Tx) -> StorageResult<u64> {
+        self.blobs().sweep(tx)
+    }
+
     fn backup_native(&self, dest: &Path) -> StorageResult<bool> {
         let dest_s = dest
             .to_str()
@@ -376,11 +410,35 @@ impl Backend for Sqlite {
             "INSERT OR REPLACE INTO server_meta (key, value) VALUES ('restored_backup', '1')",
             [],
         )?;
+        // VACUUM INTO copies the database file only: the complete attachments it names are
+        // copied beside it (a partial upload is started again by its phone).
+        copy.execute("DELETE FROM attachments WHERE NOT complete", [])?;
+        let into = Blobs::beside(dest);
+        let mut after = String::new();
+        loop {
+            let page: Vec<String> = {
+                let mut st = copy.prepare(
+                    "SELECT sha256 FROM attachments WHERE sha256 > ?1 ORDER BY sha256 LIMIT 256",
+                )?;
+                let rows = st.query_map([&after], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let Some(last) = page.last() else { break };
+            after = last.clone();
+            for sha in &page {
+                self.blobs().copy_complete(sha, &into)?;
+            }
+        }
         Ok(true)
     }
 }
 
 impl Sqlite {
+    /// The attachment files of this database.
+    fn blobs(&self) -> Blobs {
+        Blobs::beside(&self.path)
+    }
+
     /// Decides a push against a snapshot, outside the writer, then commits it with whatever
     /// other pushes wait at the same moment. `None`: a record changed meanwhile.
     fn push_grouped(
@@ -512,4 +570,171 @@ fn write_job(tx: &mut dyn Tx, job: &PushJob) -> StorageResult<bool> {
     }
     write_ops(tx, &job.author, &job.ops)?;
     Ok(true)
+}
+
+/// The byte store of attachments on SQLite: files under `attachments/` beside the database
+/// file. A partial upload is `partial/<sha256>`, appended and synced as bytes arrive; a
+/// verified one is renamed to `<first two hex digits>/<sha256>`. Every change happens while
+/// the database's single writer is held, inside the transaction of its metadata; the
+/// metadata's `held` is the truth (a file longer than it is cut back before the next
+/// append, a shorter one restarts the upload).
+#[derive(Debug, Clone)]
+pub(crate) struct Blobs {
+    dir: std::path::PathBuf,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Database(format!("attachment file {what} {}: {e}", path.display()))
+}
+
+/// Syncs a directory (a created, renamed or removed entry survives a power cut).
+fn sync_dir(dir: &Path) -> StorageResult<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("sync of directory", dir, e))
+}
+
+impl Blobs {
+    /// The store beside the database file `db`.
+    pub(crate) fn beside(db: &Path) -> Blobs {
+        let parent = db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Blobs {
+            dir: parent.join("attachments"),
+        }
+    }
+
+    fn partial(&self, sha256: &str) -> std::path::PathBuf {
+        self.dir.join("partial").join(sha256)
+    }
+
+    fn complete_path(&self, sha256: &str) -> std::path::PathBuf {
+        self.dir.join(&sha256[..2]).join(sha256)
+    }
+
+    fn write(&self, sha256: &str, offset: u64, bytes: &[u8]) -> StorageResult<bool> {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = self.dir.join("partial");
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("directory", &dir, e))?;
+        let path = self.partial(sha256);
+        let existed = path.exists();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_err("open", &path, e))?;
+        let len = f.metadata().map_err(|e| io_err("size", &path, e))?.len();
+        if len < offset {
+            return Ok(false);
+        }
+        if len > offset {
+            f.set_len(offset).map_err(|e| io_err("cut", &path, e))?;
+        }
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.write_all(bytes))
+            .and_then(|_| f.sync_data())
+            .map_err(|e| io_err("write", &path, e))?;
+        if !existed {
+            sync_dir(&dir)?;
+        }
+        Ok(true)
+    }
+
+    fn read(
+        &self,
+        sha256: &str,
+        complete: bool,
+        offset: u64,
+        max: usize,
+    ) -> StorageResult<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = if complete {
+            self.complete_path(sha256)
+        } else {
+            self.partial(sha256)
+        };
+        let f = std::fs::File::open(&path).map_err(|e| io_err("open", &path, e))?;
+        let mut f = f;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_err("seek", &path, e))?;
+        let mut out = Vec::with_capacity(max.min(ATTACHMENT_DUMP_PIECE));
+        f.take(max as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| io_err("read", &path, e))?;
+        Ok(out)
+    }
+
+    fn complete(&self, sha256: &str) -> StorageResult<()> {
+        let to = self.complete_path(sha256);
+        let dir = self.dir.join(&sha256[..2]);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("directory", &dir, e))?;
+        let from = self.partial(sha256);
+        std::fs::rename(&from, &to).map_err(|e| io_err("rename", &from, e))?;
+        sync_dir(&dir)?;
+        sync_dir(&self.dir.join("partial"))
+    }
+
+    fn discard(&self, sha256: &str) -> StorageResult<()> {
+        for path in [self.partial(sha256), self.complete_path(sha256)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removal", &path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a complete attachment into `into` (skipped if it is there: the name is the
+    /// content), through a temporary file, synced.
+    fn copy_complete(&self, sha256: &str, into: &Blobs) -> StorageResult<()> {
+        let to = into.complete_path(sha256);
+        if to.exists() {
+            return Ok(());
+        }
+        let dir = into.dir.join(&sha256[..2]);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("directory", &dir, e))?;
+        let from = self.complete_path(sha256);
+        let tmp = dir.join(format!("{sha256}.tmp"));
+        std::fs::copy(&from, &tmp).map_err(|e| io_err("copy", &from, e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_err("sync", &tmp, e))?;
+        std::fs::rename(&tmp, &to).map_err(|e| io_err("rename", &tmp, e))?;
+        sync_dir(&dir)
+    }
+
+    /// Deletes partial files no partial upload row names. Complete files are left alone:
+    /// backups written into one directory share their attachment files.
+    fn sweep(&self, tx: &mut dyn Tx) -> StorageResult<u64> {
+        let dir = self.dir.join("partial");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err("listing", &dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("listing", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !gridsync_core::attachment::is_sha256_hex(&name) {
+                continue;
+            }
+            let partial: Option<i64> = tx.value(
+                "attachments",
+                "SELECT 1 FROM attachments WHERE sha256 = $1 AND NOT complete",
+                super::sql::params![name.as_str()],
+            )?;
+            if partial.is_none() {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(|e| io_err("removal", &path, e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
