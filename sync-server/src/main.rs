@@ -104,6 +104,12 @@ struct LimitArgs {
         value_delimiter = ','
     )]
     metrics_allow: Vec<gridsync_server::limits::AddrRange>,
+    /// Bytes of attachments (complete or partial) one device may upload (507 beyond).
+    #[arg(long, env = "GRIDSYNC_ATTACHMENT_QUOTA_BYTES", default_value_t = gridsync_server::storage::DEFAULT_ATTACHMENT_QUOTA)]
+    attachment_quota_bytes: u64,
+    /// Largest attachment in bytes (413 beyond).
+    #[arg(long, env = "GRIDSYNC_ATTACHMENT_MAX_BYTES", default_value_t = gridsync_core::attachment::DEFAULT_MAX_BYTES)]
+    attachment_max_bytes: u64,
 }
 
 impl LimitArgs {
@@ -131,6 +137,13 @@ impl LimitArgs {
         state.limiter =
             gridsync_server::auth::EnrolLimiter::new(self.enrol_per_address, self.enrol_per_range);
         state.metrics_allow = self.metrics_allow;
+        if self.attachment_max_bytes == 0 {
+            return Err("--attachment-max-bytes must be more than 0".into());
+        }
+        state.attachment_limits = gridsync_server::storage::AttachmentLimits {
+            max_bytes: self.attachment_max_bytes,
+            quota_bytes: self.attachment_quota_bytes,
+        };
         Ok(())
     }
 }
@@ -211,6 +224,13 @@ enum AdminCmd {
         /// Source: `postgres://user@host:port/db`.
         #[arg(long = "database")]
         source: String,
+    },
+    /// Delete attachments no record refers to, and partial uploads not written to for
+    /// longer than --older-than-days.
+    GcAttachments {
+        /// Age in days after which a partial upload is deleted.
+        #[arg(long, default_value_t = 7)]
+        older_than_days: u32,
     },
     /// Give the server a new epoch (after restoring data by other means).
     RotateEpoch,
@@ -530,6 +550,22 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             println!("backup written to {}", to.display());
         }
         AdminCmd::CopyTo { .. } | AdminCmd::CopyFrom { .. } => {}
+        AdminCmd::GcAttachments { older_than_days } => {
+            let cutoff = gridsync_core::now_ms() - i64::from(older_than_days) * 86_400_000;
+            let gone = s.gc_attachments(cutoff).map_err(|e| e.to_string())?;
+            for g in &gone {
+                let why = match g.reason {
+                    gridsync_server::storage::GcReason::Unreferenced => "no record refers to it",
+                    gridsync_server::storage::GcReason::StalePartial => "partial upload, stale",
+                };
+                println!(
+                    "{}  {} of {} bytes  {why}",
+                    g.meta.sha256, g.meta.held, g.meta.size
+                );
+            }
+            let bytes: u64 = gone.iter().map(|g| g.meta.held).sum();
+            println!("deleted {} attachments ({bytes} bytes)", gone.len());
+        }
         AdminCmd::RotateEpoch => {
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;
             println!("new epoch {e}: devices will re-send what this server may have lost");

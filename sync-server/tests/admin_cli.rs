@@ -149,3 +149,74 @@ fn grid_import_people_codes_devices_and_audit() {
     let (ok, _, err) = admin(&data, &["audit", "--person", "a", "--grid", "b"]);
     assert!(!ok && err.contains("at most one"), "{err}");
 }
+
+#[test]
+fn backup_carries_attachments_and_gc_deletes_unreferenced_ones() {
+    use gridsync_core::attachment::AttachmentRef;
+    use gridsync_core::model::RecordKind;
+    use gridsync_core::sync::protocol::PushRecord;
+    use gridsync_server::storage::sqlite::SqliteStorage;
+    use gridsync_server::storage::{
+        AppendOutcome, AttachmentLimits, Author, PushDecision, Storage, StoredRecord,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let s = SqliteStorage::open(data.join("gridsync.db")).unwrap();
+    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    bytes.extend((0..5000u32).map(|i| i as u8));
+    let r = AttachmentRef::of_bytes(&bytes, None, u64::MAX).unwrap();
+    let author = Author {
+        person_id: "p1".into(),
+        device_id: Some("d1".into()),
+    };
+    let push_visit = |refs: Vec<AttachmentRef>, change: &[u8]| {
+        let push = vec![PushRecord {
+            id: "v1".into(),
+            kind: RecordKind::Visit.tag(),
+            changes: change.to_vec(),
+            heads: vec![[change.len() as u8; 32]],
+        }];
+        let mut decide = |_: Option<&StoredRecord>, p: &PushRecord| PushDecision::Store {
+            kind: RecordKind::Visit,
+            grid: "G".into(),
+            doc: p.changes.clone(),
+            heads: vec![1; 32],
+            new_changes: p.changes.clone(),
+            action: "create",
+            attachments: refs.clone(),
+        };
+        s.apply_push(&author, &push, &mut decide).unwrap();
+    };
+    push_visit(vec![r.clone()], b"a");
+    let done = s
+        .append_attachment("d1", &r, 0, &bytes, &AttachmentLimits::default())
+        .unwrap();
+    assert_eq!(done, AppendOutcome::Completed);
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let dest = backups.join("b.db");
+    let (ok, _, err) = admin(&data, &["backup", dest.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let copied = backups
+        .join("attachments")
+        .join(&r.sha256[..2])
+        .join(&r.sha256);
+    assert_eq!(std::fs::read(copied).unwrap(), bytes);
+    // Referenced: kept.
+    let (ok, out, err) = admin(&data, &["gc-attachments"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("deleted 0 attachments"), "{out}");
+    // The visit drops the photo: the next collection deletes it.
+    push_visit(Vec::new(), b"bb");
+    let (ok, out, err) = admin(&data, &["gc-attachments", "--older-than-days", "3"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&r.sha256)
+            && out.contains("no record refers to it")
+            && out.contains("deleted 1 attachments (5004 bytes)"),
+        "{out}"
+    );
+    assert!(s.attachment(&r.sha256).unwrap().is_none());
+}

@@ -1831,7 +1831,7 @@ fn attachment_refs_follow_the_pushed_records(f: &Fixture) {
         RecordKind::Visit,
         "T1-V1",
         b"f",
-        &[a.clone()],
+        std::slice::from_ref(&a),
     );
     assert!(s.attachment_refs(&b.sha256).unwrap().is_empty());
     assert_eq!(s.attachment_refs(&a.sha256).unwrap().len(), 2);
@@ -1843,7 +1843,7 @@ fn attachment_refs_follow_the_pushed_records(f: &Fixture) {
         RecordKind::Visit,
         "T1-V2",
         b"g",
-        &[a.clone()],
+        std::slice::from_ref(&a),
     );
     assert!(s.may_download(&["T1-V2"], &a.sha256).unwrap());
     assert!(!s.may_download(&["T1-V1"], &a.sha256).unwrap());
@@ -1863,7 +1863,7 @@ fn attachment_upload_resumes_at_the_held_offset(f: &Fixture) {
         RecordKind::Visit,
         "T1-V1",
         b"v1",
-        &[r.clone()],
+        std::slice::from_ref(&r),
     );
     let limits = AttachmentLimits::default();
     assert!(s.attachment(&r.sha256).unwrap().is_none());
@@ -1945,7 +1945,7 @@ fn attachment_upload_resumes_at_the_held_offset(f: &Fixture) {
         RecordKind::Visit,
         "T1-V1",
         b"v2",
-        &[r.clone()],
+        std::slice::from_ref(&r),
     );
     assert_eq!(
         s.append_attachment("d2", &r, 0, &bytes[..10], &limits)
@@ -1973,7 +1973,7 @@ fn attachment_corrupt_whole_is_discarded(f: &Fixture) {
         RecordKind::Visit,
         "T1-V1",
         b"v1",
-        &[r.clone()],
+        std::slice::from_ref(&r),
     );
     let mut bad = bytes.clone();
     bad[4000] ^= 0xFF;
@@ -2009,7 +2009,7 @@ fn attachment_corrupt_whole_is_discarded(f: &Fixture) {
         RecordKind::Visit,
         "T1-V1",
         b"v2",
-        &[png.clone()],
+        std::slice::from_ref(&png),
     );
     let last = upload(s, "d1", &png, &png_bytes, 1000);
     assert!(
