@@ -1768,6 +1768,19 @@ fn read_back(s: &dyn Storage, sha: &str) -> Vec<u8> {
     }
 }
 
+/// A visit in T1-V1 pushed by d1, referring to `attachments`.
+fn put_visit(s: &dyn Storage, id: &str, changes: &[u8], attachments: &[AttachmentRef]) {
+    put_as(
+        s,
+        "d1",
+        id,
+        RecordKind::Visit,
+        "T1-V1",
+        changes,
+        attachments,
+    );
+}
+
 fn visit_setup(s: &dyn Storage) {
     s.import_grids(&tree()).unwrap();
     s.upsert_person(&person("p1", Role::Liaison, &["T1-V1"]))
@@ -1779,15 +1792,7 @@ fn attachment_refs_follow_the_pushed_records(f: &Fixture) {
     visit_setup(s);
     let (_, a) = jpeg(100, 1);
     let (_, b) = jpeg(200, 2);
-    put_as(
-        s,
-        "d1",
-        "v1",
-        RecordKind::Visit,
-        "T1-V1",
-        b"v1",
-        &[a.clone(), b.clone()],
-    );
+    put_visit(s, "v1", b"v1", &[a.clone(), b.clone()]);
     assert!(s
         .may_upload("d1", &a.sha256, Some((a.size, &a.mime)))
         .unwrap());
@@ -1824,15 +1829,7 @@ fn attachment_refs_follow_the_pushed_records(f: &Fixture) {
         .collect();
     assert_eq!(devices, vec!["d1".to_string(), "d2".to_string()]);
     // The record drops one photo: no reference to it remains.
-    put_as(
-        s,
-        "d1",
-        "v1",
-        RecordKind::Visit,
-        "T1-V1",
-        b"f",
-        std::slice::from_ref(&a),
-    );
+    put_visit(s, "v1", b"f", std::slice::from_ref(&a));
     assert!(s.attachment_refs(&b.sha256).unwrap().is_empty());
     assert_eq!(s.attachment_refs(&a.sha256).unwrap().len(), 2);
     // The record moves grid: downloads follow it.
@@ -1856,15 +1853,7 @@ fn attachment_upload_resumes_at_the_held_offset(f: &Fixture) {
     let s = f.storage.as_ref();
     visit_setup(s);
     let (bytes, r) = jpeg(700_000, 3);
-    put_as(
-        s,
-        "d1",
-        "v1",
-        RecordKind::Visit,
-        "T1-V1",
-        b"v1",
-        std::slice::from_ref(&r),
-    );
+    put_visit(s, "v1", b"v1", std::slice::from_ref(&r));
     let limits = AttachmentLimits::default();
     assert!(s.attachment(&r.sha256).unwrap().is_none());
     // Nothing held: only offset 0 starts it.
@@ -1966,15 +1955,7 @@ fn attachment_corrupt_whole_is_discarded(f: &Fixture) {
     visit_setup(s);
     let limits = AttachmentLimits::default();
     let (bytes, r) = jpeg(5000, 4);
-    put_as(
-        s,
-        "d1",
-        "v1",
-        RecordKind::Visit,
-        "T1-V1",
-        b"v1",
-        std::slice::from_ref(&r),
-    );
+    put_visit(s, "v1", b"v1", std::slice::from_ref(&r));
     let mut bad = bytes.clone();
     bad[4000] ^= 0xFF;
     assert_eq!(
@@ -2002,15 +1983,7 @@ fn attachment_corrupt_whole_is_discarded(f: &Fixture) {
         ..jpeg(3000, 5).1
     };
     let (png_bytes, _) = jpeg(3000, 5);
-    put_as(
-        s,
-        "d1",
-        "v2",
-        RecordKind::Visit,
-        "T1-V1",
-        b"v2",
-        std::slice::from_ref(&png),
-    );
+    put_visit(s, "v2", b"v2", std::slice::from_ref(&png));
     let last = upload(s, "d1", &png, &png_bytes, 1000);
     assert!(
         matches!(&last, AppendOutcome::Corrupt { reason } if reason.contains("image/png")),
@@ -2029,15 +2002,7 @@ fn attachment_quota_and_size_limit(f: &Fixture) {
     let (a_bytes, a) = jpeg(4000, 6);
     let (b_bytes, b) = jpeg(2500, 7);
     let (c_bytes, c) = jpeg(5001, 8);
-    put_as(
-        s,
-        "d1",
-        "v1",
-        RecordKind::Visit,
-        "T1-V1",
-        b"v1",
-        &[a.clone(), b.clone(), c.clone()],
-    );
+    put_visit(s, "v1", b"v1", &[a.clone(), b.clone(), c.clone()]);
     assert_eq!(
         s.append_attachment("d1", &c, 0, &c_bytes[..100], &limits)
             .unwrap(),
@@ -2079,12 +2044,9 @@ fn attachment_garbage_collection(f: &Fixture) {
     let (kept_bytes, kept) = jpeg(3000, 9);
     let (dropped_bytes, dropped) = jpeg(3000, 10);
     let (stale_bytes, stale) = jpeg(3000, 11);
-    put_as(
+    put_visit(
         s,
-        "d1",
         "v1",
-        RecordKind::Visit,
-        "T1-V1",
         b"v1",
         &[kept.clone(), dropped.clone(), stale.clone()],
     );
@@ -2103,15 +2065,7 @@ fn attachment_garbage_collection(f: &Fixture) {
     // Nothing to collect while everything is referenced and recent.
     let cutoff = gridsync_core::now_ms() - 7 * 86_400_000;
     assert!(s.gc_attachments(cutoff).unwrap().is_empty());
-    put_as(
-        s,
-        "d1",
-        "v1",
-        RecordKind::Visit,
-        "T1-V1",
-        b"e",
-        &[kept.clone(), stale.clone()],
-    );
+    put_visit(s, "v1", b"e", &[kept.clone(), stale.clone()]);
     // Partial uploads last written before the cutoff go too.
     let gone = s.gc_attachments(gridsync_core::now_ms() + 1).unwrap();
     let mut got: Vec<(String, GcReason)> = gone
@@ -2142,12 +2096,9 @@ fn attachment_copy_and_backup_carry_the_bytes(f: &Fixture) {
     let (big_bytes, big) = jpeg(2 * ATTACHMENT_DUMP_PIECE + 1000, 12);
     let (small_bytes, small) = jpeg(3000, 13);
     let (_, partial) = jpeg(3000, 14);
-    put_as(
+    put_visit(
         s,
-        "d1",
         "v1",
-        RecordKind::Visit,
-        "T1-V1",
         b"v1",
         &[big.clone(), small.clone(), partial.clone()],
     );
