@@ -396,8 +396,14 @@ pub fn person_in(data: &Dataset, role: Role, grid_prefix: &str) -> Person {
 pub struct CuttingProxy {
     /// Address to connect to.
     pub addr: SocketAddr,
-    /// Cut the next response after this many bytes (0 = never).
+    /// Cut the next response after this many bytes (negative = never).
     pub cut_after: Arc<std::sync::atomic::AtomicI64>,
+    /// Cut the next request (phone to server) after this many bytes (negative = never).
+    pub cut_up_after: Arc<std::sync::atomic::AtomicI64>,
+    /// Flip one bit of the phone-to-server stream this many bytes on (negative = never).
+    pub flip_up_at: Arc<std::sync::atomic::AtomicI64>,
+    /// Bytes forwarded from phones to the server.
+    pub bytes_up: Arc<std::sync::atomic::AtomicU64>,
     /// Number of connections cut so far.
     pub cuts: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -415,17 +421,28 @@ impl CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
         let cut_after = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        let cut_up_after = Arc::new(std::sync::atomic::AtomicI64::new(-1));
         let cuts = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (c2, n2, s2) = (cut_after.clone(), cuts.clone(), stop.clone());
+        let u2 = cut_up_after.clone();
+        let flip_up_at = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        let bytes_up = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (f2, b2) = (flip_up_at.clone(), bytes_up.clone());
         listener.set_nonblocking(true).expect("nonblocking");
         std::thread::spawn(move || {
             while !s2.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).ok();
-                        let (c3, n3) = (c2.clone(), n2.clone());
-                        std::thread::spawn(move || proxy_conn(client, target, c3, n3));
+                        let cut = Cuts {
+                            down: c2.clone(),
+                            up: u2.clone(),
+                            count: n2.clone(),
+                            flip_up: f2.clone(),
+                            bytes_up: b2.clone(),
+                        };
+                        std::thread::spawn(move || proxy_conn(client, target, cut));
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
                 }
@@ -434,6 +451,9 @@ impl CuttingProxy {
         CuttingProxy {
             addr,
             cut_after,
+            cut_up_after,
+            flip_up_at,
+            bytes_up,
             cuts,
             stop,
         }
@@ -451,48 +471,89 @@ impl Drop for CuttingProxy {
     }
 }
 
-fn proxy_conn(
-    mut client: TcpStream,
-    target: SocketAddr,
-    cut_after: Arc<std::sync::atomic::AtomicI64>,
-    cuts: Arc<AtomicUsize>,
+/// Where a proxied connection is cut: bytes left in each direction, and the cut counter.
+struct Cuts {
+    down: Arc<std::sync::atomic::AtomicI64>,
+    up: Arc<std::sync::atomic::AtomicI64>,
+    count: Arc<AtomicUsize>,
+    flip_up: Arc<std::sync::atomic::AtomicI64>,
+    bytes_up: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What a pump does to the bytes it forwards, besides cutting.
+#[derive(Default)]
+struct Tamper {
+    /// Flip a bit this many bytes on (negative = never).
+    flip_at: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// Counts the bytes forwarded.
+    counted: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// Copies `from` to `to` until the end, or until `left` bytes (when not negative) have
+/// passed: then both connections are shut and the cut counted.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    left: &std::sync::atomic::AtomicI64,
+    count: &AtomicUsize,
+    other: &TcpStream,
+    tamper: Tamper,
 ) {
-    let Ok(mut server) = TcpStream::connect(target) else {
-        return;
-    };
-    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
-        return;
-    };
-    let up = std::thread::spawn(move || {
-        let mut buf = [0u8; 16384];
-        while let Ok(n) = c2.read(&mut buf) {
-            if n == 0 || s2.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        s2.shutdown(std::net::Shutdown::Write).ok();
-    });
     let mut buf = [0u8; 16384];
-    while let Ok(n) = server.read(&mut buf) {
+    while let Ok(n) = from.read(&mut buf) {
         if n == 0 {
             break;
         }
-        let left = cut_after.load(Ordering::SeqCst);
-        if left >= 0 && n as i64 >= left {
-            cut_after.store(-1, Ordering::SeqCst);
-            client.write_all(&buf[..left as usize]).ok();
-            cuts.fetch_add(1, Ordering::SeqCst);
-            client.shutdown(std::net::Shutdown::Both).ok();
-            server.shutdown(std::net::Shutdown::Both).ok();
-            break;
+        if let Some(flip) = &tamper.flip_at {
+            let at = flip.load(Ordering::SeqCst);
+            if at >= 0 && (at as usize) < n {
+                buf[at as usize] ^= 0x01;
+                flip.store(-1, Ordering::SeqCst);
+            } else if at >= 0 {
+                flip.fetch_sub(n as i64, Ordering::SeqCst);
+            }
         }
-        if left >= 0 {
-            cut_after.fetch_sub(n as i64, Ordering::SeqCst);
+        if let Some(c) = &tamper.counted {
+            c.fetch_add(n as u64, Ordering::SeqCst);
         }
-        if client.write_all(&buf[..n]).is_err() {
+        let l = left.load(Ordering::SeqCst);
+        if l >= 0 && n as i64 >= l {
+            left.store(-1, Ordering::SeqCst);
+            to.write_all(&buf[..l as usize]).ok();
+            count.fetch_add(1, Ordering::SeqCst);
+            to.shutdown(std::net::Shutdown::Both).ok();
+            from.shutdown(std::net::Shutdown::Both).ok();
+            other.shutdown(std::net::Shutdown::Both).ok();
+            return;
+        }
+        if l >= 0 {
+            left.fetch_sub(n as i64, Ordering::SeqCst);
+        }
+        if to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
+    to.shutdown(std::net::Shutdown::Write).ok();
+}
+
+fn proxy_conn(client: TcpStream, target: SocketAddr, cut: Cuts) {
+    let Ok(server) = TcpStream::connect(target) else {
+        return;
+    };
+    let (Ok(c2), Ok(s2), Ok(c3)) = (client.try_clone(), server.try_clone(), client.try_clone())
+    else {
+        return;
+    };
+    let (up_left, count) = (cut.up.clone(), cut.count.clone());
+    let tamper = Tamper {
+        flip_at: Some(cut.flip_up.clone()),
+        counted: Some(cut.bytes_up.clone()),
+    };
+    let up = std::thread::spawn(move || pump(c2, s2, &up_left, &count, &c3, tamper));
+    let Ok(s3) = server.try_clone() else {
+        return;
+    };
+    pump(server, client, &cut.down, &cut.count, &s3, Tamper::default());
     up.join().ok();
 }
 

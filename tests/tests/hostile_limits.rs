@@ -297,6 +297,7 @@ fn store_big(server: &TestServer, id: &str, grid: &str, size: usize, seed: u64) 
                 heads: vec![seed as u8; 32],
                 new_changes: vec![],
                 action: "create",
+                attachments: vec![],
             },
         )
         .unwrap();
