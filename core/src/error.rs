@@ -66,6 +66,16 @@ pub enum Error {
     /// The device is not enrolled with a server.
     #[error("not enrolled: {0}")]
     NotEnrolled(String),
+    /// A file beside the database (an attachment's bytes) could not be written or read:
+    /// a full disk, a directory that cannot be written. Nothing was recorded.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done (`writing attachment <sha256>`).
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A stored value that does not read: the row (table and key) and column it sits in.
@@ -91,6 +101,21 @@ impl Error {
             Error::Storage(rusqlite::Error::FromSqlConversionFailure(_, _, e)) => e.downcast_ref(),
             _ => None,
         }
+    }
+}
+
+impl Error {
+    /// An [`Error::Io`] for `source` while doing `context`.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether this is a full disk (or a quota on it).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(28) || source.kind() == std::io::ErrorKind::StorageFull)
     }
 }
 

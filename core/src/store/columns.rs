@@ -20,6 +20,8 @@ use crate::model::{
 };
 use crate::sync::protocol::RejectCode;
 
+use super::attachments::AttachmentState;
+
 /// An enum stored as text: its stable identifier.
 pub(crate) trait StoredEnum: Copy + Sized + 'static {
     /// What a value is, for errors (`record kind`).
@@ -117,6 +119,7 @@ stored_enums! {
     RejectCode, "reject code", by_ident::<RejectCode>, [
         Invalid, Forbidden, Workflow, MissingDeps, BadDocument, TooLarge,
     ];
+    AttachmentState, "attachment state", AttachmentState::parse, [Pending, Uploaded, Cached];
 }
 
 /// Column `idx` of `r` as `T`. A stored value that does not convert fails as a conversion
@@ -229,6 +232,7 @@ mod tests {
         round_trip::<VisitStatus>(true);
         // Its serde name (`MissingDeps`) is the wire's; the store always wrote `as_str()`.
         round_trip::<RejectCode>(false);
+        round_trip::<AttachmentState>(true);
     }
 
     #[test]

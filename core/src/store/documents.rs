@@ -197,6 +197,7 @@ pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
                 "UPDATE producers SET last_visit_ms = (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1) WHERE id = ?1",
                 [&v.producer_id],
             )?;
+            super::attachments::refresh_refs(tx, rec)?;
         }
         Record::Template(_) => {
             exec(
@@ -214,6 +215,7 @@ pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
 pub(crate) fn delete_record(tx: &Transaction<'_>, id: &str, kind: RecordKind) -> Result<()> {
     tx.execute("DELETE FROM record_chunks WHERE id = ?1", [id])?;
     tx.execute("DELETE FROM records WHERE id = ?1", [id])?;
+    super::attachments::drop_refs(tx, id)?;
     match kind {
         RecordKind::Producer => tx.execute("DELETE FROM producers WHERE id = ?1", [id])?,
         RecordKind::Visit => tx.execute("DELETE FROM visits WHERE id = ?1", [id])?,

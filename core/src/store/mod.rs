@@ -19,9 +19,14 @@
 //! - `sync_state`: what to push, cursors, pulled pages, rejected and kept edits;
 //! - `integrity`: checks of the file and the query tables, and rebuilding them;
 //! - `clock`: the device's clock offset from the server's;
+//! - `attachments`: attachment files beside the database, their rows, which records refer
+//!   to them, and the cache of downloaded ones (`docs/attachments.md`);
 //! - `columns`: the model's enums as typed columns (`ToSql`/`FromSql`) and reading a
 //!   column so that a bad stored value names its table, row and column.
 
+#[cfg(test)]
+pub(crate) mod attachment_tests;
+mod attachments;
 mod clock;
 mod columns;
 mod documents;
@@ -46,6 +51,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use crate::model::ChecklistTemplate;
 use crate::{Error, Result};
 
+pub use attachments::{AttachmentInfo, AttachmentState, DEFAULT_CACHE_BYTES};
 pub use integrity::{IntegrityLevel, IntegrityReport};
 pub use queries::{
     Counts, DueProducer, ProducerSort, ProducerSummary, RectificationItem, VisitSummary,
@@ -66,6 +72,8 @@ pub struct Store {
     templates: Mutex<HashMap<String, (Vec<u8>, ChecklistTemplate)>>,
     /// The integrity check started when the store was opened ([`Store::open_check`]).
     open_check: Mutex<integrity::OpenCheck>,
+    /// Attachment files beside the database and their limits.
+    files: attachments::AttachmentFiles,
 }
 
 impl Drop for Store {
@@ -86,7 +94,7 @@ impl Store {
     /// the documents ([`Store::open_check`] has the result).
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let conn = Connection::open(path.as_ref())?;
-        let store = Self::init(conn)?;
+        let store = Self::init(conn, attachments::AttachmentFiles::beside(path.as_ref()))?;
         let running = integrity::spawn_open_check(path.as_ref().to_path_buf());
         store
             .open_check
@@ -100,19 +108,27 @@ impl Store {
     /// runs [`Store::check_integrity`] itself and wants to see what it finds first
     /// (`gridsync-field doctor`).
     pub fn open_unchecked(path: impl AsRef<Path>) -> Result<Store> {
-        Self::init(Connection::open(path.as_ref())?)
+        Self::init(
+            Connection::open(path.as_ref())?,
+            attachments::AttachmentFiles::beside(path.as_ref()),
+        )
     }
 
-    /// An in-memory store, for tests.
+    /// An in-memory store, for tests. Its attachments live in a private temporary
+    /// directory, removed when the store is dropped.
     pub fn open_in_memory() -> Result<Store> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(
+            Connection::open_in_memory()?,
+            attachments::AttachmentFiles::temporary(),
+        )
     }
 
-    fn init(mut conn: Connection) -> Result<Store> {
+    fn init(mut conn: Connection, files: attachments::AttachmentFiles) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        let before: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         schema::migrate(&mut conn)?;
         clock::load(&conn)?;
         let actor = match meta::get(&conn, "actor")? {
@@ -137,13 +153,19 @@ impl Store {
             },
             None => actor,
         };
-        Ok(Store {
+        let store = Store {
             conn: Mutex::new(conn),
             actor: Mutex::new(actor),
             tree: Mutex::new(None),
             templates: Mutex::new(HashMap::new()),
             open_check: Mutex::new(integrity::OpenCheck::default()),
-        })
+            files,
+        };
+        if before > 0 && before < schema::ATTACHMENTS_VERSION {
+            // Records stored before attachments existed: learn what they refer to.
+            store.rebuild_attachment_refs()?;
+        }
+        Ok(store)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {

@@ -167,6 +167,7 @@ impl Store {
             }
             (None, _) => {
                 let n = self.prepare_new(tree, actor, rec, now, template, producer_type)?;
+                super::attachments::check_refs_held(tx, &n.rec, None)?;
                 return store_new(tx, n, mode);
             }
             (Some(d), _) => d,
@@ -182,6 +183,7 @@ impl Store {
             other => validate::validate_record(other)?,
         }
         rules::check_change(tree, actor, Some(&before), &rec)?;
+        super::attachments::check_refs_held(tx, &rec, Some(&before))?;
         doc.set_actor(&self.actor_id());
         let old_heads = doc.heads();
         if doc.update(&rec, &actor.person_id, now)? {

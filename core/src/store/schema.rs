@@ -16,8 +16,12 @@ const STEPS: Steps = Steps {
         include_str!("migrations/0001_init.sql"),
         include_str!("migrations/0002_patrol_and_kept.sql"),
         include_str!("migrations/0003_cursor_tokens.sql"),
+        include_str!("migrations/0004_attachments.sql"),
     ],
 };
+
+/// The version that added the `attachments` and `attachment_refs` tables.
+pub const ATTACHMENTS_VERSION: i64 = 4;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = STEPS.latest();
@@ -134,6 +138,20 @@ mod tests {
             insert: "INSERT INTO kept_edits (id, kind, grid, doc, reason, kept_at_ms) VALUES ('k1', 'visit', 'g9', x'07', 'grid left the device', 1767225600000)",
             read: "SELECT kind || '/' || grid || '/' || reason FROM kept_edits WHERE id = 'k1'",
             want: "visit/g9/grid left the device",
+        },
+        Seed {
+            since: 4,
+            table: "attachments",
+            insert: "INSERT INTO attachments (sha256, size, mime, state, created_at_ms, last_read_ms) VALUES ('ab', 10, 'image/jpeg', 'pending', 1767225600000, 1767225600000)",
+            read: "SELECT size || '/' || mime || '/' || state || '/' || server_offset FROM attachments WHERE sha256 = 'ab'",
+            want: "10/image/jpeg/pending/0",
+        },
+        Seed {
+            since: 4,
+            table: "attachment_refs",
+            insert: "INSERT INTO attachment_refs (sha256, record_id, size, mime) VALUES ('ab', 'v1', 10, 'image/jpeg')",
+            read: "SELECT record_id || '/' || size || '/' || mime FROM attachment_refs WHERE sha256 = 'ab'",
+            want: "v1/10/image/jpeg",
         },
     ];
 

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::attachments::UploadState;
 use super::protocol::{
     self, EnrollRequest, EnrollResponse, PushRecord, RotateResponse, SyncRequest, SyncResponse,
 };
+use crate::attachment::AttachmentRef;
 use crate::model::Person;
 use crate::store::{ServerLink, Store};
 use crate::{Error, Result};
@@ -24,6 +26,39 @@ pub trait Transport: Send + Sync {
     fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse>;
     /// Asks for a new device secret.
     fn rotate(&self, auth: &str) -> Result<RotateResponse>;
+
+    /// `HEAD /v1/attachments/{sha}`: what the server holds of an attachment, `None` when
+    /// it holds nothing (or this device may not know of it).
+    fn attachment_state(&self, auth: &str, sha256: &str) -> Result<Option<UploadState>> {
+        let _ = (auth, sha256);
+        Err(no_attachments())
+    }
+
+    /// `PATCH /v1/attachments/{sha}`: appends `bytes` at `offset`. A `409` comes back as
+    /// the server's state (its offset, from which to continue), a `422` (the whole did
+    /// not match its reference; everything held was discarded) as a state with
+    /// `discarded` set; a `404` (no accepted record of this device refers to it) as
+    /// [`Error::Server`].
+    fn attachment_append(
+        &self,
+        auth: &str,
+        r: &AttachmentRef,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<UploadState> {
+        let _ = (auth, r, offset, bytes);
+        Err(no_attachments())
+    }
+
+    /// `GET /v1/attachments/{sha}` with `Range`: at most `max` bytes from `offset`.
+    fn attachment_read(&self, auth: &str, sha256: &str, offset: u64, max: u64) -> Result<Vec<u8>> {
+        let _ = (auth, sha256, offset, max);
+        Err(no_attachments())
+    }
+}
+
+fn no_attachments() -> Error {
+    Error::Transport("attachments not supported by this transport".into())
 }
 
 /// A flag another thread sets to stop a running sync between round trips.
@@ -56,6 +91,15 @@ pub struct SyncProgress {
     pub pulled: u32,
     /// Whether more pages wait.
     pub more: bool,
+    /// Attachment bytes sent so far (bodies of appends).
+    #[serde(default)]
+    pub attachment_bytes_up: u64,
+    /// Attachment bytes received so far.
+    #[serde(default)]
+    pub attachment_bytes_down: u64,
+    /// Attachments wholly uploaded so far.
+    #[serde(default)]
+    pub attachments_completed: u32,
 }
 
 /// What a finished sync did.
@@ -91,12 +135,40 @@ pub struct SyncReport {
     pub clock_offset_ms: Option<i64>,
     /// The byte budget the last page was asked with ([`SyncEngine::page_target`]).
     pub last_page_bytes: u32,
+    /// Attachment bytes sent (bodies of appends, including any the server refused).
+    #[serde(default)]
+    pub attachment_bytes_up: u64,
+    /// Attachment bytes received.
+    #[serde(default)]
+    pub attachment_bytes_down: u64,
+    /// Attachments wholly uploaded (the server confirmed them complete).
+    #[serde(default)]
+    pub attachments_completed: u32,
+    /// Attachments still pending after this sync (budget spent, waiting for their record
+    /// to be accepted, refused).
+    #[serde(default)]
+    pub attachments_left: u32,
+    /// Attachments the server refused or that failed to upload, with the reason (sha256
+    /// and reason); they stay pending. A network error ends the uploads of a sync and is
+    /// noted here too: the records part of the sync stands.
+    #[serde(default)]
+    pub attachment_errors: Vec<(String, String)>,
+}
+
+/// What the app asks of one sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncOptions {
+    /// Attachment bytes to upload at most in this sync (0: no limit).
+    pub attachment_budget_bytes: u64,
+    /// Time to spend uploading attachments at most, in milliseconds (0: no limit). A
+    /// chunk under way is finished.
+    pub attachment_budget_ms: u64,
 }
 
 /// Drives sync for one store over one transport.
 pub struct SyncEngine<'a> {
-    store: &'a Store,
-    transport: &'a dyn Transport,
+    pub(super) store: &'a Store,
+    pub(super) transport: &'a dyn Transport,
     /// Records per pull page asked for.
     pub page_limit: u32,
     /// Records per push batch.
@@ -112,7 +184,16 @@ pub struct SyncEngine<'a> {
     /// Largest page byte budget the engine asks for (the server also caps it at
     /// [`protocol::PAGE_BYTE_BUDGET`]).
     pub max_page_bytes: u32,
+    /// Bytes per attachment append (at most the server's 1 MiB).
+    pub attachment_chunk: usize,
+    /// Bytes per ranged attachment download.
+    pub download_chunk: usize,
 }
+
+/// Default of [`SyncEngine::attachment_chunk`].
+pub const DEFAULT_ATTACHMENT_CHUNK: usize = 256 * 1024;
+/// Default of [`SyncEngine::download_chunk`].
+pub const DEFAULT_DOWNLOAD_CHUNK: usize = 1024 * 1024;
 
 /// Default of [`SyncEngine::page_target`]. A second and a half rather than more: with a
 /// link cut every 10 s, a page whose transfer takes `d` seconds loses on average `d / 20`
@@ -173,7 +254,7 @@ impl std::fmt::Debug for SyncEngine<'_> {
     }
 }
 
-fn auth_header(device_id: &str, secret: &str) -> String {
+pub(super) fn auth_header(device_id: &str, secret: &str) -> String {
     format!("Bearer {device_id}.{secret}")
 }
 
@@ -216,6 +297,8 @@ impl<'a> SyncEngine<'a> {
             first_page_bytes: DEFAULT_FIRST_PAGE_BYTES,
             min_page_bytes: DEFAULT_MIN_PAGE_BYTES,
             max_page_bytes: protocol::PAGE_BYTE_BUDGET as u32,
+            attachment_chunk: DEFAULT_ATTACHMENT_CHUNK,
+            download_chunk: DEFAULT_DOWNLOAD_CHUNK,
         }
     }
 
@@ -229,14 +312,41 @@ impl<'a> SyncEngine<'a> {
         self.store.set_server_link(&link)
     }
 
-    fn link(&self) -> Result<ServerLink> {
+    pub(super) fn link(&self) -> Result<ServerLink> {
         self.store
             .server_link()?
             .ok_or_else(|| Error::NotEnrolled("enrol this device with a server first".into()))
     }
 
-    /// Runs a whole sync: rounds of push and pull until nothing is left.
+    /// Runs a whole sync: rounds of push and pull until nothing is left, then uploads
+    /// pending attachments with no budget ([`SyncEngine::sync_with`]).
     pub fn sync(
+        &self,
+        progress: &mut dyn FnMut(&SyncProgress),
+        cancel: &CancelFlag,
+    ) -> Result<SyncReport> {
+        self.sync_with(&SyncOptions::default(), progress, cancel)
+    }
+
+    /// Runs a whole sync: records first (rounds of push and pull until nothing is left),
+    /// then, unless cancelled, pending attachments, oldest first, within the budget of
+    /// `options` (`docs/attachments.md`).
+    pub fn sync_with(
+        &self,
+        options: &SyncOptions,
+        progress: &mut dyn FnMut(&SyncProgress),
+        cancel: &CancelFlag,
+    ) -> Result<SyncReport> {
+        let mut report = self.sync_records(progress, cancel)?;
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        self.upload_attachments(options, &mut report, progress, cancel)?;
+        Ok(report)
+    }
+
+    /// The records part of a sync.
+    fn sync_records(
         &self,
         progress: &mut dyn FnMut(&SyncProgress),
         cancel: &CancelFlag,
@@ -375,6 +485,7 @@ impl<'a> SyncEngine<'a> {
                 pushed: report.pushed,
                 pulled: report.pulled,
                 more: resp.more,
+                ..SyncProgress::default()
             });
             let more_to_push = !self.store.pending_pushes(1, &pushed_ids)?.is_empty();
             if !resp.more && !more_to_push && want_full.is_empty() {

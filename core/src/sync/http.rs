@@ -3,11 +3,13 @@
 use std::io::Read;
 use std::time::Duration;
 
+use super::attachments::UploadState;
 use super::engine::Transport;
 use super::protocol::{
     EnrollRequest, EnrollResponse, ErrorBody, RotateResponse, CONTENT_TYPE, MAX_BODY_BYTES,
     PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
+use crate::attachment::{is_sha256_hex, AttachmentRef};
 use crate::{Error, Result};
 
 /// Talks to a gridsync server over HTTP(S).
@@ -46,6 +48,18 @@ impl HttpTransport {
         wait_when_limited: bool,
         build: impl Fn() -> reqwest::blocking::RequestBuilder,
     ) -> Result<Vec<u8>> {
+        self.exchange(wait_when_limited, build, |_| false)
+            .map(|a| a.body)
+    }
+
+    /// Like [`HttpTransport::send`], returning the status and headers too; an answer with
+    /// a status `keep` accepts comes back as it is instead of as an error.
+    pub(crate) fn exchange(
+        &self,
+        wait_when_limited: bool,
+        build: impl Fn() -> reqwest::blocking::RequestBuilder,
+        keep: impl Fn(u16) -> bool,
+    ) -> Result<Answer> {
         let mut delay = self.backoff;
         let mut last = String::new();
         for attempt in 0..self.attempts.max(1) {
@@ -76,15 +90,20 @@ impl HttpTransport {
                     if body.len() > MAX_BODY_BYTES {
                         return Err(too_large(body.len() as u64));
                     }
-                    if status.is_success() {
-                        return Ok(body);
+                    if status.is_success() || keep(status.as_u16()) {
+                        return Ok(Answer {
+                            status: status.as_u16(),
+                            headers: resp.headers().clone(),
+                            body,
+                        });
                     }
                     let message = serde_json::from_slice::<ErrorBody>(&body)
                         .map(|e| format!("{}: {}", e.error, e.message))
                         .unwrap_or_else(|_| {
                             String::from_utf8_lossy(&body).chars().take(300).collect()
                         });
-                    if status.is_server_error() && status.as_u16() != 501 {
+                    if status.is_server_error() && status.as_u16() != 501 && status.as_u16() != 507
+                    {
                         last = format!("{status}: {message}");
                         continue;
                     }
@@ -119,6 +138,57 @@ impl HttpTransport {
             "gave up after {} attempts: {last}",
             self.attempts
         )))
+    }
+
+    fn attachment_url(&self, sha: &str) -> Result<String> {
+        if !is_sha256_hex(sha) {
+            return Err(Error::Invalid(crate::validate::Invalid::new(
+                "sha256",
+                "is not a SHA-256 in 64 lowercase hex digits",
+            )));
+        }
+        Ok(format!("{}/v1/attachments/{sha}", self.base))
+    }
+}
+
+/// An answer's status, headers and body.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn number(&self, name: &str) -> Result<Option<u64>> {
+        match self.headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .map(Some)
+                .ok_or_else(|| Error::Protocol(format!("header {name} is not a number"))),
+        }
+    }
+
+    /// The upload state in the headers (`Upload-Offset`, `Upload-Length`,
+    /// `Upload-Complete`).
+    fn upload_state(&self) -> Result<UploadState> {
+        let offset = self.number("upload-offset")?.ok_or_else(|| {
+            Error::Protocol(format!("answer {} without Upload-Offset", self.status))
+        })?;
+        let complete = self
+            .headers
+            .get("upload-complete")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "?1");
+        Ok(UploadState {
+            offset,
+            length: self.number("upload-length")?,
+            complete,
+            discarded: false,
+        })
     }
 }
 
@@ -157,5 +227,83 @@ impl Transport for HttpTransport {
                 .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
         })?;
         serde_json::from_slice(&answer).map_err(|e| Error::Protocol(format!("rotate answer: {e}")))
+    }
+
+    fn attachment_state(&self, auth: &str, sha256: &str) -> Result<Option<UploadState>> {
+        let url = self.attachment_url(sha256)?;
+        let a = self.exchange(
+            true,
+            || {
+                self.client
+                    .head(&url)
+                    .header("authorization", auth)
+                    .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            },
+            |s| s == 404,
+        )?;
+        if a.status == 404 {
+            return Ok(None);
+        }
+        a.upload_state().map(Some)
+    }
+
+    fn attachment_append(
+        &self,
+        auth: &str,
+        r: &AttachmentRef,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<UploadState> {
+        let url = self.attachment_url(&r.sha256)?;
+        let a = self.exchange(
+            true,
+            || {
+                self.client
+                    .patch(&url)
+                    .header("authorization", auth)
+                    .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                    .header("upload-offset", offset.to_string())
+                    .header("upload-length", r.size.to_string())
+                    .header("attachment-type", &r.mime)
+                    .header("content-type", "application/offset+octet-stream")
+                    .body(bytes.to_vec())
+            },
+            |s| s == 409 || s == 422,
+        )?;
+        match a.status {
+            422 => Ok(UploadState {
+                offset: 0,
+                length: Some(r.size),
+                complete: false,
+                discarded: true,
+            }),
+            _ => a.upload_state(),
+        }
+    }
+
+    fn attachment_read(&self, auth: &str, sha256: &str, offset: u64, max: u64) -> Result<Vec<u8>> {
+        let url = self.attachment_url(sha256)?;
+        let last = offset.saturating_add(max.max(1)) - 1;
+        let a = self.exchange(
+            true,
+            || {
+                self.client
+                    .get(&url)
+                    .header("authorization", auth)
+                    .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                    .header("range", format!("bytes={offset}-{last}"))
+            },
+            |_| false,
+        )?;
+        let mut body = a.body;
+        if a.status == 200 {
+            // The server sent everything: keep the part asked for.
+            let from = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(body.len());
+            body.drain(..from);
+        }
+        body.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+        Ok(body)
     }
 }

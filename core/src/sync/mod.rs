@@ -3,14 +3,19 @@
 //! The engine does no I/O of its own: it talks to a [`Transport`], which the HTTP
 //! transport (feature `http`) implements with reqwest.
 
+#[cfg(test)]
+mod attachment_tests;
+mod attachments;
 pub mod bare;
 mod engine;
 #[cfg(feature = "http")]
 mod http;
 pub mod protocol;
 
+pub use attachments::{PrefetchReport, UploadState};
 pub use engine::{
-    enroll, CancelFlag, SyncEngine, SyncProgress, SyncReport, Transport, DEFAULT_FIRST_PAGE_BYTES,
+    enroll, CancelFlag, SyncEngine, SyncOptions, SyncProgress, SyncReport, Transport,
+    DEFAULT_ATTACHMENT_CHUNK, DEFAULT_DOWNLOAD_CHUNK, DEFAULT_FIRST_PAGE_BYTES,
     DEFAULT_MIN_PAGE_BYTES, DEFAULT_PAGE_TARGET,
 };
 #[cfg(feature = "http")]
