@@ -111,6 +111,9 @@ impl From<gridsync_core::Error> for ApiError {
             },
             E::Cancelled => ApiError::Cancelled,
             E::NotEnrolled(_) => ApiError::NotEnrolled,
+            e @ E::Io { .. } => ApiError::Storage {
+                detail: e.to_string(),
+            },
         }
     }
 }
@@ -173,6 +176,15 @@ mod tests {
         assert!(!e.to_string().contains("张三"), "{e}");
         let e: ApiError = gridsync_core::Error::NotEnrolled("no person".into()).into();
         assert_eq!(e, ApiError::NotEnrolled);
+        let e: ApiError = gridsync_core::Error::io(
+            "writing attachment ab",
+            std::io::Error::from_raw_os_error(28),
+        )
+        .into();
+        assert!(
+            matches!(&e, ApiError::Storage { detail } if detail.starts_with("writing attachment ab: ")),
+            "{e}"
+        );
     }
 
     #[test]

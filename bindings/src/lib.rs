@@ -13,6 +13,7 @@
 
 uniffi::setup_scaffolding!();
 
+mod attachments;
 pub mod error;
 pub mod store;
 pub mod sync;

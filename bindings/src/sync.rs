@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine};
+use gridsync_core::sync::{
+    enroll, CancelFlag, HttpTransport, SyncEngine, SyncOptions as CoreSyncOptions,
+};
 
 use crate::error::{guard, ApiError};
 use crate::store::GridStore;
@@ -39,6 +41,17 @@ pub struct SyncOptions {
     /// Target time of one round trip, in milliseconds.
     #[uniffi(default = None)]
     pub page_target_ms: Option<u32>,
+    /// Attachment bytes to upload at most in this sync (after the records); `None` or 0:
+    /// no limit.
+    #[uniffi(default = None)]
+    pub attachment_budget_bytes: Option<u64>,
+    /// Time to spend uploading attachments at most, in milliseconds; `None` or 0: no
+    /// limit.
+    #[uniffi(default = None)]
+    pub attachment_budget_ms: Option<u64>,
+    /// Bytes per attachment upload request (default 256 KiB, at most 1 MiB).
+    #[uniffi(default = None)]
+    pub attachment_chunk_bytes: Option<u32>,
 }
 
 impl SyncOptions {
@@ -55,6 +68,16 @@ impl SyncOptions {
         if let Some(v) = self.page_target_ms {
             engine.page_target = std::time::Duration::from_millis(u64::from(v.max(1)));
         }
+        if let Some(v) = self.attachment_chunk_bytes {
+            engine.attachment_chunk = (v as usize).clamp(1, 1024 * 1024);
+        }
+    }
+
+    fn core(&self) -> CoreSyncOptions {
+        CoreSyncOptions {
+            attachment_budget_bytes: self.attachment_budget_bytes.unwrap_or(0),
+            attachment_budget_ms: self.attachment_budget_ms.unwrap_or(0),
+        }
     }
 }
 
@@ -62,7 +85,7 @@ impl SyncOptions {
 /// before its next round trip with `ApiError.Cancelled` (what was applied stays applied).
 #[derive(Debug, Default, uniffi::Object)]
 pub struct SyncHandle {
-    flag: CancelFlag,
+    pub(crate) flag: CancelFlag,
 }
 
 #[uniffi::export]
@@ -118,7 +141,7 @@ impl GridStore {
     /// round trip; `handle.cancel()` from another thread stops it between round trips.
     /// Local edits made on other threads during a sync are kept and pushed next time.
     /// Two syncs of the same store run one after the other. `options` bounds the size of
-    /// pull pages (see `SyncOptions`).
+    /// pull pages and the attachment uploads that follow the records (see `SyncOptions`).
     #[uniffi::method(default(listener = None, handle = None, options = None))]
     pub fn sync(
         &self,
@@ -140,7 +163,8 @@ impl GridStore {
                     l.on_progress(p.into());
                 }
             };
-            Ok(engine.sync(&mut progress, &cancel)?.into())
+            let core = options.as_ref().map(SyncOptions::core).unwrap_or_default();
+            Ok(engine.sync_with(&core, &mut progress, &cancel)?.into())
         })
     }
 

@@ -552,3 +552,52 @@ fn the_database_persists_between_runs_and_json_is_stable() {
     }
     assert!(Path::new(&d.db).exists());
 }
+
+#[test]
+fn a_photo_recorded_with_a_visit_is_stored_and_listed_pending() {
+    let d = Device::new();
+    d.init_liaison();
+    let ranch = add_ranch(&d, "苏和家庭牧场");
+    let photo = d._dir.path().join("现场.jpg");
+    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    bytes.extend((0..3000u32).map(|i| (i * 7) as u8));
+    std::fs::write(&photo, &bytes).unwrap();
+    let photo = photo.to_str().unwrap();
+    let v = d.json(&[
+        "visit",
+        "record",
+        "--producer",
+        ranch.as_str(),
+        "--finding",
+        "兽药与饲料混放",
+        "--photo",
+        photo,
+    ]);
+    let photos = v["visit"]["findings"][0]["photos"].as_array().unwrap();
+    assert_eq!(photos.len(), 1);
+    let reference = photos[0].as_str().unwrap();
+    assert!(reference.ends_with(":3004:image/jpeg"), "{reference}");
+    let list = d.json(&["attachments"]);
+    assert_eq!(list[0]["reference"], reference);
+    assert_eq!(list[0]["state"], "pending");
+    assert_eq!(list[0]["referenced"], true);
+    assert!(d.ok(&["attachments"]).contains("待上传 1"));
+    // Not a photo: refused naming the attachment, nothing saved.
+    let text = d._dir.path().join("notes.txt");
+    std::fs::write(&text, "not a photo").unwrap();
+    let err = d.fails(
+        2,
+        &[
+            "visit",
+            "record",
+            "--producer",
+            ranch.as_str(),
+            "--finding",
+            "x",
+            "--photo",
+            text.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("attachment"), "{err}");
+    assert_eq!(d.json(&["attachments"]).as_array().unwrap().len(), 1);
+}

@@ -35,6 +35,7 @@ macro_rules! mirror_enum {
     };
 }
 
+mod attachment;
 mod people;
 mod producer;
 mod query;
@@ -42,6 +43,7 @@ mod sync;
 mod template;
 mod visit;
 
+pub use attachment::*;
 pub use people::*;
 pub use producer::*;
 pub use query::*;

@@ -13,6 +13,12 @@ pub struct SyncProgress {
     pub pulled: u32,
     /// Whether more pages wait.
     pub more: bool,
+    /// Attachment bytes sent so far.
+    pub attachment_bytes_up: u64,
+    /// Attachment bytes received so far.
+    pub attachment_bytes_down: u64,
+    /// Attachments wholly uploaded so far.
+    pub attachments_completed: u32,
 }
 
 impl From<&cs::SyncProgress> for SyncProgress {
@@ -22,6 +28,9 @@ impl From<&cs::SyncProgress> for SyncProgress {
             pushed: p.pushed,
             pulled: p.pulled,
             more: p.more,
+            attachment_bytes_up: p.attachment_bytes_up,
+            attachment_bytes_down: p.attachment_bytes_down,
+            attachments_completed: p.attachments_completed,
         }
     }
 }
@@ -62,6 +71,28 @@ pub struct SyncReport {
     /// Records holding changes only another device can deliver (after a server restore):
     /// not rejected, tried again at the next sync.
     pub waiting: u32,
+    /// Attachment bytes sent.
+    pub attachment_bytes_up: u64,
+    /// Attachment bytes received.
+    pub attachment_bytes_down: u64,
+    /// Attachments wholly uploaded in this sync.
+    pub attachments_completed: u32,
+    /// Attachments still waiting to be uploaded (budget spent, their record not yet
+    /// accepted, or refused).
+    pub attachments_left: u32,
+    /// Attachments refused or not uploaded because of an error (they stay pending and are
+    /// tried again at the next sync); a network error during the uploads is one of them:
+    /// the records part of the sync stands.
+    pub attachment_errors: Vec<AttachmentFailure>,
+}
+
+/// An attachment that could not be uploaded in a sync.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AttachmentFailure {
+    /// SHA-256 of the attachment.
+    pub sha256: String,
+    /// Why.
+    pub reason: String,
 }
 
 impl From<cs::SyncReport> for SyncReport {
@@ -82,6 +113,15 @@ impl From<cs::SyncReport> for SyncReport {
             epoch_reset: r.epoch_reset,
             digest_retries: r.digest_retries,
             waiting: r.waiting,
+            attachment_bytes_up: r.attachment_bytes_up,
+            attachment_bytes_down: r.attachment_bytes_down,
+            attachments_completed: r.attachments_completed,
+            attachments_left: r.attachments_left,
+            attachment_errors: r
+                .attachment_errors
+                .into_iter()
+                .map(|(sha256, reason)| AttachmentFailure { sha256, reason })
+                .collect(),
         }
     }
 }

@@ -121,7 +121,45 @@ fun localTests() = Suite("local").apply {
         expectEq(store.counts().producers, 1L, "still working")
         expect(gridsyncVersion().isNotEmpty()) { "version" }
     }
+
+    test("attachments: add, read, list, and a record naming one the phone lacks is refused") {
+        val path = Tmp.path("kt-attachments.db")
+        val store = offlineStore(path = path)
+        val p = store.createProducer(newProducer(VILLAGE, 71))
+        val photo = jpeg(5000, 1)
+        val ref = store.addAttachment(photo, "image/jpeg")
+        expect(ref.startsWith("att:") && ref.endsWith(":5000:image/jpeg")) { ref }
+        expectEq(store.addAttachment(photo), ref, "the same bytes are one attachment")
+        val file = java.io.File(Tmp.path("kt-signature.jpg")).apply { writeBytes(jpeg(700, 2)) }
+        val sig = store.addAttachmentFile(file.path)
+        val sha = ref.split(":")[1]
+        expect(store.attachment(sha).contentEquals(photo)) { "read back by hash" }
+        expect(store.attachment(ref).contentEquals(photo)) { "read back by reference" }
+        expectEq(store.attachments().map { it.reference }, listOf(ref, sig), "listed oldest first")
+        expect(store.pendingAttachments().all { it.state == AttachmentState.PENDING && !it.referenced }) { "pending" }
+        val v = store.createVisit(
+            NewVisit(
+                producerId = p.id,
+                answers = emptyMap(),
+                findings = listOf(NewFinding("饲料间存放兽药", Severity.MINOR, photos = listOf(ref))),
+            ),
+        )
+        expectEq(v.findings.single().photos, listOf(ref), "the reference is in the visit")
+        val absent = "att:" + "a".repeat(64) + ":10:image/jpeg"
+        val e = expectThrows<ApiException.Invalid> {
+            store.addFinding(v.id, NewFinding("证照未公示", Severity.MINOR, photos = listOf(absent)))
+        }
+        expectEq(e.field, "findings[1].photos[0]", "field of the unknown reference")
+        expectEq(expectThrows<ApiException.Invalid> { store.addAttachment("<html>".toByteArray()) }.field, "attachment", "field")
+        expectEq(expectThrows<ApiException.NotFound> { store.attachment("b".repeat(64)) }.what, "attachment", "what")
+        expectEq(GridStore.open(path).attachments().size, 2, "after reopening")
+    }
 }
+
+/** A JPEG-looking blob of `n` bytes (the type is read from the first bytes). */
+fun jpeg(n: Int, seed: Int): ByteArray =
+    byteArrayOf(0xFF.toByte(), 0xD8.toByte(), 0xFF.toByte(), 0xE0.toByte()) +
+        ByteArray(n - 4) { i -> ((i * 31 + seed) % 256).toByte() }
 
 /** The typed risk of a summary row (a check that enums cross as enums, not strings). */
 private fun ProducerSummary.riskLevel(): RiskLevel = risk

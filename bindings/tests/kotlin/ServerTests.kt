@@ -100,4 +100,39 @@ fun serverTests() = Suite("server").apply {
         a.sync()
         expectEq(a.counts().unsynced, 0L, "synced after the failure")
     }
+
+    test("attachment round trip: a budget, a resumed upload, a download on another phone") {
+        val s = Server.get()
+        val a = GridStore.open(Tmp.path("kt-photos-a.db"))
+        val me = a.enroll(s.url, s.issueCode("liaison"), "拍照手机")
+        a.sync()
+        val p = a.createProducer(newProducer(me.grids.first(), 741, name = "其其格家庭牧场"))
+        val photo = jpeg(600_000, 7)
+        val ref = a.addAttachment(photo)
+        a.createVisit(
+            NewVisit(
+                producerId = p.id,
+                answers = emptyMap(),
+                findings = listOf(NewFinding("兽药与饲料混放", Severity.MAJOR, photos = listOf(ref))),
+            ),
+        )
+        val rec = Recorder()
+        var report = a.sync(rec, null, SyncOptions(attachmentBudgetBytes = 300_000uL, attachmentChunkBytes = 100_000u))
+        expectEq(report.pushed, 2u, "records first")
+        expectEq(report.attachmentBytesUp, 300_000uL, "budget")
+        expectEq(report.attachmentsLeft, 1u, "left")
+        expectEq(rec.reports.last().attachmentBytesUp, 300_000uL, "progress")
+        expectEq(a.pendingAttachments().single().serverOffset, 300_000uL, "offset kept")
+        report = a.sync(null, null, SyncOptions(attachmentChunkBytes = 100_000u))
+        expectEq(report.attachmentBytesUp, 300_000uL, "only the rest sent")
+        expectEq(report.attachmentsCompleted, 1u, "completed")
+        expectEq(a.attachments().map { it.state }, listOf(AttachmentState.UPLOADED), "uploaded")
+
+        val b = GridStore.open(Tmp.path("kt-photos-b.db"))
+        b.enroll(s.url, s.issueCode("liaison"), "另一部手机")
+        b.sync()
+        expectThrows<ApiException.NotFound> { b.attachment(ref) }
+        expect(b.fetchAttachment(ref).contentEquals(photo)) { "downloaded" }
+        expectEq(b.attachments().map { it.state }, listOf(AttachmentState.CACHED), "cached")
+    }
 }

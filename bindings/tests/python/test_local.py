@@ -250,3 +250,53 @@ def test_network_error_is_typed():
     assert e.detail
     assert time.monotonic() - started < 30
     assert not store.is_enrolled()
+
+
+def jpeg(n, seed=0):
+    """A JPEG-looking blob of n bytes (the type is read from the first bytes)."""
+    return bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes((i * 31 + seed) % 256 for i in range(n - 4))
+
+
+def test_attachments_add_read_list_and_unknown_reference_refused():
+    path = tmp_path("attachments.db")
+    store = offline_store(path=path)
+    p = store.create_producer(new_producer(VILLAGE, serial=61))
+    photo = jpeg(5000, 1)
+    ref = store.add_attachment(photo, "image/jpeg")
+    assert ref.startswith("att:") and ref.endswith(":5000:image/jpeg"), ref
+    assert store.add_attachment(photo) == ref, "the same bytes are one attachment"
+    file = tmp_path("signature.jpg")
+    with open(file, "wb") as f:
+        f.write(jpeg(700, 2))
+    sig = store.add_attachment_file(file)
+    sha = ref.split(":")[1]
+    assert store.attachment(sha) == photo and store.attachment(ref) == photo
+    listed = store.attachments()
+    assert [a.reference for a in listed] == [ref, sig]
+    assert all(a.state == g.AttachmentState.PENDING and not a.referenced for a in listed)
+    assert [a.reference for a in store.pending_attachments()] == [ref, sig]
+
+    v = store.create_visit(g.NewVisit(
+        producer_id=p.id,
+        answers={},
+        findings=[g.NewFinding(description="饲料间存放兽药", severity=g.Severity.MINOR, photos=[ref])],
+    ))
+    assert v.findings[0].photos == [ref]
+    assert all(a.referenced for a in store.attachments() if a.reference == ref)
+
+    # A reference the phone does not hold is refused, naming the field.
+    absent = "att:" + "a" * 64 + ":10:image/jpeg"
+    e = expect_error(g.ApiError.Invalid, store.add_finding, v.id,
+                     g.NewFinding(description="证照未公示", severity=g.Severity.MINOR, photos=[absent]))
+    assert e.field == "findings[1].photos[0]", e
+    e = expect_error(g.ApiError.Invalid, store.add_attachment, b"<html>not a photo</html>")
+    assert e.field == "attachment", e
+    e = expect_error(g.ApiError.NotFound, store.attachment, "b" * 64)
+    assert e.what == "attachment", e
+    e = expect_error(g.ApiError.Invalid, store.attachment, "att:nonsense")
+    assert e.field == "reference", e
+    e = expect_error(g.ApiError.Storage, store.add_attachment_file, tmp_path("missing.jpg"))
+    # Reopened, everything is there.
+    again = g.GridStore.open(path)
+    assert again.attachment(sha) == photo
+    assert len(again.attachments()) == 2

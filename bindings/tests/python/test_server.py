@@ -215,3 +215,43 @@ def test_threads_write_while_another_thread_syncs():
     a.sync(None, None)
     b.sync(None, None)
     assert b.visit(visit.id).answers["drug_use"] == yes()
+
+
+def test_attachment_round_trip_between_two_phones():
+    from test_local import jpeg
+    s = server()
+    a = g.GridStore.open(tmp_path("photos-a.db"))
+    me = a.enroll(s.url, s.issue_code("liaison"), "拍照手机")
+    a.sync(None, None)
+    grid = me.grids[0]
+    p = a.create_producer(new_producer(grid, serial=141, name="其其格家庭牧场"))
+    photo = jpeg(600_000, 7)
+    ref = a.add_attachment(photo)
+    sha = ref.split(":")[1]
+    a.create_visit(g.NewVisit(
+        producer_id=p.id,
+        answers={},
+        findings=[g.NewFinding(description="兽药与饲料混放", severity=g.Severity.MAJOR, photos=[ref])],
+    ))
+    # A budget smaller than the photo: the records go, the photo only in part.
+    rec = Recorder()
+    report = a.sync(rec, None, g.SyncOptions(attachment_budget_bytes=300_000, attachment_chunk_bytes=100_000))
+    assert report.pushed == 2 and report.rejected == [], report
+    assert report.attachment_bytes_up == 300_000 and report.attachments_completed == 0, report
+    assert report.attachments_left == 1 and report.attachment_errors == [], report
+    assert rec.reports[-1].attachment_bytes_up == 300_000
+    [info] = a.pending_attachments()
+    assert info.server_offset == 300_000
+    # The next sync continues from the server's offset.
+    report = a.sync(None, None, g.SyncOptions(attachment_chunk_bytes=100_000))
+    assert report.attachment_bytes_up == 300_000 and report.attachments_completed == 1, report
+    assert a.pending_attachments() == []
+    assert [x.state for x in a.attachments()] == [g.AttachmentState.UPLOADED]
+
+    b = g.GridStore.open(tmp_path("photos-b.db"))
+    b.enroll(s.url, s.issue_code("liaison"), "另一部手机")
+    b.sync(None, None)
+    e = expect_error(g.ApiError.NotFound, b.attachment, sha)
+    assert b.fetch_attachment(ref) == photo
+    assert [x.state for x in b.attachments()] == [g.AttachmentState.CACHED]
+    assert b.attachment(sha) == photo

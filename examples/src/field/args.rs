@@ -45,11 +45,25 @@ pub enum Command {
     Status,
     /// Enrols the device with a server using a one-time code.
     Enroll(EnrollArgs),
-    /// Pushes local edits and pulls what changed.
-    Sync,
+    /// Pushes local edits and pulls what changed, then uploads pending photos.
+    Sync(SyncArgs),
+    /// Photos and signatures on this device: pending (not yet uploaded), uploaded, cached
+    /// (downloaded).
+    Attachments,
     /// Checks the database: SQLite's integrity check, every record's document, and the
     /// query tables against the documents; repairs what it can.
     Doctor(DoctorArgs),
+}
+
+/// `sync` arguments.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Photo bytes to upload at most in this sync, after the records (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub budget_bytes: u64,
+    /// Time to spend uploading photos at most, in milliseconds (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub budget_ms: u64,
 }
 
 /// `doctor` arguments.
@@ -251,6 +265,10 @@ pub struct RecordArgs {
     /// A problem found (repeat).
     #[arg(long = "finding")]
     pub findings: Vec<String>,
+    /// A photo file (JPEG, PNG, WebP or PDF) for the last finding given (repeat): stored
+    /// on the device and uploaded at the next sync.
+    #[arg(long = "photo", requires = "findings")]
+    pub photos: Vec<PathBuf>,
     /// Severity of the findings given: minor | major | serious.
     #[arg(long, default_value = "minor")]
     pub severity: String,

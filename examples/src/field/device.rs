@@ -3,11 +3,14 @@
 use std::collections::HashSet;
 
 use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, Role};
-use gridsync_core::sync::{enroll as core_enroll, CancelFlag, HttpTransport, SyncEngine};
+use gridsync_core::store::AttachmentState;
+use gridsync_core::sync::{
+    enroll as core_enroll, CancelFlag, HttpTransport, SyncEngine, SyncOptions,
+};
 use gridsync_core::{now_ms, Error};
 use serde_json::json;
 
-use super::args::{Cli, DueArgs, EnrollArgs, InitArgs, IntervalArgs, RectArgs};
+use super::args::{Cli, DueArgs, EnrollArgs, InitArgs, IntervalArgs, RectArgs, SyncArgs};
 use super::{default_grid, open, parse, render, CliError, Out};
 
 const DAY_MS: i64 = 86_400_000;
@@ -316,7 +319,7 @@ pub(crate) fn enroll(cli: &Cli, a: &EnrollArgs, out: &mut Out) -> Result<(), Cli
 }
 
 /// `sync`: push and pull until nothing is left.
-pub(crate) fn sync(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
+pub(crate) fn sync(cli: &Cli, a: &SyncArgs, out: &mut Out) -> Result<(), CliError> {
     let store = open(cli)?;
     let link = store.server_link()?.ok_or_else(|| {
         Error::NotEnrolled("enrol this device first: `enroll --server URL --code CODE`".into())
@@ -329,15 +332,25 @@ pub(crate) fn sync(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
     let transport = HttpTransport::new(&link.url)?;
     let engine = SyncEngine::new(&store, &transport);
     let quiet = out.json();
-    let report = engine.sync(
+    let options = SyncOptions {
+        attachment_budget_bytes: a.budget_bytes,
+        attachment_budget_ms: a.budget_ms,
+    };
+    let report = engine.sync_with(
+        &options,
         &mut |p| {
             if !quiet {
                 eprintln!(
-                    "第 {} 次往返：已上传 {}，已下载 {}{}",
+                    "第 {} 次往返：已上传 {}，已下载 {}{}{}",
                     p.round_trips,
                     p.pushed,
                     p.pulled,
-                    if p.more { "，还有更多" } else { "" }
+                    if p.more { "，还有更多" } else { "" },
+                    if p.attachment_bytes_up > 0 {
+                        format!("；照片已上传 {} 字节", p.attachment_bytes_up)
+                    } else {
+                        String::new()
+                    }
                 );
             }
         },
@@ -357,6 +370,10 @@ pub(crate) fn sync(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
         "bytes_down": report.bytes_down,
         "epoch_reset": report.epoch_reset,
         "unsynced_after": counts.unsynced,
+        "attachment_bytes_up": report.attachment_bytes_up,
+        "attachments_completed": report.attachments_completed,
+        "attachments_left": report.attachments_left,
+        "attachment_errors": report.attachment_errors.iter().map(|(sha, r)| json!({"sha256": sha, "reason": r})).collect::<Vec<_>>(),
     }));
     out.line(format!("同步完成（{}）", link.url));
     out.line(format!(
@@ -382,5 +399,62 @@ pub(crate) fn sync(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
         "  往返 {} 次，上行 {} 字节，下行 {} 字节",
         report.round_trips, report.bytes_up, report.bytes_down
     ));
+    if report.attachment_bytes_up > 0 || report.attachments_left > 0 {
+        out.line(format!(
+            "  照片：上传完成 {} 张，上传 {} 字节，待上传 {} 张",
+            report.attachments_completed, report.attachment_bytes_up, report.attachments_left
+        ));
+    }
+    for (sha, reason) in &report.attachment_errors {
+        out.line(format!(
+            "    照片 [{}] 未上传：{reason}",
+            &sha[..sha.len().min(12)]
+        ));
+    }
+    Ok(())
+}
+
+/// `attachments`: the photos and signatures on this device with their state.
+pub(crate) fn attachments(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
+    let store = open(cli)?;
+    let list = store.attachments()?;
+    out.value(json!(list
+        .iter()
+        .map(|a| json!({
+            "reference": a.reference.to_string(),
+            "sha256": a.reference.sha256,
+            "size": a.reference.size,
+            "mime": a.reference.mime,
+            "state": a.state.as_str(),
+            "server_offset": a.server_offset,
+            "referenced": a.referenced,
+            "created_at_ms": a.created_at_ms,
+        }))
+        .collect::<Vec<_>>()));
+    let count = |s: AttachmentState| list.iter().filter(|a| a.state == s).count();
+    out.line(format!(
+        "照片 {} 张：待上传 {}，已上传 {}，已下载 {}",
+        list.len(),
+        count(AttachmentState::Pending),
+        count(AttachmentState::Uploaded),
+        count(AttachmentState::Cached)
+    ));
+    for a in &list {
+        let state = match a.state {
+            AttachmentState::Pending if a.server_offset > 0 => {
+                format!("待上传（服务器已收 {} 字节）", a.server_offset)
+            }
+            AttachmentState::Pending => "待上传".to_string(),
+            AttachmentState::Uploaded => "已上传".to_string(),
+            AttachmentState::Cached => "已下载".to_string(),
+        };
+        out.line(format!(
+            "  {}  {}  {} 字节  {}",
+            &a.reference.sha256[..12],
+            a.reference.mime,
+            a.reference.size,
+            state
+        ));
+    }
     Ok(())
 }

@@ -57,7 +57,7 @@ impl CliError {
                 Error::Workflow(_) => "workflow",
                 Error::NotFound { .. } => "not_found",
                 Error::Corrupt { .. } => "corrupt",
-                Error::Storage(_) | Error::SchemaTooNew { .. } => "storage",
+                Error::Storage(_) | Error::SchemaTooNew { .. } | Error::Io { .. } => "storage",
                 Error::Transport(_) => "transport",
                 Error::Server { .. } => "server",
                 Error::NotEnrolled(_) => "not_enrolled",
@@ -180,7 +180,8 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Interval(a) => device::interval(cli, a, out),
         Command::Status => device::status(cli, out),
         Command::Enroll(a) => device::enroll(cli, a, out),
-        Command::Sync => device::sync(cli, out),
+        Command::Sync(a) => device::sync(cli, a, out),
+        Command::Attachments => device::attachments(cli, out),
         Command::Doctor(a) => doctor::run(cli, a, out),
     }
 }

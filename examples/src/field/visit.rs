@@ -125,6 +125,15 @@ fn record(cli: &Cli, a: &RecordArgs, out: &mut Out) -> Result<(), CliError> {
             recorded_at_ms: now,
         });
     }
+    if !a.photos.is_empty() {
+        let mut refs = Vec::new();
+        for path in &a.photos {
+            refs.push(store.add_attachment_file(path, None)?.to_string());
+        }
+        if let Some(f) = v.findings.last_mut() {
+            f.photos.extend(refs);
+        }
+    }
     for t in tests {
         v.rapid_tests.push(RapidTest {
             id: new_id(),
