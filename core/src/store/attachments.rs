@@ -242,16 +242,21 @@ const INFO_COLUMNS: &str =
 
 fn info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttachmentInfo> {
     Ok(AttachmentInfo {
-        reference: AttachmentRef {
-            sha256: r.get(0)?,
-            size: r.get::<_, i64>(1)?.max(0) as u64,
-            mime: r.get(2)?,
-        },
+        reference: ref_row(r, r.get(0)?, 1)?,
         state: column(r, 3, "attachments", 0)?,
         created_at_ms: r.get(4)?,
         last_read_ms: r.get(5)?,
         server_offset: r.get::<_, i64>(6)?.max(0) as u64,
         referenced: r.get(7)?,
+    })
+}
+
+/// A reference from a row's size (column `at`) and type (column `at + 1`).
+fn ref_row(r: &rusqlite::Row<'_>, sha256: String, at: usize) -> rusqlite::Result<AttachmentRef> {
+    Ok(AttachmentRef {
+        sha256,
+        size: r.get::<_, i64>(at)?.max(0) as u64,
+        mime: r.get(at + 1)?,
     })
 }
 
@@ -630,13 +635,7 @@ impl Store {
             Ok(c.prepare_cached(
                 "SELECT size, mime FROM attachment_refs WHERE sha256 = ?1 LIMIT 1",
             )?
-            .query_row([sha256], |r| {
-                Ok(AttachmentRef {
-                    sha256: sha256.to_string(),
-                    size: r.get::<_, i64>(0)?.max(0) as u64,
-                    mime: r.get(1)?,
-                })
-            })
+            .query_row([sha256], |r| ref_row(r, sha256.to_string(), 0))
             .optional()?)
         })
     }
@@ -651,13 +650,7 @@ impl Store {
                  WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.sha256 = r.sha256)
                  GROUP BY r.sha256 ORDER BY at DESC, r.sha256 LIMIT ?1",
             )?;
-            let rows = st.query_map([limit as i64], |r| {
-                Ok(AttachmentRef {
-                    sha256: r.get(0)?,
-                    size: r.get::<_, i64>(1)?.max(0) as u64,
-                    mime: r.get(2)?,
-                })
-            })?;
+            let rows = st.query_map([limit as i64], |r| ref_row(r, r.get(0)?, 1))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }

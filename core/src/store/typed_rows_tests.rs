@@ -7,33 +7,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use super::{IntegrityLevel, ProducerSort, Store};
-use crate::model::{
-    default_template, GridKind, GridLevel, GridNode, Person, Producer, ProducerType, Role, Visit,
-};
+use crate::model::{default_template, Visit};
 use crate::Error;
 
 const REGION: &str = "15";
 const VILLAGE: &str = "152522101201";
-
-fn node(code: &str, level: GridLevel, parent: Option<&str>) -> GridNode {
-    GridNode {
-        code: code.into(),
-        name: format!("网格{code}"),
-        level,
-        kind: GridKind::Pastoral,
-        parent: parent.map(Into::into),
-    }
-}
-
-fn liaison() -> Person {
-    Person {
-        id: "liaison-1".into(),
-        name: "巴特尔".into(),
-        phone: "13904791111".into(),
-        role: Role::Liaison,
-        grids: vec![VILLAGE.into()],
-    }
-}
 
 /// A store file with a grid tree, a person, a producer and one visit to it.
 struct Rows {
@@ -48,41 +26,16 @@ struct Rows {
 
 impl Rows {
     fn new() -> Rows {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.db");
-        let s = Store::open_unchecked(&path).unwrap();
-        s.upsert_grids(&[
-            node(REGION, GridLevel::Region, None),
-            node("1525", GridLevel::League, Some(REGION)),
-            node("152522", GridLevel::Banner, Some("1525")),
-            node("152522101", GridLevel::Township, Some("152522")),
-            node(VILLAGE, GridLevel::Village, Some("152522101")),
-        ])
-        .unwrap();
-        s.set_profile(&liaison()).unwrap();
-        s.upsert_people(&[liaison()]).unwrap();
-        let mut p = Producer::new(
-            "苏和合作社",
-            ProducerType::Cooperative,
-            "苏和",
-            "0479-8221234",
-            VILLAGE,
-            "",
-            crate::now_ms(),
-        );
-        let first = "93152522MA0000001";
-        let check = crate::validate::uscc_check_char(first).unwrap();
-        p.credit_code = Some(format!("{first}{check}"));
-        let p = s.create_producer(p).unwrap();
+        let ph = super::attachment_tests::Phone::new();
         let tpl = default_template(REGION);
-        let v = Visit::new(&p.id, VILLAGE, "liaison-1", &tpl, crate::now_ms());
-        let v = s.save_visit(v).unwrap();
+        let v = Visit::new(&ph.pid, VILLAGE, "liaison-1", &tpl, crate::now_ms());
+        let v = ph.s.save_visit(v).unwrap();
         Rows {
-            s,
-            pid: p.id,
+            s: ph.s,
+            pid: ph.pid,
             vid: v.id,
-            path,
-            _dir: dir,
+            path: ph.path,
+            _dir: ph._dir,
         }
     }
 
