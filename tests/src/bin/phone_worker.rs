@@ -13,6 +13,11 @@
 //!   wrong): records and completes a visit to PRODUCER before syncing (`V1 <id> <started>`),
 //!   syncs (`SYNC1 rejected=<n> correction=<ms>`), records a second one (`V2 …`) and
 //!   syncs again (`SYNC2 rejected=<n>`).
+//! - `phone-worker upload STORE CHUNK`: syncs with attachment appends of CHUNK bytes,
+//!   printing `UP <attachment bytes sent>` after each, then `SYNC-OK <left>`; the test kills
+//!   it mid-upload.
+//! - `phone-worker attach STORE FILE`: adds FILE as an attachment (`ADDED <reference>` or
+//!   `ERR <error>`), run under a file-size limit to meet a full disk.
 //!
 //! Field text is Chinese like the real app's; markers are unique per seed and step.
 
@@ -398,6 +403,37 @@ fn clock(path: &str, producer: &str) -> Result<(), String> {
     sync(2)
 }
 
+fn upload(path: &str, chunk: usize) -> Result<(), String> {
+    let (store, mut transport, ..) = open(path)?;
+    // Rides out the server's request-rate limit as the app does.
+    transport.attempts = 6;
+    let mut engine = SyncEngine::new(&store, &transport);
+    engine.attachment_chunk = chunk;
+    let mut last = 0;
+    let r = engine
+        .sync(
+            &mut |p| {
+                if p.attachment_bytes_up != last {
+                    last = p.attachment_bytes_up;
+                    say(&format!("UP {last}"));
+                }
+            },
+            &CancelFlag::new(),
+        )
+        .map_err(|e| e.to_string())?;
+    say(&format!("SYNC-OK {}", r.attachments_left));
+    Ok(())
+}
+
+fn attach(path: &str, file: &str) -> Result<(), String> {
+    let store = Store::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    match store.add_attachment_file(std::path::Path::new(file), None) {
+        Ok(r) => say(&format!("ADDED {r}")),
+        Err(e) => say(&format!("ERR {e}")),
+    }
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let result = match (args.get(1).map(String::as_str), args.get(2)) {
@@ -410,8 +446,16 @@ fn main() {
             Some(producer) => clock(path, producer),
             None => Err("usage: phone-worker clock STORE PRODUCER".into()),
         },
+        (Some("upload"), Some(path)) => {
+            let chunk = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64 * 1024);
+            upload(path, chunk)
+        }
+        (Some("attach"), Some(path)) => match args.get(3) {
+            Some(file) => attach(path, file),
+            None => Err("usage: phone-worker attach STORE FILE".into()),
+        },
         _ => Err(
-            "usage: phone-worker crash STORE SEED | phone-worker fill STORE | phone-worker clock STORE PRODUCER"
+            "usage: phone-worker crash STORE SEED | fill STORE | clock STORE PRODUCER | upload STORE CHUNK | attach STORE FILE"
                 .into(),
         ),
     };
