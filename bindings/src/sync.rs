@@ -69,7 +69,8 @@ impl SyncOptions {
             engine.page_target = std::time::Duration::from_millis(u64::from(v.max(1)));
         }
         if let Some(v) = self.attachment_chunk_bytes {
-            engine.attachment_chunk = (v as usize).clamp(1, 1024 * 1024);
+            engine.attachment_chunk =
+                (v as usize).clamp(1, gridsync_core::sync::MAX_ATTACHMENT_CHUNK);
         }
     }
 

@@ -4,9 +4,13 @@
 //! pushed refers to it) nor download (no record in its scope refers to it): the answer is
 //! `404` with no body, the same as for an attachment the server does not hold.
 //!
-//! An upload body is at most [`MAX_PATCH_BODY`] bytes, held once in memory and written
-//! (and synced) before the answer; a download is streamed from the store in pieces of
-//! [`ATTACHMENT_PIECE`] bytes.
+//! An upload body is streamed into the store as it arrives, in pieces of at most
+//! [`UPLOAD_PIECE`] bytes (each written and synced), and a piece is also written once it has
+//! waited [`UPLOAD_PIECE_WAIT`]: when a link drops mid-request, the server keeps every byte
+//! that reached it, and the phone continues from there (tus and the IETF resumable-upload
+//! draft allow this). A body may run to the attachment's end, so a phone on a slow link
+//! sends long requests and loses only the bytes in flight at a cut. A download is streamed
+//! from the store in pieces of [`ATTACHMENT_PIECE`] bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,11 +22,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gridsync_core::attachment::{is_sha256_hex, AttachmentRef};
 
-use crate::api::{authorize, blocking, read_body, ApiError, AppState};
+use crate::api::{authorize, blocking, ApiError, AppState};
 use crate::storage::{AppendOutcome, Device, StorageError, ATTACHMENT_PIECE};
 
-/// Largest `PATCH` body.
-pub const MAX_PATCH_BODY: usize = 1024 * 1024;
+/// Bytes of an upload body gathered before they are written to the store.
+pub const UPLOAD_PIECE: usize = 256 * 1024;
+/// A piece that waited this long is written even if it is smaller (a slow link).
+pub const UPLOAD_PIECE_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 /// The content type of a `PATCH` body.
 pub const UPLOAD_CONTENT_TYPE: &str = "application/offset+octet-stream";
 /// Offset of the first byte sent, or bytes held.
@@ -208,10 +214,102 @@ pub(crate) async fn upload(
     if !allowed {
         return Ok(not_found());
     }
-    let bytes = read_body(body, MAX_PATCH_BODY).await?;
-    let st3 = st.clone();
-    let outcome = blocking(move || append(&st3, &device, &r, offset, &bytes)).await?;
-    Ok(outcome)
+    // Already whole, or held up to another offset: answered before the body is read (a
+    // retried request on a slow link must not send its bytes for nothing).
+    let (st4, sha4) = (st.clone(), r.sha256.clone());
+    let meta = blocking(move || Ok(st4.storage.attachment(&sha4)?)).await?;
+    match meta {
+        Some(m) if m.complete => {
+            return Ok(upload_state(StatusCode::OK, m.size, Some(m.size), true));
+        }
+        Some(m) if m.held != offset && m.size == r.size && m.mime == r.mime => {
+            return Ok(wrong_offset(m.held));
+        }
+        None if offset != 0 => return Ok(wrong_offset(0)),
+        _ => {}
+    }
+    // A declared length past the attachment's end is refused before any byte is kept.
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if length.is_some_and(|n| offset.checked_add(n).is_none_or(|end| end > r.size)) {
+        return Ok(refusal(
+            StatusCode::BAD_REQUEST,
+            "past_end",
+            format!("the bytes run past the attachment's {} bytes", r.size),
+        ));
+    }
+    stream_into_store(st, device, r, offset, body).await
+}
+
+/// Appends the body's bytes as they arrive, a piece at a time. The answer is that of the
+/// last append; an append that does not move on (complete, corrupt, refused) answers at
+/// once. If the body breaks off (the link dropped), what arrived is kept.
+async fn stream_into_store(
+    st: Arc<AppState>,
+    device: Device,
+    r: AttachmentRef,
+    mut offset: u64,
+    body: Body,
+) -> ApiResult<Response> {
+    use futures_util::StreamExt;
+    let device = Arc::new(device);
+    let r = Arc::new(r);
+    let mut stream = body.into_data_stream();
+    let mut piece: Vec<u8> = Vec::with_capacity(UPLOAD_PIECE);
+    let mut since = std::time::Instant::now();
+    let mut answered: Option<Response> = None;
+    loop {
+        let next = stream.next().await;
+        let (ended, broken) = match &next {
+            Some(Ok(frame)) => {
+                if piece.len() as u64 + frame.len() as u64 > r.size.saturating_sub(offset) {
+                    // More than the attachment has left: keep nothing of this request.
+                    return Ok(refusal(
+                        StatusCode::BAD_REQUEST,
+                        "past_end",
+                        format!("the bytes run past the attachment's {} bytes", r.size),
+                    ));
+                }
+                piece.extend_from_slice(frame);
+                (false, false)
+            }
+            Some(Err(_)) => (true, true),
+            None => (true, false),
+        };
+        let due = piece.len() >= UPLOAD_PIECE || since.elapsed() >= UPLOAD_PIECE_WAIT;
+        if !piece.is_empty() && (ended || due) || (ended && answered.is_none() && !broken) {
+            let bytes = std::mem::take(&mut piece);
+            let n = bytes.len() as u64;
+            let (st2, d2, r2) = (st.clone(), device.clone(), r.clone());
+            let (resp, moved) = blocking(move || {
+                let resp = append(&st2, &d2, &r2, offset, &bytes)?;
+                let moved = resp.status() == StatusCode::NO_CONTENT
+                    && resp.headers().get(UPLOAD_COMPLETE).map(|v| v.as_bytes()) == Some(b"?0");
+                Ok((resp, moved))
+            })
+            .await?;
+            if !moved {
+                return Ok(resp);
+            }
+            offset += n;
+            answered = Some(resp);
+            since = std::time::Instant::now();
+        }
+        if broken {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_read",
+                format!("the request body broke off; the server holds {offset} bytes"),
+            ));
+        }
+        if ended {
+            return Ok(answered.unwrap_or_else(|| {
+                upload_state(StatusCode::NO_CONTENT, offset, Some(r.size), false)
+            }));
+        }
+    }
 }
 
 fn append(
@@ -219,7 +317,7 @@ fn append(
     device: &Device,
     r: &AttachmentRef,
     offset: u64,
-    bytes: &Bytes,
+    bytes: &[u8],
 ) -> ApiResult<Response> {
     let outcome = st
         .storage
@@ -237,17 +335,7 @@ fn append(
             upload_state(StatusCode::NO_CONTENT, r.size, Some(r.size), true)
         }
         AppendOutcome::AlreadyComplete => upload_state(StatusCode::OK, r.size, Some(r.size), true),
-        AppendOutcome::WrongOffset { held } => {
-            let mut resp = refusal(
-                StatusCode::CONFLICT,
-                "offset_mismatch",
-                format!("the server holds {held} bytes of this attachment; continue from there"),
-            );
-            resp.headers_mut().insert(UPLOAD_OFFSET, num(held));
-            resp.headers_mut()
-                .insert(UPLOAD_COMPLETE, HeaderValue::from_static("?0"));
-            resp
-        }
+        AppendOutcome::WrongOffset { held } => wrong_offset(held),
         AppendOutcome::Declared { size, mime, held } => {
             let mut resp = refusal(
                 StatusCode::CONFLICT,
@@ -290,6 +378,19 @@ fn append(
             resp
         }
     })
+}
+
+/// `409`: the server holds `held` bytes; the client continues from there.
+fn wrong_offset(held: u64) -> Response {
+    let mut resp = refusal(
+        StatusCode::CONFLICT,
+        "offset_mismatch",
+        format!("the server holds {held} bytes of this attachment; continue from there"),
+    );
+    resp.headers_mut().insert(UPLOAD_OFFSET, num(held));
+    resp.headers_mut()
+        .insert(UPLOAD_COMPLETE, HeaderValue::from_static("?0"));
+    resp
 }
 
 /// What a `Range` header asks of `size` bytes.

@@ -553,7 +553,14 @@ fn proxy_conn(client: TcpStream, target: SocketAddr, cut: Cuts) {
     let Ok(s3) = server.try_clone() else {
         return;
     };
-    pump(server, client, &cut.down, &cut.count, &s3, Tamper::default());
+    pump(
+        server,
+        client,
+        &cut.down,
+        &cut.count,
+        &s3,
+        Tamper::default(),
+    );
     up.join().ok();
 }
 

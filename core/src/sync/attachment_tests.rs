@@ -225,6 +225,8 @@ fn photos(ph: &Phone, sizes: &[usize]) -> Vec<AttachmentRef> {
 fn engine<'a>(ph: &'a Phone, t: &'a Fake) -> SyncEngine<'a> {
     let mut e = SyncEngine::new(&ph.s, t);
     e.attachment_chunk = 1000;
+    // Appends of exactly 1000 bytes (a zero target never grows them).
+    e.attachment_chunk_target = std::time::Duration::ZERO;
     e.download_chunk = 700;
     e
 }
@@ -522,4 +524,18 @@ fn transports_without_attachments_say_so() {
     }
     let e = Bare.attachment_state("a", "b").unwrap_err();
     assert!(e.to_string().contains("attachments not supported"), "{e}");
+}
+
+#[test]
+fn appends_grow_to_the_target_time_on_the_link_as_measured() {
+    use std::time::Duration;
+    let target = Duration::from_secs(20);
+    // 8 KB/s (64 kbit/s): 20 s carry 160 KB.
+    let n = super::attachments::next_chunk(8_000, Duration::from_secs(1), target, 1000);
+    assert_eq!(n, 160_000);
+    // Never below the first append's size, never above the largest.
+    let n = super::attachments::next_chunk(100, Duration::from_secs(10), target, 1000);
+    assert_eq!(n, 1000);
+    let n = super::attachments::next_chunk(1 << 30, Duration::from_millis(1), target, 1000);
+    assert_eq!(n, crate::sync::MAX_ATTACHMENT_CHUNK as u64);
 }

@@ -9,7 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::engine::{auth_header, CancelFlag, SyncEngine, SyncOptions, SyncProgress, SyncReport};
+use super::engine::{
+    auth_header, CancelFlag, SyncEngine, SyncOptions, SyncProgress, SyncReport,
+    MAX_ATTACHMENT_CHUNK,
+};
 use crate::attachment::{is_sha256_hex, AttachmentRef};
 use crate::validate::Invalid;
 use crate::{Error, Result};
@@ -80,6 +83,15 @@ enum Upload {
 /// An append that did not move the server's offset this many times in a row ends the
 /// attachment's upload for this sync.
 const MAX_STALLS: u32 = 3;
+
+/// The size of the next append: what the link carried per second in the last one, times
+/// the target time, between the first append's size and [`MAX_ATTACHMENT_CHUNK`].
+pub(super) fn next_chunk(sent: u64, took: Duration, target: Duration, first: u64) -> u64 {
+    let secs = took.as_secs_f64().max(0.001);
+    let rate = sent as f64 / secs;
+    let want = (rate * target.as_secs_f64()) as u64;
+    want.clamp(first, (MAX_ATTACHMENT_CHUNK as u64).max(first))
+}
 
 impl SyncEngine<'_> {
     fn progress_of(report: &SyncReport) -> SyncProgress {
@@ -180,7 +192,8 @@ impl SyncEngine<'_> {
             None => 0,
         };
         self.store.note_server_offset(&r.sha256, offset)?;
-        let chunk = self.attachment_chunk.clamp(1, 1024 * 1024) as u64;
+        let first = self.attachment_chunk.clamp(1, MAX_ATTACHMENT_CHUNK) as u64;
+        let mut chunk = first;
         let (mut restarted, mut stalls) = (false, 0);
         loop {
             if cancel.is_cancelled() {
@@ -198,7 +211,9 @@ impl SyncEngine<'_> {
                 return Ok(Upload::BudgetSpent);
             }
             let bytes = self.store.attachment_slice(&r.sha256, offset, n as usize)?;
+            let started = Instant::now();
             let st = self.transport.attachment_append(auth, r, offset, &bytes)?;
+            chunk = next_chunk(n, started.elapsed(), self.attachment_chunk_target, first);
             budget.spend(n);
             report.attachment_bytes_up += n;
             if st.complete {

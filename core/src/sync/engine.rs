@@ -184,12 +184,22 @@ pub struct SyncEngine<'a> {
     /// Largest page byte budget the engine asks for (the server also caps it at
     /// [`protocol::PAGE_BYTE_BUDGET`]).
     pub max_page_bytes: u32,
-    /// Bytes per attachment append (at most the server's 1 MiB).
+    /// Bytes of the first attachment append of a sync. Later appends are sized to take
+    /// about [`SyncEngine::attachment_chunk_target`] on the link as measured, between this
+    /// and [`MAX_ATTACHMENT_CHUNK`]: the server keeps every byte of an append that reaches
+    /// it, so a long append loses only the bytes in flight when the link drops, and each
+    /// append costs a round trip of idle link.
     pub attachment_chunk: usize,
+    /// How long one attachment append should take on the link as measured.
+    pub attachment_chunk_target: Duration,
     /// Bytes per ranged attachment download.
     pub download_chunk: usize,
 }
 
+/// Largest attachment append.
+pub const MAX_ATTACHMENT_CHUNK: usize = 8 * 1024 * 1024;
+/// Default of [`SyncEngine::attachment_chunk_target`].
+pub const DEFAULT_ATTACHMENT_CHUNK_TARGET: Duration = Duration::from_secs(20);
 /// Default of [`SyncEngine::attachment_chunk`].
 pub const DEFAULT_ATTACHMENT_CHUNK: usize = 256 * 1024;
 /// Default of [`SyncEngine::download_chunk`].
@@ -298,6 +308,7 @@ impl<'a> SyncEngine<'a> {
             min_page_bytes: DEFAULT_MIN_PAGE_BYTES,
             max_page_bytes: protocol::PAGE_BYTE_BUDGET as u32,
             attachment_chunk: DEFAULT_ATTACHMENT_CHUNK,
+            attachment_chunk_target: DEFAULT_ATTACHMENT_CHUNK_TARGET,
             download_chunk: DEFAULT_DOWNLOAD_CHUNK,
         }
     }

@@ -15,8 +15,8 @@ pub mod protocol;
 pub use attachments::{PrefetchReport, UploadState};
 pub use engine::{
     enroll, CancelFlag, SyncEngine, SyncOptions, SyncProgress, SyncReport, Transport,
-    DEFAULT_ATTACHMENT_CHUNK, DEFAULT_DOWNLOAD_CHUNK, DEFAULT_FIRST_PAGE_BYTES,
-    DEFAULT_MIN_PAGE_BYTES, DEFAULT_PAGE_TARGET,
+    DEFAULT_ATTACHMENT_CHUNK, DEFAULT_ATTACHMENT_CHUNK_TARGET, DEFAULT_DOWNLOAD_CHUNK,
+    DEFAULT_FIRST_PAGE_BYTES, DEFAULT_MIN_PAGE_BYTES, DEFAULT_PAGE_TARGET, MAX_ATTACHMENT_CHUNK,
 };
 #[cfg(feature = "http")]
 pub use http::HttpTransport;

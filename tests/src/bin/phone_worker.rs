@@ -409,6 +409,8 @@ fn upload(path: &str, chunk: usize) -> Result<(), String> {
     transport.attempts = 6;
     let mut engine = SyncEngine::new(&store, &transport);
     engine.attachment_chunk = chunk;
+    // Appends of exactly CHUNK bytes, so that the test can stop it part-way.
+    engine.attachment_chunk_target = std::time::Duration::ZERO;
     let mut last = 0;
     let r = engine
         .sync(
