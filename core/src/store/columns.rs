@@ -125,6 +125,19 @@ stored_enums! {
 /// Column `idx` of `r` as `T`. A stored value that does not convert fails as a conversion
 /// failure whose source is a [`BadRow`] naming `table`, the row's key (column `key`) and
 /// the column ([`crate::Error::bad_row`] finds it).
+/// A JSON list of grid codes, as the `people` table stores a person's grids.
+#[derive(Debug)]
+pub(crate) struct GridList(pub Vec<String>);
+
+impl FromSql for GridList {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = v.as_str()?;
+        serde_json::from_str(text)
+            .map(GridList)
+            .map_err(|e| FromSqlError::Other(format!("not a JSON list of grid codes: {e}").into()))
+    }
+}
+
 pub(crate) fn column<T: FromSql>(
     r: &Row<'_>,
     idx: usize,

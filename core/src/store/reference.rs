@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
-use super::columns::column;
+use super::columns::{column, GridList};
 use super::{meta, Store};
 use crate::model::{Actor, GridLevel, GridNode, Person};
 use crate::rules::GridTree;
@@ -118,7 +118,7 @@ impl Store {
                     name: r.get(1)?,
                     phone: r.get(2)?,
                     role: column(r, 3, "people", 0)?,
-                    grids: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                    grids: column::<GridList>(r, 4, "people", 0)?.0,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

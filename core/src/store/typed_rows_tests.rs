@@ -97,6 +97,11 @@ fn a_damaged_person_names_their_id_and_column() {
     assert_eq!(named(s.people()), row("people", "liaison-1", "role"));
     rows.damage("UPDATE people SET role = 42 WHERE id = ?1", "liaison-1");
     assert_eq!(named(s.people()), row("people", "liaison-1", "role"));
+    rows.damage(
+        "UPDATE people SET role = 'liaison', grids = 'G1' WHERE id = ?1",
+        "liaison-1",
+    );
+    assert_eq!(named(s.people()), row("people", "liaison-1", "grids"));
 }
 
 #[test]
