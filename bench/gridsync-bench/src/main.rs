@@ -10,6 +10,7 @@
 mod amsync;
 mod external;
 mod floor;
+mod photos;
 mod procs;
 mod report;
 mod setup;

@@ -44,6 +44,22 @@ pub struct RunArgs {
     /// Also write the report (Markdown) to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// W8: visits with three photos each (default: a liaison's day, 5; a week is 35, about
+    /// an hour over the slow link).
+    #[arg(long)]
+    pub photo_visits: Option<usize>,
+    /// Skip W8 and W9 (the photos).
+    #[arg(long)]
+    pub no_photos: bool,
+}
+
+/// The sizes of W8 and W9: visits, photo bytes; devices, photo bytes per device.
+#[derive(Debug, Clone, Copy)]
+struct PhotoPlan {
+    visits: usize,
+    size: usize,
+    devices: usize,
+    device_size: usize,
 }
 
 /// The slow link of W6: 300 ms one way, 64 kbit/s each way.
@@ -116,7 +132,22 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
             std::fs::remove_dir_all(&run_dir)?;
         }
         std::fs::create_dir_all(&run_dir)?;
-        township_run(&town, &run_dir, run, &mut s)?;
+        let photos = (!args.no_photos).then_some(if args.small {
+            PhotoPlan {
+                visits: args.photo_visits.unwrap_or(1),
+                size: 30_000,
+                devices: 10,
+                device_size: 200_000,
+            }
+        } else {
+            PhotoPlan {
+                visits: args.photo_visits.unwrap_or(5),
+                size: 300_000,
+                devices: 50,
+                device_size: 2_000_000,
+            }
+        });
+        township_run(&town, &run_dir, run, photos, &mut s)?;
         if let Some(b) = &banner {
             banner_run(b, &run_dir, &mut s)?;
         }
@@ -306,7 +337,13 @@ fn addr_of(url: &str) -> R<SocketAddr> {
     Ok(url.trim_start_matches("http://").parse()?)
 }
 
-fn township_run(town: &Prepared, run_dir: &Path, run: usize, s: &mut Samples) -> R<()> {
+fn township_run(
+    town: &Prepared,
+    run_dir: &Path,
+    run: usize,
+    photos: Option<PhotoPlan>,
+    s: &mut Samples,
+) -> R<()> {
     let db = setup::server_copy(town, run_dir)?;
     let server = ServerProc::start(&db)?;
     let sup = town.person(Role::Supervisor, "")?;
@@ -489,6 +526,26 @@ fn township_run(town: &Prepared, run_dir: &Path, run: usize, s: &mut Samples) ->
         s.add("w6.boot.records", f64::from(r.pulled));
         drop(proxy);
         cut_bootstrap(town, &db, &server.url, &sup, run_dir, s)?;
+        if let Some(plan) = photos {
+            crate::photos::liaison_photos(
+                town,
+                &db,
+                &server.url,
+                &format!("{township}-V04"),
+                SLOW_LINK,
+                (plan.visits, plan.size),
+                run_dir,
+                s,
+            )?;
+            crate::photos::photo_ingest(
+                town,
+                &db,
+                &server,
+                (plan.devices, plan.device_size),
+                run_dir,
+                s,
+            )?;
+        }
     } else {
         drop(proxy);
     }
@@ -726,7 +783,7 @@ fn build_table(
     local: Option<&Vec<external::LocalRow>>,
     ingest: &[external::IngestRow],
 ) -> Table {
-    use report::{bytes, count, fewer, mem_kb, ratio, secs};
+    use report::{bytes, count, fewer, mem_kb, ms, ratio, secs};
     let mut t = Table::default();
     let n = town.records;
     let floor_bytes = town.json_gzip_bytes as f64;
@@ -1052,6 +1109,89 @@ fn build_table(
             ratio(s.med("w6.cut.secs"), down / SLOW_LINK.bytes_per_sec),
             "",
             Verdict::Info,
+        );
+    }
+
+    // W8, W9
+    if s.has("w8.secs") {
+        let photo = s.med("w8.photo_bytes");
+        let v = s.med("w8.records_secs");
+        t.row(
+            "W8",
+            &format!(
+                "a liaison's visits with 3 photos each ({} of photos) over the slow link cut every {} s: seconds until the visits are on the server (1 run)",
+                bytes(photo),
+                crate::photos::PHOTO_CUT_EVERY.as_secs()
+            ),
+            secs(v),
+            String::new(),
+            String::new(),
+            "≤ 20 s",
+            Verdict::of(v <= 20.0),
+        );
+        let extra = s.med("w8.extra");
+        t.row(
+            "W8",
+            &format!(
+                "… bytes the link carried beyond the photos after the visits ({} cuts, {} syncs; request headers included)",
+                count(s.med("w8.cuts")),
+                count(s.med("w8.syncs"))
+            ),
+            format!("{:.2} %", extra / photo * 100.0),
+            bytes(extra),
+            String::new(),
+            "≤ 1 %",
+            Verdict::of(extra <= photo * 0.01),
+        );
+        let usage = s.med("w8.link_use");
+        t.row(
+            "W8",
+            &format!(
+                "… link use while the photos went up ({} of photos in {}; 64 kbit/s carries 8 kB/s)",
+                bytes(photo),
+                secs(s.med("w8.upload_secs"))
+            ),
+            format!("{:.1} %", usage * 100.0),
+            String::new(),
+            String::new(),
+            "≥ 90 %",
+            Verdict::of(usage >= 0.90),
+        );
+    }
+    if s.has("w9.mb_per_s") {
+        t.row(
+            "W9",
+            &format!(
+                "server ingest of photos from many devices at once over loopback ({} in all; the visits pushed before): MB/s (1 run)",
+                bytes(s.med("w9.bytes"))
+            ),
+            format!("{:.1} MB/s", s.med("w9.mb_per_s")),
+            String::new(),
+            String::new(),
+            "",
+            Verdict::Info,
+        );
+        t.row(
+            "W9",
+            "… one append's latency, p99",
+            ms(s.med("w9.p99_ms")),
+            String::new(),
+            String::new(),
+            "",
+            Verdict::Info,
+        );
+        let grew = (s.med("w9.rss_after_kb") - s.med("w9.rss_before_kb")) * 1024.0;
+        t.row(
+            "W9",
+            &format!(
+                "… the server's peak memory grew by (from {})",
+                mem_kb(s.med("w9.rss_before_kb"))
+            ),
+            bytes(grew.max(0.0)),
+            bytes(s.med("w9.bytes")),
+            ratio(grew.max(0.0), s.med("w9.bytes")),
+            "≤ 1/4 of the bytes uploaded",
+            Verdict::of(grew <= s.med("w9.bytes") / 4.0),
         );
     }
 

@@ -116,25 +116,25 @@ impl SyncEngine<'_> {
         progress: &mut dyn FnMut(&SyncProgress),
         cancel: &CancelFlag,
     ) -> Result<()> {
-        let pending: Vec<AttachmentRef> = self
+        let pending: Vec<(AttachmentRef, u64)> = self
             .store
             .pending_attachments()?
             .into_iter()
             .filter(|a| a.referenced)
-            .map(|a| a.reference)
+            .map(|a| (a.reference, a.server_offset))
             .collect();
         if !pending.is_empty() {
             let link = self.link()?;
             let auth = auth_header(&link.device_id, &link.secret);
             let mut budget = Budget::new(options);
-            for r in &pending {
+            for (r, hint) in &pending {
                 if cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
                 if budget.next(1) == 0 {
                     break;
                 }
-                match self.upload_one(&auth, r, &mut budget, report, progress, cancel) {
+                match self.upload_one(&auth, r, *hint, &mut budget, report, progress, cancel) {
                     Ok(Upload::Done) => {}
                     Ok(Upload::BudgetSpent) => break,
                     Ok(Upload::Corrupt) => report.attachment_errors.push((
@@ -170,17 +170,26 @@ impl SyncEngine<'_> {
         Ok(())
     }
 
-    /// Uploads one attachment from the offset the server holds.
+    /// Uploads one attachment from the offset the server holds. An upload the server never
+    /// confirmed a byte of (`hint` 0) starts with its first append: a server that holds
+    /// some of it answers `409` with its offset before taking the body, so a new photo costs
+    /// no `HEAD` round trip; one started before asks first.
     fn upload_one(
         &self,
         auth: &str,
         r: &AttachmentRef,
+        hint: u64,
         budget: &mut Budget,
         report: &mut SyncReport,
         progress: &mut dyn FnMut(&SyncProgress),
         cancel: &CancelFlag,
     ) -> Result<Upload> {
-        let mut offset = match self.transport.attachment_state(auth, &r.sha256)? {
+        let state = if hint == 0 {
+            Some(UploadState::default())
+        } else {
+            self.transport.attachment_state(auth, &r.sha256)?
+        };
+        let mut offset = match state {
             Some(s) if s.complete => {
                 // Uploaded by another phone, or by this one before a lost answer.
                 self.store.mark_uploaded(&r.sha256)?;
