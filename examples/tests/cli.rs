@@ -22,10 +22,13 @@ impl Device {
         Device { _dir: dir, db }
     }
 
+    /// Runs the CLI in the device's directory with the database named by a bare file
+    /// name, as a person would type it (its attachment files go beside it, in `.`).
     fn run(&self, args: &[&str]) -> Output {
         Command::new(BIN)
+            .current_dir(self._dir.path())
             .arg("--db")
-            .arg(&self.db)
+            .arg(self.db.file_name().expect("a file name"))
             .args(args)
             .env_remove("GRIDSYNC_DB")
             .output()

@@ -142,10 +142,13 @@ impl AttachmentFiles {
             return Ok(());
         }
         fs::create_dir_all(&self.dir)?;
-        if let Some(parent) = self.dir.parent() {
-            sync_dir(parent)?;
-        }
-        Ok(())
+        // A store opened by a bare file name has its directory beside it in `.`.
+        let parent = self
+            .dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)
     }
 
     /// Writes `bytes` at `dest` through a synced temporary file, a rename and a synced
