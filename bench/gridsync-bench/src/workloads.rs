@@ -51,11 +51,16 @@ pub struct RunArgs {
     /// Skip W8 and W9 (the photos).
     #[arg(long)]
     pub no_photos: bool,
+    /// Run only W8 and W9 (the photos), once.
+    #[arg(long)]
+    pub only_photos: bool,
 }
 
 /// The sizes of W8 and W9: visits, photo bytes; devices, photo bytes per device.
 #[derive(Debug, Clone, Copy)]
 struct PhotoPlan {
+    /// Run nothing else.
+    only: bool,
     visits: usize,
     size: usize,
     devices: usize,
@@ -119,13 +124,14 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
     );
     eprintln!("preparing server databases (once per invocation):");
     let town = setup::prepare("township", &tspec, root, true)?;
-    let banner = if args.no_banner {
+    let banner = if args.no_banner || args.only_photos {
         None
     } else {
         Some(setup::prepare("banner", &bspec, root, false)?)
     };
     let mut s = Samples::default();
-    for run in 0..args.runs {
+    let runs = if args.only_photos { 1 } else { args.runs };
+    for run in 0..runs {
         eprintln!("run {} of {}", run + 1, args.runs);
         let run_dir = root.join(format!("run-{run}"));
         if run_dir.exists() {
@@ -134,6 +140,7 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
         std::fs::create_dir_all(&run_dir)?;
         let photos = (!args.no_photos).then_some(if args.small {
             PhotoPlan {
+                only: args.only_photos,
                 visits: args.photo_visits.unwrap_or(1),
                 size: 30_000,
                 devices: 10,
@@ -141,6 +148,7 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
             }
         } else {
             PhotoPlan {
+                only: args.only_photos,
                 visits: args.photo_visits.unwrap_or(5),
                 size: 300_000,
                 devices: 50,
@@ -155,7 +163,7 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
             std::fs::remove_dir_all(&run_dir)?;
         }
     }
-    let local = if args.no_external {
+    let local = if args.no_external || args.only_photos {
         None
     } else {
         eprintln!("W4: bench-local (examples/src/bin/bench-local.rs)");
@@ -169,7 +177,7 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
         };
         external::run_local(&a)?
     };
-    let ingest = if args.no_external {
+    let ingest = if args.no_external || args.only_photos {
         None
     } else {
         eprintln!("W5: the ingest example (sync-server/examples/ingest.rs)");
@@ -205,13 +213,16 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
         .as_deref()
         .map(external::parse_ingest)
         .unwrap_or_default();
-    let table = build_table(
+    let mut table = build_table(
         &s,
         &town,
         banner.as_ref(),
         local.as_ref().map(|l| &l.0),
         &ingest_rows,
     );
+    if args.only_photos {
+        table.rows.retain(|r| r.work == "W8" || r.work == "W9");
+    }
     let mut md = String::new();
     md.push_str(&machine());
     md.push_str(&format!(
@@ -352,6 +363,11 @@ fn township_run(
         .first()
         .cloned()
         .ok_or("the supervisor has no grid")?;
+
+    if let Some(plan) = photos.filter(|p| p.only) {
+        photo_workloads(town, &db, &server, &township, plan, run_dir, s)?;
+        return server.stop();
+    }
 
     // W1: an empty phone (its own process) bootstraps the township.
     eprintln!("  W1 bootstrap of {} records", town.records);
@@ -527,30 +543,43 @@ fn township_run(
         drop(proxy);
         cut_bootstrap(town, &db, &server.url, &sup, run_dir, s)?;
         if let Some(plan) = photos {
-            crate::photos::liaison_photos(
-                town,
-                &db,
-                &server.url,
-                &format!("{township}-V04"),
-                SLOW_LINK,
-                (plan.visits, plan.size),
-                run_dir,
-                s,
-            )?;
-            crate::photos::photo_ingest(
-                town,
-                &db,
-                &server,
-                (plan.devices, plan.device_size),
-                run_dir,
-                s,
-            )?;
+            photo_workloads(town, &db, &server, &township, plan, run_dir, s)?;
         }
     } else {
         drop(proxy);
     }
     server.stop()?;
     Ok(())
+}
+
+/// W8 and W9 (`photos.rs`).
+fn photo_workloads(
+    town: &Prepared,
+    db: &Path,
+    server: &ServerProc,
+    township: &str,
+    plan: PhotoPlan,
+    run_dir: &Path,
+    s: &mut Samples,
+) -> R<()> {
+    crate::photos::liaison_photos(
+        town,
+        db,
+        &server.url,
+        &format!("{township}-V04"),
+        SLOW_LINK,
+        (plan.visits, plan.size),
+        run_dir,
+        s,
+    )?;
+    crate::photos::photo_ingest(
+        town,
+        db,
+        server,
+        (plan.devices, plan.device_size),
+        run_dir,
+        s,
+    )
 }
 
 /// W6 cut: the supervisor's township bootstrap over the slow link, every connection cut
