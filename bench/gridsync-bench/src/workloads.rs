@@ -54,6 +54,9 @@ pub struct RunArgs {
     /// Run only W8 and W9 (the photos), once.
     #[arg(long)]
     pub only_photos: bool,
+    /// Skip W6 and the photos (the slow link: about 25 minutes of the full run).
+    #[arg(long)]
+    pub no_slow: bool,
 }
 
 /// The sizes of W8 and W9: visits, photo bytes; devices, photo bytes per device.
@@ -132,7 +135,7 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
     let mut s = Samples::default();
     let runs = if args.only_photos { 1 } else { args.runs };
     for run in 0..runs {
-        eprintln!("run {} of {}", run + 1, args.runs);
+        eprintln!("run {} of {runs}", run + 1);
         let run_dir = root.join(format!("run-{run}"));
         if run_dir.exists() {
             std::fs::remove_dir_all(&run_dir)?;
@@ -155,7 +158,7 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
                 device_size: 2_000_000,
             }
         });
-        township_run(&town, &run_dir, run, photos, &mut s)?;
+        township_run(&town, &run_dir, run, photos, !args.no_slow, &mut s)?;
         if let Some(b) = &banner {
             banner_run(b, &run_dir, &mut s)?;
         }
@@ -353,6 +356,7 @@ fn township_run(
     run_dir: &Path,
     run: usize,
     photos: Option<PhotoPlan>,
+    slow: bool,
     s: &mut Samples,
 ) -> R<()> {
     let db = setup::server_copy(town, run_dir)?;
@@ -504,49 +508,51 @@ fn township_run(
         s.add("anat.json", a.json as f64);
     }
 
-    // W6: a liaison's day and week through the slow link.
-    eprintln!("  W6 slow link (300 ms one way, 64 kbit/s)");
-    let lia = town.person(Role::Liaison, &format!("{township}-V02"))?;
-    let (lstore, _) = phone(&db, &server.url, run_dir, "liaison-w6", &lia)?;
-    let proxy = ShapingProxy::start(addr_of(&server.url)?, SLOW_LINK)?;
-    for (key, visits, edits, salt) in [("w6.day", 5, 2, 0), ("w6.week", 35, 14, 5)] {
-        field_work(&lstore, &lia, visits, edits, salt)?;
-        // A new connection each time, as after the phone was out of coverage.
-        let slow = HttpTransport::new(&proxy.url())?;
-        let t = Instant::now();
-        let r = sync(&lstore, &slow)?;
-        s.add(&format!("{key}.secs"), t.elapsed().as_secs_f64());
-        s.add(&format!("{key}.rt"), f64::from(r.round_trips));
-        s.add(&format!("{key}.up"), r.bytes_up as f64);
-        s.add(&format!("{key}.down"), r.bytes_down as f64);
-        if r.pushed as usize != visits + edits {
-            return Err(format!(
-                "{key}: {} records pushed, expected {}",
-                r.pushed,
-                visits + edits
-            )
-            .into());
+    if slow {
+        // W6: a liaison's day and week through the slow link.
+        eprintln!("  W6 slow link (300 ms one way, 64 kbit/s)");
+        let lia = town.person(Role::Liaison, &format!("{township}-V02"))?;
+        let (lstore, _) = phone(&db, &server.url, run_dir, "liaison-w6", &lia)?;
+        let proxy = ShapingProxy::start(addr_of(&server.url)?, SLOW_LINK)?;
+        for (key, visits, edits, salt) in [("w6.day", 5, 2, 0), ("w6.week", 35, 14, 5)] {
+            field_work(&lstore, &lia, visits, edits, salt)?;
+            // A new connection each time, as after the phone was out of coverage.
+            let slow = HttpTransport::new(&proxy.url())?;
+            let t = Instant::now();
+            let r = sync(&lstore, &slow)?;
+            s.add(&format!("{key}.secs"), t.elapsed().as_secs_f64());
+            s.add(&format!("{key}.rt"), f64::from(r.round_trips));
+            s.add(&format!("{key}.up"), r.bytes_up as f64);
+            s.add(&format!("{key}.down"), r.bytes_down as f64);
+            if r.pushed as usize != visits + edits {
+                return Err(format!(
+                    "{key}: {} records pushed, expected {}",
+                    r.pushed,
+                    visits + edits
+                )
+                .into());
+            }
         }
-    }
-    if run == 0 {
-        // Once: a liaison's first bootstrap of their village over the slow link.
-        let lia = town.person(Role::Liaison, &format!("{township}-V03"))?;
-        let lstore = Store::open(run_dir.join("liaison-slow.db"))?;
-        let slow = HttpTransport::new(&proxy.url())?;
-        let code = setup::issue_code(&db, &lia.id)?;
-        let t = Instant::now();
-        enroll(&lstore, &slow, &proxy.url(), &code, "liaison-slow")?;
-        let r = sync(&lstore, &slow)?;
-        s.add("w6.boot.secs", t.elapsed().as_secs_f64());
-        s.add("w6.boot.bytes", (r.bytes_up + r.bytes_down) as f64);
-        s.add("w6.boot.records", f64::from(r.pulled));
-        drop(proxy);
-        cut_bootstrap(town, &db, &server.url, &sup, run_dir, s)?;
-        if let Some(plan) = photos {
-            photo_workloads(town, &db, &server, &township, plan, run_dir, s)?;
+        if run == 0 {
+            // Once: a liaison's first bootstrap of their village over the slow link.
+            let lia = town.person(Role::Liaison, &format!("{township}-V03"))?;
+            let lstore = Store::open(run_dir.join("liaison-slow.db"))?;
+            let slow = HttpTransport::new(&proxy.url())?;
+            let code = setup::issue_code(&db, &lia.id)?;
+            let t = Instant::now();
+            enroll(&lstore, &slow, &proxy.url(), &code, "liaison-slow")?;
+            let r = sync(&lstore, &slow)?;
+            s.add("w6.boot.secs", t.elapsed().as_secs_f64());
+            s.add("w6.boot.bytes", (r.bytes_up + r.bytes_down) as f64);
+            s.add("w6.boot.records", f64::from(r.pulled));
+            drop(proxy);
+            cut_bootstrap(town, &db, &server.url, &sup, run_dir, s)?;
+            if let Some(plan) = photos {
+                photo_workloads(town, &db, &server, &township, plan, run_dir, s)?;
+            }
+        } else {
+            drop(proxy);
         }
-    } else {
-        drop(proxy);
     }
     server.stop()?;
     Ok(())
