@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use automerge::ActorId;
 use clap::Parser;
 use gridsync_core::doc::RecordDoc;
 use gridsync_core::model::{GridLevel, Person, Producer, ProducerType, Record, Role};
@@ -260,7 +259,8 @@ fn prepare(
         .map_err(|e| e.to_string())?;
     let resp: SyncResponse = protocol::decode(&answer).map_err(|e| e.to_string())?;
     let reference_version = resp.reference.map(|r| r.version).unwrap_or_default();
-    let actor = ActorId::random();
+    // The actor the server binds to this device (as the phone adopts it at enrolment).
+    let actor = gridsync_core::device_actor(&enrolled.device_id);
     let grid = person.grids.first().cloned().unwrap_or_default();
     let mut pushes = Vec::with_capacity(n);
     for i in 0..n {

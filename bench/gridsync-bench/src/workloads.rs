@@ -207,7 +207,8 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
             match external::run_ingest(&a) {
                 Ok(Some(o)) => out.push_str(&o),
                 Ok(None) => {}
-                Err(e) => out.push_str(&format!("(the ingest example failed: {e})\n")),
+                // A W5 that does not run is a failure of the benchmark, not a footnote.
+                Err(e) => return Err(format!("W5: the ingest example failed: {e}").into()),
             }
         }
         (!out.is_empty()).then_some(out)
