@@ -184,6 +184,29 @@ pub(crate) async fn upload(
     Path(sha): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let read_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut resp = match upload_body(st, addr, sha, headers, body, read_all.clone()).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    // Answered before the body was read to its end (refused, or at the wrong offset): the
+    // rest of the body is still on the connection, which can serve nothing else.
+    if !read_all.load(std::sync::atomic::Ordering::SeqCst) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// [`upload`], noting in `read_all` whether the body was read to its end.
+async fn upload_body(
+    st: Arc<AppState>,
+    addr: SocketAddr,
+    sha: String,
+    headers: HeaderMap,
+    body: Body,
+    read_all: Arc<std::sync::atomic::AtomicBool>,
 ) -> ApiResult<Response> {
     // Authenticate (and rate-limit) before reading the body.
     let st1 = st.clone();
@@ -240,7 +263,38 @@ pub(crate) async fn upload(
             format!("the bytes run past the attachment's {} bytes", r.size),
         ));
     }
-    stream_into_store(st, device, r, offset, body).await
+    stream_into_store(st, device, r, offset, body, read_all).await
+}
+
+/// What writing one piece did.
+enum Flushed {
+    /// Appended this many bytes; the upload goes on.
+    Moved(u64, Response),
+    /// Complete, corrupt or refused: this is the answer.
+    Stop(Response),
+}
+
+/// Writes one piece of an upload body at `offset`.
+async fn flush(
+    st: &Arc<AppState>,
+    device: &Arc<Device>,
+    r: &Arc<AttachmentRef>,
+    offset: u64,
+    bytes: Vec<u8>,
+) -> ApiResult<Flushed> {
+    let n = bytes.len() as u64;
+    let (st2, d2, r2) = (st.clone(), device.clone(), r.clone());
+    blocking(move || {
+        let resp = append(&st2, &d2, &r2, offset, &bytes)?;
+        let moved = resp.status() == StatusCode::NO_CONTENT
+            && resp.headers().get(UPLOAD_COMPLETE).map(|v| v.as_bytes()) == Some(b"?0");
+        Ok(if moved {
+            Flushed::Moved(n, resp)
+        } else {
+            Flushed::Stop(resp)
+        })
+    })
+    .await
 }
 
 /// Appends the body's bytes as they arrive, a piece at a time. The answer is that of the
@@ -252,6 +306,7 @@ async fn stream_into_store(
     r: AttachmentRef,
     mut offset: u64,
     body: Body,
+    read_all: Arc<std::sync::atomic::AtomicBool>,
 ) -> ApiResult<Response> {
     use futures_util::StreamExt;
     let device = Arc::new(device);
@@ -272,30 +327,39 @@ async fn stream_into_store(
                         format!("the bytes run past the attachment's {} bytes", r.size),
                     ));
                 }
+                // A full piece goes before the frame that would pass it (memory per upload
+                // stays at one piece and one frame).
+                if !piece.is_empty() && piece.len() + frame.len() > UPLOAD_PIECE {
+                    let bytes = std::mem::take(&mut piece);
+                    match flush(&st, &device, &r, offset, bytes).await? {
+                        Flushed::Moved(n, resp) => {
+                            offset += n;
+                            answered = Some(resp);
+                            since = std::time::Instant::now();
+                        }
+                        Flushed::Stop(resp) => return Ok(resp),
+                    }
+                }
                 piece.extend_from_slice(frame);
                 (false, false)
             }
             Some(Err(_)) => (true, true),
-            None => (true, false),
+            None => {
+                read_all.store(true, std::sync::atomic::Ordering::SeqCst);
+                (true, false)
+            }
         };
         let due = piece.len() >= UPLOAD_PIECE || since.elapsed() >= UPLOAD_PIECE_WAIT;
         if !piece.is_empty() && (ended || due) || (ended && answered.is_none() && !broken) {
             let bytes = std::mem::take(&mut piece);
-            let n = bytes.len() as u64;
-            let (st2, d2, r2) = (st.clone(), device.clone(), r.clone());
-            let (resp, moved) = blocking(move || {
-                let resp = append(&st2, &d2, &r2, offset, &bytes)?;
-                let moved = resp.status() == StatusCode::NO_CONTENT
-                    && resp.headers().get(UPLOAD_COMPLETE).map(|v| v.as_bytes()) == Some(b"?0");
-                Ok((resp, moved))
-            })
-            .await?;
-            if !moved {
-                return Ok(resp);
+            match flush(&st, &device, &r, offset, bytes).await? {
+                Flushed::Moved(n, resp) => {
+                    offset += n;
+                    answered = Some(resp);
+                    since = std::time::Instant::now();
+                }
+                Flushed::Stop(resp) => return Ok(resp),
             }
-            offset += n;
-            answered = Some(resp);
-            since = std::time::Instant::now();
         }
         if broken {
             return Err(ApiError::new(

@@ -197,8 +197,77 @@ pub fn liaison_photos(
     Ok(())
 }
 
+/// Pushes one visit with one photo of `size` bytes from each phone (records only: one
+/// byte of the photo), then releases them all at once to upload. Returns the bytes
+/// uploaded, the seconds, and each append's latency in ms.
+fn burst(
+    phones: &[(Store, HttpTransport, Person)],
+    size: usize,
+    salt: u64,
+) -> R<(u64, f64, Vec<f64>)> {
+    for (i, (store, t, person)) in phones.iter().enumerate() {
+        visits_with_photos(store, person, 1, 1, size, salt + i as u64)?;
+        let only_records = SyncOptions {
+            attachment_budget_bytes: 1,
+            attachment_budget_ms: 0,
+        };
+        SyncEngine::new(store, t).sync_with(&only_records, &mut |_| {}, &CancelFlag::new())?;
+    }
+    let gate = Barrier::new(phones.len() + 1);
+    let (total, secs, lat) = std::thread::scope(|scope| -> R<(u64, f64, Vec<f64>)> {
+        let handles: Vec<_> = phones
+            .iter()
+            .map(|(store, t, _)| {
+                let gate = &gate;
+                scope.spawn(move || -> Result<(u64, Vec<f64>), String> {
+                    gate.wait();
+                    let mut last = Instant::now();
+                    let mut lat = Vec::new();
+                    let r = SyncEngine::new(store, t)
+                        .sync(
+                            &mut |p| {
+                                if p.attachment_bytes_up > 0 {
+                                    lat.push(last.elapsed().as_secs_f64() * 1000.0);
+                                }
+                                last = Instant::now();
+                            },
+                            &CancelFlag::new(),
+                        )
+                        .map_err(|e| e.to_string())?;
+                    if r.attachments_left != 0 {
+                        return Err(format!(
+                            "{} photos left: {:?}",
+                            r.attachments_left, r.attachment_errors
+                        ));
+                    }
+                    Ok((r.attachment_bytes_up, lat))
+                })
+            })
+            .collect();
+        gate.wait();
+        let t = Instant::now();
+        let (mut total, mut lat) = (0u64, Vec::new());
+        for h in handles {
+            let (b, l) = h.join().map_err(|_| "an ingest phone panicked")??;
+            total += b;
+            lat.extend(l);
+        }
+        Ok((total, t.elapsed().as_secs_f64(), lat))
+    })?;
+    Ok((total, secs, lat))
+}
+
+fn p99(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0)
+}
+
 /// W9. `devices` phones (liaisons of the township's villages, several per person) each push
-/// a visit with one photo of `size` bytes, then all upload at once.
+/// a visit with one photo of `size` bytes, then all upload at once; then again with photos
+/// four times as large. The server's peak memory after the first burst against after the
+/// second shows whether it grows with the size of what is uploaded.
 pub fn photo_ingest(
     town: &Prepared,
     db: &Path,
@@ -208,8 +277,9 @@ pub fn photo_ingest(
     s: &mut Samples,
 ) -> R<()> {
     eprintln!(
-        "  W9 photo ingest: {devices} devices, one photo of {} KB each, at once",
-        size / 1000
+        "  W9 photo ingest: {devices} devices at once, one photo of {} KB each, then of {} KB",
+        size / 1000,
+        4 * size / 1000
     );
     let liaisons: Vec<&Person> = town
         .people
@@ -227,76 +297,27 @@ pub fn photo_ingest(
         let t = HttpTransport::new(&url)?;
         let code = setup::issue_code(db, &person.id)?;
         enroll(&store, &t, &url, &code, &format!("ingest-{i}"))?;
-        let engine = SyncEngine::new(&store, &t);
-        engine.sync(&mut |_| {}, &CancelFlag::new())?;
-        visits_with_photos(&store, person, 1, 1, size, 900 + i as u64)?;
-        // The visit goes up; of the photo, one byte (the budget), so that the burst below
-        // is photos only.
-        let only_records = SyncOptions {
-            attachment_budget_bytes: 1,
-            attachment_budget_ms: 0,
-        };
-        engine.sync_with(&only_records, &mut |_| {}, &CancelFlag::new())?;
-        phones.push((store, t));
+        SyncEngine::new(&store, &t).sync(&mut |_| {}, &CancelFlag::new())?;
+        phones.push((store, t, person.clone()));
     }
     let rss_before = server.peak_rss_kb().unwrap_or(0);
-    let gate = Arc::new(Barrier::new(devices + 1));
-    let mut handles = Vec::new();
-    for (store, t) in phones {
-        let gate = gate.clone();
-        handles.push(std::thread::spawn(
-            move || -> Result<(u64, Vec<f64>), String> {
-                gate.wait();
-                let engine = SyncEngine::new(&store, &t);
-                let mut last = Instant::now();
-                let mut lat = Vec::new();
-                let r = engine
-                    .sync(
-                        &mut |p| {
-                            if p.attachment_bytes_up > 0 {
-                                lat.push(last.elapsed().as_secs_f64() * 1000.0);
-                            }
-                            last = Instant::now();
-                        },
-                        &CancelFlag::new(),
-                    )
-                    .map_err(|e| e.to_string())?;
-                if r.attachments_left != 0 {
-                    return Err(format!(
-                        "{} photos left: {:?}",
-                        r.attachments_left, r.attachment_errors
-                    ));
-                }
-                Ok((r.attachment_bytes_up, lat))
-            },
-        ));
-    }
-    gate.wait();
-    let t = Instant::now();
-    let mut total = 0u64;
-    let mut lat = Vec::new();
-    for h in handles {
-        let (b, l) = h.join().map_err(|_| "an ingest phone panicked")??;
-        total += b;
-        lat.extend(l);
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let rss_after = server.peak_rss_kb().unwrap_or(0);
-    lat.sort_by(f64::total_cmp);
-    let p99 = lat
-        .get(((lat.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
-        .copied()
-        .unwrap_or(0.0);
+    let (b1, secs1, lat1) = burst(&phones, size, 900)?;
+    let rss_first = server.peak_rss_kb().unwrap_or(0);
+    let (b2, secs2, lat2) = burst(&phones, 4 * size, 5000)?;
+    let rss_second = server.peak_rss_kb().unwrap_or(0);
     eprintln!(
-        "    {} MB in {secs:.2} s; append p99 {p99:.1} ms; server peak {} -> {} KiB",
-        total / 1_000_000,
-        rss_before,
-        rss_after
+        "    {:.0} MB in {secs1:.2} s, then {:.0} MB in {secs2:.2} s; server peak {rss_before} -> {rss_first} -> {rss_second} KiB",
+        b1 as f64 / 1e6,
+        b2 as f64 / 1e6
     );
-    s.add("w9.mb_per_s", total as f64 / 1e6 / secs);
-    s.add("w9.bytes", total as f64);
-    s.add("w9.p99_ms", p99);
+    s.add("w9.mb_per_s", b1 as f64 / 1e6 / secs1);
+    s.add("w9.bytes", b1 as f64);
+    s.add("w9.p99_ms", p99(lat1));
+    s.add("w9.mb_per_s_large", b2 as f64 / 1e6 / secs2);
+    s.add("w9.bytes_large", b2 as f64);
+    s.add("w9.p99_ms_large", p99(lat2));
     s.add("w9.rss_before_kb", rss_before as f64);
-    s.add("w9.rss_after_kb", rss_after as f64);
+    s.add("w9.rss_first_kb", rss_first as f64);
+    s.add("w9.rss_second_kb", rss_second as f64);
     Ok(())
 }
