@@ -315,6 +315,7 @@ async fn stream_into_store(
     let mut piece: Vec<u8> = Vec::with_capacity(UPLOAD_PIECE);
     let mut since = std::time::Instant::now();
     let mut answered: Option<Response> = None;
+    let mut held_back: Option<Bytes> = None;
     loop {
         let next = stream.next().await;
         let (ended, broken) = match &next {
@@ -330,17 +331,10 @@ async fn stream_into_store(
                 // A full piece goes before the frame that would pass it (memory per upload
                 // stays at one piece and one frame).
                 if !piece.is_empty() && piece.len() + frame.len() > UPLOAD_PIECE {
-                    let bytes = std::mem::take(&mut piece);
-                    match flush(&st, &device, &r, offset, bytes).await? {
-                        Flushed::Moved(n, resp) => {
-                            offset += n;
-                            answered = Some(resp);
-                            since = std::time::Instant::now();
-                        }
-                        Flushed::Stop(resp) => return Ok(resp),
-                    }
+                    held_back = Some(frame.clone());
+                } else {
+                    piece.extend_from_slice(frame);
                 }
-                piece.extend_from_slice(frame);
                 (false, false)
             }
             Some(Err(_)) => (true, true),
@@ -349,7 +343,9 @@ async fn stream_into_store(
                 (true, false)
             }
         };
-        let due = piece.len() >= UPLOAD_PIECE || since.elapsed() >= UPLOAD_PIECE_WAIT;
+        let due = held_back.is_some()
+            || piece.len() >= UPLOAD_PIECE
+            || since.elapsed() >= UPLOAD_PIECE_WAIT;
         if !piece.is_empty() && (ended || due) || (ended && answered.is_none() && !broken) {
             let bytes = std::mem::take(&mut piece);
             match flush(&st, &device, &r, offset, bytes).await? {
@@ -360,6 +356,9 @@ async fn stream_into_store(
                 }
                 Flushed::Stop(resp) => return Ok(resp),
             }
+        }
+        if let Some(frame) = held_back.take() {
+            piece.extend_from_slice(&frame);
         }
         if broken {
             return Err(ApiError::new(
