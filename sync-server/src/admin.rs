@@ -8,7 +8,6 @@ use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, Record, Role};
 use gridsync_core::sync::protocol::{PushOutcome, PushRecord};
 use gridsync_core::validate;
 
-use crate::api::IssuedCode;
 use crate::auth;
 use crate::scope::Scope;
 use crate::storage::{Author, EnrolCode, Storage, StorageError};
@@ -301,4 +300,15 @@ mod tests {
             .to_string()
             .contains("missing column 'level'"));
     }
+}
+
+/// An issued enrolment code with its QR code.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct IssuedCode {
+    /// The code (shown once).
+    pub code: String,
+    /// Expiry.
+    pub expires_at_ms: i64,
+    /// QR code of the code as SVG.
+    pub qr_svg: String,
 }

@@ -21,7 +21,7 @@ use gridsync_core::sync::protocol::{
     self, EnrollRequest, EnrollResponse, ErrorBody, RotateResponse, SyncRequest, SyncResponse,
     CONTENT_TYPE, OLDEST_PROTOCOL_VERSION, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::{self, EnrolLimiter, EnrolRefusal};
 use crate::conn::ConnLimits;
@@ -192,8 +192,9 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Builds the router.
-pub fn router(state: Arc<AppState>) -> Router {
+/// Builds the router: these routes and `more` (the attachment endpoints, from `lib.rs`),
+/// under the same limits, timeouts and accounting.
+pub fn router(state: Arc<AppState>, more: Router<Arc<AppState>>) -> Router {
     let (body_timeout, request_timeout) = (state.body_timeout, state.request_timeout);
     Router::new()
         .route("/healthz", get(healthz))
@@ -202,12 +203,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/device/rotate", post(rotate))
         .route("/v1/enrolment-codes", post(issue_code))
         .route("/metrics", get(metrics))
-        .route(
-            "/v1/attachments/{sha}",
-            get(crate::attachments::download)
-                .head(crate::attachments::head)
-                .patch(crate::attachments::upload),
-        )
+        .merge(more)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
@@ -615,16 +611,7 @@ pub struct IssueCodeRequest {
     pub ttl_hours: Option<u32>,
 }
 
-/// An issued enrolment code with its QR code.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IssuedCode {
-    /// The code (shown once).
-    pub code: String,
-    /// Expiry.
-    pub expires_at_ms: i64,
-    /// QR code of the code as SVG.
-    pub qr_svg: String,
-}
+pub use crate::admin::IssuedCode;
 
 async fn issue_code(
     State(st): State<Arc<AppState>>,

@@ -18,7 +18,6 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 
-use crate::api::AppState;
 use crate::limits::LogGate;
 use crate::metrics::Metrics;
 
@@ -178,12 +177,9 @@ fn per_connection_error(e: &std::io::Error) -> bool {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    state: Arc<AppState>,
+    (limits, trusted, metrics): (ConnLimits, Vec<std::net::IpAddr>, Arc<crate::metrics::Metrics>),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = state.connections.clone();
-    let metrics = state.metrics.clone();
-    let trusted = state.trusted_proxies.clone();
     let tracker = Arc::new(Tracker::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);

@@ -32,6 +32,23 @@ pub async fn serve_state(
     state: Arc<api::AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-    conn::serve(listener, app, state, shutdown).await
+    let app = router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    let conns = (
+        state.connections.clone(),
+        state.trusted_proxies.clone(),
+        state.metrics.clone(),
+    );
+    conn::serve(listener, app, conns, shutdown).await
+}
+
+/// The routes: the sync API ([`api`]) and the attachment endpoints ([`attachments`]).
+pub fn router(state: Arc<api::AppState>) -> axum::Router {
+    use axum::routing::get;
+    let attachments = axum::Router::new().route(
+        "/v1/attachments/{sha}",
+        get(attachments::download)
+            .head(attachments::head)
+            .patch(attachments::upload),
+    );
+    api::router(state, attachments)
 }

@@ -66,9 +66,7 @@ impl std::fmt::Debug for PushContext<'_> {
     }
 }
 
-/// The device name under which the server itself writes records it seeds (demo data,
-/// benchmark datasets), as an administrator would push them.
-pub const SEED_DEVICE: &str = "server-seed";
+pub use crate::storage::SEED_DEVICE;
 
 impl<'a> PushContext<'a> {
     /// A context for one batch pushed by the device `device_id` of the person whose scope

@@ -547,7 +547,7 @@ fn write_refs(tx: &mut dyn Tx, author: &Author, ops: &[&Op]) -> StorageResult<()
     let device = author
         .device_id
         .as_deref()
-        .unwrap_or(crate::push::SEED_DEVICE);
+        .unwrap_or(super::SEED_DEVICE);
     let rows: Vec<Vec<Value<'_>>> = visits
         .iter()
         .flat_map(|op| {

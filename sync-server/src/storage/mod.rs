@@ -26,6 +26,10 @@ use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Ro
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushResult};
 use serde::{Deserialize, Serialize};
 
+/// The device name under which the server itself writes records it seeds (demo data,
+/// benchmark datasets), as an administrator would push them.
+pub const SEED_DEVICE: &str = "server-seed";
+
 /// Errors of a storage backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
