@@ -177,7 +177,11 @@ fn per_connection_error(e: &std::io::Error) -> bool {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    (limits, trusted, metrics): (ConnLimits, Vec<std::net::IpAddr>, Arc<crate::metrics::Metrics>),
+    (limits, trusted, metrics): (
+        ConnLimits,
+        Vec<std::net::IpAddr>,
+        Arc<crate::metrics::Metrics>,
+    ),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tracker = Arc::new(Tracker::default());
