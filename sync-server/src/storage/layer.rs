@@ -544,10 +544,7 @@ fn write_refs(tx: &mut dyn Tx, author: &Author, ops: &[&Op]) -> StorageResult<()
             )?;
         }
     }
-    let device = author
-        .device_id
-        .as_deref()
-        .unwrap_or(super::SEED_DEVICE);
+    let device = author.device_id.as_deref().unwrap_or(super::SEED_DEVICE);
     let rows: Vec<Vec<Value<'_>>> = visits
         .iter()
         .flat_map(|op| {
