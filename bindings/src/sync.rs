@@ -49,7 +49,8 @@ pub struct SyncOptions {
     /// limit.
     #[uniffi(default = None)]
     pub attachment_budget_ms: Option<u64>,
-    /// Bytes per attachment upload request (default 256 KiB, at most 1 MiB).
+    /// Bytes of the first attachment append of a sync (default 256 KiB, at most 8 MiB);
+    /// later appends are sized to about 20 s of the link as measured.
     #[uniffi(default = None)]
     pub attachment_chunk_bytes: Option<u32>,
 }
