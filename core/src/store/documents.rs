@@ -169,6 +169,7 @@ pub(crate) fn row_values(rec: &Record) -> Vec<rusqlite::types::Value> {
 
 /// Refreshes the query tables for a record.
 pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
+    super::observe::note(rec.id(), rec.kind(), rec.grid(), false);
     let values = row_values(rec);
     let values = rusqlite::params_from_iter(values.iter());
     match rec {
@@ -211,8 +212,22 @@ pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
     Ok(())
 }
 
+/// Notes for the listeners that a record is about to leave the device.
+fn note_removed(c: &Connection, id: &str) -> Result<()> {
+    // A row whose kind does not read (being set aside for it) was never told as a record.
+    let row: Option<(Option<RecordKind>, String)> = c
+        .prepare_cached("SELECT kind, grid FROM records WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0).ok(), r.get(1)?)))
+        .optional()?;
+    if let Some((Some(kind), grid)) = row {
+        super::observe::note(id, kind, &grid, true);
+    }
+    Ok(())
+}
+
 /// Removes a record and its query rows.
 pub(crate) fn delete_record(tx: &Transaction<'_>, id: &str, kind: RecordKind) -> Result<()> {
+    note_removed(tx, id)?;
     tx.execute("DELETE FROM record_chunks WHERE id = ?1", [id])?;
     tx.execute("DELETE FROM records WHERE id = ?1", [id])?;
     super::attachments::drop_refs(tx, id)?;
@@ -226,6 +241,7 @@ pub(crate) fn delete_record(tx: &Transaction<'_>, id: &str, kind: RecordKind) ->
 
 /// Marks a record corrupt (set aside: kept, but no longer loaded) and removes its query rows.
 pub(super) fn mark_corrupt(c: &Connection, id: &str, detail: &str) -> Result<()> {
+    note_removed(c, id)?;
     exec(
         c,
         "UPDATE records SET corrupt = ?2 WHERE id = ?1",

@@ -22,7 +22,14 @@
 //! - `attachments`: attachment files beside the database, their rows, which records refer
 //!   to them, and the cache of downloaded ones (`docs/attachments.md`);
 //! - `columns`: the model's enums as typed columns (`ToSql`/`FromSql`) and reading a
-//!   column so that a bad stored value names its table, row and column.
+//!   column so that a bad stored value names its table, row and column;
+//! - `observe`: listeners for changed records and sync state, told after each commit on a
+//!   thread of their own.
+//!
+//! Connections: one writer (behind a mutex, every write transaction is IMMEDIATE) and a
+//! small pool of read connections. The file is in WAL mode, so a read runs on its own
+//! snapshot beside a write transaction and never waits for it: a screen stays responsive
+//! while a sync applies a page.
 
 #[cfg(test)]
 pub(crate) mod attachment_tests;
@@ -32,6 +39,9 @@ mod columns;
 mod documents;
 mod integrity;
 mod meta;
+mod observe;
+#[cfg(test)]
+mod observe_tests;
 mod put;
 mod queries;
 mod records;
@@ -43,26 +53,152 @@ mod typed_rows_tests;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use automerge::ActorId;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::model::ChecklistTemplate;
 use crate::{Error, Result};
 
 pub use attachments::{AttachmentInfo, AttachmentState, DEFAULT_CACHE_BYTES};
 pub use integrity::{IntegrityLevel, IntegrityReport};
+pub use observe::{
+    ChangeOrigin, ChangedRecord, RecordChanges, RecordFilter, Subscription, SyncEvent, SyncPhase,
+};
 pub use queries::{
     Counts, DueProducer, ProducerSort, ProducerSummary, RectificationItem, VisitSummary,
 };
 pub use reference::TreeSnapshot;
 pub use sync_state::{KeptEdit, PendingPush, PulledRecord, ServerLink};
 
+/// Read connections a store opens at most ([`StoreOptions::readers`]).
+pub const DEFAULT_READERS: usize = 3;
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Read connections beside the writer (opened when first needed). 0 runs reads on the
+    /// writer connection, waiting for any write transaction (how the store worked before
+    /// it had readers; the benchmarks measure against it). An in-memory store always
+    /// reads on its writer.
+    pub readers: usize,
+    /// Run `PRAGMA quick_check` and the query-table counts in the background at open
+    /// ([`Store::open_check`]).
+    pub check_at_open: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            readers: DEFAULT_READERS,
+            check_at_open: true,
+        }
+    }
+}
+
+/// Read connections to the store's file, opened lazily up to a bound.
+#[derive(Debug)]
+struct Readers {
+    path: Option<std::path::PathBuf>,
+    max: usize,
+    state: Mutex<ReaderState>,
+    freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct ReaderState {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+impl Readers {
+    /// A read connection: an idle one, a new one while fewer than `max` are open, or the
+    /// next one returned. `None` when the store has no readers (reads use the writer).
+    fn take(&self) -> Result<Option<Connection>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        if self.max == 0 {
+            return Ok(None);
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(c) = st.idle.pop() {
+                return Ok(Some(c));
+            }
+            if st.open < self.max {
+                st.open += 1;
+                drop(st);
+                return match open_reader(path) {
+                    Ok(c) => Ok(Some(c)),
+                    Err(e) => {
+                        self.state.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                        self.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn give_back(&self, c: Connection) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .idle
+            .push(c);
+        self.freed.notify_one();
+    }
+
+    /// A connection that failed mid-read is closed rather than reused.
+    fn discard(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+        self.freed.notify_one();
+    }
+}
+
+/// A read connection on loan: back to the pool when dropped, or closed if its read failed
+/// in SQLite or panicked.
+struct Lease<'a> {
+    conn: Option<Connection>,
+    readers: &'a Readers,
+    healthy: bool,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        match self.conn.take() {
+            Some(c) if self.healthy => self.readers.give_back(c),
+            Some(c) => {
+                drop(c);
+                self.readers.discard();
+            }
+            None => {}
+        }
+    }
+}
+
+/// Opens a read connection: queries only, a small page cache of its own.
+fn open_reader(path: &Path) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    c.pragma_update(None, "query_only", "ON")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.pragma_update(None, "cache_size", -1024)?;
+    Ok(c)
+}
+
 /// A device's local store. Safe to share between threads (`Arc<Store>`).
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    readers: Readers,
+    observers: observe::Observers,
     /// The Automerge actor of this device: random until enrolment, then derived from the
     /// device id ([`crate::device_actor`]).
     actor: Mutex<ActorId>,
@@ -93,14 +229,27 @@ impl Store {
     /// background on a connection of their own; a failure rebuilds the query tables from
     /// the documents ([`Store::open_check`] has the result).
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
-        let conn = Connection::open(path.as_ref())?;
-        let store = Self::init(conn, attachments::AttachmentFiles::beside(path.as_ref()))?;
-        let running = integrity::spawn_open_check(path.as_ref().to_path_buf());
-        store
-            .open_check
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .running = running;
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in a file with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = path.as_ref();
+        let conn = Connection::open(path)?;
+        let store = Self::init(
+            conn,
+            attachments::AttachmentFiles::beside(path),
+            Some(path),
+            options.readers,
+        )?;
+        if options.check_at_open {
+            let running = integrity::spawn_open_check(path.to_path_buf());
+            store
+                .open_check
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .running = running;
+        }
         Ok(store)
     }
 
@@ -108,9 +257,12 @@ impl Store {
     /// runs [`Store::check_integrity`] itself and wants to see what it finds first
     /// (`gridsync-field doctor`).
     pub fn open_unchecked(path: impl AsRef<Path>) -> Result<Store> {
-        Self::init(
-            Connection::open(path.as_ref())?,
-            attachments::AttachmentFiles::beside(path.as_ref()),
+        Self::open_with(
+            path,
+            StoreOptions {
+                check_at_open: false,
+                ..StoreOptions::default()
+            },
         )
     }
 
@@ -120,10 +272,17 @@ impl Store {
         Self::init(
             Connection::open_in_memory()?,
             attachments::AttachmentFiles::temporary(),
+            None,
+            0,
         )
     }
 
-    fn init(mut conn: Connection, files: attachments::AttachmentFiles) -> Result<Store> {
+    fn init(
+        mut conn: Connection,
+        files: attachments::AttachmentFiles,
+        path: Option<&Path>,
+        readers: usize,
+    ) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -155,6 +314,13 @@ impl Store {
         };
         let store = Store {
             conn: Mutex::new(conn),
+            readers: Readers {
+                path: path.map(Path::to_path_buf),
+                max: readers,
+                state: Mutex::new(ReaderState::default()),
+                freed: Condvar::new(),
+            },
+            observers: observe::Observers::default(),
             actor: Mutex::new(actor),
             tree: Mutex::new(None),
             templates: Mutex::new(HashMap::new()),
@@ -173,19 +339,51 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` in an IMMEDIATE transaction that commits only if `f` succeeds.
+    /// Runs `f` in an IMMEDIATE transaction that commits only if `f` succeeds; the
+    /// records it changed are then told to the listeners ([`Store::observe_records`]).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write_from(ChangeOrigin::Local, f)
+    }
+
+    /// [`Store::write`], with the changes it makes told as coming from `origin`.
+    pub(crate) fn write_from<T>(
+        &self,
+        origin: ChangeOrigin,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut conn = self.lock();
+        let collecting = observe::Collect::start();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        // Still under the writer's lock: listeners hear commits in the order they happened.
+        self.observers.committed(origin, collecting.finish());
         Ok(out)
     }
 
-    /// Runs `f` with the connection for reading.
+    /// Runs `f` on a read connection, inside one read transaction: it sees one snapshot
+    /// of the file however many statements it runs, and a write on another thread neither
+    /// waits for it nor is seen half-done.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.lock();
-        f(&conn)
+        let Some(conn) = self.readers.take()? else {
+            let conn = self.lock();
+            return f(&conn);
+        };
+        let mut lease = Lease {
+            conn: Some(conn),
+            readers: &self.readers,
+            healthy: false,
+        };
+        let conn = lease
+            .conn
+            .as_mut()
+            .expect("a lease holds its connection until dropped");
+        let tx = conn.transaction()?;
+        let out = f(&tx);
+        tx.finish()?;
+        // A connection whose read failed in SQLite itself is not trusted again.
+        lease.healthy = !matches!(out, Err(Error::Storage(_)));
+        out
     }
 
     /// The Automerge actor id of this device.

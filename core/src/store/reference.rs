@@ -70,6 +70,7 @@ impl Store {
             for n in nodes {
                 st.execute(params![n.code, n.name, n.level, n.kind, n.parent])?;
             }
+            super::observe::note_tree(TreeSnapshot::from_nodes(&load_grids(tx)?));
             Ok(())
         })?;
         *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = None;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::columns::column;
 use super::documents::{delete_record, load_doc, materialize, persist_doc};
-use super::{meta, Store};
+use super::{meta, ChangeOrigin, Store};
 use crate::doc::{heads_from_bytes, heads_to_bytes, load_received, RecordDoc};
 use crate::model::{Record, RecordKind};
 use crate::sync::bare::{self, PageDigest};
@@ -265,56 +265,56 @@ impl Store {
     }
 
     /// Applies one pull page and its cursors in one transaction. Bare documents are
-    /// rebuilt first and their heads checked against the page's digest: on a mismatch
-    /// nothing is applied and the outcome says so.
+    /// rebuilt first, before the write transaction is taken, and their heads checked
+    /// against the page's digest: on a mismatch nothing is applied and the outcome says so.
     pub fn apply_page(&self, resp: &SyncResponse) -> Result<PageOutcome> {
-        let applied = self.write(|tx| {
+        // Rebuilding bare documents and reading them is most of a bootstrap's work and
+        // needs no database: it runs before the write transaction (so that local edits
+        // wait only for the writing), on several cores, a window of records at a time.
+        let mut digest = PageDigest::new();
+        let mut any_bare = false;
+        let mut rebuilt: Vec<Option<Rebuilt>> = Vec::with_capacity(resp.records.len());
+        for window in resp.records.chunks(PREPARE_WINDOW) {
+            let mut prepared = prepare_bare(window).into_iter();
+            for rec in window {
+                // Every bare record counts in the digest, also one this device skips.
+                if rec.full && rec.heads.is_empty() {
+                    any_bare = true;
+                    let p = prepared.next().flatten();
+                    digest.add(&rec.id, p.as_ref().map_or(&[][..], |p| &p.heads));
+                    rebuilt.push(p);
+                } else {
+                    rebuilt.push(None);
+                }
+            }
+        }
+        if any_bare && resp.docs_digest != Some(digest.finish()) {
+            tracing::warn!("{DIGEST_MISMATCH}; the page was not applied");
+            return Ok(PageOutcome {
+                digest_mismatch: true,
+                ..PageOutcome::default()
+            });
+        }
+        let out = self.write_from(ChangeOrigin::Sync, |tx| {
             let mut out = PageOutcome::default();
             if let Some(reference) = &resp.reference {
                 apply_reference(tx, reference, &mut out)?;
             }
             let (readable, templates) = scope_sets(tx)?;
-            // Rebuilding bare documents and reading them is most of a bootstrap's work and
-            // needs no database: it runs ahead, on several cores, a window of records at a
-            // time (so that only a window of loaded documents is held in memory).
-            let mut digest = PageDigest::new();
-            let mut any_bare = false;
-            for window in resp.records.chunks(PREPARE_WINDOW) {
-                let mut prepared = prepare_bare(window).into_iter();
-                for rec in window {
-                    // Every bare record counts in the digest, also one this device skips.
-                    let rebuilt = if rec.full && rec.heads.is_empty() {
-                        any_bare = true;
-                        match prepared.next().flatten() {
-                            Some(p) => {
-                                digest.add(&rec.id, &p.heads);
-                                Some(p)
-                            }
-                            None => {
-                                digest.add(&rec.id, &[]);
-                                None
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    let Some(kind) = RecordKind::from_tag(rec.kind) else {
-                        continue;
-                    };
-                    let allowed = readable.contains(&rec.grid)
-                        || (kind == RecordKind::Template && templates.contains(&rec.grid));
-                    if !allowed {
-                        continue;
-                    }
-                    if apply_record(tx, rec, kind, rebuilt, &mut out)? {
-                        out.applied += 1;
-                    } else {
-                        out.need_full.push(rec.id.clone());
-                    }
+            for (rec, rebuilt) in resp.records.iter().zip(rebuilt) {
+                let Some(kind) = RecordKind::from_tag(rec.kind) else {
+                    continue;
+                };
+                let allowed = readable.contains(&rec.grid)
+                    || (kind == RecordKind::Template && templates.contains(&rec.grid));
+                if !allowed {
+                    continue;
                 }
-            }
-            if any_bare && resp.docs_digest != Some(digest.finish()) {
-                return Err(Error::Protocol(DIGEST_MISMATCH.into()));
+                if apply_record(tx, rec, kind, rebuilt, &mut out)? {
+                    out.applied += 1;
+                } else {
+                    out.need_full.push(rec.id.clone());
+                }
             }
             for d in &resp.departures {
                 if !readable.contains(&d.new_grid) {
@@ -343,17 +343,7 @@ impl Store {
                 )?;
             }
             Ok(out)
-        });
-        let out = match applied {
-            Err(Error::Protocol(m)) if m == DIGEST_MISMATCH => {
-                tracing::warn!("{DIGEST_MISMATCH}; the page was not applied");
-                return Ok(PageOutcome {
-                    digest_mismatch: true,
-                    ..PageOutcome::default()
-                });
-            }
-            other => other?,
-        };
+        })?;
         if resp.reference.is_some() {
             *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
@@ -466,7 +456,7 @@ impl Store {
     /// Removes everything that came from the server, keeping unsynced edits for export
     /// (the device was revoked). Returns how many edits were kept.
     pub fn wipe_after_revocation(&self, reason: &str) -> Result<usize> {
-        self.write(|tx| {
+        self.write_from(ChangeOrigin::Sync, |tx| {
             let mut out = PageOutcome::default();
             let ids: Vec<(String, RecordKind)> = {
                 let mut st = tx.prepare("SELECT id, kind FROM records")?;
@@ -515,6 +505,7 @@ fn apply_reference(tx: &Transaction<'_>, r: &Reference, out: &mut PageOutcome) -
             tx.execute("DELETE FROM grids WHERE code = ?1", [&code])?;
         }
     }
+    super::observe::note_tree(super::TreeSnapshot::from_nodes(&r.grids));
     tx.execute("DELETE FROM people", [])?;
     for p in &r.people {
         tx.execute(

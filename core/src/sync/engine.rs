@@ -14,7 +14,7 @@ use super::protocol::{
 };
 use crate::attachment::AttachmentRef;
 use crate::model::Person;
-use crate::store::{ServerLink, Store};
+use crate::store::{ServerLink, Store, SyncEvent, SyncPhase};
 use crate::{Error, Result};
 
 /// Moves bytes to and from the server. Implementations own the network; errors from the
@@ -348,12 +348,35 @@ impl<'a> SyncEngine<'a> {
         progress: &mut dyn FnMut(&SyncProgress),
         cancel: &CancelFlag,
     ) -> Result<SyncReport> {
-        let mut report = self.sync_records(progress, cancel)?;
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
+        // The store's sync listeners hear the start, every round trip and the end.
+        let event = |phase, progress: &SyncProgress, error: Option<String>| {
+            self.store.sync_event(SyncEvent {
+                phase,
+                progress: progress.clone(),
+                error,
+            });
+        };
+        event(SyncPhase::Started, &SyncProgress::default(), None);
+        let mut last = SyncProgress::default();
+        let mut observed = |p: &SyncProgress| {
+            event(SyncPhase::Progress, p, None);
+            last = p.clone();
+            progress(p);
+        };
+        let result = (|| {
+            let mut report = self.sync_records(&mut observed, cancel)?;
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            self.upload_attachments(options, &mut report, &mut observed, cancel)?;
+            Ok(report)
+        })();
+        match &result {
+            Ok(_) => event(SyncPhase::Succeeded, &last, None),
+            Err(Error::Cancelled) => event(SyncPhase::Cancelled, &last, None),
+            Err(e) => event(SyncPhase::Failed, &last, Some(e.to_string())),
         }
-        self.upload_attachments(options, &mut report, progress, cancel)?;
-        Ok(report)
+        result
     }
 
     /// The records part of a sync.
