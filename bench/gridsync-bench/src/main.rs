@@ -12,6 +12,7 @@ mod external;
 mod floor;
 mod photos;
 mod procs;
+mod reads;
 mod report;
 mod setup;
 mod shaper;

@@ -1,4 +1,4 @@
-//! The workloads (W1–W7 and storage), run several times against fresh copies of the
+//! The workloads (W1–W10 and storage), run several times against fresh copies of the
 //! server database, with their baselines measured in the same run.
 
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use gridsync_core::model::{
     Answer, AnswerType, AnswerValue, Person, Producer, ProducerType, Record, Role, Visit, YesNoNa,
     DEFAULT_TEMPLATE_ID,
 };
-use gridsync_core::store::{ProducerSort, Store};
+use gridsync_core::store::{ProducerSort, Store, DEFAULT_READERS};
 use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine, SyncReport};
 use gridsync_server::dataset::DatasetSpec;
 
@@ -17,7 +17,7 @@ use crate::procs::{self, ServerProc};
 use crate::report::{self, Samples, Table, Verdict};
 use crate::setup::{self, Prepared};
 use crate::shaper::{Link, ShapingProxy};
-use crate::{amsync, external, floor, R};
+use crate::{amsync, external, floor, reads, R};
 
 /// Options of `gridsync-bench run`.
 #[derive(clap::Args, Debug)]
@@ -399,6 +399,20 @@ fn township_run(
     s.add("w1.bytes", (c.bytes_up + c.bytes_down) as f64);
     s.add("w1.phone_kb", c.peak_rss_kb as f64);
     s.add("w1.server_kb", server.peak_rss_kb().unwrap_or(0) as f64);
+
+    // W10: a screen's reads during the bootstrap, with read connections and without.
+    eprintln!("  W10 reads during a bootstrap");
+    for (key, readers) in [("w10", DEFAULT_READERS), ("w10w", 0)] {
+        let f = reads::during_bootstrap(&db, &server.url, run_dir, &sup, &township, readers)?;
+        s.add(&format!("{key}.list_p50"), reads::quantile(&f.list, 0.5));
+        s.add(&format!("{key}.list_p99"), reads::quantile(&f.list, 0.99));
+        s.add(&format!("{key}.list_max"), reads::quantile(&f.list, 1.0));
+        s.add(&format!("{key}.prod_p50"), reads::quantile(&f.producer, 0.5));
+        s.add(&format!("{key}.prod_p99"), reads::quantile(&f.producer, 0.99));
+        s.add(&format!("{key}.reads"), (f.list.len() + f.producer.len()) as f64);
+        s.add(&format!("{key}.secs"), f.sync_secs);
+        s.add(&format!("{key}.rt"), f64::from(f.round_trips));
+    }
 
     // W3: an idle sync right after.
     let store = Store::open(&phone_db)?;
@@ -1236,6 +1250,46 @@ fn build_table(
             Verdict::of(grew <= s.med("w9.bytes_large") / 10.0),
         );
     }
+
+    // W10
+    for (what, key) in [
+        ("the township's first page of 50 producers", "list"),
+        ("a producer's page (the producer and its visits)", "prod"),
+    ] {
+        let (p99, before) = (
+            s.med(&format!("w10.{key}_p99")),
+            s.med(&format!("w10w.{key}_p99")),
+        );
+        t.row(
+            "W10",
+            &format!(
+                "{what}, read on a second thread every 2 ms during a township bootstrap ({} round trips, {} reads, {}): p99 (p50 {})",
+                count(s.med("w10.rt")),
+                count(s.med("w10.reads")),
+                secs(s.med("w10.secs")),
+                ms(s.med(&format!("w10.{key}_p50")))
+            ),
+            ms(p99),
+            format!(
+                "reads on the writer connection (before the read pool): p99 {} (p50 {}, bootstrap {})",
+                ms(before),
+                ms(s.med(&format!("w10w.{key}_p50"))),
+                secs(s.med("w10w.secs"))
+            ),
+            ratio(p99, before),
+            "≤ 20 ms",
+            Verdict::of(p99 <= 20.0),
+        );
+    }
+    t.row(
+        "W10",
+        "… the slowest first page of 50 producers during the bootstrap",
+        ms(s.med("w10.list_max")),
+        format!("on the writer: {}", ms(s.med("w10w.list_max"))),
+        ratio(s.med("w10.list_max"), s.med("w10w.list_max")),
+        "",
+        Verdict::Info,
+    );
 
     // W7
     if let Some(b) = banner {
