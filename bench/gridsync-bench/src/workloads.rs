@@ -407,9 +407,18 @@ fn township_run(
         s.add(&format!("{key}.list_p50"), reads::quantile(&f.list, 0.5));
         s.add(&format!("{key}.list_p99"), reads::quantile(&f.list, 0.99));
         s.add(&format!("{key}.list_max"), reads::quantile(&f.list, 1.0));
-        s.add(&format!("{key}.prod_p50"), reads::quantile(&f.producer, 0.5));
-        s.add(&format!("{key}.prod_p99"), reads::quantile(&f.producer, 0.99));
-        s.add(&format!("{key}.reads"), (f.list.len() + f.producer.len()) as f64);
+        s.add(
+            &format!("{key}.prod_p50"),
+            reads::quantile(&f.producer, 0.5),
+        );
+        s.add(
+            &format!("{key}.prod_p99"),
+            reads::quantile(&f.producer, 0.99),
+        );
+        s.add(
+            &format!("{key}.reads"),
+            (f.list.len() + f.producer.len()) as f64,
+        );
         s.add(&format!("{key}.secs"), f.sync_secs);
         s.add(&format!("{key}.rt"), f64::from(f.round_trips));
     }
