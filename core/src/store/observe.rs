@@ -26,6 +26,7 @@ use crate::Result;
 
 /// Where a change came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum ChangeOrigin {
     /// A write on this device (an edit, a review step, an import, reverting a rejected
     /// edit, wiping after revocation).
@@ -36,6 +37,7 @@ pub enum ChangeOrigin {
 
 /// One record a commit changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct ChangedRecord {
     /// Record id.
     pub id: String,
@@ -50,6 +52,7 @@ pub struct ChangedRecord {
 
 /// The records one commit changed that a listener asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct RecordChanges {
     /// Where the commit came from.
     pub origin: ChangeOrigin,
@@ -66,12 +69,16 @@ impl RecordChanges {
 
 /// Which records a listener hears about. Every field left `None` matches all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct RecordFilter {
     /// Only records of this kind.
+    #[cfg_attr(feature = "uniffi", uniffi(default = None))]
     pub kind: Option<RecordKind>,
     /// Only records in this grid or in a grid below it.
+    #[cfg_attr(feature = "uniffi", uniffi(default = None))]
     pub grid: Option<String>,
     /// Only this record.
+    #[cfg_attr(feature = "uniffi", uniffi(default = None))]
     pub id: Option<String>,
 }
 
@@ -88,6 +95,7 @@ impl RecordFilter {
 
 /// What a sync is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum SyncPhase {
     /// A sync started.
     Started,
@@ -103,6 +111,7 @@ pub enum SyncPhase {
 
 /// A change of sync state.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct SyncEvent {
     /// What happened.
     pub phase: SyncPhase,
