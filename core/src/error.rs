@@ -1,5 +1,6 @@
 //! The detailed internal error type of the core.
 
+use crate::sync::protocol::ErrorCode;
 use crate::validate::Invalid;
 
 /// Everything that can go wrong in the core, with enough detail to act on.
@@ -52,12 +53,15 @@ pub enum Error {
     /// The network or the server failed.
     #[error("transport: {0}")]
     Transport(String),
-    /// The server refused the request (status and its message).
-    #[error("server answered {status}: {message}")]
+    /// The server refused the request: its status, its typed code and its message.
+    #[error("server answered {status} {code}: {message}")]
     Server {
         /// HTTP status.
         status: u16,
-        /// Message from the server.
+        /// The server's error code; [`ErrorCode::Unknown`] for a code this build does not
+        /// know or an answer without a readable error body.
+        code: ErrorCode,
+        /// Message from the server (or the start of an answer that was not an error body).
         message: String,
     },
     /// The operation was cancelled by the caller.

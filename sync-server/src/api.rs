@@ -18,8 +18,8 @@ use axum::{Json, Router};
 use gridsync_core::model::{Person, Role};
 use gridsync_core::sync::bare;
 use gridsync_core::sync::protocol::{
-    self, EnrollRequest, EnrollResponse, ErrorBody, RotateResponse, SyncRequest, SyncResponse,
-    CONTENT_TYPE, OLDEST_PROTOCOL_VERSION, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    self, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, RotateResponse, SyncRequest,
+    SyncResponse, CONTENT_TYPE, OLDEST_PROTOCOL_VERSION, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use serde::Deserialize;
 
@@ -120,17 +120,17 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
     ip
 }
 
-/// An error answer: status, stable code, message.
+/// An error answer: status, stable code, message. Its body is an [`ErrorBody`].
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -145,13 +145,18 @@ impl ApiError {
     }
 
     /// The stable error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -160,14 +165,14 @@ impl From<StorageError> for ApiError {
         if let StorageError::Cancelled = e {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "timed_out",
+                ErrorCode::TimedOut,
                 "the request ran past the server's time limit for one request; nothing of it was stored; try again",
             );
         }
         tracing::error!("storage error: {e}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "storage",
+            ErrorCode::Storage,
             "the server's database failed; try again",
         )
     }
@@ -176,7 +181,7 @@ impl From<StorageError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: self.code.to_string(),
+            error: self.code,
             message: self.message,
         };
         let mut resp = (self.status, Json(body)).into_response();
@@ -257,7 +262,7 @@ async fn metrics(
         }
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "metrics_forbidden",
+            ErrorCode::MetricsForbidden,
             "metrics are served only to loopback and to addresses given with --metrics-allow",
         ));
     }
@@ -286,48 +291,70 @@ pub(crate) async fn blocking<T: Send + 'static>(
             tracing::error!("request task failed: {e}");
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "the request failed inside the server",
             ))
         }
     }
 }
 
+/// Reads a request body of at most `limit` bytes: `413 too_large` past it, `408
+/// body_timeout` when it arrives too slowly (the body timeout layer), `400 body_read` when
+/// it breaks off. The failure is told by its type, not by its text.
 pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            let text = format!("{e}");
-            let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-            let mut too_large = text.contains("length limit");
-            let mut timed_out = text.contains("timeout");
-            while let Some(s) = src {
-                let m = s.to_string();
-                too_large |= m.contains("length limit");
-                timed_out |= m.contains("timeout") || m.contains("timed out");
-                src = s.source();
+    use futures_util::StreamExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    // A declared length past the limit is refused before anything is read.
+    let declared = axum::body::HttpBody::size_hint(&body).lower();
+    if usize::try_from(declared).ok().is_none_or(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(bytes) => {
+                if buf.len() + bytes.len() > limit {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&bytes);
             }
-            if timed_out {
-                Err(ApiError::new(
+            Err(e) if is_body_timeout(&e) => {
+                return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
+                    ErrorCode::BodyTimeout,
                     "the request body arrived too slowly",
                 ))
-            } else if too_large {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("request body exceeds {limit} bytes"),
-                ))
-            } else {
-                Err(ApiError::new(
+            }
+            Err(e) => {
+                return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "body_read",
-                    format!("could not read the request body: {text}"),
+                    ErrorCode::BodyRead,
+                    format!("could not read the request body: {e}"),
                 ))
             }
         }
     }
+    Ok(Bytes::from(buf))
+}
+
+/// Whether a body error is the body timeout layer's ([`tower_http::timeout::TimeoutError`]),
+/// anywhere in its chain of sources.
+fn is_body_timeout(e: &axum::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// The protocol version a request speaks (header [`PROTOCOL_HEADER`]), one this server
@@ -336,14 +363,14 @@ fn check_protocol(headers: &HeaderMap) -> ApiResult<u16> {
     match headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()) {
         None => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "missing_protocol",
+            ErrorCode::MissingProtocol,
             format!("send header {PROTOCOL_HEADER}: {PROTOCOL_VERSION}"),
         )),
         Some(v) => match v.trim().parse::<u16>() {
             Ok(n) if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&n) => Ok(n),
             _ => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "unsupported_protocol",
+                ErrorCode::UnsupportedProtocol,
                 format!(
                     "protocol version {v} is not supported; this server speaks versions {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
                 ),
@@ -355,21 +382,30 @@ fn check_protocol(headers: &HeaderMap) -> ApiResult<u16> {
 /// Authenticates a device from its bearer credential, checked against the stored hashes.
 fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device, Person)> {
     let unauthorized =
-        |code: &'static str, msg: String| ApiError::new(StatusCode::UNAUTHORIZED, code, msg);
+        |code: ErrorCode, msg: String| ApiError::new(StatusCode::UNAUTHORIZED, code, msg);
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
             unauthorized(
-                "missing_credentials",
+                ErrorCode::MissingCredentials,
                 "send Authorization: Bearer DEVICE.SECRET".into(),
             )
         })?;
-    let (device_id, secret) = auth::parse_bearer(h)
-        .ok_or_else(|| unauthorized("bad_credentials", "malformed bearer credential".into()))?;
+    let (device_id, secret) = auth::parse_bearer(h).ok_or_else(|| {
+        unauthorized(
+            ErrorCode::BadCredentials,
+            "malformed bearer credential".into(),
+        )
+    })?;
     // An unknown device and a wrong secret get the same answer; only a device that proves
     // its secret learns that, when and why it was revoked.
-    let bad = || unauthorized("bad_credentials", "unknown device or wrong secret".into());
+    let bad = || {
+        unauthorized(
+            ErrorCode::BadCredentials,
+            "unknown device or wrong secret".into(),
+        )
+    };
     let device = storage.device(device_id)?;
     let hash = auth::hash_secret(secret);
     let Some(device) = device else {
@@ -386,7 +422,7 @@ fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device
     }
     if let Some(at) = device.revoked_at_ms {
         return Err(unauthorized(
-            "device_revoked",
+            ErrorCode::DeviceRevoked,
             format!(
                 "this device was revoked at {at} ms: {}; enrol again with a new code",
                 device.revoked_reason.clone().unwrap_or_default()
@@ -398,7 +434,7 @@ fn authenticate(storage: &dyn Storage, headers: &HeaderMap) -> ApiResult<(Device
     }
     let person = storage.person(&device.person_id)?.ok_or_else(|| {
         unauthorized(
-            "person_inactive",
+            ErrorCode::PersonInactive,
             "the person of this device is no longer active".into(),
         )
     })?;
@@ -444,7 +480,7 @@ pub(crate) fn authorize(
                     tracing::info!(
                         device = %claimed_device(headers),
                         client = %client,
-                        code = e.code,
+                        code = e.code.as_str(),
                         skipped,
                         "authentication failed"
                     );
@@ -461,7 +497,7 @@ pub(crate) fn authorize(
         }
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             format!(
                 "device rate limit: more than {rate} requests a second (bursts of {burst}) from this device; retry in {} ms",
                 wait.as_millis().max(1)
@@ -484,12 +520,12 @@ async fn enroll(
         let (limit, code, message) = match which {
             EnrolRefusal::Address => (
                 "enrol_address",
-                "enrol_rate_limited",
+                ErrorCode::EnrolRateLimited,
                 format!("enrolment limit per address: more than {per_address} attempts a minute from your address; wait a minute"),
             ),
             EnrolRefusal::Range => (
                 "enrol_range",
-                "enrol_range_limited",
+                ErrorCode::EnrolRangeLimited,
                 format!("enrolment limit per network: more than {per_range} attempts a minute from your address range; wait a minute"),
             ),
         };
@@ -504,14 +540,14 @@ async fn enroll(
     let req: EnrollRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_body",
+            ErrorCode::MalformedBody,
             format!("enrolment body: {e}"),
         )
     })?;
     if req.device_name.chars().count() > 100 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
             "device_name is longer than 100 characters",
         ));
     }
@@ -538,20 +574,20 @@ async fn enroll(
         let person_id = storage
             .redeem_code(&code_hash, device.created_at_ms, &device)?
             .ok_or_else(|| {
-                st2.metrics.auth_failure("invalid_code");
+                st2.metrics.auth_failure(ErrorCode::InvalidCode);
                 if let Some(skipped) = AUTH_LOG.pass() {
                     tracing::info!(client = %client, skipped, "enrolment failed: unknown, used or expired code");
                 }
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    "invalid_code",
+                    ErrorCode::InvalidCode,
                     "the enrolment code is unknown, used or expired",
                 )
             })?;
         let person = storage.person(&person_id)?.ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "person_inactive",
+                ErrorCode::PersonInactive,
                 "the person of this code is no longer active",
             )
         })?;
@@ -628,7 +664,7 @@ async fn issue_code(
         let req: IssueCodeRequest = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "malformed_body",
+                ErrorCode::MalformedBody,
                 format!("code request: {e}"),
             )
         })?;
@@ -638,7 +674,7 @@ async fn issue_code(
         ) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "only supervisors, county staff and administrators issue enrolment codes",
             ));
         }
@@ -648,7 +684,7 @@ async fn issue_code(
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    "person_inactive",
+                    ErrorCode::PersonInactive,
                     "issuer is not active",
                 )
             })?;
@@ -658,20 +694,22 @@ async fn issue_code(
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
-                    "not_found",
+                    ErrorCode::NotFound,
                     "no such person in your scope",
                 )
             })?;
         if target.role == Role::Admin && issuer.role != Role::Admin {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "only administrators enrol administrators",
             ));
         }
         let ttl = req.ttl_hours.unwrap_or(72).clamp(1, 168);
         let issued = crate::admin::issue_code(storage.as_ref(), &target.id, &issuer.id, ttl)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e.to_string())
+            })?;
         storage.audit(&AuditEntry {
             at_ms: gridsync_core::now_ms(),
             person_id: issuer.id,
@@ -687,7 +725,7 @@ async fn issue_code(
     .await
 }
 
-fn bad_request(code: &'static str, msg: impl Into<String>) -> ApiError {
+fn bad_request(code: ErrorCode, msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, msg)
 }
 
@@ -706,7 +744,7 @@ async fn sync(
         if ct != CONTENT_TYPE {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content_type",
+                ErrorCode::ContentType,
                 format!("send {CONTENT_TYPE}"),
             ));
         }
@@ -722,18 +760,22 @@ async fn sync(
     let bytes = read_body(body, protocol::MAX_BODY_BYTES).await?;
     let st2 = st.clone();
     blocking(move || {
-        let req: SyncRequest = protocol::decode_request(&bytes, version).map_err(|e| {
-            if e.to_string().contains("decompresses to more") {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-            } else {
-                bad_request("malformed_body", e.to_string())
-            }
-        })?;
+        let req: SyncRequest =
+            protocol::decode_request_body(&bytes, version).map_err(|e| match e.code {
+                ErrorCode::TooLarge => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.code, e.message)
+                }
+                _ => bad_request(e.code, e.message),
+            })?;
         protocol::check_request(&req)
-            .map_err(|m| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m))?;
+            .map_err(|m| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, m))?;
         let resp = handle_sync_until(&st2, &device, &person, req, Some(deadline))?;
         let body = protocol::encode_response(&resp, version).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                e.to_string(),
+            )
         })?;
         Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
     })
@@ -754,7 +796,7 @@ pub fn handle_sync(
 fn timed_out(st: &AppState) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "timed_out",
+        ErrorCode::TimedOut,
         format!(
             "request time limit: the request ran past {} s; nothing of it was stored; try again",
             st.request_timeout.as_secs_f64()
@@ -776,7 +818,7 @@ pub fn handle_sync_until(
     let scope = st.scopes.scope(storage, &person.id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "person_inactive",
+            ErrorCode::PersonInactive,
             "the person of this device is no longer active",
         )
     })?;

@@ -19,8 +19,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use gridsync_core::attachment::{is_sha256_hex, AttachmentRef};
+use gridsync_core::sync::protocol::ErrorCode;
 
 use crate::api::{authorize, blocking, ApiError, AppState};
 use crate::storage::{AppendOutcome, Device, StorageError, ATTACHMENT_PIECE};
@@ -67,13 +67,13 @@ fn upload_state(status: StatusCode, held: u64, size: Option<u64>, complete: bool
     resp
 }
 
-/// An error answer with a JSON body (`error` and `code` both name it) and extra headers.
-fn refusal(status: StatusCode, code: &'static str, message: String) -> Response {
-    let body = serde_json::json!({ "error": code, "code": code, "message": message });
-    (status, Json(body)).into_response()
+/// An error answer (an [`ErrorBody`](gridsync_core::sync::protocol::ErrorBody), the shape
+/// of every error answer) as a response, for the caller to add headers to.
+fn refusal(status: StatusCode, code: ErrorCode, message: String) -> Response {
+    ApiError::new(status, code, message).into_response()
 }
 
-fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
@@ -81,7 +81,7 @@ fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
 fn header_u64(headers: &HeaderMap, name: &HeaderName) -> ApiResult<u64> {
     let v = headers
         .get(name)
-        .ok_or_else(|| bad_request("missing_header", format!("send header {name}")))?;
+        .ok_or_else(|| bad_request(ErrorCode::MissingHeader, format!("send header {name}")))?;
     v.to_str()
         .ok()
         .map(str::trim)
@@ -89,7 +89,7 @@ fn header_u64(headers: &HeaderMap, name: &HeaderName) -> ApiResult<u64> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| {
             bad_request(
-                "bad_header",
+                ErrorCode::BadHeader,
                 format!("header {name} must be a non-negative integer"),
             )
         })
@@ -150,7 +150,7 @@ fn declared(headers: &HeaderMap, sha: &str) -> ApiResult<(u64, AttachmentRef)> {
         _ => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content_type",
+                ErrorCode::ContentType,
                 format!("send Content-Type: {UPLOAD_CONTENT_TYPE}"),
             ))
         }
@@ -163,7 +163,7 @@ fn declared(headers: &HeaderMap, sha: &str) -> ApiResult<(u64, AttachmentRef)> {
         .map(str::trim)
         .ok_or_else(|| {
             bad_request(
-                "missing_header",
+                ErrorCode::MissingHeader,
                 format!("send header {ATTACHMENT_TYPE}: the attachment's media type"),
             )
         })?;
@@ -220,7 +220,7 @@ async fn upload_body(
     if r.size > limits.max_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "attachment_too_large",
+            ErrorCode::AttachmentTooLarge,
             format!(
                 "the attachment is {} bytes; this server takes at most {}",
                 r.size, limits.max_bytes
@@ -259,7 +259,7 @@ async fn upload_body(
     if length.is_some_and(|n| offset.checked_add(n).is_none_or(|end| end > r.size)) {
         return Ok(refusal(
             StatusCode::BAD_REQUEST,
-            "past_end",
+            ErrorCode::PastEnd,
             format!("the bytes run past the attachment's {} bytes", r.size),
         ));
     }
@@ -324,7 +324,7 @@ async fn stream_into_store(
                     // More than the attachment has left: keep nothing of this request.
                     return Ok(refusal(
                         StatusCode::BAD_REQUEST,
-                        "past_end",
+                        ErrorCode::PastEnd,
                         format!("the bytes run past the attachment's {} bytes", r.size),
                     ));
                 }
@@ -363,7 +363,7 @@ async fn stream_into_store(
         if broken {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "body_read",
+                ErrorCode::BodyRead,
                 format!("the request body broke off; the server holds {offset} bytes"),
             ));
         }
@@ -386,7 +386,7 @@ fn append(
         .storage
         .append_attachment(&device.id, r, offset, bytes, &st.attachment_limits)
         .map_err(|e| match e {
-            StorageError::Invalid(m) => bad_request("invalid", m),
+            StorageError::Invalid(m) => bad_request(ErrorCode::Invalid, m),
             other => other.into(),
         })?;
     Ok(match outcome {
@@ -402,7 +402,7 @@ fn append(
         AppendOutcome::Declared { size, mime, held } => {
             let mut resp = refusal(
                 StatusCode::CONFLICT,
-                "attachment_declared_otherwise",
+                ErrorCode::AttachmentDeclaredOtherwise,
                 format!("an upload of this attachment as {size} bytes of {mime} is under way"),
             );
             resp.headers_mut().insert(UPLOAD_OFFSET, num(held));
@@ -411,14 +411,14 @@ fn append(
         }
         AppendOutcome::TooLarge { size, max } => refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "attachment_too_large",
+            ErrorCode::AttachmentTooLarge,
             format!("the attachment is {size} bytes; this server takes at most {max}"),
         ),
         AppendOutcome::OverQuota { used, quota } => {
             st.metrics.limited("attachment_quota");
             refusal(
                 StatusCode::INSUFFICIENT_STORAGE,
-                "attachment_quota",
+                ErrorCode::AttachmentQuota,
                 format!(
                     "this device has uploaded {used} bytes of attachments; {} more would pass its quota of {quota}",
                     r.size
@@ -427,14 +427,14 @@ fn append(
         }
         AppendOutcome::PastEnd { size } => refusal(
             StatusCode::BAD_REQUEST,
-            "past_end",
+            ErrorCode::PastEnd,
             format!("the bytes run past the attachment's {size} bytes"),
         ),
         AppendOutcome::Corrupt { reason } => {
             tracing::info!(device = %device.id, sha256 = %r.sha256, "attachment discarded: {reason}");
             let mut resp = refusal(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "attachment_corrupt",
+                ErrorCode::AttachmentCorrupt,
                 format!("{reason}; everything held was discarded: start again from byte 0"),
             );
             resp.headers_mut().insert(UPLOAD_OFFSET, num(0));
@@ -447,7 +447,7 @@ fn append(
 fn wrong_offset(held: u64) -> Response {
     let mut resp = refusal(
         StatusCode::CONFLICT,
-        "offset_mismatch",
+        ErrorCode::OffsetMismatch,
         format!("the server holds {held} bytes of this attachment; continue from there"),
     );
     resp.headers_mut().insert(UPLOAD_OFFSET, num(held));

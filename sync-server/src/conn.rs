@@ -10,11 +10,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use gridsync_core::sync::protocol::{ErrorBody, ErrorCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 
@@ -55,8 +56,33 @@ impl Default for ConnLimits {
 static REFUSED_LOG: LogGate = LogGate::new(5);
 static ACCEPT_LOG: LogGate = LogGate::new(1);
 
-const REFUSED_TOTAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 85\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"the server's connection limit is reached\"}";
-const REFUSED_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 88\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"too many open connections from your address\"}";
+/// The answer to a connection closed at once: `status` and an [`ErrorBody`]
+/// `too_many_connections`, like every other error answer.
+fn refused_answer(status: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::to_string(&ErrorBody {
+        error: ErrorCode::TooManyConnections,
+        message: message.to_string(),
+    })
+    .unwrap_or_default();
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+static REFUSED_TOTAL: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    refused_answer(
+        "503 Service Unavailable",
+        "the server's connection limit is reached",
+    )
+});
+static REFUSED_ADDRESS: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    refused_answer(
+        "429 Too Many Requests",
+        "too many open connections from your address",
+    )
+});
 
 /// Open connections, in total and per address, and the ones not yet used (oldest first).
 #[derive(Debug, Default)]
@@ -215,8 +241,8 @@ pub async fn serve(
             Ok(s) => s,
             Err(why) => {
                 let (name, answer) = match why {
-                    Refusal::Total => ("total", REFUSED_TOTAL),
-                    Refusal::PerAddress => ("per_address", REFUSED_ADDRESS),
+                    Refusal::Total => ("total", REFUSED_TOTAL.as_slice()),
+                    Refusal::PerAddress => ("per_address", REFUSED_ADDRESS.as_slice()),
                 };
                 metrics.conn_refused(name);
                 if let Some(skipped) = REFUSED_LOG.pass() {
@@ -299,11 +325,14 @@ mod tests {
 
     #[test]
     fn canned_answers_have_their_declared_length() {
-        for a in [REFUSED_TOTAL, REFUSED_ADDRESS] {
+        for (a, status) in [(&REFUSED_TOTAL, "503"), (&REFUSED_ADDRESS, "429")] {
             let text = std::str::from_utf8(a).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
             assert!(head.contains(&format!("content-length: {}", body.len())));
-            assert!(serde_json::from_str::<serde_json::Value>(body.trim()).is_ok());
+            let e: ErrorBody = serde_json::from_str(body).unwrap();
+            assert_eq!(e.error, ErrorCode::TooManyConnections);
+            assert!(e.message.contains("connection"), "{}", e.message);
         }
     }
 }

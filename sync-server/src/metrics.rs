@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use gridsync_core::sync::protocol::ErrorCode;
+
 /// Routes with their own series; anything else counts as `other`.
 pub const ROUTES: [&str; 7] = [
     "/healthz",
@@ -38,21 +40,23 @@ const REJECT_CODES: [&str; 7] = [
     "other",
 ];
 
-/// Codes of refused authentications.
-const AUTH_CODES: [&str; 5] = [
+/// Codes of refused authentications (`ErrorCode::as_str`); any other counts as `other`.
+const AUTH_CODES: [&str; 6] = [
     "missing_credentials",
     "bad_credentials",
     "device_revoked",
     "person_inactive",
+    "invalid_code",
     "other",
 ];
 
 /// Limits that refuse requests (see `docs/limits.md`).
-pub const LIMITS: [&str; 4] = [
+pub const LIMITS: [&str; 5] = [
     "device_rate",
     "enrol_address",
     "enrol_range",
     "metrics_forbidden",
+    "attachment_quota",
 ];
 
 /// Why a connection was closed at once.
@@ -148,8 +152,8 @@ impl Metrics {
     }
 
     /// A refused authentication with its answer code.
-    pub fn auth_failure(&self, code: &str) {
-        self.auth_failures[index(&AUTH_CODES, code)].fetch_add(1, Relaxed);
+    pub fn auth_failure(&self, code: ErrorCode) {
+        self.auth_failures[index(&AUTH_CODES, code.as_str())].fetch_add(1, Relaxed);
     }
 
     /// A request refused by a limit (a [`LIMITS`] entry).
@@ -372,8 +376,11 @@ mod tests {
         m.request("/nope", 418, Duration::from_secs(200));
         m.push_rejected("forbidden");
         m.push_rejected("something_new");
-        m.auth_failure("bad_credentials");
+        m.auth_failure(ErrorCode::BadCredentials);
+        m.auth_failure(ErrorCode::InvalidCode);
+        m.auth_failure(ErrorCode::RateLimited);
         m.limited("device_rate");
+        m.limited("attachment_quota");
         m.conn_opened();
         let t = m.render();
         assert!(t.contains("gridsync_http_requests_total{route=\"/v1/sync\",status=\"200\"} 1"));
@@ -394,7 +401,13 @@ mod tests {
         assert!(t.contains("gridsync_push_records_total{outcome=\"forbidden\"} 1"));
         assert!(t.contains("gridsync_push_records_total{outcome=\"other\"} 1"));
         assert!(t.contains("gridsync_auth_failures_total{code=\"bad_credentials\"} 1"));
+        assert!(t.contains("gridsync_auth_failures_total{code=\"invalid_code\"} 1"));
+        assert!(t.contains("gridsync_auth_failures_total{code=\"other\"} 1"));
         assert!(t.contains("gridsync_rate_limited_total{limit=\"device_rate\"} 1"));
+        // Each limit has its own series (an attachment quota refusal once counted as
+        // `metrics_forbidden`, the last entry).
+        assert!(t.contains("gridsync_rate_limited_total{limit=\"attachment_quota\"} 1"));
+        assert!(t.contains("gridsync_rate_limited_total{limit=\"metrics_forbidden\"} 0"));
         assert!(t.contains("gridsync_open_connections 1"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in t.lines().filter(|l| !l.starts_with('#')) {

@@ -15,7 +15,7 @@ use gridsync_core::model::{
     default_template, Finding, GridKind, GridLevel, GridNode, Person, Producer, Record, Role,
     Severity, Visit,
 };
-use gridsync_core::sync::protocol::{PushOutcome, PushRecord, SyncRequest};
+use gridsync_core::sync::protocol::{ErrorBody, ErrorCode, PushOutcome, PushRecord, SyncRequest};
 use gridsync_server::api::AppState;
 use gridsync_server::storage::testing::{test_url_from_env, ScratchSchema};
 use gridsync_server::storage::{open_storage, AttachmentLimits, StorageConfig};
@@ -356,11 +356,13 @@ fn scenario(s: &Server) {
     let r = patch(&http, s, &liaison, &photo_ref, 0, photo[..1000].to_vec());
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(header(&r, "upload-offset"), kept.to_string());
+    assert_eq!(error_code(r), ErrorCode::OffsetMismatch);
     // A body running past the attachment's end: 400, nothing of it kept.
     let mut past = photo[kept..].to_vec();
     past.push(0);
     let r = patch(&http, s, &liaison, &photo_ref, kept as u64, past);
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r), ErrorCode::PastEnd);
     assert_eq!(
         header(
             &head(&http, s, &liaison, &photo_ref.sha256),
@@ -437,8 +439,7 @@ fn scenario(s: &Server) {
     bad[150_000] ^= 0x55;
     let r = patch(&http, s, &liaison, &sign_ref, 0, bad);
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let body: serde_json::Value = r.json().unwrap();
-    assert_eq!(body["code"], "attachment_corrupt");
+    assert_eq!(error_code(r), ErrorCode::AttachmentCorrupt);
     assert_eq!(
         head(&http, s, &liaison, &sign_ref.sha256).status(),
         StatusCode::NOT_FOUND
@@ -468,15 +469,15 @@ fn scenario(s: &Server) {
     // Over the quota (3,000,000 bytes; 2.7 MB uploaded): 507.
     let r = patch(&http, s, &liaison, &extra_ref, 0, extra[..1000].to_vec());
     assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(error_code(r), ErrorCode::AttachmentQuota);
     // Above the size limit: 413.
     let huge = AttachmentRef {
         size: 10 * 1024 * 1024 + 1,
         ..extra_ref.clone()
     };
-    assert_eq!(
-        patch(&http, s, &liaison, &huge, 0, vec![0xFF; 10]).status(),
-        StatusCode::PAYLOAD_TOO_LARGE
-    );
+    let r = patch(&http, s, &liaison, &huge, 0, vec![0xFF; 10]);
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(r), ErrorCode::AttachmentTooLarge);
     // Not the upload content type: 415; a missing offset: 400.
     let r = http
         .patch(format!("{}/v1/attachments/{}", s.url, extra_ref.sha256))
@@ -488,6 +489,7 @@ fn scenario(s: &Server) {
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r), ErrorCode::MissingHeader);
     let r = http
         .patch(format!("{}/v1/attachments/{}", s.url, extra_ref.sha256))
         .header("Authorization", &liaison.0)
@@ -498,6 +500,16 @@ fn scenario(s: &Server) {
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(error_code(r), ErrorCode::ContentType);
+}
+
+/// The typed code of an error answer, whose body has the one shape of every error answer:
+/// `{"error", "message"}` and nothing else.
+fn error_code(r: Response) -> ErrorCode {
+    let v: serde_json::Value = r.json().unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["error", "message"], "{v}");
+    serde_json::from_value::<ErrorBody>(v).unwrap().error
 }
 
 #[test]

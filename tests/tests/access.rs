@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use gridsync_core::model::{
     default_template, ChecklistTemplate, Record, ReviewAction, ReviewState, Role, VisitStatus,
 };
-use gridsync_core::sync::protocol::{Cursor, PushOutcome, RejectCode};
+use gridsync_core::sync::protocol::{Cursor, ErrorCode, PushOutcome, RejectCode};
 use gridsync_server::dataset::Dataset;
 use gridsync_server::storage::AuditFilter;
 use gridsync_tests::*;
@@ -359,7 +359,14 @@ fn enrolment_codes_are_single_use_expire_and_resist_guessing() {
     let s2 = gridsync_core::store::Store::open(dir.path().join("2.db")).unwrap();
     let e = gridsync_core::sync::enroll(&s2, &t, &w.server.url(), &code, "p2").unwrap_err();
     assert!(
-        matches!(&e, gridsync_core::Error::Server { status: 401, message } if message.contains("invalid_code")),
+        matches!(
+            &e,
+            gridsync_core::Error::Server {
+                status: 401,
+                code: ErrorCode::InvalidCode,
+                ..
+            }
+        ),
         "{e}"
     );
     // Expiry.
@@ -378,7 +385,14 @@ fn enrolment_codes_are_single_use_expire_and_resist_guessing() {
         .unwrap();
     let e = gridsync_core::sync::enroll(&s2, &t, &w.server.url(), expired, "p2").unwrap_err();
     assert!(
-        matches!(&e, gridsync_core::Error::Server { status: 401, .. }),
+        matches!(
+            &e,
+            gridsync_core::Error::Server {
+                status: 401,
+                code: ErrorCode::InvalidCode,
+                ..
+            }
+        ),
         "{e}"
     );
     // Guessing: the limiter stops a client after a handful of tries, even a later right guess.
@@ -404,7 +418,14 @@ fn enrolment_codes_are_single_use_expire_and_resist_guessing() {
     );
     let e = gridsync_core::sync::enroll(&s2, &t, &w.server.url(), &good, "p2").unwrap_err();
     assert!(
-        matches!(&e, gridsync_core::Error::Server { status: 429, .. }),
+        matches!(
+            &e,
+            gridsync_core::Error::Server {
+                status: 429,
+                code: ErrorCode::EnrolRateLimited | ErrorCode::EnrolRangeLimited,
+                ..
+            }
+        ),
         "{e}"
     );
     // Only hashes are stored: the code text is nowhere in the database file (the embedded
@@ -452,17 +473,14 @@ fn lost_phone_is_revoked_and_wiped_but_unsynced_edits_are_kept() {
         .revoke_device(&device, "手机丢失 (reported lost)", gridsync_core::now_ms())
         .unwrap();
     let e = phone.sync().unwrap_err();
+    // Typed from the real server's answer: the code, not the message text, says revoked.
     match &e {
         gridsync_core::Error::Server {
             status: 401,
+            code: ErrorCode::DeviceRevoked,
             message,
-        } => {
-            assert!(
-                message.contains("device_revoked") && message.contains("reported lost"),
-                "{message}"
-            )
-        }
-        other => panic!("expected 401, got {other}"),
+        } => assert!(message.contains("reported lost"), "{message}"),
+        other => panic!("expected 401 device_revoked, got {other:?}"),
     }
     let c = phone.store.counts().unwrap();
     assert_eq!(
@@ -524,7 +542,14 @@ fn rotated_credential_whose_answer_was_lost_keeps_working() {
     .unwrap();
     let e = phone.transport().sync(&old_auth, body).unwrap_err();
     assert!(
-        matches!(e, gridsync_core::Error::Server { status: 401, .. }),
+        matches!(
+            e,
+            gridsync_core::Error::Server {
+                status: 401,
+                code: ErrorCode::BadCredentials,
+                ..
+            }
+        ),
         "{e}"
     );
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gridsync_core::model::Role;
-use gridsync_core::sync::protocol::{self, PushOutcome, PushRecord, RejectCode, SyncRequest};
+use gridsync_core::sync::protocol::{
+    self, ErrorBody, ErrorCode, PushOutcome, PushRecord, RejectCode, SyncRequest,
+};
 use gridsync_tests::*;
 
 struct Api {
@@ -56,6 +58,13 @@ fn gzip(raw: &[u8]) -> Vec<u8> {
     protocol::encode_raw_for_tests(raw)
 }
 
+/// The typed code of an error answer's body; the body must be an [`ErrorBody`].
+fn error_code(body: &str) -> ErrorCode {
+    serde_json::from_str::<ErrorBody>(body)
+        .unwrap_or_else(|e| panic!("not an error body ({e}): {body}"))
+        .error
+}
+
 #[test]
 fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,13 +81,15 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     // Malformed bodies.
     let (s, m) = api.sync(b"this is not gzip".to_vec());
     assert_eq!(s, 400, "{m}");
-    assert!(m.contains("malformed_body") && m.contains("gzip"), "{m}");
+    assert_eq!(error_code(&m), ErrorCode::MalformedBody);
+    assert!(m.contains("gzip"), "{m}");
     let (s, m) = api.sync(gzip(&[0xff; 40]));
     assert_eq!(s, 400, "{m}");
-    assert!(m.contains("malformed"), "{m}");
+    assert_eq!(error_code(&m), ErrorCode::MalformedBody);
     // Truncated compressed body.
     let (s, m) = api.sync(good[..good.len() / 2].to_vec());
     assert_eq!(s, 400, "{m}");
+    assert_eq!(error_code(&m), ErrorCode::MalformedBody);
     // Unknown and missing protocol version.
     let (s, m) = api.post(
         "/v1/sync",
@@ -86,17 +97,15 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         good.clone(),
     );
     assert_eq!(s, 400);
-    assert!(
-        m.contains("unsupported_protocol") && m.contains("99"),
-        "{m}"
-    );
+    assert_eq!(error_code(&m), ErrorCode::UnsupportedProtocol);
+    assert!(m.contains("99"), "{m}");
     let (s, m) = api.post("/v1/sync", &[("authorization", &api.auth)], good.clone());
     assert_eq!(s, 400);
-    assert!(m.contains("missing_protocol"), "{m}");
+    assert_eq!(error_code(&m), ErrorCode::MissingProtocol);
     // Missing and wrong credentials.
     let (s, m) = api.post("/v1/sync", &[("x-gridsync-protocol", "3")], good.clone());
     assert_eq!(s, 401);
-    assert!(m.contains("missing_credentials"), "{m}");
+    assert_eq!(error_code(&m), ErrorCode::MissingCredentials);
     let wrong = format!("Bearer {}.{}", link.device_id, "00".repeat(32));
     let (s, m) = api.post(
         "/v1/sync",
@@ -104,8 +113,8 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         good.clone(),
     );
     assert_eq!(s, 401);
-    assert!(m.contains("bad_credentials"), "{m}");
-    let (s, _) = api.post(
+    assert_eq!(error_code(&m), ErrorCode::BadCredentials);
+    let (s, m) = api.post(
         "/v1/sync",
         &[
             ("authorization", "Bearer garbage"),
@@ -114,16 +123,30 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         good.clone(),
     );
     assert_eq!(s, 401);
+    assert_eq!(error_code(&m), ErrorCode::BadCredentials);
+    // Another content type.
+    let (s, m) = api.post(
+        "/v1/sync",
+        &[
+            ("authorization", &api.auth),
+            ("x-gridsync-protocol", "3"),
+            ("content-type", "application/json"),
+        ],
+        good.clone(),
+    );
+    assert_eq!(s, 415, "{m}");
+    assert_eq!(error_code(&m), ErrorCode::ContentType);
     // Oversized body, oversized after decompression, too many records.
     let (s, m) = api.sync(vec![0u8; protocol::MAX_BODY_BYTES + 1]);
     assert_eq!(s, 413, "{m}");
-    assert!(m.contains("too_large"), "{m}");
+    assert_eq!(error_code(&m), ErrorCode::TooLarge);
     let (s, m) = api.sync(protocol::encode_raw_for_tests(&vec![
         0u8;
         protocol::MAX_DECODED_BYTES
             + 10
     ]));
     assert_eq!(s, 413, "{m}");
+    assert_eq!(error_code(&m), ErrorCode::TooLarge);
     let mut many = empty_request();
     many.push = (0..protocol::MAX_PUSH_RECORDS + 1)
         .map(|i| PushRecord {
@@ -135,6 +158,7 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         .collect();
     let (s, m) = api.sync(protocol::encode(&many).unwrap());
     assert_eq!(s, 413, "{m}");
+    assert_eq!(error_code(&m), ErrorCode::TooLarge);
     assert!(m.contains("at most 500"), "{m}");
     // Unknown record kinds and garbage documents are refused per record, with reasons.
     let mut odd = empty_request();
@@ -184,12 +208,45 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         b"{not json".to_vec(),
     );
     assert_eq!(s, 400, "{m}");
-    let (s, _) = api.post(
+    assert_eq!(error_code(&m), ErrorCode::MalformedBody);
+    let (s, m) = api.post(
         "/v1/enroll",
         &[("content-type", "application/json")],
         vec![b' '; 20_000],
     );
     assert_eq!(s, 413);
+    assert_eq!(error_code(&m), ErrorCode::TooLarge);
+    // The same refusals through the phone's own transport arrive typed, not as text.
+    let e = phone
+        .transport()
+        .sync(&api.auth, b"this is not gzip".to_vec())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            gridsync_core::Error::Server {
+                status: 400,
+                code: ErrorCode::MalformedBody,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = phone
+        .transport()
+        .sync("Bearer garbage", good.clone())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            gridsync_core::Error::Server {
+                status: 401,
+                code: ErrorCode::BadCredentials,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // After all that, the phone still syncs.
     let p = phone
         .store
@@ -276,6 +333,9 @@ fn a_client_that_sends_its_body_very_slowly_is_cut_off_and_others_are_served() {
         answer.starts_with("HTTP/1.1 408"),
         "slow body answered: {answer:?}"
     );
+    // Told apart from a broken body by the timeout's error type, not by its text.
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(error_code(body), ErrorCode::BodyTimeout, "{answer:?}");
     tx.send(()).ok();
     t.join().unwrap();
 }

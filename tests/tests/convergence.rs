@@ -39,7 +39,7 @@ use gridsync_core::model::{
 };
 use gridsync_core::store::Store;
 use gridsync_core::sync::protocol::{
-    self, EnrollRequest, EnrollResponse, RotateResponse, SyncRequest,
+    self, EnrollRequest, EnrollResponse, ErrorCode, RotateResponse, SyncRequest,
 };
 use gridsync_core::sync::{enroll, CancelFlag, SyncEngine, Transport};
 use gridsync_core::Error;
@@ -89,6 +89,7 @@ struct InProc {
 fn server_error(msg: String) -> Error {
     Error::Server {
         status: 500,
+        code: ErrorCode::Internal,
         message: msg,
     }
 }
@@ -120,6 +121,7 @@ impl InProc {
         if !auth::hashes_equal(&auth::hash_secret(secret), &device.secret_hash) {
             return Err(Error::Server {
                 status: 401,
+                code: ErrorCode::BadCredentials,
                 message: "wrong secret".into(),
             });
         }
@@ -129,8 +131,11 @@ impl InProc {
             .ok_or_else(|| server_error("no person".into()))?;
         let req: SyncRequest = protocol::decode(body)?;
         protocol::check_request(&req).map_err(server_error)?;
-        let resp = handle_sync(&self.state, &device, &person, req)
-            .map_err(|e| server_error(format!("{e:?}")))?;
+        let resp = handle_sync(&self.state, &device, &person, req).map_err(|e| Error::Server {
+            status: e.status().as_u16(),
+            code: e.code(),
+            message: e.message().to_string(),
+        })?;
         protocol::encode(&resp)
     }
 
@@ -221,7 +226,8 @@ impl Transport for InProc {
             .map_err(|e| server_error(e.to_string()))?
             .ok_or_else(|| Error::Server {
                 status: 401,
-                message: "invalid_code".into(),
+                code: ErrorCode::InvalidCode,
+                message: "the enrolment code is unknown, used or expired".into(),
             })?;
         let person = storage
             .person(&person_id)

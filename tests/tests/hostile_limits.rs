@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gridsync_core::model::{RecordKind, Role};
-use gridsync_core::sync::protocol::{self, PushOutcome, PushRecord, SyncRequest, SyncResponse};
+use gridsync_core::sync::protocol::{
+    self, ErrorBody, ErrorCode, PushOutcome, PushRecord, SyncRequest, SyncResponse,
+};
 use gridsync_server::api::AppState;
 use gridsync_server::storage::{Author, PushDecision};
 use gridsync_tests::*;
@@ -69,11 +71,11 @@ impl Answer {
             .map(|(_, v)| v.as_str())
     }
 
-    fn error_code(&self) -> String {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_default()
+    /// The typed code of the answer's error body (`Unknown` if it has none).
+    fn error_code(&self) -> ErrorCode {
+        serde_json::from_slice::<ErrorBody>(&self.body)
+            .map(|b| b.error)
+            .unwrap_or(ErrorCode::Unknown)
     }
 }
 
@@ -513,7 +515,7 @@ fn connection_caps_per_address_and_in_total() {
     let extra = read_answer(connect_from(a, addr).unwrap()).expect("an answer, then close");
     assert!(t.elapsed() < Duration::from_secs(2), "closed at once");
     assert_eq!(extra.status, 429);
-    assert_eq!(extra.error_code(), "too_many_connections");
+    assert_eq!(extra.error_code(), ErrorCode::TooManyConnections);
     assert!(extra.text().contains("your address"), "{}", extra.text());
     // Another address is served.
     let b: IpAddr = "127.0.0.4".parse().unwrap();
@@ -597,7 +599,7 @@ fn per_device_rate_limit() {
     assert!((5..=7).contains(&ok), "burst of 5 (plus refills): {ok}");
     assert_eq!(ok + limited.len(), 12);
     let first = limited[0];
-    assert_eq!(first.error_code(), "rate_limited");
+    assert_eq!(first.error_code(), ErrorCode::RateLimited);
     assert!(
         first.text().contains("device rate limit"),
         "{}",
@@ -649,13 +651,13 @@ fn enrolment_limits_per_range_do_not_lock_out_other_ranges() {
     assert!(
         codes[..6]
             .iter()
-            .all(|c| c == &(401, "invalid_code".to_string())),
+            .all(|c| c == &(401, ErrorCode::InvalidCode)),
         "{codes:?}"
     );
     assert!(
         codes[6..]
             .iter()
-            .all(|c| c == &(429, "enrol_range_limited".to_string())),
+            .all(|c| c == &(429, ErrorCode::EnrolRangeLimited)),
         "{codes:?}"
     );
     // A phone in another range enrols with its code.
@@ -666,7 +668,7 @@ fn enrolment_limits_per_range_do_not_lock_out_other_ranges() {
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     assert!(v["device_id"].is_string() && v["secret"].is_string());
     // One address over its own limit: the address limit, and its range still has room.
-    let statuses: Vec<(u16, String)> = (0..4)
+    let statuses: Vec<(u16, ErrorCode)> = (0..4)
         .map(|_| {
             let a = enrol_via_proxy(addr, "203.0.113.8", "ZZZZ-ZZZZ-ZZZZ");
             (a.status, a.error_code())
@@ -674,11 +676,11 @@ fn enrolment_limits_per_range_do_not_lock_out_other_ranges() {
         .collect();
     assert_eq!(
         statuses[3],
-        (429, "enrol_rate_limited".to_string()),
+        (429, ErrorCode::EnrolRateLimited),
         "{statuses:?}"
     );
     let a = enrol_via_proxy(addr, "203.0.113.9", "ZZZZ-ZZZZ-ZZZZ");
-    assert_eq!((a.status, a.error_code().as_str()), (401, "invalid_code"));
+    assert_eq!((a.status, a.error_code()), (401, ErrorCode::InvalidCode));
     assert!(metric(addr, "gridsync_rate_limited_total{limit=\"enrol_range\"}") >= 6.0);
     assert!(metric(addr, "gridsync_rate_limited_total{limit=\"enrol_address\"}") >= 1.0);
 }
@@ -697,7 +699,7 @@ fn revoked_device_with_wrong_secret_learns_nothing() {
     let body = sync_body(&w.phone, vec![], vec![]);
     let right = post_sync(addr, &bearer(&w.phone), &body);
     assert_eq!(right.status, 401);
-    assert_eq!(right.error_code(), "device_revoked");
+    assert_eq!(right.error_code(), ErrorCode::DeviceRevoked);
     assert!(right.text().contains("reported lost"), "{}", right.text());
     let wrong_secret = format!("Bearer {}.{}", link.device_id, "0".repeat(64));
     let wrong = post_sync(addr, &wrong_secret, &body);
@@ -707,7 +709,7 @@ fn revoked_device_with_wrong_secret_learns_nothing() {
         &body,
     );
     assert_eq!(wrong.status, 401);
-    assert_eq!(wrong.error_code(), "bad_credentials");
+    assert_eq!(wrong.error_code(), ErrorCode::BadCredentials);
     assert_eq!(
         wrong.body, unknown.body,
         "the same answer as an unknown device"
@@ -806,7 +808,7 @@ fn metrics_count_what_happens_and_only_loopback_or_allowed_read_them() {
     };
     let outside = via("203.0.113.5");
     assert_eq!(outside.status, 403, "{}", outside.text());
-    assert_eq!(outside.error_code(), "metrics_forbidden");
+    assert_eq!(outside.error_code(), ErrorCode::MetricsForbidden);
     assert!(!outside.text().contains("gridsync_"));
     assert_eq!(via("192.0.2.77").status, 200);
     let forwarded = request_from(
@@ -861,7 +863,7 @@ fn push_cancelled_at_its_deadline_stores_nothing() {
     let body = sync_body(&w.phone, push.clone(), vec![]);
     let a = post_sync(addr, &bearer(&w.phone), &body);
     assert!(
-        a.status == 408 || (a.status == 503 && a.error_code() == "timed_out"),
+        a.status == 408 || (a.status == 503 && a.error_code() == ErrorCode::TimedOut),
         "the client is told it failed: {} {}",
         a.status,
         a.text()

@@ -192,7 +192,17 @@ fn phones_on_different_instances_converge() {
         .revoke_device(&link.device_id, "手机丢失", gridsync_core::now_ms())
         .unwrap();
     let err = p2.sync().expect_err("revoked on B, refused by A");
-    assert!(err.to_string().contains("revoked"), "{err}");
+    assert!(
+        matches!(
+            &err,
+            gridsync_core::Error::Server {
+                status: 401,
+                code: gridsync_core::sync::protocol::ErrorCode::DeviceRevoked,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // A grid reassignment through one instance reaches scopes cached by the other.
     let mut moved = liaison.clone();
     moved.grids = vec!["DEMO-T01-V02".into()];

@@ -135,4 +135,22 @@ fun serverTests() = Suite("server").apply {
         expect(b.fetchAttachment(ref).contentEquals(photo)) { "downloaded" }
         expectEq(b.attachments().map { it.state }, listOf(AttachmentState.CACHED), "cached")
     }
+
+    test("a revoked device's sync fails with ApiException.Server, code DEVICE_REVOKED") {
+        val s = Server.get()
+        val a = GridStore.open(Tmp.path("kt-revoked.db"))
+        val me = a.enroll(s.url, s.issueCode("liaison"), "kt-revoked")
+        a.sync()
+        val p = a.createProducer(newProducer(me.grids.first(), 751, name = "吊销前登记"))
+        // `admin list-devices` lines: id, person, name, state, two spaces apart.
+        val id = s.admin("list-devices").map { it.split("  ") }.single { it.size >= 3 && it[2] == "kt-revoked" }[0]
+        s.admin("revoke-device", "--device", id, "--reason", "reported lost")
+        val e = expectThrows<ApiException.Server> { a.sync() }
+        expectEq(e.status, 401.toUShort(), "status")
+        // The app decides on the typed code, never on the text.
+        expectEq(e.code, ServerErrorCode.DEVICE_REVOKED, "code")
+        expect(e.detail.contains("reported lost")) { e.detail }
+        expect(!a.isEnrolled()) { "the server link is removed" }
+        expectEq(a.keptEdits().map { it.id }, listOf(p.id), "the unsynced edit is kept")
+    }
 }

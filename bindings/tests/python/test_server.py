@@ -1,5 +1,6 @@
 """Liaison scenarios against a real gridsync-server on loopback (`serve --demo`)."""
 
+import json
 import threading
 
 from harness import (
@@ -164,18 +165,34 @@ def test_cancel_listener_error_and_rotation():
     a.sync(None, None)  # the rotated secret is in use now
 
 
-def test_enrolment_errors():
+def test_enrolment_errors_and_revocation_are_typed():
     s = server()
     fresh = g.GridStore.open(tmp_path("bad-code.db"))
     e = expect_error(g.ApiError.Server, fresh.enroll, s.url, "NOT-A-CODE", "phone")
-    assert 400 <= e.status < 500, e
+    assert (e.status, e.code) == (401, g.ServerErrorCode.INVALID_CODE), e
     assert not fresh.is_enrolled()
     code = s.issue_code("liaison")
-    fresh.enroll(s.url, code, "phone")
+    fresh.enroll(s.url, code, "revoked-phone")
     e = expect_error(g.ApiError.Workflow, fresh.enroll, s.url, code, "phone")
     other = g.GridStore.open(tmp_path("reused-code.db"))
     e = expect_error(g.ApiError.Server, other.enroll, s.url, code, "phone")
-    assert 400 <= e.status < 500, e
+    assert (e.status, e.code) == (401, g.ServerErrorCode.INVALID_CODE), e
+
+    # Reported lost: the administrator revokes the device. Its next sync fails with the
+    # typed code (the app decides on `code`, never on the text), its server data is
+    # removed and its unsynced edit is kept.
+    fresh.sync(None, None)
+    grid = fresh.profile().grids[0]
+    p = fresh.create_producer(new_producer(grid, serial=7100, name="吊销前登记"))
+    devices = json.loads(s.admin("list-devices", "--json")[-1])
+    device = next(d for d in devices if d["name"] == "revoked-phone")
+    s.admin("revoke-device", "--device", device["id"], "--reason", "reported lost")
+    e = expect_error(g.ApiError.Server, fresh.sync, None, None)
+    assert e.status == 401, e
+    assert e.code == g.ServerErrorCode.DEVICE_REVOKED, e
+    assert "reported lost" in e.detail, e
+    assert not fresh.is_enrolled()
+    assert [k.id for k in fresh.kept_edits()] == [p.id]
 
 
 def test_threads_write_while_another_thread_syncs():

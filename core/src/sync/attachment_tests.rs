@@ -134,6 +134,7 @@ impl Transport for Fake {
             if s.refused.contains(&r.sha256) {
                 return Err(Error::Server {
                     status: 404,
+                    code: crate::sync::protocol::ErrorCode::Unknown,
                     message: String::new(),
                 });
             }
@@ -187,6 +188,7 @@ impl Transport for Fake {
             }
             let b = s.complete.get(sha).ok_or(Error::Server {
                 status: 404,
+                code: crate::sync::protocol::ErrorCode::Unknown,
                 message: String::new(),
             })?;
             let from = offset as usize;

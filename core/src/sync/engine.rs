@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::attachments::UploadState;
 use super::protocol::{
-    self, EnrollRequest, EnrollResponse, PushRecord, RotateResponse, SyncRequest, SyncResponse,
+    self, EnrollRequest, EnrollResponse, ErrorCode, PushRecord, RotateResponse, SyncRequest,
+    SyncResponse,
 };
 use crate::attachment::AttachmentRef;
 use crate::model::Person;
@@ -18,7 +19,7 @@ use crate::store::{ServerLink, Store, SyncEvent, SyncPhase};
 use crate::{Error, Result};
 
 /// Moves bytes to and from the server. Implementations own the network; errors from the
-/// server come back as [`Error::Server`] with its status and message.
+/// server come back as [`Error::Server`] with its status, code and message.
 pub trait Transport: Send + Sync {
     /// One sync round trip: POST the encoded request, return the encoded response.
     fn sync(&self, auth: &str, body: Vec<u8>) -> Result<Vec<u8>>;
@@ -560,8 +561,9 @@ impl<'a> SyncEngine<'a> {
         {
             Err(Error::Server {
                 status: 401,
+                code: ErrorCode::DeviceRevoked,
                 message,
-            }) if message.contains("revoked") => {
+            }) => {
                 let kept = self
                     .store
                     .wipe_after_revocation(&format!("device revoked: {message}"))?;
@@ -571,6 +573,7 @@ impl<'a> SyncEngine<'a> {
                 );
                 Err(Error::Server {
                     status: 401,
+                    code: ErrorCode::DeviceRevoked,
                     message,
                 })
             }

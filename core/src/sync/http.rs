@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::attachments::UploadState;
 use super::engine::Transport;
 use super::protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, RotateResponse, CONTENT_TYPE, MAX_BODY_BYTES,
-    PROTOCOL_HEADER, PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, RotateResponse, CONTENT_TYPE,
+    MAX_BODY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use crate::attachment::{is_sha256_hex, AttachmentRef};
 use crate::{Error, Result};
@@ -97,14 +97,10 @@ impl HttpTransport {
                             body,
                         });
                     }
-                    let message = serde_json::from_slice::<ErrorBody>(&body)
-                        .map(|e| format!("{}: {}", e.error, e.message))
-                        .unwrap_or_else(|_| {
-                            String::from_utf8_lossy(&body).chars().take(300).collect()
-                        });
+                    let (code, message) = error_body(&body);
                     if status.is_server_error() && status.as_u16() != 501 && status.as_u16() != 507
                     {
-                        last = format!("{status}: {message}");
+                        last = format!("{status} {code}: {message}");
                         continue;
                     }
                     // Rate-limited: wait as long as the server asks (a few seconds at most,
@@ -121,11 +117,12 @@ impl HttpTransport {
                             .map_or(delay, Duration::from_secs)
                             .min(Duration::from_secs(5));
                         std::thread::sleep(wait.saturating_sub(delay));
-                        last = format!("{status}: {message}");
+                        last = format!("{status} {code}: {message}");
                         continue;
                     }
                     return Err(Error::Server {
                         status: status.as_u16(),
+                        code,
                         message,
                     });
                 }
@@ -305,5 +302,52 @@ impl Transport for HttpTransport {
         }
         body.truncate(usize::try_from(max).unwrap_or(usize::MAX));
         Ok(body)
+    }
+}
+
+/// The code and message of an error answer's body. A body that is not an [`ErrorBody`] (a
+/// proxy's page, an empty body) gives [`ErrorCode::Unknown`] and the start of its text.
+fn error_body(body: &[u8]) -> (ErrorCode, String) {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => (e.error, e.message),
+        Err(_) => (
+            ErrorCode::Unknown,
+            String::from_utf8_lossy(body).chars().take(300).collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_give_their_typed_code() {
+        assert_eq!(
+            error_body(br#"{"error":"device_revoked","message":"revoked at 5 ms: lost"}"#),
+            (
+                ErrorCode::DeviceRevoked,
+                "revoked at 5 ms: lost".to_string()
+            )
+        );
+        assert_eq!(
+            error_body(br#"{"error":"from_the_future","message":"m"}"#),
+            (ErrorCode::Unknown, "m".to_string())
+        );
+        // Not an error body: a proxy's page, an empty body, a JSON body of another shape.
+        assert_eq!(
+            error_body(b"<html>502 Bad Gateway</html>"),
+            (
+                ErrorCode::Unknown,
+                "<html>502 Bad Gateway</html>".to_string()
+            )
+        );
+        assert_eq!(error_body(b""), (ErrorCode::Unknown, String::new()));
+        let long = "x".repeat(1000);
+        assert_eq!(error_body(long.as_bytes()).1.len(), 300);
+        assert_eq!(
+            error_body(br#"{"error":7,"message":"m"}"#).0,
+            ErrorCode::Unknown
+        );
     }
 }

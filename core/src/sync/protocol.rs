@@ -259,13 +259,206 @@ pub struct RotateResponse {
     pub secret: String,
 }
 
-/// Error body (JSON) of every non-2xx answer.
+/// Error body (JSON) of every non-2xx answer that has a body: `{"error": CODE, "message":
+/// TEXT}`, the same shape on every route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// Machine-readable code.
-    pub error: String,
+    /// Machine-readable code (its wire identifier, e.g. `device_revoked`). An identifier
+    /// this build does not know reads as [`ErrorCode::Unknown`].
+    pub error: ErrorCode,
     /// Human-readable message.
     pub message: String,
+}
+
+/// Why the server refused a request: the `error` of an [`ErrorBody`].
+///
+/// The wire identifiers (`snake_case`, [`ErrorCode::as_str`]) are stable: a code is never
+/// renamed or reused. A newer server may send a code this build does not know; it reads as
+/// [`ErrorCode::Unknown`] (never a decoding failure), and the HTTP status and the message
+/// still tell what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// `401`: the device was revoked; it must enrol again with a new code (the phone
+    /// removes the server's data and keeps its unsynced edits).
+    DeviceRevoked,
+    /// `401`: the device's person (or the person of an enrolment code, or the issuer of
+    /// one) is no longer active.
+    PersonInactive,
+    /// `401`: no `Authorization: Bearer DEVICE.SECRET` header.
+    MissingCredentials,
+    /// `401`: a malformed credential, an unknown device or a wrong secret.
+    BadCredentials,
+    /// `401`: the enrolment code is unknown, used or expired.
+    InvalidCode,
+    /// `403`: the person may not do this (issue enrolment codes, enrol an administrator).
+    Forbidden,
+    /// `429`: the device's request rate limit; `Retry-After` says when to retry.
+    RateLimited,
+    /// `429`: too many enrolment attempts from this address.
+    EnrolRateLimited,
+    /// `429`: too many enrolment attempts from this address range.
+    EnrolRangeLimited,
+    /// `503` (connection limit in total) or `429` (per address): the connection was
+    /// closed at once.
+    TooManyConnections,
+    /// `403`: `/metrics` is served only to loopback and `--metrics-allow` addresses.
+    MetricsForbidden,
+    /// `400`: no protocol version header.
+    MissingProtocol,
+    /// `400`: a protocol version this server does not serve.
+    UnsupportedProtocol,
+    /// `415`: the wrong `Content-Type`.
+    ContentType,
+    /// `400`: a required header is missing.
+    MissingHeader,
+    /// `400`: a header's value is malformed.
+    BadHeader,
+    /// `400`: the body does not decode (not gzip, not the message, not JSON).
+    MalformedBody,
+    /// `400`: a value in the request is not acceptable (a field too long, an attachment
+    /// reference that does not hold).
+    Invalid,
+    /// `413`: the body (compressed or decompressed) or its counts exceed the limits.
+    TooLarge,
+    /// `408`: the request body arrived too slowly.
+    BodyTimeout,
+    /// `400`: the request body could not be read (the link broke off).
+    BodyRead,
+    /// `503`: the request ran past the server's time limit; nothing of it was stored.
+    TimedOut,
+    /// `404`: no such thing in the person's scope.
+    NotFound,
+    /// `413`: the attachment is larger than the server takes.
+    AttachmentTooLarge,
+    /// `507`: the device's attachment quota would be exceeded.
+    AttachmentQuota,
+    /// `422`: the uploaded attachment does not match its reference; everything held was
+    /// discarded, start again from byte 0.
+    AttachmentCorrupt,
+    /// `409`: an upload of the same attachment with another size or type is under way.
+    AttachmentDeclaredOtherwise,
+    /// `400`: the bytes run past the attachment's declared length.
+    PastEnd,
+    /// `409`: the server holds another number of bytes; continue from its `Upload-Offset`.
+    OffsetMismatch,
+    /// `500`: the server's database failed.
+    Storage,
+    /// `500`: the request failed inside the server.
+    Internal,
+    /// A code this build does not know (sent by a newer server), or an answer without a
+    /// readable error body; the status tells what kind of failure it is.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Every code, [`ErrorCode::Unknown`] last.
+    pub const ALL: [ErrorCode; 32] = [
+        ErrorCode::DeviceRevoked,
+        ErrorCode::PersonInactive,
+        ErrorCode::MissingCredentials,
+        ErrorCode::BadCredentials,
+        ErrorCode::InvalidCode,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::EnrolRateLimited,
+        ErrorCode::EnrolRangeLimited,
+        ErrorCode::TooManyConnections,
+        ErrorCode::MetricsForbidden,
+        ErrorCode::MissingProtocol,
+        ErrorCode::UnsupportedProtocol,
+        ErrorCode::ContentType,
+        ErrorCode::MissingHeader,
+        ErrorCode::BadHeader,
+        ErrorCode::MalformedBody,
+        ErrorCode::Invalid,
+        ErrorCode::TooLarge,
+        ErrorCode::BodyTimeout,
+        ErrorCode::BodyRead,
+        ErrorCode::TimedOut,
+        ErrorCode::NotFound,
+        ErrorCode::AttachmentTooLarge,
+        ErrorCode::AttachmentQuota,
+        ErrorCode::AttachmentCorrupt,
+        ErrorCode::AttachmentDeclaredOtherwise,
+        ErrorCode::PastEnd,
+        ErrorCode::OffsetMismatch,
+        ErrorCode::Storage,
+        ErrorCode::Internal,
+        ErrorCode::Unknown,
+    ];
+
+    /// The stable wire identifier (what the `error` field of an [`ErrorBody`] carries).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::PersonInactive => "person_inactive",
+            ErrorCode::MissingCredentials => "missing_credentials",
+            ErrorCode::BadCredentials => "bad_credentials",
+            ErrorCode::InvalidCode => "invalid_code",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::EnrolRateLimited => "enrol_rate_limited",
+            ErrorCode::EnrolRangeLimited => "enrol_range_limited",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::MetricsForbidden => "metrics_forbidden",
+            ErrorCode::MissingProtocol => "missing_protocol",
+            ErrorCode::UnsupportedProtocol => "unsupported_protocol",
+            ErrorCode::ContentType => "content_type",
+            ErrorCode::MissingHeader => "missing_header",
+            ErrorCode::BadHeader => "bad_header",
+            ErrorCode::MalformedBody => "malformed_body",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BodyTimeout => "body_timeout",
+            ErrorCode::BodyRead => "body_read",
+            ErrorCode::TimedOut => "timed_out",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AttachmentTooLarge => "attachment_too_large",
+            ErrorCode::AttachmentQuota => "attachment_quota",
+            ErrorCode::AttachmentCorrupt => "attachment_corrupt",
+            ErrorCode::AttachmentDeclaredOtherwise => "attachment_declared_otherwise",
+            ErrorCode::PastEnd => "past_end",
+            ErrorCode::OffsetMismatch => "offset_mismatch",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    /// The code a wire identifier names; [`ErrorCode::Unknown`] for one this build does
+    /// not know.
+    pub fn from_wire(id: &str) -> ErrorCode {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == id)
+            .unwrap_or(ErrorCode::Unknown)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A sync request body the server refuses before acting on it: the code says which
+/// answer it gets ([`ErrorCode::TooLarge`] or [`ErrorCode::MalformedBody`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BodyError {
+    /// [`ErrorCode::TooLarge`] (over the compressed or decompressed limit) or
+    /// [`ErrorCode::MalformedBody`].
+    pub code: ErrorCode,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl From<BodyError> for Error {
+    fn from(e: BodyError) -> Self {
+        Error::Protocol(e.message)
+    }
 }
 
 /// Encodes a message as `gzip(postcard(msg))`.
@@ -291,9 +484,21 @@ fn append_defaults(raw: &mut Vec<u8>, version: u16) {
 /// without the fields later versions appended (v2 `bare_docs = false`, v3
 /// `page_bytes = 0`).
 pub fn decode_request(body: &[u8], version: u16) -> Result<SyncRequest> {
-    let mut raw = inflate(body)?;
+    Ok(decode_request_body(body, version)?)
+}
+
+/// [`decode_request`] with the refusal typed: [`ErrorCode::TooLarge`] for a body over the
+/// compressed or decompressed limit, [`ErrorCode::MalformedBody`] for anything else.
+pub fn decode_request_body(
+    body: &[u8],
+    version: u16,
+) -> std::result::Result<SyncRequest, BodyError> {
+    let mut raw = inflate_body(body)?;
     append_defaults(&mut raw, version);
-    postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
+    postcard::from_bytes(&raw).map_err(|e| BodyError {
+        code: ErrorCode::MalformedBody,
+        message: format!("malformed message: {e}"),
+    })
 }
 
 /// Decodes a sync response sent for protocol `version` (a version 1 body lacks
@@ -336,21 +541,30 @@ fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
 
 /// Inflates a gzip body, refusing bodies over the limits.
 fn inflate(body: &[u8]) -> Result<Vec<u8>> {
+    Ok(inflate_body(body)?)
+}
+
+/// [`inflate`] with the refusal typed.
+fn inflate_body(body: &[u8]) -> std::result::Result<Vec<u8>, BodyError> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(Error::Protocol(format!(
-            "body of {} bytes exceeds {MAX_BODY_BYTES}",
-            body.len()
-        )));
+        return Err(BodyError {
+            code: ErrorCode::TooLarge,
+            message: format!("body of {} bytes exceeds {MAX_BODY_BYTES}", body.len()),
+        });
     }
     let mut raw = Vec::new();
     let gz = flate2::read::GzDecoder::new(body);
     gz.take(MAX_DECODED_BYTES as u64 + 1)
         .read_to_end(&mut raw)
-        .map_err(|e| Error::Protocol(format!("body is not valid gzip: {e}")))?;
+        .map_err(|e| BodyError {
+            code: ErrorCode::MalformedBody,
+            message: format!("body is not valid gzip: {e}"),
+        })?;
     if raw.len() > MAX_DECODED_BYTES {
-        return Err(Error::Protocol(format!(
-            "body decompresses to more than {MAX_DECODED_BYTES} bytes"
-        )));
+        return Err(BodyError {
+            code: ErrorCode::TooLarge,
+            message: format!("body decompresses to more than {MAX_DECODED_BYTES} bytes"),
+        });
     }
     Ok(raw)
 }
@@ -566,5 +780,101 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &[0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap();
         assert!(decode::<SyncRequest>(&gz.finish().unwrap()).is_err());
+        // The server's typed refusals: too large before or after inflating, else malformed.
+        let code = |body: &[u8]| {
+            decode_request_body(body, PROTOCOL_VERSION)
+                .unwrap_err()
+                .code
+        };
+        assert_eq!(code(&bomb), ErrorCode::TooLarge);
+        assert_eq!(code(&vec![0u8; MAX_BODY_BYTES + 1]), ErrorCode::TooLarge);
+        assert_eq!(code(b"not gzip"), ErrorCode::MalformedBody);
+        assert_eq!(
+            code(&encode_raw_for_tests(&[0xff; 40])),
+            ErrorCode::MalformedBody
+        );
+        let e = decode_request(b"not gzip", PROTOCOL_VERSION).unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol(m) if m.starts_with("body is not valid gzip")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn error_codes_round_trip_with_their_stable_identifiers() {
+        // The identifiers servers and phones in the field send today: never renamed.
+        let pinned = [
+            "device_revoked",
+            "person_inactive",
+            "missing_credentials",
+            "bad_credentials",
+            "invalid_code",
+            "forbidden",
+            "rate_limited",
+            "enrol_rate_limited",
+            "enrol_range_limited",
+            "too_many_connections",
+            "metrics_forbidden",
+            "missing_protocol",
+            "unsupported_protocol",
+            "content_type",
+            "missing_header",
+            "bad_header",
+            "malformed_body",
+            "invalid",
+            "too_large",
+            "body_timeout",
+            "body_read",
+            "timed_out",
+            "not_found",
+            "attachment_too_large",
+            "attachment_quota",
+            "attachment_corrupt",
+            "attachment_declared_otherwise",
+            "past_end",
+            "offset_mismatch",
+            "storage",
+            "internal",
+            "unknown",
+        ];
+        assert_eq!(pinned.len(), ErrorCode::ALL.len());
+        let mut seen = std::collections::HashSet::new();
+        for (code, id) in ErrorCode::ALL.into_iter().zip(pinned) {
+            assert_eq!(code.as_str(), id);
+            assert!(seen.insert(id), "{id} twice");
+            assert_eq!(ErrorCode::from_wire(id), code);
+            assert_eq!(code.to_string(), id);
+            // serde's identifier is the same as `as_str`, both ways.
+            assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(id));
+            let body = ErrorBody {
+                error: code,
+                message: format!("about {id}"),
+            };
+            let json = serde_json::to_string(&body).unwrap();
+            assert_eq!(
+                json,
+                format!(r#"{{"error":"{id}","message":"about {id}"}}"#)
+            );
+            assert_eq!(serde_json::from_str::<ErrorBody>(&json).unwrap(), body);
+        }
+    }
+
+    #[test]
+    fn an_error_code_from_a_newer_server_reads_as_unknown() {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"error":"quantum_flux","message":"a code from a later version","hint":1}"#,
+        )
+        .unwrap();
+        assert_eq!(body.error, ErrorCode::Unknown);
+        assert_eq!(body.message, "a code from a later version");
+        assert_eq!(ErrorCode::from_wire("quantum_flux"), ErrorCode::Unknown);
+        assert_eq!(ErrorCode::from_wire("Device_Revoked"), ErrorCode::Unknown);
+        assert_eq!(ErrorCode::from_wire(""), ErrorCode::Unknown);
+        // The body attachment refusals sent before it had one shape (`code` beside `error`).
+        let old: ErrorBody = serde_json::from_str(
+            r#"{"error":"attachment_corrupt","code":"attachment_corrupt","message":"m"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.error, ErrorCode::AttachmentCorrupt);
     }
 }
