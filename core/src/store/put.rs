@@ -3,11 +3,12 @@
 
 use rusqlite::{OptionalExtension, Transaction};
 
+use super::columns::column;
 use super::documents::{insert_doc, load_doc, materialize, persist_doc};
 use super::reference::TreeSnapshot;
 use super::Store;
 use crate::doc::RecordDoc;
-use crate::model::{Actor, ChecklistTemplate, Record};
+use crate::model::{Actor, ChecklistTemplate, ProducerType, Record};
 use crate::rules;
 use crate::validate;
 use crate::{Error, Result};
@@ -111,17 +112,19 @@ impl Store {
         let (template, producer_type) = match &rec {
             Record::Visit(v) => {
                 let t = self.template(&v.template_id, v.template_version)?;
+                // A producer type that does not read is an error naming the row, never
+                // "no type" (which would hold the visit to every checklist item, whatever
+                // the producer).
                 let pt = self.read(|c| {
                     Ok(
-                        c.prepare_cached("SELECT producer_type FROM producers WHERE id = ?1")?
-                            .query_row([&v.producer_id], |r| r.get::<_, String>(0))
+                        c.prepare_cached("SELECT id, producer_type FROM producers WHERE id = ?1")?
+                            .query_row([&v.producer_id], |r| {
+                                column::<ProducerType>(r, 1, "producers", 0)
+                            })
                             .optional()?,
                     )
                 })?;
-                (
-                    Some(t),
-                    pt.as_deref().and_then(crate::model::ProducerType::parse),
-                )
+                (Some(t), pt)
             }
             _ => (None, None),
         };

@@ -130,6 +130,32 @@ fn a_damaged_producer_row_names_its_id_and_column() {
 }
 
 #[test]
+fn a_damaged_producer_type_fails_a_visit_save_instead_of_reading_as_none() {
+    let rows = Rows::new();
+    let (s, pid) = (&rows.s, rows.pid.as_str());
+    // Saving a visit reads its producer's type to pick what the visit is checked against.
+    let visit = s.visit(&rows.vid).unwrap();
+    rows.damage(
+        "UPDATE producers SET producer_type = 'spaceship' WHERE id = ?1",
+        pid,
+    );
+    let before = s.counts().unwrap();
+    assert_eq!(
+        named(s.save_visit(visit.clone())),
+        row("producers", pid, "producer_type")
+    );
+    let e = s.save_visit(visit.clone()).unwrap_err();
+    assert!(
+        e.to_string().contains("'spaceship' is not a producer type"),
+        "{e}"
+    );
+    assert_eq!(s.counts().unwrap(), before, "nothing written");
+    // Rebuilt from the documents, the row reads again and the visit saves.
+    s.rebuild_query_tables().unwrap();
+    s.save_visit(visit).unwrap();
+}
+
+#[test]
 fn a_damaged_visit_row_names_its_id_and_column() {
     let rows = Rows::new();
     rows.damage("UPDATE visits SET status = 'lost' WHERE id = ?1", &rows.vid);
