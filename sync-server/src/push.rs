@@ -558,9 +558,12 @@ pub fn decide(
             .insert(pr.id.clone(), (pr.grid.clone(), pr.producer_type));
     }
     let attachments = gridsync_core::attachment::refs_of(&result);
+    let grid = result.grid().to_string();
+    // Templates have no query rows: no need to carry them to the write.
+    let record = (result.kind() != RecordKind::Template).then(|| Box::new(result));
     PushDecision::Store {
         kind,
-        grid: result.grid().to_string(),
+        grid,
         // Stored without column compression: saving compressed costs more CPU than the
         // rest of the push (the wire format is gzipped anyway).
         doc: merged.save_nocompress(),
@@ -568,5 +571,6 @@ pub fn decide(
         new_changes: new_changes_bytes,
         action: if stored.is_some() { "update" } else { "create" },
         attachments,
+        record,
     }
 }

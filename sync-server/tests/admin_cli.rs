@@ -186,6 +186,7 @@ fn backup_carries_attachments_and_gc_deletes_unreferenced_ones() {
             new_changes: p.changes.clone(),
             action: "create",
             attachments: refs.clone(),
+            record: None,
         };
         s.apply_push(&author, &push, &mut decide).unwrap();
     };

@@ -223,6 +223,7 @@ fn put_as(
             new_changes: p.changes.clone(),
             action: if stored.is_some() { "update" } else { "create" },
             attachments: attachments.to_vec(),
+            record: None,
         }
     };
     let who = Author {
@@ -959,6 +960,7 @@ fn one_record_twice_in_a_batch(f: &Fixture) {
             new_changes: p.changes.clone(),
             action: "update",
             attachments: Vec::new(),
+            record: None,
         }
     };
     let r = s.apply_push(&author(), &push, &mut process).unwrap();
@@ -1214,6 +1216,7 @@ fn concurrent_pushes_keep_every_feed_gapless(f: &Fixture) {
                             new_changes: p.changes.clone(),
                             action: "update",
                             attachments: Vec::new(),
+                            record: None,
                         }
                     };
                     let r = s.apply_push(&author(), &push, &mut process).unwrap();
@@ -1491,6 +1494,7 @@ fn one_timestamp_per_push(f: &Fixture) {
         new_changes: p.changes.clone(),
         action: "create",
         attachments: Vec::new(),
+        record: None,
     };
     s.apply_push(&author(), &push, &mut process).unwrap();
     let audit = s.audit_list(&AuditFilter::Grid("G".into()), 100).unwrap();

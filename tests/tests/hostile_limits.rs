@@ -300,6 +300,7 @@ fn store_big(server: &TestServer, id: &str, grid: &str, size: usize, seed: u64) 
                 new_changes: vec![],
                 action: "create",
                 attachments: vec![],
+                record: None,
             },
         )
         .unwrap();

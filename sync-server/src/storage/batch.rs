@@ -42,6 +42,8 @@ pub(crate) struct Op {
     pub since: Since,
     /// Attachments the written record refers to.
     pub attachments: Vec<gridsync_core::attachment::AttachmentRef>,
+    /// The written record, read (its query rows), if the decision read it.
+    pub record: Option<Box<gridsync_core::model::Record>>,
 }
 
 /// What a batch decided: one outcome per pushed record, and the writes, in batch order.
@@ -80,6 +82,7 @@ pub(crate) fn decide_batch(
                 new_changes,
                 action,
                 attachments,
+                record,
             } => {
                 let (moved_from, since) = match stored {
                     Some((s, _)) if s.grid != grid => (Some(s.grid.clone()), Since::Own),
@@ -112,6 +115,7 @@ pub(crate) fn decide_batch(
                     moved_from,
                     since,
                     attachments,
+                    record,
                 });
                 PushOutcome::Accepted
             }

@@ -13,6 +13,7 @@ use gridsync_core::sync::protocol::{Departure, PullRecord, PushRecord, PushResul
 use sha2::{Digest, Sha256};
 
 use super::batch::{resolve_since, Op};
+use super::query;
 use super::sql::{params, Heads, Insert, Row, TextArray, Tx, Value};
 use super::*;
 
@@ -53,6 +54,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug + Sized + 'static {
     fn backup_native(&self, dest: &Path) -> StorageResult<bool>;
     /// Testing hook: pushes wait this long before they commit.
     fn set_push_commit_delay(&self, _d: std::time::Duration) {}
+    /// Keeps concurrent pushes of the records `ids` (sorted) out until the transaction `tx`
+    /// ends (a rebuild of their query rows). SQLite: nothing (one writer).
+    fn lock_records(&self, _tx: &mut dyn Tx, _ids: &[&str]) -> StorageResult<()> {
+        Ok(())
+    }
 
     // The byte store of attachments: each call runs inside the transaction `tx` of the
     // metadata it goes with (SQLite: files written while the single writer is held;
@@ -506,7 +512,15 @@ pub(crate) fn write_ops(tx: &mut dyn Tx, author: &Author, ops: &[Op]) -> Storage
         .filter(|(i, op)| last_of.get(op.id.as_str()) == Some(i))
         .map(|(_, op)| op)
         .collect();
-    write_refs(tx, author, &last)
+    write_refs(tx, author, &last)?;
+    // The query rows of the records as they are stored now, from the records the push
+    // logic read.
+    if query::query_tables_enabled() {
+        let recs: Vec<&gridsync_core::model::Record> =
+            last.iter().filter_map(|op| op.record.as_deref()).collect();
+        query::materialize(tx, &recs)?;
+    }
+    Ok(())
 }
 
 /// Records the attachment references of written records: the pushing device's reference
@@ -1800,6 +1814,7 @@ impl<B: Backend> Storage for SqlStorage<B> {
                 ));
             }
             let mut counts = CopyCounts::new();
+            let mut unread = query::RebuildReport::default();
             source(&mut |chunk: DumpChunk| {
                 let (table, n) = chunk.table();
                 *counts.entry(table.to_string()).or_insert(0) += n as u64;
@@ -1810,11 +1825,27 @@ impl<B: Backend> Storage for SqlStorage<B> {
                         bytes,
                         last,
                     } => import_attachment_bytes(&self.backend, tx, sha256, *offset, bytes, *last),
+                    DumpChunk::Records(rows) => {
+                        import_chunk(tx, &chunk)?;
+                        // Query rows are not copied: they follow from the documents.
+                        let docs: Vec<(&str, RecordKind, &[u8])> = rows
+                            .iter()
+                            .map(|r| (r.id.as_str(), r.kind, r.doc.as_slice()))
+                            .collect();
+                        query::materialize_docs(tx, &docs, &mut unread)
+                    }
                     _ => import_chunk(tx, &chunk),
                 }
             })?;
             if let Some(done) = B::IMPORT_DONE {
                 tx.execute(done, &[])?;
+            }
+            if unread.unreadable_count > 0 {
+                tracing::warn!(
+                    count = unread.unreadable_count,
+                    first = ?unread.unreadable.first(),
+                    "imported records whose documents do not read have no query rows"
+                );
             }
             Ok(counts)
         })
@@ -1837,6 +1868,104 @@ impl<B: Backend> Storage for SqlStorage<B> {
 
     fn set_push_commit_delay(&self, d: std::time::Duration) {
         self.backend.set_push_commit_delay(d);
+    }
+
+    fn grid_subtree(&self, roots: &[String]) -> StorageResult<Vec<String>> {
+        let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
+        self.backend.read(|tx| query::subtree(tx, &roots))
+    }
+
+    fn directory(
+        &self,
+        filter: &DirectoryFilter,
+        page: PageReq,
+    ) -> StorageResult<Page<ProducerRow>> {
+        let args = query::DirectoryArgs::of(filter);
+        let q = query::directory_sql(filter, &args.grids, args.pattern.as_deref(), page)?;
+        self.backend
+            .read(|tx| query::run_page(tx, &q, page.limit, query::producer_row))
+    }
+
+    fn review_queue(
+        &self,
+        grids: &[String],
+        level: ReviewLevel,
+        page: PageReq,
+    ) -> StorageResult<Page<ProducerRow>> {
+        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+        let q = query::review_queue_sql(&grids, level, page)?;
+        self.backend
+            .read(|tx| query::run_page(tx, &q, page.limit, query::producer_row))
+    }
+
+    fn query_producer(&self, id: &str) -> StorageResult<Option<ProducerRow>> {
+        self.backend.read(|tx| query::producer_of(tx, id))
+    }
+
+    fn producer_reviews(&self, producer_id: &str) -> StorageResult<Vec<ReviewRow>> {
+        self.backend.read(|tx| query::reviews_of(tx, producer_id))
+    }
+
+    fn producer_visits(&self, producer_id: &str, page: PageReq) -> StorageResult<Page<VisitRow>> {
+        let q = query::producer_visits_sql(producer_id, page)?;
+        self.backend
+            .read(|tx| query::run_page(tx, &q, page.limit, |r| query::visit_row(&r)))
+    }
+
+    fn visits(&self, filter: &VisitFilter, page: PageReq) -> StorageResult<Page<VisitRow>> {
+        let grids: Vec<&str> = filter.grids.iter().map(String::as_str).collect();
+        let q = query::visits_sql(filter, &grids, page)?;
+        self.backend
+            .read(|tx| query::run_page(tx, &q, page.limit, |r| query::visit_row(&r)))
+    }
+
+    fn open_rectifications(
+        &self,
+        grids: &[String],
+        today: &str,
+        overdue_only: bool,
+        page: PageReq,
+    ) -> StorageResult<Page<RectificationRow>> {
+        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+        let q = query::open_rectifications_sql(&grids, today, overdue_only, page)?;
+        self.backend
+            .read(|tx| query::run_page(tx, &q, page.limit, query::rectification_row))
+    }
+
+    fn rebuild_query_tables(&self) -> StorageResult<RebuildReport> {
+        let mut report = RebuildReport::default();
+        let mut after: Option<String> = None;
+        loop {
+            let mut batch = report.clone();
+            let last = retry_conflicts(|| {
+                batch = report.clone();
+                self.backend.write(|tx| {
+                    let ids = query::rebuild_ids(tx, after.as_deref())?;
+                    let mut sorted: Vec<&str> = ids.iter().map(|i| i.0.as_str()).collect();
+                    sorted.sort_unstable();
+                    self.backend.lock_records(tx, &sorted)?;
+                    query::rebuild_batch(tx, &ids, &mut batch)?;
+                    Ok(ids.last().map(|i| i.0.clone()))
+                })
+            })?;
+            report = batch;
+            match last {
+                Some(id) => after = Some(id),
+                None => break,
+            }
+        }
+        loop {
+            let n = retry_conflicts(|| self.backend.write(|tx| query::delete_orphans(tx, 1000)))?;
+            report.orphans += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    fn query_snapshot(&self) -> StorageResult<QuerySnapshot> {
+        self.backend.read(query::snapshot)
     }
 
     fn attachment(&self, sha256: &str) -> StorageResult<Option<AttachmentMeta>> {
@@ -1974,7 +2103,54 @@ impl<B: Backend> Storage for SqlStorage<B> {
     }
 }
 
+/// Runs `f` again (a few times) when two transactions got in each other's way.
+fn retry_conflicts<T>(mut f: impl FnMut() -> StorageResult<T>) -> StorageResult<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f() {
+            Err(StorageError::Conflict(e)) if attempt < 4 => {
+                tracing::warn!(attempt, "query table rebuild retried: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(5 * attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl<B: Backend> SqlStorage<B> {
+    /// Fills the query tables of a database that gained them by a migration (marked by its
+    /// `query_tables` meta row): every record's rows, then the mark is removed. Run when
+    /// the storage opens; nothing to do afterwards.
+    pub(crate) fn fill_query_tables_if_new(&self) -> StorageResult<()> {
+        let pending: Option<String> = self.backend.single(false, |tx| {
+            tx.value(
+                "server_meta",
+                "SELECT value FROM server_meta WHERE key = 'query_tables'",
+                &[],
+            )
+        })?;
+        if pending.is_none() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let r = self.rebuild_query_tables()?;
+        if r.records > 0 {
+            tracing::info!(
+                records = r.records,
+                producers = r.producers,
+                visits = r.visits,
+                unreadable = r.unreadable_count,
+                seconds = started.elapsed().as_secs_f64(),
+                "query tables filled from the stored documents"
+            );
+        }
+        self.backend.write(|tx| {
+            tx.execute("DELETE FROM server_meta WHERE key = 'query_tables'", &[])
+                .map(|_| ())
+        })
+    }
+
     /// Marks this database as a backup: the first server to open it takes a new epoch.
     pub(crate) fn mark_restored(&self) -> StorageResult<()> {
         self.backend.write(|tx| {

@@ -13,6 +13,7 @@
 pub(crate) mod batch;
 pub mod layer;
 pub mod postgres;
+pub mod query;
 pub mod sql;
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -22,9 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gridsync_core::attachment::AttachmentRef;
-use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, RecordKind, Role};
+use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, Record, RecordKind, Role};
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushResult};
 use serde::{Deserialize, Serialize};
+
+pub use query::{
+    DirectoryFilter, DirectorySort, Page, PageReq, ProducerRow, QuerySnapshot, RebuildReport,
+    RectificationRow, ReviewLevel, ReviewRow, VisitFilter, VisitRow, MAX_PAGE,
+};
 
 /// The device name under which the server itself writes records it seeds (demo data,
 /// benchmark datasets), as an administrator would push them.
@@ -96,6 +102,10 @@ pub enum PushDecision {
         /// ([`gridsync_core::attachment::refs_of`]): recorded as the pushing device's
         /// references in the push's transaction.
         attachments: Vec<AttachmentRef>,
+        /// The merged record as the push logic read it: its query rows are written in the
+        /// push's transaction. `None`: the document is not read (tests that store opaque
+        /// bytes); no query rows.
+        record: Option<Box<Record>>,
     },
     /// Nothing new (a retried or duplicated push).
     Duplicate,
@@ -387,6 +397,45 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// `partial_before_ms`, with their bytes (and bytes no attachment row names). Returns
     /// what was deleted.
     fn gc_attachments(&self, partial_before_ms: i64) -> StorageResult<Vec<GcEntry>>;
+
+    /// The grids at or below `roots` (each once, sorted): the explicit grid list the page
+    /// queries take.
+    fn grid_subtree(&self, roots: &[String]) -> StorageResult<Vec<String>>;
+    /// The directory: producers in `filter.grids` matching the filter, sorted, one page.
+    fn directory(
+        &self,
+        filter: &DirectoryFilter,
+        page: PageReq,
+    ) -> StorageResult<Page<ProducerRow>>;
+    /// Producers in `grids` awaiting `level`'s review, longest waiting first.
+    fn review_queue(
+        &self,
+        grids: &[String],
+        level: ReviewLevel,
+        page: PageReq,
+    ) -> StorageResult<Page<ProducerRow>>;
+    /// One producer's query row.
+    fn query_producer(&self, id: &str) -> StorageResult<Option<ProducerRow>>;
+    /// A producer's review steps, oldest first.
+    fn producer_reviews(&self, producer_id: &str) -> StorageResult<Vec<ReviewRow>>;
+    /// A producer's visits, newest first.
+    fn producer_visits(&self, producer_id: &str, page: PageReq) -> StorageResult<Page<VisitRow>>;
+    /// Visits matching the filter, newest first.
+    fn visits(&self, filter: &VisitFilter, page: PageReq) -> StorageResult<Page<VisitRow>>;
+    /// Open rectifications in `grids`, earliest deadline first; `today` (`YYYY-MM-DD`)
+    /// decides which are overdue (`overdue_only`: only those).
+    fn open_rectifications(
+        &self,
+        grids: &[String],
+        today: &str,
+        overdue_only: bool,
+        page: PageReq,
+    ) -> StorageResult<Page<RectificationRow>>;
+    /// Rebuilds every query row from the stored documents, in bounded batches (each its
+    /// own transaction, its records locked against concurrent pushes); idempotent.
+    fn rebuild_query_tables(&self) -> StorageResult<RebuildReport>;
+    /// Every query row (tests and checks; loads them all).
+    fn query_snapshot(&self) -> StorageResult<QuerySnapshot>;
 
     /// Testing hook: every push waits this long after taking its feed sequences and before
     /// committing, to force late commits (zero turns it off; backends whose pushes commit in

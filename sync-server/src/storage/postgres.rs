@@ -169,6 +169,7 @@ pub const STEPS: Steps = Steps {
     scripts: &[
         include_str!("migrations/postgres_0001.sql"),
         include_str!("migrations/postgres_0002.sql"),
+        include_str!("migrations/postgres_0003.sql"),
     ],
 };
 
@@ -178,13 +179,17 @@ pub type PostgresStorage = SqlStorage<Postgres>;
 impl PostgresStorage {
     /// Connects to `url` (`postgres://user@host:port/db`), migrating the schema if needed.
     pub fn open(url: &str) -> StorageResult<Self> {
-        Postgres::open_with(url, None).map(SqlStorage::new)
+        let s = Postgres::open_with(url, None).map(SqlStorage::new)?;
+        s.fill_query_tables_if_new()?;
+        Ok(s)
     }
 
     /// Like [`PostgresStorage::open`], in the named schema of the database (created if
     /// missing). Tests use one schema each; instances that share data use the same one.
     pub fn open_in_schema(url: &str, schema: &str) -> StorageResult<Self> {
-        Postgres::open_with(url, Some(schema)).map(SqlStorage::new)
+        let s = Postgres::open_with(url, Some(schema)).map(SqlStorage::new)?;
+        s.fill_query_tables_if_new()?;
+        Ok(s)
     }
 
     /// The schema this storage works in, if one was named.
@@ -727,6 +732,18 @@ impl Backend for Postgres {
             &[],
         )
         .map(Option::unwrap_or_default)
+    }
+
+    fn lock_records(&self, tx: &mut dyn Tx, ids: &[&str]) -> StorageResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // The same locks, in the same order, as a push of these records takes.
+        tx.execute(
+            "SELECT count(pg_advisory_xact_lock($2, hashtext(u.id))) FROM unnest($1::text[]) AS u(id)",
+            params![ids, i64::from(RECORD_LOCK_CLASS)],
+        )?;
+        Ok(())
     }
 
     fn set_push_commit_delay(&self, d: Duration) {

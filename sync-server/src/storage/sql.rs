@@ -7,7 +7,10 @@
 //! `RETURNING`, `CAST(… AS BIGINT)`). One extension: `IN LIST($n)` tests membership in a
 //! [`Value::TextList`]. Each backend rewrites that text to its dialect in [`Tx`].
 
-use gridsync_core::model::{GridKind, GridLevel, RecordKind, Role};
+use gridsync_core::model::{
+    GridKind, GridLevel, ProducerStatus, ProducerType, RecordKind, ReviewState, RiskLevel, Role,
+    VisitStatus,
+};
 
 use super::{StorageError, StorageResult};
 
@@ -96,6 +99,8 @@ macro_rules! text_enum {
     )*};
 }
 text_enum!(RecordKind => "a record kind", GridLevel => "a grid level", GridKind => "a grid kind", Role => "a role");
+// The query tables' stored enums.
+text_enum!(ProducerType => "a producer type", ProducerStatus => "a producer status", ReviewState => "a review state", RiskLevel => "a risk level", VisitStatus => "a visit status");
 
 /// Parameters as a slice of [`Value`]s.
 #[macro_export]

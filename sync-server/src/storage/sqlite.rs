@@ -31,6 +31,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/sqlite_0001.sql"),
         include_str!("migrations/sqlite_0002.sql"),
         include_str!("migrations/sqlite_0003.sql"),
+        include_str!("migrations/sqlite_0004.sql"),
     ],
 };
 
@@ -213,7 +214,7 @@ impl SqliteStorage {
                 .spawn(move || run_checkpointer(p, s))
                 .map_err(|e| StorageError::Database(format!("checkpoint thread: {e}")))?
         };
-        Ok(SqlStorage::new(Sqlite {
+        let storage = SqlStorage::new(Sqlite {
             writer: Mutex::new(c),
             readers: Mutex::new(Vec::new()),
             path,
@@ -221,7 +222,9 @@ impl SqliteStorage {
             group_cv: Condvar::new(),
             checkpoints,
             checkpointer: Some(checkpointer),
-        }))
+        });
+        storage.fill_query_tables_if_new()?;
+        Ok(storage)
     }
 }
 
