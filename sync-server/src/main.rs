@@ -234,6 +234,9 @@ enum AdminCmd {
     },
     /// Give the server a new epoch (after restoring data by other means).
     RotateEpoch,
+    /// Rebuild the query tables (the console's producers, reviews, visits) from the stored
+    /// documents, in batches; safe while the server runs, and to repeat.
+    RebuildQueryTables,
     /// Show counts.
     Status,
 }
@@ -565,6 +568,28 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             }
             let bytes: u64 = gone.iter().map(|g| g.meta.held).sum();
             println!("deleted {} attachments ({bytes} bytes)", gone.len());
+        }
+        AdminCmd::RebuildQueryTables => {
+            let started = std::time::Instant::now();
+            let r = s.rebuild_query_tables().map_err(|e| e.to_string())?;
+            println!(
+                "query tables rebuilt from {} records in {:.1} s: {} producers, {} review steps, {} visits; {} stale rows deleted",
+                r.records,
+                started.elapsed().as_secs_f64(),
+                r.producers,
+                r.reviews,
+                r.visits,
+                r.orphans
+            );
+            if r.unreadable_count > 0 {
+                println!(
+                    "{} records have documents that do not read (no query rows):",
+                    r.unreadable_count
+                );
+                for (id, why) in &r.unreadable {
+                    println!("  {id}: {why}");
+                }
+            }
         }
         AdminCmd::RotateEpoch => {
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;

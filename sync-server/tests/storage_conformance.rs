@@ -130,6 +130,9 @@ conformance!(
     attachment_quota_and_size_limit,
     attachment_garbage_collection,
     attachment_copy_and_backup_carry_the_bytes,
+    query_rows_are_written_in_the_push_transaction,
+    query_rows_follow_merges_moves_and_rebuilds,
+    query_pages_filter_sort_and_page,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2200,4 +2203,773 @@ fn attachment_copy_and_backup_carry_the_bytes(f: &Fixture) {
     assert_eq!(read_back(&b, &small.sha256), small_bytes);
     assert_eq!(read_back(&b, &big.sha256), big_bytes);
     assert!(b.attachment(&partial.sha256).unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Query tables
+
+use gridsync_core::doc::RecordDoc;
+use gridsync_core::model::{
+    default_template, DirectoryReview, Producer, ProducerStatus, ProducerType, Record,
+    Rectification, ReviewAction, ReviewEvent, ReviewState, RiskLevel, Visit, VisitStatus,
+};
+use gridsync_server::storage::{
+    DirectoryFilter, DirectorySort, PageReq, ProducerRow, ReviewLevel, VisitFilter,
+};
+
+/// Stores `recs` in one push whose decision carries each record (as the push logic does),
+/// with its real document; `cancel_after`: the decision of that many records later is
+/// `Cancelled`.
+fn put_recs(
+    s: &dyn Storage,
+    recs: &[Record],
+    cancel_after: Option<usize>,
+) -> Result<Vec<PushOutcome>, StorageError> {
+    let actor = gridsync_core::device_actor("d1");
+    let docs: Vec<Vec<u8>> = recs
+        .iter()
+        .map(|r| RecordDoc::create(r, &actor, "p1", 1).unwrap().save())
+        .collect();
+    let push: Vec<PushRecord> = recs
+        .iter()
+        .zip(&docs)
+        .map(|(r, d)| PushRecord {
+            id: r.id().to_string(),
+            kind: r.kind().tag(),
+            changes: d.clone(),
+            heads: vec![[7; 32]],
+        })
+        .collect();
+    let mut n = 0;
+    let mut process = |stored: Option<&StoredRecord>, p: &PushRecord| {
+        let i = push.iter().position(|x| std::ptr::eq(x, p)).unwrap();
+        n += 1;
+        if cancel_after.is_some_and(|c| n > c) {
+            return PushDecision::Cancelled;
+        }
+        PushDecision::Store {
+            kind: recs[i].kind(),
+            grid: recs[i].grid().to_string(),
+            doc: docs[i].clone(),
+            heads: head(7),
+            new_changes: docs[i].clone(),
+            action: if stored.is_some() { "update" } else { "create" },
+            attachments: vec![],
+            record: Some(Box::new(recs[i].clone())),
+        }
+    };
+    Ok(s.apply_push(&author(), &push, &mut process)?
+        .into_iter()
+        .map(|r| r.outcome)
+        .collect())
+}
+
+fn producer(id: &str, name: &str, grid: &str) -> Producer {
+    let mut p = Producer::new(
+        name,
+        ProducerType::FamilyRanch,
+        "巴特尔",
+        "13912345678",
+        grid,
+        "p1",
+        1_000,
+    );
+    p.id = id.into();
+    p
+}
+
+fn visit(id: &str, p: &Producer, inspector: &str, start: i64) -> Visit {
+    let mut v = Visit::new(
+        p.id.clone(),
+        p.grid.clone(),
+        inspector,
+        &default_template("B"),
+        start,
+    );
+    v.id = id.into();
+    v
+}
+
+fn ids(rows: &[ProducerRow]) -> Vec<&str> {
+    rows.iter().map(|r| r.id.as_str()).collect()
+}
+
+fn query_rows_are_written_in_the_push_transaction(f: &Fixture) {
+    let s = f.storage.as_ref();
+    s.import_grids(&tree()).unwrap();
+    let mut p1 = producer("P1", "巴特尔家庭牧场", "T1-V1");
+    p1.credit_code = Some("91152522MA0N4XYZ1B".into());
+    assert_eq!(
+        put_recs(s, &[Record::Producer(p1.clone())], None).unwrap(),
+        vec![PushOutcome::Accepted]
+    );
+    let row = s.query_producer("P1").unwrap().expect("a row for P1");
+    assert_eq!(
+        (
+            row.name.as_str(),
+            row.grid.as_str(),
+            row.producer_type,
+            row.review_state,
+            row.credit_code.as_deref(),
+            row.last_visit_ms
+        ),
+        (
+            "巴特尔家庭牧场",
+            "T1-V1",
+            ProducerType::FamilyRanch,
+            ReviewState::Draft,
+            Some("91152522MA0N4XYZ1B"),
+            None
+        )
+    );
+    // A cancelled batch stores nothing, query rows included.
+    let p2 = producer("P2", "其木格", "T1-V1");
+    let p3 = producer("P3", "乌力吉", "T1-V1");
+    let e = put_recs(s, &[Record::Producer(p2), Record::Producer(p3)], Some(1)).unwrap_err();
+    assert!(matches!(e, StorageError::Cancelled), "{e}");
+    assert!(s.query_producer("P2").unwrap().is_none());
+    // A rejected record has no row.
+    let push = vec![PushRecord {
+        id: "P4".into(),
+        kind: RecordKind::Producer.tag(),
+        changes: vec![1],
+        heads: vec![[1; 32]],
+    }];
+    let r = s
+        .apply_push(&author(), &push, &mut |_, _| {
+            PushDecision::Reject(RejectCode::Forbidden, "no".into())
+        })
+        .unwrap();
+    assert!(matches!(r[0].outcome, PushOutcome::Rejected { .. }));
+    assert!(s.query_producer("P4").unwrap().is_none());
+    // Visits keep their producer's latest visit; a record written twice in one batch has
+    // the rows of its last write; templates have none.
+    let v1 = visit("V1", &p1, "p1", 5_000);
+    let mut v2 = visit("V2", &p1, "p1", 9_000);
+    let tpl = default_template("B");
+    assert!(put_recs(
+        s,
+        &[
+            Record::Visit(v1.clone()),
+            Record::Visit(v2.clone()),
+            Record::Template(tpl.clone())
+        ],
+        None
+    )
+    .unwrap()
+    .iter()
+    .all(|o| *o == PushOutcome::Accepted));
+    assert_eq!(
+        s.query_producer("P1").unwrap().unwrap().last_visit_ms,
+        Some(9_000)
+    );
+    v2.started_at_ms = 3_000;
+    let mut v2b = v2.clone();
+    v2b.started_at_ms = 4_000;
+    put_recs(s, &[Record::Visit(v2), Record::Visit(v2b)], None).unwrap();
+    let snap = s.query_snapshot().unwrap();
+    let starts: Vec<(&str, i64)> = snap
+        .visits
+        .iter()
+        .map(|v| (v.id.as_str(), v.started_at_ms))
+        .collect();
+    assert_eq!(starts, vec![("V1", 5_000), ("V2", 4_000)]);
+    assert_eq!(
+        s.query_producer("P1").unwrap().unwrap().last_visit_ms,
+        Some(5_000)
+    );
+    assert_eq!(
+        snap.producers.len(),
+        1,
+        "templates and cancelled records have no rows"
+    );
+    // The rows are the documents' rows: a rebuild finds the same.
+    let r = s.rebuild_query_tables().unwrap();
+    assert_eq!((r.producers, r.visits, r.unreadable_count), (1, 2, 0));
+    assert_eq!(s.query_snapshot().unwrap(), snap);
+}
+
+/// The push path for `person` from `device`: decides and stores one record's changes.
+fn push_as(
+    s: &dyn Storage,
+    person: &Person,
+    device: &str,
+    id: &str,
+    kind: RecordKind,
+    changes: Vec<u8>,
+    heads: Vec<[u8; 32]>,
+) -> PushOutcome {
+    let nodes = s.grids().unwrap();
+    let scope = gridsync_server::scope::Scope::compute(
+        &nodes,
+        &s.people().unwrap(),
+        person,
+        Arc::new(gridsync_core::store::TreeSnapshot::from_nodes(&nodes)),
+    );
+    let mut ctx = gridsync_server::push::PushContext::new(s, &scope, device);
+    let push = vec![PushRecord {
+        id: id.into(),
+        kind: kind.tag(),
+        changes,
+        heads,
+    }];
+    let mut process =
+        |st: Option<&StoredRecord>, p: &PushRecord| gridsync_server::push::decide(&mut ctx, st, p);
+    let who = Author {
+        person_id: person.id.clone(),
+        device_id: Some(device.into()),
+    };
+    s.apply_push(&who, &push, &mut process).unwrap()[0]
+        .outcome
+        .clone()
+}
+
+/// An edit of the stored producer `id` made on `device` from the stored document.
+fn edit_producer(
+    s: &dyn Storage,
+    person: &Person,
+    device: &str,
+    id: &str,
+    edit: impl FnOnce(&mut Producer),
+) -> (Vec<u8>, Vec<[u8; 32]>) {
+    let stored = s.record(id).unwrap().unwrap();
+    let mut d = RecordDoc::load(&stored.doc, &[]).unwrap();
+    d.set_actor(&gridsync_core::device_actor(device));
+    let base = d.heads();
+    let Record::Producer(before) = d.read().unwrap() else {
+        panic!("not a producer")
+    };
+    let mut after = before.clone();
+    edit(&mut after);
+    let now = gridsync_core::now_ms();
+    after.updated_at_ms = now;
+    gridsync_core::rules::apply_edit_workflow(&before, &mut after, &person.id, now);
+    assert!(d.update(&Record::Producer(after), &person.id, now).unwrap());
+    let changes = d.save_after(&base);
+    (changes, d.heads().iter().map(|h| h.0).collect())
+}
+
+fn query_rows_follow_merges_moves_and_rebuilds(f: &Fixture) {
+    use gridsync_server::dataset::{generate, DatasetSpec};
+    let s = f.storage.as_ref();
+    let data = generate(&DatasetSpec {
+        producers_per_township: 6,
+        visits_per_producer: 2,
+        ..DatasetSpec::demo()
+    });
+    gridsync_server::demo::load_dataset(s, &data).unwrap();
+    let snap = s.query_snapshot().unwrap();
+    assert_eq!(snap.producers.len(), data.producers.len());
+    assert_eq!(snap.visits.len(), data.visits.len());
+    for p in &data.producers {
+        let row = snap.producers.iter().find(|r| r.id == p.id).unwrap();
+        let last = data
+            .visits
+            .iter()
+            .filter(|v| v.producer_id == p.id)
+            .map(|v| v.started_at_ms)
+            .max();
+        assert_eq!(
+            (&row.name, &row.owner, &row.grid, row.last_visit_ms),
+            (&p.name, &p.owner, &p.grid, last)
+        );
+    }
+    let open = data
+        .visits
+        .iter()
+        .filter(|v| v.rectification_open())
+        .count();
+    assert_eq!(
+        snap.visits.iter().filter(|v| v.rect_open).count(),
+        open,
+        "open rectifications"
+    );
+    // Two devices edit one producer concurrently (owner on one, phone on the other): the
+    // row shows the merge.
+    let admin = data.person(Role::Admin).unwrap().clone();
+    let pid = data.producers[0].id.clone();
+    let a = edit_producer(s, &admin, "dev-a", &pid, |p| p.owner = "新负责人".into());
+    let b = edit_producer(s, &admin, "dev-b", &pid, |p| p.phone = "13800001111".into());
+    assert_eq!(
+        push_as(s, &admin, "dev-a", &pid, RecordKind::Producer, a.0, a.1),
+        PushOutcome::Accepted
+    );
+    assert_eq!(
+        push_as(s, &admin, "dev-b", &pid, RecordKind::Producer, b.0, b.1),
+        PushOutcome::Accepted
+    );
+    let row = s.query_producer(&pid).unwrap().unwrap();
+    assert_eq!(
+        (row.owner.as_str(), row.phone.as_str()),
+        ("新负责人", "13800001111")
+    );
+    // A move to another village: the row follows; the old village's directory loses it.
+    let old = row.grid.clone();
+    let new = data
+        .villages()
+        .map(|g| g.code.clone())
+        .find(|g| *g != old)
+        .unwrap();
+    let m = edit_producer(s, &admin, "dev-a", &pid, |p| p.grid = new.clone());
+    assert_eq!(
+        push_as(s, &admin, "dev-a", &pid, RecordKind::Producer, m.0, m.1),
+        PushOutcome::Accepted
+    );
+    assert_eq!(s.query_producer(&pid).unwrap().unwrap().grid, new);
+    let listed = |grid: &str| {
+        let page = s
+            .directory(
+                &DirectoryFilter {
+                    grids: vec![grid.to_string()],
+                    ..Default::default()
+                },
+                PageReq::first(200),
+            )
+            .unwrap();
+        page.rows.iter().any(|r| r.id == pid)
+    };
+    assert!(!listed(&old) && listed(&new));
+    // A liaison's push outside their village is rejected and leaves no row.
+    let liaison = data
+        .people
+        .iter()
+        .find(|p| p.role == Role::Liaison && p.grids[0] != new)
+        .unwrap()
+        .clone();
+    let mut outsider = producer("outsider", "越界牧场", &new);
+    outsider.created_by = liaison.id.clone();
+    let mut d = RecordDoc::create(
+        &Record::Producer(outsider),
+        &gridsync_core::device_actor("dev-l"),
+        &liaison.id,
+        1_000,
+    )
+    .unwrap();
+    let heads = d.heads().iter().map(|h| h.0).collect();
+    let o = push_as(
+        s,
+        &liaison,
+        "dev-l",
+        "outsider",
+        RecordKind::Producer,
+        d.save(),
+        heads,
+    );
+    assert!(matches!(o, PushOutcome::Rejected { .. }), "{o:?}");
+    assert!(s.query_producer("outsider").unwrap().is_none());
+    // Rebuilding from the documents gives the rows the pushes wrote; damaged, missing and
+    // stale rows are repaired, and a second rebuild changes nothing.
+    let incremental = s.query_snapshot().unwrap();
+    let r = s.rebuild_query_tables().unwrap();
+    assert_eq!(
+        (r.producers, r.visits, r.unreadable_count, r.orphans),
+        (data.producers.len() as u64, data.visits.len() as u64, 0, 0)
+    );
+    assert_eq!(s.query_snapshot().unwrap(), incremental);
+    let v0 = &data.visits[0].id;
+    (f.raw)(&format!(
+        "DELETE FROM q_visits WHERE id = '{v0}';
+         UPDATE q_producers SET name = 'damaged', review_state = 'returned', last_visit_ms = 1 WHERE id = '{pid}';
+         DELETE FROM q_producers WHERE id = '{}';
+         INSERT INTO q_producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, created_by, created_at_ms, updated_at_ms)
+             VALUES ('ghost', '{new}', 'ghost', 'o', '1', 'family_ranch', 'active', 'draft', 'low', 'p1', 1, 1);
+         INSERT INTO q_reviews (producer_id, step, event_id, grid, action, by_person, at_ms, state_after)
+             VALUES ('ghost2', 0, 'e', 'g', 'submit', 'p1', 1, 'submitted');",
+        data.producers[1].id
+    ));
+    assert_ne!(s.query_snapshot().unwrap(), incremental);
+    let r = s.rebuild_query_tables().unwrap();
+    assert_eq!(r.orphans, 2, "the ghost producer and the ghost review step");
+    assert_eq!(s.query_snapshot().unwrap(), incremental);
+    let r = s.rebuild_query_tables().unwrap();
+    assert_eq!(r.orphans, 0);
+    assert_eq!(s.query_snapshot().unwrap(), incremental);
+    // A copy of the store (dump and import) has the same rows.
+    let other = (f.fresh)();
+    copy_all(s, other.storage.as_ref()).unwrap();
+    assert_eq!(other.storage.query_snapshot().unwrap(), incremental);
+}
+
+fn query_pages_filter_sort_and_page(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let mut nodes = tree();
+    nodes.push(node("T2", GridLevel::Township, Some("B")));
+    nodes.push(node("T2-V1", GridLevel::Village, Some("T2")));
+    s.import_grids(&nodes).unwrap();
+    let t1: Vec<String> = s.grid_subtree(&["T1".to_string()]).unwrap();
+    assert_eq!(t1, vec!["T1", "T1-V1", "T1-V2"]);
+    assert_eq!(s.grid_subtree(&["B".to_string()]).unwrap().len(), 6);
+    let event = |i: usize, action: ReviewAction, at: i64, after: ReviewState| ReviewEvent {
+        id: format!("e{i}"),
+        action,
+        by: "p2".into(),
+        at_ms: at,
+        state_after: after,
+    };
+    let mut ps = Vec::new();
+    // A: submitted at 300; B: submitted at 100; C: township approved; D: county approved
+    // but edited since (its fingerprint is stale: effectively submitted, at 200);
+    // E: returned; F: in T2; G: draft, a wildcard in its name.
+    let mut a = producer("A", "阿拉坦家庭牧场", "T1-V1");
+    a.review.state = ReviewState::Submitted;
+    a.review.history = vec![event(1, ReviewAction::Submit, 300, ReviewState::Submitted)];
+    a.risk = RiskLevel::High;
+    let mut b = producer("B", "巴雅尔养殖专业合作社", "T1-V2");
+    b.producer_type = ProducerType::Cooperative;
+    b.owner = "巴雅尔".into();
+    b.phone = "13700000001".into();
+    b.review.state = ReviewState::Submitted;
+    b.review.history = vec![event(2, ReviewAction::Submit, 100, ReviewState::Submitted)];
+    let mut c = producer("C", "ABC牧业有限公司", "T1-V1");
+    c.producer_type = ProducerType::Enterprise;
+    c.review.state = ReviewState::TownshipApproved;
+    c.review.approved_fingerprint = Some(c.directory_fingerprint());
+    c.review.history = vec![
+        event(3, ReviewAction::Submit, 50, ReviewState::Submitted),
+        event(
+            4,
+            ReviewAction::ApproveTownship,
+            60,
+            ReviewState::TownshipApproved,
+        ),
+    ];
+    let mut d = producer("D", "达来家庭牧场", "T1-V1");
+    d.review.state = ReviewState::CountyApproved;
+    d.review.approved_fingerprint = Some("stale".into());
+    d.review.history = vec![event(
+        5,
+        ReviewAction::ApproveCounty,
+        200,
+        ReviewState::CountyApproved,
+    )];
+    let mut e = producer("E", "额尔敦", "T1-V2");
+    e.producer_type = ProducerType::SmallHousehold;
+    e.review = DirectoryReview {
+        state: ReviewState::Returned,
+        approved_fingerprint: None,
+        return_reason: Some("缺少证件".into()),
+        history: vec![
+            event(6, ReviewAction::Submit, 10, ReviewState::Submitted),
+            event(
+                7,
+                ReviewAction::Return("缺少证件".into()),
+                20,
+                ReviewState::Returned,
+            ),
+        ],
+    };
+    e.status = ProducerStatus::Closed;
+    let mut f2 = producer("F", "浩特家庭牧场", "T2-V1");
+    f2.review.state = ReviewState::Submitted;
+    f2.review.history = vec![event(8, ReviewAction::Submit, 5, ReviewState::Submitted)];
+    let g = producer("G", "百分之100%牧场", "T1-V1");
+    for p in [&a, &b, &c, &d, &e, &f2, &g] {
+        ps.push(Record::Producer(p.clone()));
+    }
+    put_recs(s, &ps, None).unwrap();
+    let dir = |filter: DirectoryFilter, page: PageReq| s.directory(&filter, page).unwrap();
+    let in_t1 = DirectoryFilter {
+        grids: t1.clone(),
+        ..Default::default()
+    };
+    // Sorted by name in code point order, paged.
+    let all = dir(in_t1.clone(), PageReq::first(50));
+    let names: Vec<&str> = all.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names.len(), 6);
+    assert!(!all.more);
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert_eq!(names[0], "ABC牧业有限公司");
+    let p1 = dir(
+        in_t1.clone(),
+        PageReq {
+            limit: 4,
+            offset: 0,
+        },
+    );
+    let p2 = dir(
+        in_t1.clone(),
+        PageReq {
+            limit: 4,
+            offset: 4,
+        },
+    );
+    assert!(p1.more && !p2.more);
+    assert_eq!(p1.rows.len() + p2.rows.len(), 6);
+    let paged: Vec<&str> = p1
+        .rows
+        .iter()
+        .chain(&p2.rows)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(paged, names);
+    // Chinese substring search on name, owner or phone; ASCII either case; wildcards are
+    // literal.
+    let search = |q: &str| {
+        let mut r = ids(&dir(
+            DirectoryFilter {
+                search: Some(q.into()),
+                ..in_t1.clone()
+            },
+            PageReq::first(50),
+        )
+        .rows)
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        r.sort();
+        r
+    };
+    assert_eq!(search("家庭牧场"), vec!["A", "D"]);
+    assert_eq!(search("雅尔"), vec!["B"]);
+    assert_eq!(search("0000000"), vec!["B"]);
+    assert_eq!(search("abc"), vec!["C"]);
+    assert_eq!(search("100%"), vec!["G"]);
+    assert_eq!(search("%"), vec!["G"]);
+    assert_eq!(search("_"), Vec::<String>::new());
+    assert_eq!(search("浩特"), Vec::<String>::new(), "F is in T2");
+    // Filters.
+    let only = |f: DirectoryFilter| {
+        let mut r: Vec<String> = ids(&dir(f, PageReq::first(50)).rows)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(
+        only(DirectoryFilter {
+            producer_type: Some(ProducerType::Cooperative),
+            ..in_t1.clone()
+        }),
+        vec!["B"]
+    );
+    assert_eq!(
+        only(DirectoryFilter {
+            review_state: Some(ReviewState::Submitted),
+            ..in_t1.clone()
+        }),
+        vec!["A", "B", "D"],
+        "D's approval is stale"
+    );
+    assert_eq!(
+        only(DirectoryFilter {
+            risk: Some(RiskLevel::High),
+            ..in_t1.clone()
+        }),
+        vec!["A"]
+    );
+    assert_eq!(
+        only(DirectoryFilter {
+            status: Some(ProducerStatus::Closed),
+            ..in_t1.clone()
+        }),
+        vec!["E"]
+    );
+    assert_eq!(
+        only(DirectoryFilter {
+            grids: vec!["T1-V2".into()],
+            ..Default::default()
+        }),
+        vec!["B", "E"]
+    );
+    assert!(
+        only(DirectoryFilter::default()).is_empty(),
+        "no grids, no rows"
+    );
+    let recent = dir(
+        DirectoryFilter {
+            sort: DirectorySort::RecentlyUpdated,
+            ..in_t1.clone()
+        },
+        PageReq::first(50),
+    );
+    assert_eq!(recent.rows.len(), 6);
+    // Page sizes are bounded.
+    for bad in [0, gridsync_server::storage::MAX_PAGE + 1] {
+        let e = s
+            .directory(&in_t1, PageReq::first(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("page size"), "{e}");
+    }
+    // Review queues: longest waiting first, in the grids asked.
+    let queue = |grids: &[String], level| {
+        ids(&s
+            .review_queue(grids, level, PageReq::first(50))
+            .unwrap()
+            .rows)
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(queue(&t1, ReviewLevel::Township), vec!["B", "D", "A"]);
+    assert_eq!(queue(&t1, ReviewLevel::County), vec!["C"]);
+    let all_grids = s.grid_subtree(&["B".to_string()]).unwrap();
+    assert_eq!(
+        queue(&all_grids, ReviewLevel::Township),
+        vec!["F", "B", "D", "A"]
+    );
+    let q1 = s
+        .review_queue(
+            &t1,
+            ReviewLevel::Township,
+            PageReq {
+                limit: 2,
+                offset: 0,
+            },
+        )
+        .unwrap();
+    assert!(q1.more && q1.rows.len() == 2);
+    // Review steps, with the reason of a return.
+    let steps = s.producer_reviews("E").unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        (
+            steps[1].action.as_str(),
+            steps[1].reason.as_deref(),
+            steps[1].state_after
+        ),
+        ("return", Some("缺少证件"), ReviewState::Returned)
+    );
+    assert_eq!(
+        s.query_producer("E").unwrap().unwrap().review_at_ms,
+        Some(20)
+    );
+    // Visits: a producer's newest first; by grid, inspector, time and status.
+    let mut vs = Vec::new();
+    for i in 0..5i64 {
+        let mut v = visit(
+            &format!("VA{i}"),
+            &a,
+            if i % 2 == 0 { "p1" } else { "p2" },
+            1_000 * (i + 1),
+        );
+        if i == 4 {
+            v.status = VisitStatus::Completed;
+            v.ended_at_ms = Some(5_500);
+        }
+        if i == 1 || i == 3 {
+            v.rectification = Some(Rectification {
+                required: true,
+                deadline: format!("2025-0{}-01", 7 - i),
+                notice_number: format!("N{i}"),
+                resolved_at_ms: None,
+            });
+        }
+        vs.push(Record::Visit(v));
+    }
+    let mut vb = visit("VB0", &b, "p2", 2_500);
+    vb.rectification = Some(Rectification {
+        required: true,
+        deadline: "2025-05-15".into(),
+        notice_number: "NB".into(),
+        resolved_at_ms: Some(3_000),
+    });
+    vs.push(Record::Visit(vb));
+    let mut vf = visit("VF0", &f2, "p3", 2_600);
+    vf.rectification = Some(Rectification {
+        required: true,
+        deadline: "2025-01-01".into(),
+        notice_number: "NF".into(),
+        resolved_at_ms: None,
+    });
+    vs.push(Record::Visit(vf));
+    put_recs(s, &vs, None).unwrap();
+    let vids = |rows: &[gridsync_server::storage::VisitRow]| {
+        rows.iter().map(|v| v.id.clone()).collect::<Vec<_>>()
+    };
+    let pv = s.producer_visits("A", PageReq::first(3)).unwrap();
+    assert_eq!(vids(&pv.rows), vec!["VA4", "VA3", "VA2"]);
+    assert!(pv.more);
+    let pv2 = s
+        .producer_visits(
+            "A",
+            PageReq {
+                limit: 3,
+                offset: 3,
+            },
+        )
+        .unwrap();
+    assert_eq!(vids(&pv2.rows), vec!["VA1", "VA0"]);
+    assert!(!pv2.more);
+    assert_eq!(
+        s.query_producer("A").unwrap().unwrap().last_visit_ms,
+        Some(5_000)
+    );
+    let visits = |f: VisitFilter| vids(&s.visits(&f, PageReq::first(50)).unwrap().rows);
+    let in_t1v = VisitFilter {
+        grids: t1.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        visits(in_t1v.clone()),
+        vec!["VA4", "VA3", "VA2", "VB0", "VA1", "VA0"]
+    );
+    assert_eq!(
+        visits(VisitFilter {
+            inspector: Some("p2".into()),
+            ..in_t1v.clone()
+        }),
+        vec!["VA3", "VB0", "VA1"]
+    );
+    assert_eq!(
+        visits(VisitFilter {
+            from_ms: Some(2_000),
+            to_ms: Some(4_000),
+            ..in_t1v.clone()
+        }),
+        vec!["VA2", "VB0", "VA1"]
+    );
+    assert_eq!(
+        visits(VisitFilter {
+            status: Some(VisitStatus::Completed),
+            ..in_t1v.clone()
+        }),
+        vec!["VA4"]
+    );
+    assert_eq!(
+        visits(VisitFilter {
+            producer_id: Some("B".into()),
+            ..in_t1v.clone()
+        }),
+        vec!["VB0"]
+    );
+    assert!(visits(VisitFilter {
+        grids: vec!["T2-V1".into()],
+        producer_id: Some("A".into()),
+        ..Default::default()
+    })
+    .is_empty());
+    // Open rectifications: earliest deadline first, resolved ones left out, overdue flagged.
+    let rect = |grids: &[String], overdue_only| {
+        s.open_rectifications(grids, "2025-05-01", overdue_only, PageReq::first(50))
+            .unwrap()
+            .rows
+            .into_iter()
+            .map(|r| (r.visit.id, r.producer_name, r.overdue))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rect(&t1, false),
+        vec![
+            ("VA3".to_string(), "阿拉坦家庭牧场".to_string(), true),
+            ("VA1".to_string(), "阿拉坦家庭牧场".to_string(), false),
+        ]
+    );
+    assert_eq!(
+        rect(&all_grids, true),
+        vec![
+            ("VF0".to_string(), "浩特家庭牧场".to_string(), true),
+            ("VA3".to_string(), "阿拉坦家庭牧场".to_string(), true),
+        ]
+    );
+    // Resolving one closes it.
+    let Record::Visit(mut va3) = vs[3].clone() else {
+        unreachable!()
+    };
+    va3.rectification.as_mut().unwrap().resolved_at_ms = Some(6_000);
+    put_recs(s, &[Record::Visit(va3)], None).unwrap();
+    assert_eq!(rect(&t1, true), vec![]);
 }
