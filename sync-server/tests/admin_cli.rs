@@ -221,3 +221,56 @@ fn backup_carries_attachments_and_gc_deletes_unreferenced_ones() {
     );
     assert!(s.attachment(&r.sha256).unwrap().is_none());
 }
+
+#[test]
+fn rebuild_query_tables_repairs_missing_damaged_and_stale_rows() {
+    use gridsync_server::dataset::{generate, DatasetSpec};
+    use gridsync_server::storage::sqlite::SqliteStorage;
+    use gridsync_server::storage::Storage;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("gridsync.db");
+    let set = generate(&DatasetSpec {
+        producers_per_township: 5,
+        visits_per_producer: 2,
+        ..DatasetSpec::demo()
+    });
+    let (expected, records) = {
+        let s = SqliteStorage::open(&db).unwrap();
+        gridsync_server::demo::load_dataset(&s, &set).unwrap();
+        let n: i64 = s.record_counts().unwrap().iter().map(|c| c.1).sum();
+        (s.query_snapshot().unwrap(), n)
+    };
+    assert_eq!(expected.producers.len(), set.producers.len());
+    assert_eq!(expected.visits.len(), set.visits.len());
+    let snapshot = || SqliteStorage::open(&db).unwrap().query_snapshot().unwrap();
+    // Every visit row gone, a producer's row damaged, one missing, one for no record.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&format!(
+            "DELETE FROM q_visits;
+             UPDATE q_producers SET name = 'damaged', last_visit_ms = NULL WHERE id = '{}';
+             DELETE FROM q_producers WHERE id = '{}';
+             INSERT INTO q_producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, created_by, created_at_ms, updated_at_ms)
+                 VALUES ('ghost', 'G', 'ghost', 'o', '1', 'family_ranch', 'active', 'draft', 'low', 'p1', 1, 1);",
+            set.producers[0].id, set.producers[1].id
+        ))
+        .unwrap();
+    assert_ne!(snapshot(), expected);
+    let (ok, out, err) = admin(&data, &["rebuild-query-tables"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("from {records} records"))
+            && out.contains(&format!("{} producers", set.producers.len()))
+            && out.contains(&format!("{} visits", set.visits.len()))
+            && out.contains("1 stale rows deleted"),
+        "{out}"
+    );
+    assert_eq!(snapshot(), expected);
+    // Again: the same rows, nothing stale.
+    let (ok, out, err) = admin(&data, &["rebuild-query-tables"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("0 stale rows deleted"), "{out}");
+    assert_eq!(snapshot(), expected);
+}

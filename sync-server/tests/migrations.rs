@@ -233,3 +233,106 @@ fn postgres_newer_schema_is_refused_and_reopening_changes_nothing() {
         "{e}"
     );
 }
+
+/// A producer and a visit of it as stored documents: (id, kind, grid, document), in a feed
+/// of their own (`assert_rows_kept` reads feed G).
+fn real_records() -> Vec<(String, &'static str, String, Vec<u8>)> {
+    use gridsync_core::doc::RecordDoc;
+    use gridsync_core::model::{default_template, Producer, ProducerType, Record, Visit};
+    let mut p = Producer::new(
+        "巴特尔家庭牧场",
+        ProducerType::FamilyRanch,
+        "巴特尔",
+        "13912345678",
+        "G",
+        "p1",
+        1_000,
+    );
+    p.id = "prod-1".into();
+    let mut v = Visit::new("prod-1", "G", "p1", &default_template("B"), 7_000);
+    v.id = "visit-1".into();
+    let actor = gridsync_core::device_actor("d1");
+    [Record::Producer(p), Record::Visit(v)]
+        .iter()
+        .map(|r| {
+            let doc = RecordDoc::create(r, &actor, "p1", 1).unwrap().save();
+            (r.id().to_string(), r.kind().as_str(), "H".to_string(), doc)
+        })
+        .collect()
+}
+
+/// A store upgraded with records in it has their query rows when it opens.
+fn assert_query_rows_filled(s: &dyn Storage) {
+    let snap = s.query_snapshot().unwrap();
+    let producers: Vec<(&str, &str, Option<i64>)> = snap
+        .producers
+        .iter()
+        .map(|p| (p.id.as_str(), p.name.as_str(), p.last_visit_ms))
+        .collect();
+    assert_eq!(producers, vec![("prod-1", "巴特尔家庭牧场", Some(7_000))]);
+    assert_eq!(snap.visits.len(), 1);
+    assert_eq!(snap.visits[0].producer_id, "prod-1");
+    // The mark that asked for the filling is gone: the next start does not rebuild.
+    let mut meta = Vec::new();
+    s.export(&mut |c| {
+        if let gridsync_server::storage::DumpChunk::Meta(rows) = c {
+            meta.extend(rows);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(meta.iter().all(|(k, _)| k != "query_tables"), "{meta:?}");
+}
+
+#[test]
+fn sqlite_upgrade_fills_the_query_tables_of_stored_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let before_tables = sqlite::STEPS.latest() - 1;
+    let path = dir.path().join("old.db");
+    sqlite_at_version(&path, before_tables).unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(&sqlite_rows_at(before_tables)).unwrap();
+    for (id, kind, grid, doc) in real_records() {
+        c.execute(
+            "INSERT INTO records (id, kind, grid, doc, heads, seq, grid_since, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, zeroblob(32), 3, 3, 5)",
+            rusqlite::params![id, kind, grid, doc],
+        )
+        .unwrap();
+    }
+    drop(c);
+    let s = SqliteStorage::open(&path).unwrap();
+    assert_rows_kept(&s);
+    assert_query_rows_filled(&s);
+    drop(s);
+    // Opening again changes nothing.
+    let s = SqliteStorage::open(&path).unwrap();
+    assert_query_rows_filled(&s);
+}
+
+#[test]
+fn postgres_upgrade_fills_the_query_tables_of_stored_records() {
+    let Some(url) = test_url_from_env() else {
+        return;
+    };
+    let before_tables = postgres::STEPS.latest() - 1;
+    let old = ScratchSchema::new(&url).unwrap();
+    postgres_at_version(&old.url(), before_tables).unwrap();
+    let mut c = ::postgres::Client::connect(&old.url(), ::postgres::NoTls).unwrap();
+    c.batch_execute(&postgres_rows_at(before_tables)).unwrap();
+    for (id, kind, grid, doc) in real_records() {
+        c.execute(
+            "INSERT INTO records (id, kind, grid, doc, heads, seq, grid_since, updated_at_ms)
+             VALUES ($1, $2, $3, $4, decode(repeat('00', 32), 'hex'), 3, 3, 5)",
+            &[&id, &kind, &grid, &doc],
+        )
+        .unwrap();
+    }
+    drop(c);
+    let s = old.open().unwrap();
+    assert_rows_kept(&s);
+    assert_query_rows_filled(&s);
+    drop(s);
+    let s = old.open().unwrap();
+    assert_query_rows_filled(&s);
+}
