@@ -2973,3 +2973,115 @@ fn query_pages_filter_sort_and_page(f: &Fixture) {
     put_recs(s, &[Record::Visit(va3)], None).unwrap();
     assert_eq!(rect(&t1, true), vec![]);
 }
+
+/// Every page query runs on an index of its table (SQLite's plan, without statistics, as a
+/// server runs): no full scan of `q_producers` or `q_visits`.
+#[test]
+fn sqlite_page_queries_use_indexes() {
+    use gridsync_server::dataset::{generate, DatasetSpec};
+    use gridsync_server::storage::query::{
+        directory_sql, like_pattern, open_rectifications_sql, producer_visits_sql,
+        review_queue_sql, visits_sql,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStorage::open(dir.path().join("plans.db")).unwrap();
+    let data = generate(&DatasetSpec {
+        townships: 2,
+        villages_per_township: 4,
+        producers_per_township: 40,
+        visits_per_producer: 3,
+        ..DatasetSpec::banner(7)
+    });
+    gridsync_server::demo::load_dataset(&s, &data).unwrap();
+    let township = data.townships().next().unwrap().code.clone();
+    let grids = s.grid_subtree(&[township]).unwrap();
+    let g: Vec<&str> = grids.iter().map(String::as_str).collect();
+    let page = PageReq::first(50);
+    let pattern = like_pattern("牧场");
+    let filtered = DirectoryFilter {
+        grids: grids.clone(),
+        producer_type: Some(ProducerType::FamilyRanch),
+        review_state: Some(ReviewState::Draft),
+        risk: Some(RiskLevel::Low),
+        ..Default::default()
+    };
+    let recent = DirectoryFilter {
+        grids: grids.clone(),
+        sort: DirectorySort::RecentlyUpdated,
+        ..Default::default()
+    };
+    let by_inspector = VisitFilter {
+        grids: grids.clone(),
+        inspector: Some(data.people[0].id.clone()),
+        ..Default::default()
+    };
+    let in_grids = VisitFilter {
+        grids: grids.clone(),
+        from_ms: Some(0),
+        ..Default::default()
+    };
+    let pid = data.producers[0].id.clone();
+    let plain = DirectoryFilter {
+        grids: grids.clone(),
+        ..Default::default()
+    };
+    let queries = vec![
+        (
+            "directory by name",
+            directory_sql(&plain, &g, None, page).unwrap(),
+        ),
+        (
+            "directory",
+            directory_sql(&filtered, &g, None, page).unwrap(),
+        ),
+        (
+            "directory search",
+            directory_sql(&filtered, &g, Some(&pattern), page).unwrap(),
+        ),
+        (
+            "directory recent",
+            directory_sql(&recent, &g, None, page).unwrap(),
+        ),
+        (
+            "review queue",
+            review_queue_sql(&g, ReviewLevel::Township, page).unwrap(),
+        ),
+        ("producer visits", producer_visits_sql(&pid, page).unwrap()),
+        (
+            "visits by inspector",
+            visits_sql(&by_inspector, &g, page).unwrap(),
+        ),
+        ("visits in grids", visits_sql(&in_grids, &g, page).unwrap()),
+        (
+            "open rectifications",
+            open_rectifications_sql(&g, "2025-01-01", false, page).unwrap(),
+        ),
+    ];
+    for (what, q) in &queries {
+        let plan = s.explain_query_plan(q).unwrap();
+        let text = plan.join(" | ");
+        assert!(
+            plan.iter()
+                .all(|l| !l.starts_with("SCAN ") || l.starts_with("SCAN json_each")),
+            "{what} scans a table: {text}"
+        );
+        assert!(
+            plan.iter().any(|l| (l.contains("q_producers")
+                || l.contains("q_visits")
+                || l.starts_with("SEARCH v"))
+                && (l.contains("USING INDEX") || l.contains("USING COVERING INDEX"))),
+            "{what} uses no index: {text}"
+        );
+        let index = match *what {
+            "directory" | "directory search" | "review queue" => "q_producers_review",
+            "directory recent" => "q_producers_grid_updated",
+            // Either index on the grid: several grids need a sort anyway.
+            "directory by name" => "q_producers_grid_",
+            "producer visits" => "q_visits_producer",
+            "visits by inspector" => "q_visits_inspector",
+            "visits in grids" => "q_visits_grid",
+            _ => "q_visits_rect_open",
+        };
+        assert!(text.contains(index), "{what} does not use {index}: {text}");
+    }
+}

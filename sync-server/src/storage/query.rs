@@ -773,7 +773,7 @@ impl<'a> Builder<'a> {
 
 /// The LIKE pattern of a substring search: wildcards escaped with `\`, ASCII lowercased
 /// (the columns are compared lowercased, as both databases lowercase ASCII alike).
-fn like_pattern(needle: &str) -> String {
+pub fn like_pattern(needle: &str) -> String {
     let mut p = String::with_capacity(needle.len() + 2);
     p.push('%');
     for c in needle.chars() {
@@ -915,7 +915,7 @@ pub fn open_rectifications_sql<'a>(
 ) -> StorageResult<PageSql<'a>> {
     let mut b = Builder::new();
     let t = b.param(Value::Text(today));
-    b.conds.push("v.rect_open".into());
+    b.conds.push("v.rect_open = TRUE".into());
     b.cond("v.grid IN LIST(?)", Value::TextList(grids));
     if overdue_only {
         b.conds.push(format!("v.rect_deadline < {t}"));
@@ -1013,4 +1013,20 @@ pub(crate) fn subtree(tx: &mut dyn Tx, roots: &[&str]) -> StorageResult<Vec<Stri
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+impl super::sqlite::SqliteStorage {
+    /// SQLite's plan of a page query (`EXPLAIN QUERY PLAN`, one line per step): tests check
+    /// that each page runs on an index.
+    pub fn explain_query_plan(&self, q: &PageSql<'_>) -> StorageResult<Vec<String>> {
+        use super::layer::Backend;
+        self.backend().read(|tx| {
+            tx.rows(
+                q.table,
+                &format!("EXPLAIN QUERY PLAN {}", q.sql),
+                &q.params,
+                |r| r.get(3),
+            )
+        })
+    }
 }

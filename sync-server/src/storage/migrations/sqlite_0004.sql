@@ -67,7 +67,7 @@ CREATE TABLE q_visits (
 CREATE INDEX q_visits_producer ON q_visits(producer_id, started_at_ms);
 CREATE INDEX q_visits_grid ON q_visits(grid, started_at_ms);
 CREATE INDEX q_visits_inspector ON q_visits(inspector, started_at_ms);
-CREATE INDEX q_visits_rect_open ON q_visits(grid, rect_deadline) WHERE rect_open;
+CREATE INDEX q_visits_rect_open ON q_visits(rect_open, grid, rect_deadline) WHERE rect_open = TRUE;
 -- A server upgraded with records in it fills the tables when it first opens the database.
 INSERT INTO server_meta (key, value) VALUES ('query_tables', 'rebuild')
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;
