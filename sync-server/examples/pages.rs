@@ -1,0 +1,258 @@
+//! Server-side timings of the desk console's page queries on the query tables, at banner
+//! scale (`DatasetSpec::banner`: 10 townships, 15,000 producers, 180,000 visits).
+//!
+//! `cargo run --release -p gridsync-server --example pages -- --db /tmp/banner.db`
+//!
+//! The banner is loaded through the validated push path into `--db` when the file does not
+//! exist yet (about 2.5 minutes), then reused. The generated producers are all drafts, so
+//! one in eight is marked submitted in its query row (for a review queue with entries).
+//! Each page query runs `--runs` times on the storage API (a read transaction each, rows
+//! mapped to typed rows), with a township or producer picked at random per run; printed:
+//! p50 and p99 in milliseconds. Then one rebuild of every query row from the documents.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use gridsync_core::model::{ProducerType, RiskLevel};
+use gridsync_server::dataset::{generate, DatasetSpec, Rng};
+use gridsync_server::storage::sqlite::SqliteStorage;
+use gridsync_server::storage::{DirectoryFilter, PageReq, ReviewLevel, Storage, VisitFilter};
+
+#[derive(Parser, Debug)]
+#[command(about = "gridsync page query timings at banner scale")]
+struct Args {
+    /// The SQLite database (created with the banner when missing).
+    #[arg(long)]
+    db: PathBuf,
+    /// Runs per query.
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    /// Also time a rebuild of every query row.
+    #[arg(long)]
+    rebuild: bool,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let data = generate(&DatasetSpec::banner(7));
+    if !args.db.exists() {
+        let started = Instant::now();
+        let s = SqliteStorage::open(&args.db)?;
+        gridsync_server::demo::load_dataset(&s, &data)?;
+        drop(s);
+        let c = rusqlite::Connection::open(&args.db)?;
+        c.execute(
+            "UPDATE q_producers SET review_state = 'submitted', review_at_ms = created_at_ms
+             WHERE substr(id, 1, 1) IN ('0', '1')",
+            [],
+        )?;
+        eprintln!(
+            "loaded {} producers and {} visits in {:.1} s",
+            data.producers.len(),
+            data.visits.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let s = SqliteStorage::open(&args.db)?;
+    let snapshot_counts: Vec<(String, i64)> = s.record_counts()?;
+    println!(
+        "pages: banner {snapshot_counts:?}, {} runs per query, release build",
+        args.runs
+    );
+    let townships: Vec<Vec<String>> = data
+        .townships()
+        .map(|t| s.grid_subtree(std::slice::from_ref(&t.code)))
+        .collect::<Result<_, _>>()?;
+    let banner = s.grid_subtree(&[data.banner().code.clone()])?;
+    let villages: Vec<String> = data.villages().map(|g| g.code.clone()).collect();
+    let inspectors: Vec<String> = data.people.iter().map(|p| p.id.clone()).collect();
+    let mut rng = Rng::new(11);
+    type Query<'a> = Box<dyn FnMut(&mut Rng) -> usize + 'a>;
+    let page = PageReq::first(50);
+    let mut queries: Vec<(&str, Query<'_>)> = vec![
+        (
+            "directory: a township, family ranches of low risk, by name, 50 rows",
+            Box::new(|rng| {
+                let f = DirectoryFilter {
+                    grids: rng.pick(&townships).clone(),
+                    producer_type: Some(ProducerType::FamilyRanch),
+                    risk: Some(RiskLevel::Low),
+                    ..Default::default()
+                };
+                s.directory(&f, page).expect("page query").rows.len()
+            }),
+        ),
+        (
+            "directory: a township, by name, page 10 (offset 450)",
+            Box::new(|rng| {
+                let f = DirectoryFilter {
+                    grids: rng.pick(&townships).clone(),
+                    ..Default::default()
+                };
+                s.directory(
+                    &f,
+                    PageReq {
+                        limit: 50,
+                        offset: 450,
+                    },
+                )
+                .expect("page query")
+                .rows
+                .len()
+            }),
+        ),
+        (
+            "directory: the whole banner, search '家庭牧场', 50 rows",
+            Box::new(|_| {
+                let f = DirectoryFilter {
+                    grids: banner.clone(),
+                    search: Some("家庭牧场".into()),
+                    ..Default::default()
+                };
+                s.directory(&f, page).expect("page query").rows.len()
+            }),
+        ),
+        (
+            "directory: the whole banner, search a phone's last 4 digits",
+            Box::new(|rng| {
+                let p = rng.pick(&data.producers);
+                let f = DirectoryFilter {
+                    grids: banner.clone(),
+                    search: Some(p.phone[7..].to_string()),
+                    ..Default::default()
+                };
+                s.directory(&f, page).expect("page query").rows.len()
+            }),
+        ),
+        (
+            "review queue: a township, township level, 50 rows",
+            Box::new(|rng| {
+                s.review_queue(
+                    rng.pick::<Vec<String>>(&townships),
+                    ReviewLevel::Township,
+                    page,
+                )
+                .expect("page query")
+                .rows
+                .len()
+            }),
+        ),
+        (
+            "review queue: the whole banner, township level, 50 rows",
+            Box::new(|_| {
+                s.review_queue(&banner, ReviewLevel::Township, page)
+                    .expect("page query")
+                    .rows
+                    .len()
+            }),
+        ),
+        (
+            "a producer's page: row, review steps, visits (50)",
+            Box::new(|rng| {
+                let p = rng.pick(&data.producers);
+                let row = s.query_producer(&p.id).expect("page query");
+                let steps = s.producer_reviews(&p.id).expect("page query");
+                let visits = s.producer_visits(&p.id, page).expect("page query");
+                usize::from(row.is_some()) + steps.len() + visits.rows.len()
+            }),
+        ),
+        (
+            "visits: a village, newest first, 50 rows",
+            Box::new(|rng| {
+                let f = VisitFilter {
+                    grids: vec![rng.pick(&villages).clone()],
+                    ..Default::default()
+                };
+                s.visits(&f, page).expect("page query").rows.len()
+            }),
+        ),
+        (
+            "visits: a township, one month, 50 rows",
+            Box::new(|rng| {
+                let from = gridsync_server::dataset::DATASET_EPOCH_MS - 400 * 86_400_000;
+                let f = VisitFilter {
+                    grids: rng.pick(&townships).clone(),
+                    from_ms: Some(from),
+                    to_ms: Some(from + 30 * 86_400_000),
+                    ..Default::default()
+                };
+                s.visits(&f, page).expect("page query").rows.len()
+            }),
+        ),
+        (
+            "visits: an inspector in their township, 50 rows",
+            Box::new(|rng| {
+                let f = VisitFilter {
+                    grids: banner.clone(),
+                    inspector: Some(rng.pick(&inspectors).clone()),
+                    ..Default::default()
+                };
+                s.visits(&f, page).expect("page query").rows.len()
+            }),
+        ),
+        (
+            "visits: a township, newest first, 50 rows (18,000 visits sorted)",
+            Box::new(|rng| {
+                let f = VisitFilter {
+                    grids: rng.pick(&townships).clone(),
+                    ..Default::default()
+                };
+                s.visits(&f, page).expect("page query").rows.len()
+            }),
+        ),
+        (
+            "open rectifications: a township, 50 rows",
+            Box::new(|rng| {
+                s.open_rectifications(
+                    rng.pick::<Vec<String>>(&townships),
+                    "2026-01-01",
+                    false,
+                    page,
+                )
+                .expect("page query")
+                .rows
+                .len()
+            }),
+        ),
+    ];
+    println!("| page query | rows | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    for (what, q) in queries.iter_mut() {
+        // Warm the statement cache and the pages.
+        for _ in 0..5 {
+            q(&mut rng);
+        }
+        let mut times = Vec::with_capacity(args.runs);
+        let mut rows = 0;
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            rows += q(&mut rng);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {what} | {:.0} | {:.2} | {:.2} |",
+            rows as f64 / args.runs as f64,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    if args.rebuild {
+        let t = Instant::now();
+        let r = s.rebuild_query_tables()?;
+        println!(
+            "rebuild of every query row: {:.1} s ({} records, {} producers, {} visits)",
+            t.elapsed().as_secs_f64(),
+            r.records,
+            r.producers,
+            r.visits
+        );
+    }
+    Ok(())
+}
