@@ -130,14 +130,16 @@ pub fn parse_ingest(out: &str) -> Vec<IngestRow> {
     rows
 }
 
-/// Runs the ingest example with `args`; `Ok(None)` if it was not built. Returns its output.
-pub fn run_ingest(args: &[String]) -> R<Option<String>> {
+/// Runs the ingest example with `args` and the environment variables `env`; `Ok(None)` if
+/// it was not built. Returns its output.
+pub fn run_ingest(args: &[String], env: &[(&str, &str)]) -> R<Option<String>> {
     let exe = sibling("examples")?.join("ingest");
     if !exe.exists() {
         return Ok(None);
     }
     let out = Command::new(&exe)
         .args(args)
+        .envs(env.iter().copied())
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {

@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// Skip W4 and W5 (the benchmarks of other crates).
     #[arg(long)]
     pub no_external: bool,
+    /// W5 also runs its burst with the server's query tables off
+    /// (`GRIDSYNC_NO_QUERY_TABLES=1`), to show what writing them costs a push.
+    #[arg(long)]
+    pub w5_without_query_tables: bool,
     /// Also write the report (Markdown) to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -204,15 +208,25 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
         for extra in [&[][..], &["--spread-ms", spread][..]] {
             let mut a = a.clone();
             a.extend(extra.iter().map(|x| x.to_string()));
-            match external::run_ingest(&a) {
+            match external::run_ingest(&a, &[]) {
                 Ok(Some(o)) => out.push_str(&o),
                 Ok(None) => {}
                 // A W5 that does not run is a failure of the benchmark, not a footnote.
                 Err(e) => return Err(format!("W5: the ingest example failed: {e}").into()),
             }
         }
-        (!out.is_empty()).then_some(out)
+        (!out.is_empty()).then_some((out, a))
     };
+    // The same burst without the query tables (the comparison, same run).
+    let ingest_bare = match &ingest {
+        Some((_, a)) if args.w5_without_query_tables => {
+            eprintln!("W5 again, with GRIDSYNC_NO_QUERY_TABLES=1");
+            external::run_ingest(a, &[("GRIDSYNC_NO_QUERY_TABLES", "1")])
+                .map_err(|e| format!("W5 without query tables: {e}"))?
+        }
+        _ => None,
+    };
+    let ingest = ingest.map(|(out, _)| out);
     let ingest_rows = ingest
         .as_deref()
         .map(external::parse_ingest)
@@ -257,6 +271,12 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
         Some(out) => md.push_str(&format!("\nW5 (ingest example output):\n\n```text\n{}\n```\n", out.trim_end())),
         None if !args.no_external => md.push_str("\nW5: the ingest example (`sync-server/examples/ingest.rs`) was not built; no figures.\n"),
         None => {}
+    }
+    if let Some(out) = &ingest_bare {
+        md.push_str(&format!(
+            "\nW5 burst without the query tables (`GRIDSYNC_NO_QUERY_TABLES=1`, same run):\n\n```text\n{}\n```\n",
+            out.trim_end()
+        ));
     }
     if let Some((_, raw)) = &local {
         md.push_str(&format!(
