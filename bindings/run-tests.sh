@@ -74,7 +74,8 @@ echo "python stage: $(took "$t")"
 stage "kotlin: compile"
 t="$(now)"
 JAR="$WORK/gridsync-kotlin.jar"
-SOURCES=(bindings/generated/kotlin/org/gridsync/gridsync.kt bindings/tests/kotlin/*.kt examples/kotlin/LiaisonDay.kt)
+SOURCES=(bindings/generated/kotlin/org/gridsync/*.kt bindings/generated/kotlin/org/gridsync/core/*.kt
+  bindings/tests/kotlin/*.kt examples/kotlin/LiaisonDay.kt)
 STAMP="$(cat "${SOURCES[@]}" | sha256sum | cut -c1-16)"
 if [[ -f "$JAR" && "$(cat "$JAR.stamp" 2>/dev/null)" == "$STAMP" ]]; then
   echo "sources unchanged: reusing $JAR"
@@ -127,7 +128,7 @@ fi
 
 stage "swift: generated (compiled where Swift exists)"
 swift_ok=1
-for f in GridSync.swift gridsyncFFI.h gridsyncFFI.modulemap; do
+for f in GridSync.swift GridSyncCore.swift gridsyncFFI.h gridsync_coreFFI.h gridsyncFFI.modulemap; do
   [[ -s "bindings/generated/swift/$f" ]] || swift_ok=0
 done
 if [[ $swift_ok == 1 ]] && grep -q 'class GridStore: GridStoreProtocol' bindings/generated/swift/GridSync.swift &&

@@ -135,7 +135,7 @@ impl GridStore {
             let transport = HttpTransport::new(&link.url)?;
             let cancel = handle.map(|h| h.flag.clone()).unwrap_or_default();
             let engine = SyncEngine::new(&self.store, &transport);
-            Ok(engine.prefetch_attachments(budget_bytes, &cancel)?.into())
+            Ok(engine.prefetch_attachments(budget_bytes, &cancel)?)
         })
     }
 }

@@ -83,31 +83,28 @@ impl GridStore {
 
     /// The person using this device, once enrolled (or set up by hand).
     pub fn profile(&self) -> Result<Option<Person>, ApiError> {
-        guard(|| Ok(self.store.profile()?.map(Into::into)))
+        guard(|| Ok(self.store.profile()?))
     }
 
     /// Sets the person using this device without a server (training and offline demos;
     /// `enroll` does this from the server's answer).
     pub fn set_profile(&self, person: Person) -> Result<(), ApiError> {
-        guard(|| Ok(self.store.set_profile(&person.into())?))
+        guard(|| Ok(self.store.set_profile(&person)?))
     }
 
     /// Grid nodes known on the device (from the last sync).
     pub fn grids(&self) -> Result<Vec<GridNode>, ApiError> {
-        guard(|| Ok(self.store.grids()?.into_iter().map(Into::into).collect()))
+        guard(|| Ok(self.store.grids()?))
     }
 
     /// Adds or replaces grid nodes by hand (training and offline demos; sync does this).
     pub fn upsert_grids(&self, nodes: Vec<GridNode>) -> Result<(), ApiError> {
-        guard(|| {
-            let nodes: Vec<m::GridNode> = nodes.into_iter().map(Into::into).collect();
-            Ok(self.store.upsert_grids(&nodes)?)
-        })
+        guard(|| Ok(self.store.upsert_grids(&nodes)?))
     }
 
     /// People known on the device (for grid charts).
     pub fn people(&self) -> Result<Vec<Person>, ApiError> {
-        guard(|| Ok(self.store.people()?.into_iter().map(Into::into).collect()))
+        guard(|| Ok(self.store.people()?))
     }
 
     // ---- producers ----
@@ -143,7 +140,7 @@ impl GridStore {
     ) -> Result<Vec<ProducerSummary>, ApiError> {
         guard(|| {
             self.store
-                .producers_in_grid(&grid, sort.into(), limit, offset)?
+                .producers_in_grid(&grid, sort, limit, offset)?
                 .into_iter()
                 .map(TryInto::try_into)
                 .collect()
@@ -210,7 +207,7 @@ impl GridStore {
             let template = self.resolve_template(visit.template_id, visit.template_version)?;
             let now = gridsync_core::now_ms();
             let mut v = m::Visit::new(&producer.id, &producer.grid, &person, &template, now);
-            v.location = visit.location.map(Into::into);
+            v.location = visit.location;
             v.answers = visit
                 .answers
                 .into_iter()
@@ -342,12 +339,7 @@ impl GridStore {
     ) -> Result<Vec<RectificationItem>, ApiError> {
         guard(|| {
             let today = today.unwrap_or_else(|| china_date(gridsync_core::now_ms()));
-            Ok(self
-                .store
-                .open_rectifications(&today)?
-                .into_iter()
-                .map(Into::into)
-                .collect())
+            Ok(self.store.open_rectifications(&today)?)
         })
     }
 
@@ -364,7 +356,7 @@ impl GridStore {
 
     /// Counts for the status bar: producers, visits, unsynced, rejected, corrupt, kept.
     pub fn counts(&self) -> Result<Counts, ApiError> {
-        guard(|| Ok(self.store.counts()?.into()))
+        guard(|| Ok(self.store.counts()?))
     }
 
     /// Sets the patrol interval in days for a producer type and risk grade.
@@ -374,11 +366,7 @@ impl GridStore {
         risk: RiskLevel,
         days: u32,
     ) -> Result<(), ApiError> {
-        guard(|| {
-            Ok(self
-                .store
-                .set_patrol_interval(producer_type.into(), risk.into(), days)?)
-        })
+        guard(|| Ok(self.store.set_patrol_interval(producer_type, risk, days)?))
     }
 
     // ---- conflicts, history, rejected and kept edits ----

@@ -122,7 +122,13 @@ impl GridStore {
     ) -> Result<Person, ApiError> {
         guard(|| {
             let transport = HttpTransport::new(&server_url)?;
-            Ok(enroll(&self.store, &transport, &server_url, &code, &device_name)?.into())
+            Ok(enroll(
+                &self.store,
+                &transport,
+                &server_url,
+                &code,
+                &device_name,
+            )?)
         })
     }
 
@@ -162,7 +168,7 @@ impl GridStore {
             }
             let mut progress = |p: &gridsync_core::sync::SyncProgress| {
                 if let Some(l) = &listener {
-                    l.on_progress(p.into());
+                    l.on_progress(p.clone());
                 }
             };
             let core = options.as_ref().map(SyncOptions::core).unwrap_or_default();

@@ -8,6 +8,13 @@
 //! - [`store`]: the local SQLite store with its queries and change tracking;
 //! - [`sync`]: the wire protocol and the sync engine over a transport trait;
 //! - [`migrate`]: the schema migration runner shared with the server.
+//!
+//! With the `uniffi` feature (enabled by gridsync-bindings) the records and enums whose
+//! shape crosses the FFI as it is derive `uniffi::Record` / `uniffi::Enum` here, so the
+//! bindings need no hand-written mirror of them.
+
+#[cfg(feature = "uniffi")]
+uniffi::setup_scaffolding!();
 
 pub mod attachment;
 pub mod doc;

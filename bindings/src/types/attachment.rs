@@ -1,23 +1,11 @@
 //! Attachments the phone holds.
 
+pub use cs::AttachmentState;
 use gridsync_core::store as cs;
+pub use gridsync_core::sync::PrefetchReport;
 
-mirror_enum! {
-    /// Where an attachment stands on this phone.
-    AttachmentState = CoreAttachmentState {
-        /// Recorded here, not yet (wholly) on the server; never evicted.
-        Pending,
-        /// Recorded here and uploaded; kept while a record here refers to it, within the
-        /// cache budget.
-        Uploaded,
-        /// Downloaded from the server; within the cache budget.
-        Cached,
-    }
-}
-
-use cs::AttachmentState as CoreAttachmentState;
-
-/// An attachment the phone holds.
+/// An attachment the phone holds (hand-written: the core holds a parsed `AttachmentRef`;
+/// here its parts are fields).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct AttachmentInfo {
     /// Its reference (`att:<sha256>:<size>:<mime>`), as records hold it.
@@ -47,32 +35,11 @@ impl From<cs::AttachmentInfo> for AttachmentInfo {
             sha256: a.reference.sha256,
             size: a.reference.size,
             mime: a.reference.mime,
-            state: a.state.into(),
+            state: a.state,
             created_at_ms: a.created_at_ms,
             last_read_ms: a.last_read_ms,
             server_offset: a.server_offset,
             referenced: a.referenced,
-        }
-    }
-}
-
-/// What a prefetch downloaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
-pub struct PrefetchReport {
-    /// Attachments downloaded whole.
-    pub fetched: u32,
-    /// Bytes received.
-    pub bytes_down: u64,
-    /// Attachments the server does not serve yet (not uploaded whole).
-    pub unavailable: u32,
-}
-
-impl From<gridsync_core::sync::PrefetchReport> for PrefetchReport {
-    fn from(p: gridsync_core::sync::PrefetchReport) -> Self {
-        PrefetchReport {
-            fetched: p.fetched,
-            bytes_down: p.bytes_down,
-            unavailable: p.unavailable,
         }
     }
 }

@@ -1,39 +1,11 @@
-//! The core's records and enums mirrored as uniffi Records and Enums, with conversions.
+//! The records and enums of the API.
 //!
-//! The mirrors stay close to the core's types; where a shape does not cross the FFI well
-//! (maps keyed by enums, tuple variants, string columns of the query tables) it is
-//! reshaped here and nowhere else. One file per concern: people and grids, producers,
-//! checklist templates, visits, queries, sync.
-
-/// Declares a field-less enum mirroring a core enum, with conversions both ways.
-macro_rules! mirror_enum {
-    (
-        $(#[$meta:meta])*
-        $name:ident = $core:ident { $( $(#[$vmeta:meta])* $variant:ident ),+ $(,)? }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-        pub enum $name {
-            $( $(#[$vmeta])* $variant ),+
-        }
-
-        impl From<$core> for $name {
-            fn from(x: $core) -> Self {
-                match x {
-                    $( $core::$variant => $name::$variant ),+
-                }
-            }
-        }
-
-        impl From<$name> for $core {
-            fn from(x: $name) -> Self {
-                match x {
-                    $( $name::$variant => $core::$variant ),+
-                }
-            }
-        }
-    };
-}
+//! Where the core's type crosses the FFI as it is, the core derives `uniffi::Record` /
+//! `uniffi::Enum` itself (feature `uniffi` of gridsync-core) and it is re-exported here.
+//! Hand-written records remain only where the shape differs (maps keyed by enums, tuple
+//! variants, string columns of the query tables, JSON values, inputs the core fills in),
+//! each with its reason and its conversions. One file per concern: people and grids,
+//! producers, checklist templates, visits, queries, sync, attachments.
 
 mod attachment;
 mod people;

@@ -3,144 +3,13 @@
 use std::collections::BTreeMap;
 
 use gridsync_core::model as m;
-use m::{
-    Certification as CCertification, ProducerStatus as CProducerStatus,
-    ProducerType as CProducerType, ReviewState as CReviewState, RiskLevel as CRiskLevel,
-    Species as CSpecies,
+pub use m::{
+    Certification, GeoPoint, ProducerStatus, ProducerType, ResponsibilityLetter, ReviewState,
+    RiskLevel, Species,
 };
 
-mirror_enum! {
-    /// Kind of producer in the directory.
-    ProducerType = CProducerType {
-        /// 企业.
-        Enterprise,
-        /// 农民专业合作社.
-        Cooperative,
-        /// 家庭农场.
-        FamilyFarm,
-        /// 家庭牧场.
-        FamilyRanch,
-        /// 种养大户.
-        LargeHousehold,
-        /// 散户.
-        SmallHousehold,
-        /// 农资经营主体.
-        InputDealer,
-        /// 收购者.
-        Purchaser,
-    }
-}
-
-mirror_enum! {
-    /// Livestock species counted in a producer's scale.
-    Species = CSpecies {
-        /// 生猪.
-        Pig,
-        /// 肉牛.
-        BeefCattle,
-        /// 奶牛.
-        DairyCow,
-        /// 牦牛.
-        Yak,
-        /// 羊.
-        SheepGoat,
-        /// 马.
-        Horse,
-        /// 驴.
-        Donkey,
-        /// 骆驼.
-        Camel,
-        /// 兔.
-        Rabbit,
-        /// 肉鸡.
-        Broiler,
-        /// 蛋鸡.
-        Layer,
-        /// 鹅.
-        Goose,
-    }
-}
-
-mirror_enum! {
-    /// Quality certification held by a producer.
-    Certification = CCertification {
-        /// 绿色食品.
-        Green,
-        /// 有机.
-        Organic,
-        /// 地理标志.
-        GeographicalIndication,
-        /// 名特优新.
-        SpecialtyProduct,
-    }
-}
-
-mirror_enum! {
-    /// Active or closed producer.
-    ProducerStatus = CProducerStatus {
-        /// Operating.
-        Active,
-        /// Closed down.
-        Closed,
-    }
-}
-
-mirror_enum! {
-    /// Risk grade that sets the patrol interval.
-    RiskLevel = CRiskLevel {
-        /// Low risk.
-        Low,
-        /// Medium risk.
-        Medium,
-        /// High risk.
-        High,
-    }
-}
-
-mirror_enum! {
-    /// Where a directory entry stands in the review chain.
-    ReviewState = CReviewState {
-        /// Being filled in by the liaison.
-        Draft,
-        /// Sent to the township supervisor.
-        Submitted,
-        /// Approved by the township, waiting for the county.
-        TownshipApproved,
-        /// Approved by the county: in the directory.
-        CountyApproved,
-        /// Returned with a reason.
-        Returned,
-    }
-}
-
-/// A point on the map (WGS-84 degrees).
-#[derive(Debug, Clone, Copy, PartialEq, uniffi::Record)]
-pub struct GeoPoint {
-    /// Latitude, -90..=90.
-    pub lat: f64,
-    /// Longitude, -180..=180.
-    pub lon: f64,
-}
-
-impl From<m::GeoPoint> for GeoPoint {
-    fn from(p: m::GeoPoint) -> Self {
-        GeoPoint {
-            lat: p.lat,
-            lon: p.lon,
-        }
-    }
-}
-
-impl From<GeoPoint> for m::GeoPoint {
-    fn from(p: GeoPoint) -> Self {
-        m::GeoPoint {
-            lat: p.lat,
-            lon: p.lon,
-        }
-    }
-}
-
-/// Animals of one species: on hand and sold per year.
+/// Animals of one species: on hand and sold per year (the core keys counts by species in a
+/// map, which uniffi cannot key by an enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
 pub struct LivestockEntry {
     /// Species.
@@ -153,7 +22,8 @@ pub struct LivestockEntry {
     pub sold_per_year: Option<u32>,
 }
 
-/// Size of a producer's operation.
+/// Size of a producer's operation (hand-written: livestock is a list here, a map keyed by
+/// species in the core).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct Scale {
     /// Crop area in mu (亩).
@@ -172,7 +42,7 @@ impl From<m::Scale> for Scale {
                 .livestock
                 .into_iter()
                 .map(|(species, c)| LivestockEntry {
-                    species: species.into(),
+                    species,
                     on_hand: c.on_hand,
                     sold_per_year: c.sold_per_year,
                 })
@@ -183,12 +53,12 @@ impl From<m::Scale> for Scale {
 
 impl From<Scale> for m::Scale {
     fn from(s: Scale) -> Self {
-        let livestock: BTreeMap<CSpecies, m::LivestockCount> = s
+        let livestock: BTreeMap<Species, m::LivestockCount> = s
             .livestock
             .into_iter()
             .map(|e| {
                 (
-                    e.species.into(),
+                    e.species,
                     m::LivestockCount {
                         on_hand: e.on_hand,
                         sold_per_year: e.sold_per_year,
@@ -203,14 +73,8 @@ impl From<Scale> for m::Scale {
     }
 }
 
-/// Signed food-safety responsibility letter (责任书).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct ResponsibilityLetter {
-    /// Date signed, `YYYY-MM-DD`.
-    pub signed_on: String,
-}
-
-/// A step recorded in a directory entry's review history.
+/// A step recorded in a directory entry's review history (hand-written: the core's
+/// `Return(String)` is a tuple variant; here it is `Return { reason }`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ReviewAction {
     /// Sent for review.
@@ -256,7 +120,8 @@ impl From<ReviewAction> for m::ReviewAction {
     }
 }
 
-/// A step a person asks for in the review chain (`GridStore.review_producer`).
+/// A step a person asks for in the review chain (`GridStore.review_producer`): the
+/// requestable subset of `ReviewAction` (input only).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ReviewStep {
     /// Liaison or supervisor sends a draft or returned entry for review.
@@ -283,7 +148,7 @@ impl From<ReviewStep> for m::ReviewAction {
     }
 }
 
-/// One step of the review history.
+/// One step of the review history (hand-written because it holds a `ReviewAction`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ReviewEvent {
     /// Unique id.
@@ -305,7 +170,7 @@ impl From<m::ReviewEvent> for ReviewEvent {
             action: e.action.into(),
             by: e.by,
             at_ms: e.at_ms,
-            state_after: e.state_after.into(),
+            state_after: e.state_after,
         }
     }
 }
@@ -317,12 +182,13 @@ impl From<ReviewEvent> for m::ReviewEvent {
             action: e.action.into(),
             by: e.by,
             at_ms: e.at_ms,
-            state_after: e.state_after.into(),
+            state_after: e.state_after,
         }
     }
 }
 
-/// The review state of a directory entry with its history.
+/// The review state of a directory entry with its history (hand-written because it holds
+/// `ReviewEvent`s).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct DirectoryReview {
     /// Stored state (see `Producer.effective_review_state` for the one that holds).
@@ -338,7 +204,7 @@ pub struct DirectoryReview {
 impl From<m::DirectoryReview> for DirectoryReview {
     fn from(r: m::DirectoryReview) -> Self {
         DirectoryReview {
-            state: r.state.into(),
+            state: r.state,
             approved_fingerprint: r.approved_fingerprint,
             return_reason: r.return_reason,
             history: r.history.into_iter().map(Into::into).collect(),
@@ -349,7 +215,7 @@ impl From<m::DirectoryReview> for DirectoryReview {
 impl From<DirectoryReview> for m::DirectoryReview {
     fn from(r: DirectoryReview) -> Self {
         m::DirectoryReview {
-            state: r.state.into(),
+            state: r.state,
             approved_fingerprint: r.approved_fingerprint,
             return_reason: r.return_reason,
             history: r.history.into_iter().map(Into::into).collect(),
@@ -357,7 +223,8 @@ impl From<DirectoryReview> for m::DirectoryReview {
     }
 }
 
-/// A producer in the directory (农畜产品生产主体名录).
+/// A producer in the directory (农畜产品生产主体名录) (hand-written: it adds the computed
+/// `effective_review_state` and holds a `Scale` and a `DirectoryReview`).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct Producer {
     /// Stable identifier, made offline.
@@ -408,27 +275,25 @@ pub struct Producer {
 
 impl From<m::Producer> for Producer {
     fn from(p: m::Producer) -> Self {
-        let effective = p.effective_review_state().into();
+        let effective = p.effective_review_state();
         Producer {
             id: p.id,
             name: p.name,
-            producer_type: p.producer_type.into(),
+            producer_type: p.producer_type,
             credit_code: p.credit_code,
             id_number: p.id_number,
             owner: p.owner,
             phone: p.phone,
             grid: p.grid,
             address: p.address,
-            location: p.location.map(Into::into),
+            location: p.location,
             products: p.products,
             scale: p.scale.into(),
-            certifications: p.certifications.into_iter().map(Into::into).collect(),
+            certifications: p.certifications,
             issues_compliance_certificates: p.issues_compliance_certificates,
-            responsibility_letter: p.responsibility_letter.map(|l| ResponsibilityLetter {
-                signed_on: l.signed_on,
-            }),
-            risk: p.risk.into(),
-            status: p.status.into(),
+            responsibility_letter: p.responsibility_letter,
+            risk: p.risk,
+            status: p.status,
             review: p.review.into(),
             effective_review_state: effective,
             created_by: p.created_by,
@@ -443,23 +308,21 @@ impl From<Producer> for m::Producer {
         m::Producer {
             id: p.id,
             name: p.name,
-            producer_type: p.producer_type.into(),
+            producer_type: p.producer_type,
             credit_code: p.credit_code,
             id_number: p.id_number,
             owner: p.owner,
             phone: p.phone,
             grid: p.grid,
             address: p.address,
-            location: p.location.map(Into::into),
+            location: p.location,
             products: p.products,
             scale: p.scale.into(),
-            certifications: p.certifications.into_iter().map(Into::into).collect(),
+            certifications: p.certifications,
             issues_compliance_certificates: p.issues_compliance_certificates,
-            responsibility_letter: p.responsibility_letter.map(|l| m::ResponsibilityLetter {
-                signed_on: l.signed_on,
-            }),
-            risk: p.risk.into(),
-            status: p.status.into(),
+            responsibility_letter: p.responsibility_letter,
+            risk: p.risk,
+            status: p.status,
             review: p.review.into(),
             created_by: p.created_by,
             created_at_ms: p.created_at_ms,
@@ -468,7 +331,8 @@ impl From<Producer> for m::Producer {
     }
 }
 
-/// The fields a liaison fills in to register a producer (`GridStore.create_producer`).
+/// The fields a liaison fills in to register a producer (`GridStore.create_producer`); the
+/// core fills in the rest (input only, no core counterpart).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct NewProducer {
     /// Name of the business or household.
@@ -518,7 +382,7 @@ impl NewProducer {
     pub(crate) fn into_core(self, person: &str, now_ms: i64) -> m::Producer {
         let mut p = m::Producer::new(
             self.name,
-            self.producer_type.into(),
+            self.producer_type,
             self.owner,
             self.phone,
             self.grid,
@@ -528,15 +392,13 @@ impl NewProducer {
         p.credit_code = self.credit_code;
         p.id_number = self.id_number;
         p.address = self.address;
-        p.location = self.location.map(Into::into);
+        p.location = self.location;
         p.products = self.products;
         p.scale = self.scale.map(Into::into).unwrap_or_default();
-        p.certifications = self.certifications.into_iter().map(Into::into).collect();
+        p.certifications = self.certifications;
         p.issues_compliance_certificates = self.issues_compliance_certificates;
-        p.responsibility_letter = self.responsibility_letter.map(|l| m::ResponsibilityLetter {
-            signed_on: l.signed_on,
-        });
-        p.risk = self.risk.map_or(CRiskLevel::Low, Into::into);
+        p.responsibility_letter = self.responsibility_letter;
+        p.risk = self.risk.unwrap_or(RiskLevel::Low);
         p
     }
 }

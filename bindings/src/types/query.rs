@@ -1,40 +1,12 @@
 //! Query rows, counts, conflicts, history, rejected and kept edits.
 
 use gridsync_core::doc::{Conflict as CoreConflict, HistoryEntry as CoreHistoryEntry};
-use gridsync_core::model as m;
+pub use gridsync_core::model::RecordKind;
 use gridsync_core::store as s;
-use m::{
-    ProducerStatus as CProducerStatus, ProducerType as CProducerType, RecordKind as CRecordKind,
-    ReviewState as CReviewState, RiskLevel as CRiskLevel, VisitStatus as CVisitStatus,
-};
-use s::ProducerSort as CProducerSort;
+pub use s::{Counts, ProducerSort, RectificationItem};
 
 use super::{ProducerStatus, ProducerType, ReviewState, RiskLevel, VisitStatus};
 use crate::error::ApiError;
-
-mirror_enum! {
-    /// Kind of record.
-    RecordKind = CRecordKind {
-        /// A producer.
-        Producer,
-        /// A visit.
-        Visit,
-        /// A checklist template version.
-        Template,
-    }
-}
-
-mirror_enum! {
-    /// Sort order of producer lists.
-    ProducerSort = CProducerSort {
-        /// By name.
-        Name,
-        /// Most recently edited first.
-        RecentlyUpdated,
-        /// Longest since the last visit first (never visited first).
-        LastVisit,
-    }
-}
 
 /// Parses a stable identifier read from the store's query tables.
 fn parse_column<T>(what: &str, v: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, ApiError> {
@@ -43,32 +15,8 @@ fn parse_column<T>(what: &str, v: &str, f: impl Fn(&str) -> Option<T>) -> Result
     })
 }
 
-fn parse_status(v: &str) -> Option<CProducerStatus> {
-    match v {
-        "active" => Some(CProducerStatus::Active),
-        "closed" => Some(CProducerStatus::Closed),
-        _ => None,
-    }
-}
-
-fn parse_risk(v: &str) -> Option<CRiskLevel> {
-    match v {
-        "low" => Some(CRiskLevel::Low),
-        "medium" => Some(CRiskLevel::Medium),
-        "high" => Some(CRiskLevel::High),
-        _ => None,
-    }
-}
-
-fn parse_visit_status(v: &str) -> Option<CVisitStatus> {
-    match v {
-        "draft" => Some(CVisitStatus::Draft),
-        "completed" => Some(CVisitStatus::Completed),
-        _ => None,
-    }
-}
-
-/// A producer row for lists.
+/// A producer row for lists (hand-written: the core's row holds the stored string columns,
+/// here they are enums).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ProducerSummary {
     /// Record id.
@@ -97,12 +45,10 @@ impl TryFrom<s::ProducerSummary> for ProducerSummary {
     type Error = ApiError;
     fn try_from(p: s::ProducerSummary) -> Result<Self, ApiError> {
         Ok(ProducerSummary {
-            producer_type: parse_column("producer type", &p.producer_type, CProducerType::parse)?
-                .into(),
-            status: parse_column("status", &p.status, parse_status)?.into(),
-            review_state: parse_column("review state", &p.review_state, CReviewState::parse)?
-                .into(),
-            risk: parse_column("risk", &p.risk, parse_risk)?.into(),
+            producer_type: parse_column("producer type", &p.producer_type, ProducerType::parse)?,
+            status: parse_column("status", &p.status, ProducerStatus::parse)?,
+            review_state: parse_column("review state", &p.review_state, ReviewState::parse)?,
+            risk: parse_column("risk", &p.risk, RiskLevel::parse)?,
             id: p.id,
             name: p.name,
             owner: p.owner,
@@ -113,7 +59,7 @@ impl TryFrom<s::ProducerSummary> for ProducerSummary {
     }
 }
 
-/// A producer due for patrol.
+/// A producer due for patrol (hand-written because it holds a `ProducerSummary`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct DueProducer {
     /// The producer.
@@ -135,7 +81,8 @@ impl TryFrom<s::DueProducer> for DueProducer {
     }
 }
 
-/// A visit row in a producer's history.
+/// A visit row in a producer's history (hand-written: the status is a string column in the
+/// core's row).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct VisitSummary {
     /// Record id.
@@ -156,73 +103,13 @@ impl TryFrom<s::VisitSummary> for VisitSummary {
     type Error = ApiError;
     fn try_from(v: s::VisitSummary) -> Result<Self, ApiError> {
         Ok(VisitSummary {
-            status: parse_column("visit status", &v.status, parse_visit_status)?.into(),
+            status: parse_column("visit status", &v.status, VisitStatus::parse)?,
             id: v.id,
             producer_id: v.producer_id,
             inspector: v.inspector,
             started_at_ms: v.started_at_ms,
             rectification_open: v.rectification_open,
         })
-    }
-}
-
-/// An open rectification.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct RectificationItem {
-    /// Visit that ordered it.
-    pub visit_id: String,
-    /// Producer id.
-    pub producer_id: String,
-    /// Producer name.
-    pub producer_name: String,
-    /// Deadline `YYYY-MM-DD`.
-    pub deadline: String,
-    /// Notice number.
-    pub notice_number: String,
-    /// Whether the deadline has passed.
-    pub overdue: bool,
-}
-
-impl From<s::RectificationItem> for RectificationItem {
-    fn from(r: s::RectificationItem) -> Self {
-        RectificationItem {
-            visit_id: r.visit_id,
-            producer_id: r.producer_id,
-            producer_name: r.producer_name,
-            deadline: r.deadline,
-            notice_number: r.notice_number,
-            overdue: r.overdue,
-        }
-    }
-}
-
-/// Counts for the app's status bar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
-pub struct Counts {
-    /// Producers on the device.
-    pub producers: i64,
-    /// Visits on the device.
-    pub visits: i64,
-    /// Records with local changes the server has not acknowledged.
-    pub unsynced: i64,
-    /// Records whose last push was rejected.
-    pub rejected: i64,
-    /// Records set aside because their bytes failed to load.
-    pub corrupt: i64,
-    /// Edits kept after their grid left the device.
-    pub kept_edits: i64,
-}
-
-impl From<s::Counts> for Counts {
-    fn from(c: s::Counts) -> Self {
-        Counts {
-            producers: c.producers,
-            visits: c.visits,
-            unsynced: c.unsynced,
-            rejected: c.rejected,
-            corrupt: c.corrupt,
-            kept_edits: c.kept_edits,
-        }
     }
 }
 
@@ -236,7 +123,8 @@ fn value_text(v: serde_json::Value) -> String {
     }
 }
 
-/// Two or more values written concurrently to the same field.
+/// Two or more values written concurrently to the same field (hand-written: the core holds
+/// JSON values, shown here as text).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Conflict {
     /// Dotted path of the field (`phone`, `answers.drug_use.note`).
@@ -257,7 +145,7 @@ impl From<CoreConflict> for Conflict {
     }
 }
 
-/// One change in a record's history.
+/// One change in a record's history (hand-written: the core counts ops in a `usize`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct HistoryEntry {
     /// Change hash (hex).
@@ -281,7 +169,8 @@ impl From<CoreHistoryEntry> for HistoryEntry {
     }
 }
 
-/// A local edit the server refused.
+/// A local edit the server refused (hand-written: the core's row is private to the store and
+/// holds the kind as a string).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct RejectedEdit {
     /// Record id.
@@ -303,7 +192,7 @@ impl RejectedEdit {
         reason: String,
     ) -> Result<Self, ApiError> {
         Ok(RejectedEdit {
-            kind: parse_column("record kind", kind, CRecordKind::parse)?.into(),
+            kind: parse_column("record kind", kind, RecordKind::parse)?,
             id,
             code,
             reason,
@@ -311,7 +200,8 @@ impl RejectedEdit {
     }
 }
 
-/// An edit kept after its grid left the device, for export.
+/// An edit kept after its grid left the device, for export (hand-written: the core holds the
+/// kind as a string and names the payload `record_json`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct KeptEdit {
     /// Record id.
@@ -332,7 +222,7 @@ impl TryFrom<s::KeptEdit> for KeptEdit {
     type Error = ApiError;
     fn try_from(k: s::KeptEdit) -> Result<Self, ApiError> {
         Ok(KeptEdit {
-            kind: parse_column("record kind", &k.kind, CRecordKind::parse)?.into(),
+            kind: parse_column("record kind", &k.kind, RecordKind::parse)?,
             id: k.id,
             grid: k.grid,
             export_json: k.record_json,

@@ -1,41 +1,9 @@
 //! Sync progress and reports.
 
+pub use cs::SyncProgress;
 use gridsync_core::sync as cs;
 
-/// Progress after each sync round trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
-pub struct SyncProgress {
-    /// Round trips so far.
-    pub round_trips: u32,
-    /// Records accepted by the server so far.
-    pub pushed: u32,
-    /// Records pulled and applied so far.
-    pub pulled: u32,
-    /// Whether more pages wait.
-    pub more: bool,
-    /// Attachment bytes sent so far.
-    pub attachment_bytes_up: u64,
-    /// Attachment bytes received so far.
-    pub attachment_bytes_down: u64,
-    /// Attachments wholly uploaded so far.
-    pub attachments_completed: u32,
-}
-
-impl From<&cs::SyncProgress> for SyncProgress {
-    fn from(p: &cs::SyncProgress) -> Self {
-        SyncProgress {
-            round_trips: p.round_trips,
-            pushed: p.pushed,
-            pulled: p.pulled,
-            more: p.more,
-            attachment_bytes_up: p.attachment_bytes_up,
-            attachment_bytes_down: p.attachment_bytes_down,
-            attachments_completed: p.attachments_completed,
-        }
-    }
-}
-
-/// A record the server refused during a sync.
+/// A record the server refused during a sync (the core's report holds `(id, reason)` tuples).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct RejectedPush {
     /// Record id.
@@ -44,7 +12,8 @@ pub struct RejectedPush {
     pub reason: String,
 }
 
-/// What a finished sync did.
+/// What a finished sync did (hand-written: the core's report holds tuples and two engine
+/// measurements the app does not need).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SyncReport {
     /// HTTP round trips.
@@ -86,7 +55,7 @@ pub struct SyncReport {
     pub attachment_errors: Vec<AttachmentFailure>,
 }
 
-/// An attachment that could not be uploaded in a sync.
+/// An attachment that could not be uploaded in a sync (a `(sha256, reason)` tuple in the core).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct AttachmentFailure {
     /// SHA-256 of the attachment.

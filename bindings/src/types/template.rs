@@ -2,18 +2,13 @@
 
 use gridsync_core::model as m;
 
+pub use m::ChoiceOption;
+
 use super::ProducerType;
 
-/// One choice of a single- or multiple-choice item.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct ChoiceOption {
-    /// Stable identifier stored in answers.
-    pub id: String,
-    /// Chinese label.
-    pub label_zh: String,
-}
-
-/// What kind of answer a checklist item takes.
+/// What kind of answer a checklist item takes (hand-written although shaped like the core's:
+/// Kotlin reaches the cases of an enum with fields (`AnswerType.Number`) only through its
+/// own package, not through the `org.gridsync` typealiases).
 #[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum AnswerType {
     /// 是 / 否 / 不适用.
@@ -46,36 +41,14 @@ pub enum AnswerType {
     Photo,
 }
 
-fn options_out(o: Vec<m::ChoiceOption>) -> Vec<ChoiceOption> {
-    o.into_iter()
-        .map(|o| ChoiceOption {
-            id: o.id,
-            label_zh: o.label_zh,
-        })
-        .collect()
-}
-
-fn options_in(o: Vec<ChoiceOption>) -> Vec<m::ChoiceOption> {
-    o.into_iter()
-        .map(|o| m::ChoiceOption {
-            id: o.id,
-            label_zh: o.label_zh,
-        })
-        .collect()
-}
-
 impl From<m::AnswerType> for AnswerType {
     fn from(a: m::AnswerType) -> Self {
         match a {
             m::AnswerType::YesNoNa => AnswerType::YesNoNa,
             m::AnswerType::Number { unit, min, max } => AnswerType::Number { unit, min, max },
             m::AnswerType::Text { max_chars } => AnswerType::Text { max_chars },
-            m::AnswerType::SingleChoice { options } => AnswerType::SingleChoice {
-                options: options_out(options),
-            },
-            m::AnswerType::MultiChoice { options } => AnswerType::MultiChoice {
-                options: options_out(options),
-            },
+            m::AnswerType::SingleChoice { options } => AnswerType::SingleChoice { options },
+            m::AnswerType::MultiChoice { options } => AnswerType::MultiChoice { options },
             m::AnswerType::Photo => AnswerType::Photo,
         }
     }
@@ -87,18 +60,14 @@ impl From<AnswerType> for m::AnswerType {
             AnswerType::YesNoNa => m::AnswerType::YesNoNa,
             AnswerType::Number { unit, min, max } => m::AnswerType::Number { unit, min, max },
             AnswerType::Text { max_chars } => m::AnswerType::Text { max_chars },
-            AnswerType::SingleChoice { options } => m::AnswerType::SingleChoice {
-                options: options_in(options),
-            },
-            AnswerType::MultiChoice { options } => m::AnswerType::MultiChoice {
-                options: options_in(options),
-            },
+            AnswerType::SingleChoice { options } => m::AnswerType::SingleChoice { options },
+            AnswerType::MultiChoice { options } => m::AnswerType::MultiChoice { options },
             AnswerType::Photo => m::AnswerType::Photo,
         }
     }
 }
 
-/// One item of a checklist.
+/// One item of a checklist (hand-written because it holds an `AnswerType`).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct ChecklistItem {
     /// Stable identifier, the key of the answer in a visit.
@@ -113,7 +82,7 @@ pub struct ChecklistItem {
     pub applies_to: Vec<ProducerType>,
 }
 
-/// A versioned checklist template.
+/// A versioned checklist template (hand-written because it holds `ChecklistItem`s).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct ChecklistTemplate {
     /// Record id `tpl:{template_id}:{version}`.
@@ -146,7 +115,7 @@ impl From<m::ChecklistTemplate> for ChecklistTemplate {
                     text_zh: i.text_zh,
                     answer: i.answer.into(),
                     required: i.required,
-                    applies_to: i.applies_to.into_iter().map(Into::into).collect(),
+                    applies_to: i.applies_to,
                 })
                 .collect(),
         }

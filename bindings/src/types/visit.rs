@@ -3,72 +3,15 @@
 use std::collections::HashMap;
 
 use gridsync_core::model as m;
-use m::{
-    Severity as CSeverity, TestMethod as CTestMethod, Verdict as CVerdict,
-    VisitStatus as CVisitStatus, YesNoNa as CYesNoNa,
+pub use m::{
+    Acknowledgement, Finding, RapidTest, Rectification, Severity, TestMethod, Verdict, VisitReview,
+    VisitStatus, YesNoNa,
 };
 
 use super::GeoPoint;
 
-mirror_enum! {
-    /// Yes / no / not applicable.
-    YesNoNa = CYesNoNa {
-        /// 是.
-        Yes,
-        /// 否.
-        No,
-        /// 不适用.
-        NotApplicable,
-    }
-}
-
-mirror_enum! {
-    /// How serious a finding is.
-    Severity = CSeverity {
-        /// Corrected on the spot.
-        Minor,
-        /// Needs a rectification notice.
-        Major,
-        /// Referred to the county enforcement team.
-        Serious,
-    }
-}
-
-mirror_enum! {
-    /// Rapid-test method.
-    TestMethod = CTestMethod {
-        /// 酶抑制法.
-        EnzymeInhibition,
-        /// 胶体金试纸条.
-        ColloidalGold,
-        /// Other method, named in the kit field.
-        Other,
-    }
-}
-
-mirror_enum! {
-    /// Verdict of a rapid test.
-    Verdict = CVerdict {
-        /// 合格.
-        Pass,
-        /// 不合格.
-        Fail,
-        /// 疑似.
-        Suspect,
-    }
-}
-
-mirror_enum! {
-    /// Draft while being recorded, completed once closed.
-    VisitStatus = CVisitStatus {
-        /// Being recorded.
-        Draft,
-        /// Closed.
-        Completed,
-    }
-}
-
-/// The value of one checklist answer; its variant must match the item's answer type.
+/// The value of one checklist answer; its variant must match the item's answer type
+/// (hand-written: the core's variants are tuple variants, here they have named fields).
 #[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum AnswerValue {
     /// For yes / no / not applicable items.
@@ -106,7 +49,7 @@ pub enum AnswerValue {
 impl From<m::AnswerValue> for AnswerValue {
     fn from(v: m::AnswerValue) -> Self {
         match v {
-            m::AnswerValue::YesNo(a) => AnswerValue::YesNo { answer: a.into() },
+            m::AnswerValue::YesNo(answer) => AnswerValue::YesNo { answer },
             m::AnswerValue::Number(number) => AnswerValue::Number { number },
             m::AnswerValue::Text(text) => AnswerValue::Text { text },
             m::AnswerValue::Choice(option_id) => AnswerValue::Choice { option_id },
@@ -119,7 +62,7 @@ impl From<m::AnswerValue> for AnswerValue {
 impl From<AnswerValue> for m::AnswerValue {
     fn from(v: AnswerValue) -> Self {
         match v {
-            AnswerValue::YesNo { answer } => m::AnswerValue::YesNo(answer.into()),
+            AnswerValue::YesNo { answer } => m::AnswerValue::YesNo(answer),
             AnswerValue::Number { number } => m::AnswerValue::Number(number),
             AnswerValue::Text { text } => m::AnswerValue::Text(text),
             AnswerValue::Choice { option_id } => m::AnswerValue::Choice(option_id),
@@ -129,7 +72,7 @@ impl From<AnswerValue> for m::AnswerValue {
     }
 }
 
-/// An answer with an optional remark.
+/// An answer with an optional remark (hand-written because it holds an `AnswerValue`).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct Answer {
     /// The value.
@@ -157,26 +100,7 @@ impl From<Answer> for m::Answer {
     }
 }
 
-/// A problem found during a visit.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct Finding {
-    /// Unique id.
-    pub id: String,
-    /// Checklist item it relates to.
-    pub item_id: Option<String>,
-    /// What was found.
-    pub description: String,
-    /// Severity.
-    pub severity: Severity,
-    /// Photo references.
-    pub photos: Vec<String>,
-    /// Who recorded it (person id).
-    pub recorded_by: String,
-    /// When, ms since the Unix epoch.
-    pub recorded_at_ms: i64,
-}
-
-/// A finding to add to a visit; id, author and time are filled in.
+/// A finding to add to a visit; id, author and time are filled in (input only).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct NewFinding {
     /// What was found.
@@ -198,7 +122,7 @@ impl NewFinding {
             id: gridsync_core::new_id(),
             item_id: self.item_id,
             description: self.description,
-            severity: self.severity.into(),
+            severity: self.severity,
             photos: self.photos,
             recorded_by: person.to_string(),
             recorded_at_ms: now_ms,
@@ -206,32 +130,7 @@ impl NewFinding {
     }
 }
 
-/// One rapid test (速测).
-#[derive(Debug, Clone, PartialEq, uniffi::Record)]
-pub struct RapidTest {
-    /// Unique id.
-    pub id: String,
-    /// Sample taken.
-    pub sample: String,
-    /// Test item.
-    pub item: String,
-    /// Method.
-    pub method: TestMethod,
-    /// Kit name and maker.
-    pub kit: String,
-    /// Measured value, if any.
-    pub value: Option<f64>,
-    /// Unit of the value.
-    pub unit: Option<String>,
-    /// Verdict.
-    pub verdict: Verdict,
-    /// Operator (person id).
-    pub operator: String,
-    /// When, ms since the Unix epoch.
-    pub tested_at_ms: i64,
-}
-
-/// A rapid test to add to a visit; id, operator and time are filled in.
+/// A rapid test to add to a visit; id, operator and time are filled in (input only).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct NewRapidTest {
     /// Sample taken (e.g. 菠菜, 羊尿).
@@ -260,31 +159,18 @@ impl NewRapidTest {
             id: gridsync_core::new_id(),
             sample: self.sample,
             item: self.item,
-            method: self.method.into(),
+            method: self.method,
             kit: self.kit,
             value: self.value,
             unit: self.unit,
-            verdict: self.verdict.into(),
+            verdict: self.verdict,
             operator: person.to_string(),
             tested_at_ms: now_ms,
         }
     }
 }
 
-/// Rectification ordered after a visit (整改通知).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct Rectification {
-    /// Whether rectification is required.
-    pub required: bool,
-    /// Deadline `YYYY-MM-DD`.
-    pub deadline: String,
-    /// Notice number.
-    pub notice_number: String,
-    /// When the follow-up found it done, ms since the Unix epoch.
-    pub resolved_at_ms: Option<i64>,
-}
-
-/// A rectification to order: deadline and notice number.
+/// A rectification to order: deadline and notice number (input only).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct NewRectification {
     /// Deadline `YYYY-MM-DD`.
@@ -304,29 +190,8 @@ impl From<NewRectification> for m::Rectification {
     }
 }
 
-/// Producer's acknowledgement of the visit record.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct Acknowledgement {
-    /// Name of the person who signed.
-    pub signed_by: String,
-    /// Photo reference of the signature.
-    pub signature_photo: Option<String>,
-    /// When, ms since the Unix epoch.
-    pub at_ms: i64,
-}
-
-/// A supervisor's or county reviewer's review of a visit.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct VisitReview {
-    /// Reviewer (person id).
-    pub by: String,
-    /// When, ms since the Unix epoch.
-    pub at_ms: i64,
-    /// Comment.
-    pub comment: String,
-}
-
-/// A patrol visit to a producer (巡查记录).
+/// A patrol visit to a producer (巡查记录) (hand-written: the core keeps answers in a
+/// `BTreeMap`, which uniffi does not carry, of `Answer`s).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct Visit {
     /// Stable identifier, made offline.
@@ -380,56 +245,16 @@ impl From<m::Visit> for Visit {
             template_version: v.template_version,
             started_at_ms: v.started_at_ms,
             ended_at_ms: v.ended_at_ms,
-            location: v.location.map(Into::into),
+            location: v.location,
             answers: v.answers.into_iter().map(|(k, a)| (k, a.into())).collect(),
-            findings: v
-                .findings
-                .into_iter()
-                .map(|f| Finding {
-                    id: f.id,
-                    item_id: f.item_id,
-                    description: f.description,
-                    severity: f.severity.into(),
-                    photos: f.photos,
-                    recorded_by: f.recorded_by,
-                    recorded_at_ms: f.recorded_at_ms,
-                })
-                .collect(),
-            rapid_tests: v
-                .rapid_tests
-                .into_iter()
-                .map(|t| RapidTest {
-                    id: t.id,
-                    sample: t.sample,
-                    item: t.item,
-                    method: t.method.into(),
-                    kit: t.kit,
-                    value: t.value,
-                    unit: t.unit,
-                    verdict: t.verdict.into(),
-                    operator: t.operator,
-                    tested_at_ms: t.tested_at_ms,
-                })
-                .collect(),
-            rectification: v.rectification.map(|r| Rectification {
-                required: r.required,
-                deadline: r.deadline,
-                notice_number: r.notice_number,
-                resolved_at_ms: r.resolved_at_ms,
-            }),
+            findings: v.findings,
+            rapid_tests: v.rapid_tests,
+            rectification: v.rectification,
             follow_up_of: v.follow_up_of,
             follow_up_visit: v.follow_up_visit,
-            acknowledgement: v.acknowledgement.map(|a| Acknowledgement {
-                signed_by: a.signed_by,
-                signature_photo: a.signature_photo,
-                at_ms: a.at_ms,
-            }),
-            status: v.status.into(),
-            review: v.review.map(|r| VisitReview {
-                by: r.by,
-                at_ms: r.at_ms,
-                comment: r.comment,
-            }),
+            acknowledgement: v.acknowledgement,
+            status: v.status,
+            review: v.review,
             updated_at_ms: v.updated_at_ms,
         }
     }
@@ -446,62 +271,22 @@ impl From<Visit> for m::Visit {
             template_version: v.template_version,
             started_at_ms: v.started_at_ms,
             ended_at_ms: v.ended_at_ms,
-            location: v.location.map(Into::into),
+            location: v.location,
             answers: v.answers.into_iter().map(|(k, a)| (k, a.into())).collect(),
-            findings: v
-                .findings
-                .into_iter()
-                .map(|f| m::Finding {
-                    id: f.id,
-                    item_id: f.item_id,
-                    description: f.description,
-                    severity: f.severity.into(),
-                    photos: f.photos,
-                    recorded_by: f.recorded_by,
-                    recorded_at_ms: f.recorded_at_ms,
-                })
-                .collect(),
-            rapid_tests: v
-                .rapid_tests
-                .into_iter()
-                .map(|t| m::RapidTest {
-                    id: t.id,
-                    sample: t.sample,
-                    item: t.item,
-                    method: t.method.into(),
-                    kit: t.kit,
-                    value: t.value,
-                    unit: t.unit,
-                    verdict: t.verdict.into(),
-                    operator: t.operator,
-                    tested_at_ms: t.tested_at_ms,
-                })
-                .collect(),
-            rectification: v.rectification.map(|r| m::Rectification {
-                required: r.required,
-                deadline: r.deadline,
-                notice_number: r.notice_number,
-                resolved_at_ms: r.resolved_at_ms,
-            }),
+            findings: v.findings,
+            rapid_tests: v.rapid_tests,
+            rectification: v.rectification,
             follow_up_of: v.follow_up_of,
             follow_up_visit: v.follow_up_visit,
-            acknowledgement: v.acknowledgement.map(|a| m::Acknowledgement {
-                signed_by: a.signed_by,
-                signature_photo: a.signature_photo,
-                at_ms: a.at_ms,
-            }),
-            status: v.status.into(),
-            review: v.review.map(|r| m::VisitReview {
-                by: r.by,
-                at_ms: r.at_ms,
-                comment: r.comment,
-            }),
+            acknowledgement: v.acknowledgement,
+            status: v.status,
+            review: v.review,
             updated_at_ms: v.updated_at_ms,
         }
     }
 }
 
-/// What a liaison records to open a visit (`GridStore.create_visit`).
+/// What a liaison records to open a visit (`GridStore.create_visit`) (input only).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct NewVisit {
     /// Producer visited.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Administrative level of a grid node, from the region down to level-3 sub-grids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum GridLevel {
     /// 自治区: the whole region.
@@ -73,6 +74,7 @@ impl GridLevel {
 
 /// Farming, pastoral or mixed area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum GridKind {
     /// 农区.
@@ -106,6 +108,7 @@ impl GridKind {
 
 /// One node of the grid tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct GridNode {
     /// Administrative division code, unique in the tree (e.g. `152522101`).
     pub code: String,
@@ -116,6 +119,7 @@ pub struct GridNode {
     /// Farming, pastoral or mixed.
     pub kind: GridKind,
     /// Code of the parent node; `None` only for the root.
+    #[cfg_attr(feature = "uniffi", uniffi(default = None))]
     pub parent: Option<String>,
 }
 

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a person does in the grid system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// 协管员/信息员: village liaison, level-2 grid.
@@ -51,6 +52,7 @@ impl Role {
 
 /// A person and the grids assigned to them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Person {
     /// Stable identifier.
     pub id: String,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Kind of producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum ProducerType {
     /// 企业.
@@ -83,6 +84,7 @@ impl ProducerType {
 
 /// Livestock species counted in the producer's scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Species {
     /// 生猪.
@@ -191,6 +193,7 @@ pub struct Scale {
 
 /// Quality certification held by the producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Certification {
     /// 绿色食品.
@@ -229,6 +232,7 @@ impl Certification {
 
 /// Active or closed (注销/停产).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum ProducerStatus {
     /// Operating.
@@ -258,6 +262,7 @@ impl ProducerStatus {
 
 /// Risk grade used to set the patrol interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum RiskLevel {
     /// Low risk.
@@ -292,6 +297,7 @@ impl RiskLevel {
 
 /// A point on the map (WGS-84).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct GeoPoint {
     /// Latitude in degrees, -90..=90.
     pub lat: f64,
@@ -301,6 +307,7 @@ pub struct GeoPoint {
 
 /// Where a directory entry stands in the review chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewState {
     /// Being filled in by the liaison.
@@ -423,6 +430,7 @@ impl Default for DirectoryReview {
 
 /// Signed food-safety responsibility letter (责任书).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct ResponsibilityLetter {
     /// Date signed, `YYYY-MM-DD`.
     pub signed_on: String,

@@ -6,6 +6,7 @@ use super::producer::ProducerType;
 
 /// One choice of a single- or multiple-choice item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct ChoiceOption {
     /// Stable identifier stored in answers.
     pub id: String,

@@ -8,6 +8,7 @@ use super::producer::GeoPoint;
 
 /// Yes / no / not applicable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum YesNoNa {
     /// 是.
@@ -47,6 +48,7 @@ pub struct Answer {
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// To be corrected on the spot.
@@ -59,6 +61,7 @@ pub enum Severity {
 
 /// A problem found during the visit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Finding {
     /// Unique id, so that findings added concurrently merge as separate entries.
     pub id: String,
@@ -79,6 +82,7 @@ pub struct Finding {
 
 /// Rapid-test method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum TestMethod {
     /// 酶抑制法 (organophosphate/carbamate residues).
@@ -91,6 +95,7 @@ pub enum TestMethod {
 
 /// Verdict of a rapid test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// 合格.
@@ -103,6 +108,7 @@ pub enum Verdict {
 
 /// One rapid test (速测).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct RapidTest {
     /// Unique id.
     pub id: String,
@@ -128,6 +134,7 @@ pub struct RapidTest {
 
 /// Rectification ordered after the visit (整改通知).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Rectification {
     /// Whether rectification is required.
     pub required: bool,
@@ -141,6 +148,7 @@ pub struct Rectification {
 
 /// Producer's acknowledgement of the visit record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Acknowledgement {
     /// Name of the person who signed.
     pub signed_by: String,
@@ -152,6 +160,7 @@ pub struct Acknowledgement {
 
 /// A supervisor's or county reviewer's review of a completed visit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct VisitReview {
     /// Reviewer (person id).
     pub by: String,
@@ -163,6 +172,7 @@ pub struct VisitReview {
 
 /// Draft while being recorded; completed once closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum VisitStatus {
     /// Being recorded.

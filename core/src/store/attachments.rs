@@ -40,6 +40,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 200 * 1024 * 1024;
 
 /// Where an attachment stands on this phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum AttachmentState {
     /// Recorded here, not yet (wholly) on the server. Never evicted.

@@ -35,6 +35,7 @@ pub struct ProducerSummary {
 
 /// Sort order of producer lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum ProducerSort {
     /// By name (Unicode order).
     Name,
@@ -74,6 +75,7 @@ pub struct VisitSummary {
 
 /// An open rectification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct RectificationItem {
     /// Visit that ordered it.
     pub visit_id: String,
@@ -91,6 +93,7 @@ pub struct RectificationItem {
 
 /// Counts for the app's status bar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Counts {
     /// Producers on the device.
     pub producers: i64,

@@ -33,6 +33,7 @@ pub struct UploadState {
 
 /// What a prefetch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct PrefetchReport {
     /// Attachments downloaded whole.
     pub fetched: u32,

@@ -83,6 +83,7 @@ impl CancelFlag {
 
 /// Progress after each round trip.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct SyncProgress {
     /// Round trips so far.
     pub round_trips: u32,
