@@ -1,4 +1,5 @@
-// The `gridsync` Android library: generated Kotlin in src/main/kotlin (package org.gridsync)
+// The `gridsync` Android library: generated Kotlin in src/main/kotlin (packages org.gridsync
+// and org.gridsync.core, the core's records and enums)
 // and libgridsync.so per ABI in src/main/jniLibs, both produced by
 // bindings/scripts/build-android.sh (cargo-ndk). Publish with `./gradlew publishToMavenLocal`
 // or include this directory in an app build with `includeBuild("path/to/bindings/android")`.

@@ -3,8 +3,10 @@
 # the Linux CI machines of this repository):
 #   - libgridsync.a for iOS devices (aarch64-apple-ios) and the simulator
 #     (aarch64-apple-ios-sim + x86_64-apple-ios, merged with lipo);
-#   - GridSyncFFI.xcframework holding both, with the generated C header and module map;
-#   - Sources/GridSync/GridSync.swift generated from the host library.
+#   - GridSyncFFI.xcframework holding both, with the generated C headers (gridsyncFFI.h and
+#     the core's gridsync_coreFFI.h) in one module map (module gridsyncFFI);
+#   - Sources/GridSync/GridSync.swift and GridSyncCore.swift (the core's derived records and
+#     enums), generated from the host library, compiled into the one module GridSync.
 # The package in bindings/ios/Package.swift then builds with `swift build` / Xcode.
 #
 # Usage: bindings/scripts/build-xcframework.sh
@@ -32,8 +34,11 @@ rm -rf "$GEN" && mkdir -p "$GEN"
 
 HEADERS="$TARGET_DIR/xcframework/headers"
 rm -rf "$HEADERS" && mkdir -p "$HEADERS"
-cp "$GEN/gridsyncFFI.h" "$HEADERS/"
-cp "$GEN/gridsyncFFI.modulemap" "$HEADERS/module.modulemap"
+cp "$GEN/gridsyncFFI.h" "$GEN/gridsync_coreFFI.h" "$HEADERS/"
+# The generated module map lists gridsyncFFI.h; the core's header joins the same module.
+awk '{ print } /^ *header "gridsyncFFI.h"$/ { print "    header \"gridsync_coreFFI.h\"" }' \
+  "$GEN/gridsyncFFI.modulemap" >"$HEADERS/module.modulemap"
+grep -q 'gridsync_coreFFI.h' "$HEADERS/module.modulemap"
 
 SIM="$TARGET_DIR/xcframework/ios-sim"
 mkdir -p "$SIM"
@@ -49,5 +54,5 @@ xcodebuild -create-xcframework \
   -output "$PKG/GridSyncFFI.xcframework"
 
 mkdir -p "$PKG/Sources/GridSync"
-cp "$GEN/GridSync.swift" "$PKG/Sources/GridSync/GridSync.swift"
-echo "built $PKG/GridSyncFFI.xcframework and $PKG/Sources/GridSync/GridSync.swift"
+cp "$GEN/GridSync.swift" "$GEN/GridSyncCore.swift" "$PKG/Sources/GridSync/"
+echo "built $PKG/GridSyncFFI.xcframework and $PKG/Sources/GridSync/{GridSync,GridSyncCore}.swift"
