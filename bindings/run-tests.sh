@@ -5,7 +5,9 @@
 #   3. Python tests (bindings/tests/python) against the library and a loopback server;
 #   4. Kotlin tests (bindings/tests/kotlin) compiled with kotlinc, run on the JVM;
 #   5. examples/kotlin/LiaisonDay.kt against its own fresh server;
-#   6. checks the Swift bindings were generated (no Swift compiler here).
+#   6. examples/kotlin/SyncWorker.kt: background sync through the async API while its own
+#      server is down (retries with growing backoff), then up (success);
+#   7. checks the Swift bindings were generated (no Swift compiler here).
 # Ends with `bindings: N passed, M failed` and exits non-zero on any failure.
 #
 # Env: CARGO_TARGET_DIR (default target/), GRIDSYNC_TOOLS_DIR (default .tools/),
@@ -75,7 +77,7 @@ stage "kotlin: compile"
 t="$(now)"
 JAR="$WORK/gridsync-kotlin.jar"
 SOURCES=(bindings/generated/kotlin/org/gridsync/*.kt bindings/generated/kotlin/org/gridsync/core/*.kt
-  bindings/tests/kotlin/*.kt examples/kotlin/LiaisonDay.kt)
+  bindings/tests/kotlin/*.kt examples/kotlin/LiaisonDay.kt examples/kotlin/SyncWorker.kt)
 STAMP="$(cat "${SOURCES[@]}" | sha256sum | cut -c1-16)"
 if [[ -f "$JAR" && "$(cat "$JAR.stamp" 2>/dev/null)" == "$STAMP" ]]; then
   echo "sources unchanged: reusing $JAR"
@@ -89,6 +91,7 @@ else
   fi
 fi
 echo "compile: $(took "$t")"
+# kotlinx-coroutines: the generated suspend functions (async API) and the tests use it.
 CP="$JAR:$KLIB/kotlin-stdlib.jar:$KLIB/kotlinx-coroutines-core-jvm.jar:$JNA"
 
 stage "kotlin: tests"
@@ -124,6 +127,24 @@ else
   fi
   kill "${pids[-1]}" 2>/dev/null
   wait "${pids[-1]}" 2>/dev/null
+fi
+
+stage "kotlin: examples/kotlin/SyncWorker.kt"
+t="$(now)"
+if [[ -z "$SERVER" ]]; then
+  echo "SKIP SyncWorker (no server)"
+else
+  # The example starts, stops and restarts its own server (the outage it rides out).
+  data="$(mktemp -d "$WORK/sync-worker.XXXXXX")"
+  if timeout 600 java -Djna.library.path="$LIBDIR" -cp "$CP" gridsync.examples.SyncWorkerKt "$SERVER" "$data" \
+    2>&1 | tee "$WORK/sync-worker.log" && grep -q '^sync worker done$' "$WORK/sync-worker.log"; then
+    passed=$((passed + 1))
+    echo "PASS SyncWorker ($(took "$t"))"
+  else
+    failed=$((failed + 1))
+    echo "FAIL SyncWorker; server log:"
+    tail -n 20 "$data/server.log" 2>/dev/null
+  fi
 fi
 
 stage "swift: generated (compiled where Swift exists)"

@@ -1,10 +1,13 @@
 //! Attachments (evidence photos, signatures): add them before saving the record that
 //! refers to them, read them back, list them, and download those recorded on other phones.
+//! The downloads come blocking and async (`fetch_attachment_async`,
+//! `prefetch_attachments_async`), as the sync does (see `sync.rs`).
 
 use gridsync_core::attachment::AttachmentRef;
-use gridsync_core::sync::{HttpTransport, SyncEngine};
+use gridsync_core::sync::{CancelFlag, HttpTransport, SyncEngine};
 
 use crate::error::{guard, ApiError};
+use crate::future::spawn_blocking;
 use crate::store::GridStore;
 use crate::sync::SyncHandle;
 use crate::types::{AttachmentInfo, PrefetchReport};
@@ -102,40 +105,86 @@ impl GridStore {
 
     /// The bytes of an attachment a record here refers to: from the phone if it holds
     /// them, else downloaded from the server (a cut download continues from what the phone
-    /// kept). Blocking network call: run it on a background thread. `handle.cancel()`
-    /// stops it between pieces.
+    /// kept). Blocking network call: run it on a background thread, or use
+    /// `fetch_attachment_async`. `handle.cancel()` stops it between pieces.
     #[uniffi::method(default(handle = None))]
     pub fn fetch_attachment(
         &self,
         key: String,
         handle: Option<Arc<SyncHandle>>,
     ) -> Result<Vec<u8>, ApiError> {
-        guard(|| {
-            let sha = sha_of(&key)?;
-            let Some(link) = self.store.server_link()? else {
-                return Ok(self.store.attachment(&sha)?);
-            };
-            let transport = HttpTransport::new(&link.url)?;
-            let cancel = handle.map(|h| h.flag.clone()).unwrap_or_default();
-            let engine = SyncEngine::new(&self.store, &transport);
-            Ok(engine.fetch_attachment_counted(&sha, &cancel)?.0)
+        guard(|| self.run_fetch(&key, &SyncHandle::flag_of(handle)))
+    }
+
+    /// `fetch_attachment`, awaited (Kotlin `suspend fun fetchAttachmentAsync`, Swift
+    /// `fetchAttachmentAsync`, Python `await store.fetch_attachment_async(key)`).
+    /// Cancelling the awaiting coroutine or asyncio task stops the download between pieces
+    /// (what arrived is kept for the next try), as `sync_async` does.
+    #[uniffi::method(default(handle = None))]
+    pub async fn fetch_attachment_async(
+        self: Arc<Self>,
+        key: String,
+        handle: Option<Arc<SyncHandle>>,
+    ) -> Result<Vec<u8>, ApiError> {
+        let cancel = SyncHandle::flag_of(handle);
+        let watched = cancel.clone();
+        spawn_blocking("fetch-attachment", cancel, move || {
+            self.run_fetch(&key, &watched)
         })
+        .await
     }
 
     /// Downloads the attachments of the most recent visits on the phone that it does not
-    /// hold, up to `budget_bytes` (0: the cache budget). Blocking network call.
+    /// hold, up to `budget_bytes` (0: the cache budget). Blocking network call, or use
+    /// `prefetch_attachments_async`.
     #[uniffi::method(default(handle = None))]
     pub fn prefetch_attachments(
         &self,
         budget_bytes: u64,
         handle: Option<Arc<SyncHandle>>,
     ) -> Result<PrefetchReport, ApiError> {
-        guard(|| {
-            let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
-            let transport = HttpTransport::new(&link.url)?;
-            let cancel = handle.map(|h| h.flag.clone()).unwrap_or_default();
-            let engine = SyncEngine::new(&self.store, &transport);
-            Ok(engine.prefetch_attachments(budget_bytes, &cancel)?)
+        guard(|| self.run_prefetch(budget_bytes, &SyncHandle::flag_of(handle)))
+    }
+
+    /// `prefetch_attachments`, awaited (Kotlin `prefetchAttachmentsAsync`, Swift
+    /// `prefetchAttachmentsAsync`, Python `prefetch_attachments_async`); cancelling the
+    /// caller stops it between pieces.
+    #[uniffi::method(default(handle = None))]
+    pub async fn prefetch_attachments_async(
+        self: Arc<Self>,
+        budget_bytes: u64,
+        handle: Option<Arc<SyncHandle>>,
+    ) -> Result<PrefetchReport, ApiError> {
+        let cancel = SyncHandle::flag_of(handle);
+        let watched = cancel.clone();
+        spawn_blocking("prefetch-attachments", cancel, move || {
+            self.run_prefetch(budget_bytes, &watched)
         })
+        .await
+    }
+}
+
+impl GridStore {
+    /// One attachment, from the phone or downloaded (blocking).
+    fn run_fetch(&self, key: &str, cancel: &CancelFlag) -> Result<Vec<u8>, ApiError> {
+        let sha = sha_of(key)?;
+        let Some(link) = self.store.server_link()? else {
+            return Ok(self.store.attachment(&sha)?);
+        };
+        let transport = HttpTransport::new(&link.url)?;
+        let engine = SyncEngine::new(&self.store, &transport);
+        Ok(engine.fetch_attachment_counted(&sha, cancel)?.0)
+    }
+
+    /// The prefetch of recent visits' attachments (blocking).
+    fn run_prefetch(
+        &self,
+        budget_bytes: u64,
+        cancel: &CancelFlag,
+    ) -> Result<PrefetchReport, ApiError> {
+        let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
+        let transport = HttpTransport::new(&link.url)?;
+        let engine = SyncEngine::new(&self.store, &transport);
+        Ok(engine.prefetch_attachments(budget_bytes, cancel)?)
     }
 }

@@ -15,6 +15,7 @@ uniffi::setup_scaffolding!();
 
 mod attachments;
 pub mod error;
+mod future;
 pub mod store;
 pub mod sync;
 pub mod types;

@@ -1,4 +1,13 @@
 //! Enrolment and sync: a foreign listener for progress and a handle to cancel.
+//!
+//! Every network call comes twice: blocking (`sync`, `enroll`, `rotate_credential`; run
+//! them on a background thread) and async (`sync_async`, `enroll_async`,
+//! `rotate_credential_async`: Kotlin `suspend fun syncAsync`, Swift `func syncAsync()
+//! async throws`, Python `async def sync_async`). An async call runs the same blocking
+//! code on a thread of its own and is awaited through [`crate::future::BlockingCall`], so
+//! it needs no Rust async runtime and works under any foreign executor. Cancelling the
+//! awaiting coroutine (Kotlin) or asyncio task (Python) drops the Rust future, which
+//! cancels the sync between round trips; see `GridStore::sync_async` for Swift.
 
 use std::sync::Arc;
 
@@ -7,14 +16,16 @@ use gridsync_core::sync::{
 };
 
 use crate::error::{guard, ApiError};
+use crate::future::spawn_blocking;
 use crate::store::GridStore;
 use crate::types::{Person, SyncProgress, SyncReport};
 
 /// Receives sync progress; implemented by the app (Kotlin, Swift or Python).
 ///
-/// Called on the thread running `GridStore.sync` after each round trip; hand the value
-/// to the UI thread yourself. An exception thrown here ends the sync with
-/// `ApiError.Internal`.
+/// Called on the thread running the sync after each round trip: the caller's thread for
+/// `GridStore.sync`, a thread of the library's own for `GridStore.sync_async` (never the
+/// coroutine's or task's thread). Hand the value to the UI thread yourself. An exception
+/// thrown here ends the sync with `ApiError.Internal`.
 #[uniffi::export(with_foreign)]
 pub trait SyncListener: Send + Sync {
     /// Progress after one round trip.
@@ -83,11 +94,35 @@ impl SyncOptions {
     }
 }
 
-/// A cancel token for a running sync: call `cancel()` from any thread and the sync stops
-/// before its next round trip with `ApiError.Cancelled` (what was applied stays applied).
+/// A cancel token for a running sync (or attachment download): call `cancel()` from any
+/// thread and the sync stops before its next round trip with `ApiError.Cancelled` (what
+/// was applied stays applied).
+///
+/// **Dropping the handle cancels its sync**: when the app lets go of its last reference
+/// (Kotlin `close()` or `use {}`, or the garbage collector; Swift when the last reference
+/// goes; Python when the object is freed), the sync it was given to stops as if `cancel()`
+/// had been called. The library keeps only the handle's flag during a sync, never the
+/// handle, so keep a reference for as long as the sync should run: in Kotlin and Swift a
+/// handle created inline in the call (`store.sync(handle = SyncHandle())`) may be
+/// collected while the sync runs and cancel it. A handle serves one sync: once cancelled
+/// it stays cancelled.
 #[derive(Debug, Default, uniffi::Object)]
 pub struct SyncHandle {
     pub(crate) flag: CancelFlag,
+}
+
+impl SyncHandle {
+    /// The flag a sync given `handle` watches: the handle's own, or a fresh one. Only the
+    /// flag is kept; the handle itself is released here, so the app dropping it can cancel.
+    pub(crate) fn flag_of(handle: Option<Arc<SyncHandle>>) -> CancelFlag {
+        handle.map(|h| h.flag.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        self.flag.cancel();
+    }
 }
 
 #[uniffi::export]
@@ -103,9 +138,58 @@ impl SyncHandle {
         self.flag.cancel();
     }
 
-    /// Whether `cancel()` was called.
+    /// Whether `cancel()` was called (or the sync using it was cancelled by its caller).
     pub fn is_cancelled(&self) -> bool {
         self.flag.is_cancelled()
+    }
+}
+
+impl GridStore {
+    /// The one sync both `sync` and `sync_async` run (blocking, on the calling thread).
+    fn run_sync(
+        &self,
+        listener: Option<Arc<dyn SyncListener>>,
+        cancel: &CancelFlag,
+        options: Option<SyncOptions>,
+    ) -> Result<SyncReport, ApiError> {
+        let _running = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
+        let transport = HttpTransport::new(&link.url)?;
+        let mut engine = SyncEngine::new(&self.store, &transport);
+        if let Some(o) = &options {
+            o.apply(&mut engine);
+        }
+        let mut progress = |p: &gridsync_core::sync::SyncProgress| {
+            if let Some(l) = &listener {
+                l.on_progress(p.clone());
+            }
+        };
+        let core = options.as_ref().map(SyncOptions::core).unwrap_or_default();
+        Ok(engine.sync_with(&core, &mut progress, cancel)?.into())
+    }
+
+    /// Enrolment (blocking).
+    fn run_enroll(
+        &self,
+        server_url: &str,
+        code: &str,
+        device_name: &str,
+    ) -> Result<Person, ApiError> {
+        let transport = HttpTransport::new(server_url)?;
+        Ok(enroll(
+            &self.store,
+            &transport,
+            server_url,
+            code,
+            device_name,
+        )?)
+    }
+
+    /// Credential rotation (blocking).
+    fn run_rotate(&self) -> Result<(), ApiError> {
+        let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
+        let transport = HttpTransport::new(&link.url)?;
+        Ok(SyncEngine::new(&self.store, &transport).rotate_credential()?)
     }
 }
 
@@ -113,23 +197,30 @@ impl SyncHandle {
 impl GridStore {
     /// Enrols this device with a server using a one-time code from the administrator;
     /// sets the device's person and returns it. Blocking network call: run it on a
-    /// background thread.
+    /// background thread, or use `enroll_async`.
     pub fn enroll(
         &self,
         server_url: String,
         code: String,
         device_name: String,
     ) -> Result<Person, ApiError> {
-        guard(|| {
-            let transport = HttpTransport::new(&server_url)?;
-            Ok(enroll(
-                &self.store,
-                &transport,
-                &server_url,
-                &code,
-                &device_name,
-            )?)
+        guard(|| self.run_enroll(&server_url, &code, &device_name))
+    }
+
+    /// `enroll`, awaited: Kotlin `suspend fun enrollAsync`, Swift `enrollAsync() async
+    /// throws`, Python `await store.enroll_async(...)`. Enrolment is one request:
+    /// cancelling the caller stops waiting for it, but if the server had already accepted
+    /// the code the device is enrolled (check `is_enrolled`).
+    pub async fn enroll_async(
+        self: Arc<Self>,
+        server_url: String,
+        code: String,
+        device_name: String,
+    ) -> Result<Person, ApiError> {
+        spawn_blocking("enroll", CancelFlag::new(), move || {
+            self.run_enroll(&server_url, &code, &device_name)
         })
+        .await
     }
 
     /// Whether the device is enrolled with a server.
@@ -145,11 +236,13 @@ impl GridStore {
     /// Pushes local changes and pulls the grid feeds until nothing is left.
     ///
     /// Blocking: it runs for as long as the network takes, so call it on a background
-    /// thread (`Dispatchers.IO`, `Task.detached`). `listener` hears progress after each
-    /// round trip; `handle.cancel()` from another thread stops it between round trips.
-    /// Local edits made on other threads during a sync are kept and pushed next time.
-    /// Two syncs of the same store run one after the other. `options` bounds the size of
-    /// pull pages and the attachment uploads that follow the records (see `SyncOptions`).
+    /// thread (`Dispatchers.IO`, `Task.detached`), or use `sync_async`. `listener` hears
+    /// progress after each round trip; `handle.cancel()` from another thread (or dropping
+    /// the handle, see `SyncHandle`) stops it between round trips with
+    /// `ApiError.Cancelled`. Local edits made on other threads during a sync are kept and
+    /// pushed next time. Two syncs of the same store run one after the other. `options`
+    /// bounds the size of pull pages and the attachment uploads that follow the records
+    /// (see `SyncOptions`).
     #[uniffi::method(default(listener = None, handle = None, options = None))]
     pub fn sync(
         &self,
@@ -158,30 +251,48 @@ impl GridStore {
         options: Option<SyncOptions>,
     ) -> Result<SyncReport, ApiError> {
         guard(|| {
-            let cancel = handle.map(|h| h.flag.clone()).unwrap_or_default();
-            let _running = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
-            let transport = HttpTransport::new(&link.url)?;
-            let mut engine = SyncEngine::new(&self.store, &transport);
-            if let Some(o) = &options {
-                o.apply(&mut engine);
-            }
-            let mut progress = |p: &gridsync_core::sync::SyncProgress| {
-                if let Some(l) = &listener {
-                    l.on_progress(p.clone());
-                }
-            };
-            let core = options.as_ref().map(SyncOptions::core).unwrap_or_default();
-            Ok(engine.sync_with(&core, &mut progress, &cancel)?.into())
+            let cancel = SyncHandle::flag_of(handle);
+            self.run_sync(listener, &cancel, options)
         })
     }
 
-    /// Asks the server for a new device secret (the old one works until the new one is used).
-    pub fn rotate_credential(&self) -> Result<(), ApiError> {
-        guard(|| {
-            let link = self.store.server_link()?.ok_or(ApiError::NotEnrolled)?;
-            let transport = HttpTransport::new(&link.url)?;
-            Ok(SyncEngine::new(&self.store, &transport).rotate_credential()?)
+    /// `sync`, awaited: Kotlin `suspend fun syncAsync`, Swift `syncAsync() async throws`,
+    /// Python `await store.sync_async()`. The sync runs on a thread of the library's own
+    /// (the listener is called there); the caller's thread is free while it runs.
+    ///
+    /// Cancelling the awaiting Kotlin coroutine or Python asyncio task cancels the sync:
+    /// uniffi drops the Rust future, which sets the sync's cancel flag, so the sync stops
+    /// before its next round trip (pages already applied stay applied) and its thread
+    /// ends; the caller sees `CancellationException` / `asyncio.CancelledError`. The
+    /// uniffi 0.29 Swift bindings do not pass a task's cancellation to Rust: in Swift,
+    /// give a `SyncHandle` and cancel it from `withTaskCancellationHandler` (the call then
+    /// throws `ApiError.Cancelled`). `handle.cancel()` works in every language, as for
+    /// `sync`.
+    #[uniffi::method(default(listener = None, handle = None, options = None))]
+    pub async fn sync_async(
+        self: Arc<Self>,
+        listener: Option<Arc<dyn SyncListener>>,
+        handle: Option<Arc<SyncHandle>>,
+        options: Option<SyncOptions>,
+    ) -> Result<SyncReport, ApiError> {
+        let cancel = SyncHandle::flag_of(handle);
+        let watched = cancel.clone();
+        spawn_blocking("sync", cancel, move || {
+            self.run_sync(listener, &watched, options)
         })
+        .await
+    }
+
+    /// Asks the server for a new device secret (the old one works until the new one is
+    /// used). Blocking network call.
+    pub fn rotate_credential(&self) -> Result<(), ApiError> {
+        guard(|| self.run_rotate())
+    }
+
+    /// `rotate_credential`, awaited (Kotlin `rotateCredentialAsync`, Swift
+    /// `rotateCredentialAsync`, Python `rotate_credential_async`). One request: cancelling
+    /// the caller stops waiting, the rotation may still complete.
+    pub async fn rotate_credential_async(self: Arc<Self>) -> Result<(), ApiError> {
+        spawn_blocking("rotate", CancelFlag::new(), move || self.run_rotate()).await
     }
 }
