@@ -173,9 +173,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         ),
         (
-            "visits: a township, one month, 50 rows",
+            "visits: a township, one month (the dataset's last round of patrols), 50 rows",
             Box::new(|rng| {
-                let from = gridsync_server::dataset::DATASET_EPOCH_MS - 400 * 86_400_000;
+                let from = gridsync_server::dataset::DATASET_EPOCH_MS - 60 * 86_400_000;
                 let f = VisitFilter {
                     grids: rng.pick(&townships).clone(),
                     from_ms: Some(from),
