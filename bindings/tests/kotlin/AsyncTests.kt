@@ -22,7 +22,10 @@ import org.gridsync.*
 /** Pages of about 1 KiB: a supervisor's bootstrap of the demo township takes many round trips. */
 private val SMALL_PAGES = SyncOptions(minPageBytes = 1024u, maxPageBytes = 1024u, firstPageBytes = 1024u)
 
-/** Keeps every progress report and the threads it was called on; completes `first` at the first. */
+/**
+ * Keeps every progress report and the threads it was called on; completes `first` (and
+ * counts down `firstLatch`) at the first report of a round trip that applied records.
+ */
 private class Progress : SyncListener {
     val reports: MutableList<SyncProgress> = java.util.Collections.synchronizedList(mutableListOf())
     val threads: MutableSet<Thread> = java.util.Collections.synchronizedSet(mutableSetOf())
@@ -32,8 +35,10 @@ private class Progress : SyncListener {
     override fun onProgress(progress: SyncProgress) {
         reports.add(progress)
         threads.add(Thread.currentThread())
-        first.complete(Unit)
-        firstLatch.countDown()
+        if (progress.pulled > 0u) {
+            first.complete(Unit)
+            firstLatch.countDown()
+        }
     }
 }
 
@@ -81,7 +86,7 @@ fun asyncTests() = Suite("async").apply {
     val devices = mutableMapOf<String, GridStore>()
     val fullPulled = AtomicInteger(-1)
 
-    test("syncAsync pulls what a blocking sync pulls; enrollAsync; the caller's thread is free") {
+    test("enrollAsync and syncAsync; the listener runs on the library's thread, the caller's thread is free") {
         val s = Server.get()
         val lone = GridStore.open(Tmp.path("kt-async-lone.db"))
         runBlocking { expectThrows<ApiException.NotEnrolled> { lone.syncAsync() } }
@@ -106,14 +111,7 @@ fun asyncTests() = Suite("async").apply {
         expect(Thread.currentThread() !in progress.threads) { "the listener runs on the library's sync thread" }
         expect(ticks.get() > 1) { "the coroutine's thread ran other work during the sync (${ticks.get()} ticks)" }
 
-        val b = GridStore.open(Tmp.path("kt-async-b.db"))
-        b.enroll(s.url, s.issueCode("supervisor"), "kt-async-b")
-        val blocking = b.sync(options = SMALL_PAGES)
-        expectEq(blocking.pulled, report.pulled, "records pulled, blocking vs async")
-        expectEq(a.counts(), b.counts(), "counts")
-        val (pa, va) = snapshot(a)
-        expect(pa.isNotEmpty()) { "the supervisor sees producers" }
-        expectEq(snapshot(b), pa to va, "producers and visits")
+        expect(snapshot(a).first.isNotEmpty()) { "the supervisor sees producers" }
         devices["a"] = a
         fullPulled.set(report.pulled.toInt())
     }
@@ -155,9 +153,10 @@ fun asyncTests() = Suite("async").apply {
         expectEq(last.pulled.toInt() + rest.pulled.toInt(), fullPulled.get(), "records over both syncs (none lost, none twice)")
         expectEq(store.counts(), full.counts(), "counts after the second sync")
         expectEq(snapshot(store), snapshot(full), "producers and visits after the second sync")
+        devices["cancel"] = store
     }
 
-    test("closing a SyncHandle cancels a blocking sync running on another thread") {
+    test("closing a SyncHandle cancels a blocking sync on another thread; the blocking sync then holds what syncAsync pulled") {
         val s = Server.get()
         val full = devices["a"] ?: throw Failure("the first async test runs first")
         val store = runBlocking { enrollFresh(s, "supervisor", "kt-async-close") }
@@ -182,29 +181,39 @@ fun asyncTests() = Suite("async").apply {
         expect(last.more && last.pulled.toInt() < fullPulled.get()) { "stopped part way: $last" }
         val rest = store.sync()
         expectEq(last.pulled.toInt() + rest.pulled.toInt(), fullPulled.get(), "records over both syncs")
-        expectEq(store.counts(), full.counts(), "counts after the second sync")
+        // Blocking syncs brought what the async sync of the first test brought.
+        expectEq(store.counts(), full.counts(), "counts, blocking vs async")
+        expectEq(snapshot(store), snapshot(full), "producers and visits, blocking vs async")
     }
 
-    test("rotateCredentialAsync, fetchAttachmentAsync, prefetchAttachmentsAsync and an awaited refusal") {
-        val s = Server.get()
+    test("rotateCredentialAsync; fetchAttachmentAsync and prefetchAttachmentsAsync download another phone's photos") {
         val a = devices["a"] ?: throw Failure("the first async test runs first")
-        val png = byteArrayOf(0x89.toByte(), 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A) + ByteArray(4096) { it.toByte() }
+        val b = devices["cancel"] ?: throw Failure("the cancel test runs first")
+        val (photo, other) = jpeg(300_000, 5) to jpeg(200_000, 6)
         runBlocking {
             a.rotateCredentialAsync()
-            // The new secret works.
-            val after = a.syncAsync()
-            expect(after.roundTrips >= 1u) { "synced after rotation: $after" }
-            val ref = a.addAttachment(png)
-            expect(a.fetchAttachmentAsync(ref).contentEquals(png)) { "attachment bytes" }
-            a.prefetchAttachmentsAsync(0uL)
-            val lone = GridStore.open(Tmp.path("kt-async-bad-code.db"))
-            val e = try {
-                lone.enrollAsync(s.url, "NOT-A-CODE", "bad-code")
-                null
-            } catch (e: ApiException.Server) {
-                e
-            }
-            expect(e != null && e.status.toInt() in 400..499) { "a wrong code is refused with a 4xx: $e" }
+            // The new secret works: a visit with two photos goes up from phone A.
+            val refs = listOf(a.addAttachment(photo), a.addAttachment(other))
+            val producer = a.producersInGrid(a.profile()!!.grids.first(), ProducerSort.NAME, 1u, 0u).first()
+            a.createVisit(
+                NewVisit(
+                    producerId = producer.id,
+                    answers = emptyMap(),
+                    findings = listOf(NewFinding("饲料间无通风", Severity.MINOR, photos = refs)),
+                ),
+            )
+            val up = a.syncAsync()
+            expect(up.pushed == 1u && up.attachmentsCompleted == 2u) { "visit and photos uploaded: $up" }
+            // Phone B (the same supervisor) hears of the visit and downloads the photos.
+            expect(b.syncAsync().pulled >= 1u) { "the visit arrived" }
+            expectThrows<ApiException.NotFound> { b.attachment(refs[0]) }
+            expect(b.fetchAttachmentAsync(refs[0]).contentEquals(photo)) { "downloaded bytes" }
+            val prefetched = b.prefetchAttachmentsAsync(0uL)
+            // (and those of earlier tests' visits in the township it did not hold)
+            expect(prefetched.fetched >= 1u && prefetched.bytesDown >= 200_000uL) { "prefetched the other: $prefetched" }
+            expect(b.attachment(refs[1]).contentEquals(other)) { "prefetched bytes" }
+            val lone = GridStore.open(Tmp.path("kt-async-unenrolled.db"))
+            expectThrows<ApiException.NotEnrolled> { lone.prefetchAttachmentsAsync(0uL) }
         }
     }
 }
