@@ -14,9 +14,9 @@ use gridsync_server::storage::postgres::PostgresStorage;
 use gridsync_server::storage::sqlite::SqliteStorage;
 use gridsync_server::storage::testing::{test_url_from_env, ScratchSchema};
 use gridsync_server::storage::{
-    copy_all, AppendOutcome, AttachmentLimits, AuditEntry, AuditFilter, Author, Device, DumpChunk,
-    EnrolCode, FeedRead, GcReason, PushDecision, Storage, StorageError, StoredRecord,
-    ATTACHMENT_DUMP_PIECE, ATTACHMENT_PIECE,
+    copy_all, AppendOutcome, AttachmentLimits, AuditEntry, AuditFilter, Author, DeskSession,
+    Device, DumpChunk, EnrolCode, FeedRead, GcReason, PushDecision, Storage, StorageError,
+    StoredRecord, ATTACHMENT_DUMP_PIECE, ATTACHMENT_PIECE,
 };
 use sha2::{Digest, Sha256};
 
@@ -133,6 +133,7 @@ conformance!(
     query_rows_are_written_in_the_push_transaction,
     query_rows_follow_merges_moves_and_rebuilds,
     query_pages_filter_sort_and_page,
+    desk_accounts_sessions_and_links,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -3084,4 +3085,143 @@ fn sqlite_page_queries_use_indexes() {
         };
         assert!(text.contains(index), "{what} does not use {index}: {text}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Desk sign-in: accounts, lockout, sessions, one-time links, deactivation.
+
+fn desk_session(token_hash: &str, person: &str, now: i64) -> DeskSession {
+    DeskSession {
+        token_hash: token_hash.into(),
+        person_id: person.into(),
+        csrf_token: format!("csrf-{token_hash}"),
+        created_at_ms: now,
+        last_seen_ms: now,
+        expires_at_ms: now + 1000,
+    }
+}
+
+fn desk_accounts_sessions_and_links(f: &Fixture) {
+    let s = f.storage.as_ref();
+    s.import_grids(&tree()).unwrap();
+    s.upsert_person(&person("sup", Role::Supervisor, &["T1"]))
+        .unwrap();
+    s.upsert_person(&person("cty", Role::CountyReviewer, &["B"]))
+        .unwrap();
+
+    // Accounts: created, found by person and username, a taken username refused.
+    assert!(s.desk_account("sup").unwrap().is_none());
+    s.desk_set_password("sup", "wang", "$argon2id$one", 100)
+        .unwrap();
+    let a = s.desk_account_by_username("wang").unwrap().unwrap();
+    assert_eq!(
+        (
+            a.person_id.as_str(),
+            a.password_hash.as_str(),
+            a.created_at_ms,
+            a.changed_at_ms
+        ),
+        ("sup", "$argon2id$one", 100, 100)
+    );
+    assert_eq!((a.failed_attempts, a.locked_until_ms), (0, None));
+    match s.desk_set_password("cty", "wang", "$argon2id$x", 110) {
+        Err(StorageError::Invalid(m)) => assert!(m.contains("wang"), "{m}"),
+        other => panic!("a taken username must be refused: {other:?}"),
+    }
+    assert!(s.desk_account("cty").unwrap().is_none(), "nothing stored");
+    assert!(s.desk_account_by_username("nobody").unwrap().is_none());
+
+    // Failures count up; the third locks and resets the count; success clears.
+    let r = s.desk_sign_in_failed("sup", 3, 5000).unwrap();
+    assert_eq!((r.failed_attempts, r.locked_until_ms), (1, None));
+    let r = s.desk_sign_in_failed("sup", 3, 5000).unwrap();
+    assert_eq!((r.failed_attempts, r.locked_until_ms), (2, None));
+    let r = s.desk_sign_in_failed("sup", 3, 5000).unwrap();
+    assert_eq!((r.failed_attempts, r.locked_until_ms), (0, Some(5000)));
+    let a = s.desk_account("sup").unwrap().unwrap();
+    assert_eq!((a.failed_attempts, a.locked_until_ms), (0, Some(5000)));
+    let r = s.desk_sign_in_failed("sup", 3, 9000).unwrap();
+    assert_eq!(
+        (r.failed_attempts, r.locked_until_ms),
+        (1, None),
+        "the lock stays"
+    );
+    assert_eq!(
+        s.desk_account("sup").unwrap().unwrap().locked_until_ms,
+        Some(5000)
+    );
+    s.desk_sign_in_succeeded("sup").unwrap();
+    let a = s.desk_account("sup").unwrap().unwrap();
+    assert_eq!((a.failed_attempts, a.locked_until_ms), (0, None));
+    // Setting a password keeps the account's creation time and clears a lock.
+    s.desk_sign_in_failed("sup", 1, 7000).unwrap();
+    s.desk_set_password("sup", "wang2", "$argon2id$two", 200)
+        .unwrap();
+    let a = s.desk_account("sup").unwrap().unwrap();
+    assert_eq!(
+        (
+            a.username.as_str(),
+            a.created_at_ms,
+            a.changed_at_ms,
+            a.locked_until_ms
+        ),
+        ("wang2", 100, 200, None)
+    );
+    assert!(s.desk_account_by_username("wang").unwrap().is_none());
+
+    // Sessions: by hash, touched, deleted one or all of a person.
+    s.desk_create_session(&desk_session("h1", "sup", 1000))
+        .unwrap();
+    s.desk_create_session(&desk_session("h2", "sup", 1000))
+        .unwrap();
+    s.desk_create_session(&desk_session("h3", "cty", 1000))
+        .unwrap();
+    assert_eq!(
+        s.desk_session("h1").unwrap().unwrap(),
+        desk_session("h1", "sup", 1000)
+    );
+    s.desk_touch_session("h1", 1500).unwrap();
+    assert_eq!(s.desk_session("h1").unwrap().unwrap().last_seen_ms, 1500);
+    assert!(s.desk_delete_session("h1").unwrap());
+    assert!(!s.desk_delete_session("h1").unwrap());
+    assert!(s.desk_session("h1").unwrap().is_none());
+    assert_eq!(s.desk_delete_sessions_of("sup").unwrap(), 1);
+    assert!(s.desk_session("h2").unwrap().is_none());
+    assert!(
+        s.desk_session("h3").unwrap().is_some(),
+        "another person's stays"
+    );
+
+    // Deactivation ends the person's sessions and hides the person; reactivation.
+    let generation = s.reference_generation().unwrap();
+    assert!(s.set_person_active("cty", false).unwrap());
+    assert!(s.desk_session("h3").unwrap().is_none());
+    assert!(s.person("cty").unwrap().is_none());
+    assert!(s.reference_generation().unwrap() > generation);
+    assert!(s.set_person_active("cty", true).unwrap());
+    assert!(s.person("cty").unwrap().is_some());
+    assert!(!s.set_person_active("ghost", false).unwrap());
+
+    // Links: valid until used once or expired.
+    s.desk_create_link("L1", "sup", 1000, 2000).unwrap();
+    s.desk_create_link("L2", "sup", 1000, 2000).unwrap();
+    assert_eq!(s.desk_link("L1", 1500).unwrap().as_deref(), Some("sup"));
+    assert_eq!(
+        s.desk_link("L1", 1500).unwrap().as_deref(),
+        Some("sup"),
+        "peeking keeps it"
+    );
+    assert_eq!(s.desk_use_link("L1", 1600).unwrap().as_deref(), Some("sup"));
+    assert!(s.desk_use_link("L1", 1601).unwrap().is_none(), "used once");
+    assert!(s.desk_link("L1", 1601).unwrap().is_none());
+    assert!(s.desk_link("L2", 2000).unwrap().is_none(), "expired");
+    assert!(s.desk_use_link("L2", 2000).unwrap().is_none());
+    assert!(s.desk_use_link("nope", 1).unwrap().is_none());
+
+    // Stored across a reopen.
+    let again = (f.reopen)();
+    assert_eq!(
+        again.desk_account("sup").unwrap().unwrap().username,
+        "wang2"
+    );
 }

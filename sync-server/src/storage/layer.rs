@@ -149,7 +149,7 @@ pub(crate) fn init_meta(tx: &mut dyn Tx) -> StorageResult<()> {
     Ok(())
 }
 
-fn bump_generation(tx: &mut dyn Tx) -> StorageResult<()> {
+pub(crate) fn bump_generation(tx: &mut dyn Tx) -> StorageResult<()> {
     tx.execute(
         "UPDATE server_meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'ref_generation'",
         &[],

@@ -11,6 +11,7 @@
 //! layer runs them on tokio's blocking pool.
 
 pub(crate) mod batch;
+pub mod desk;
 pub mod layer;
 pub mod postgres;
 pub mod query;
@@ -27,6 +28,7 @@ use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, Record, Record
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushResult};
 use serde::{Deserialize, Serialize};
 
+pub use desk::{DeskAccount, DeskSession, DeskStorage, FailedSignIn};
 pub use query::{
     DirectoryFilter, DirectorySort, Page, PageReq, ProducerRow, QuerySnapshot, RebuildReport,
     RectificationRow, ReviewLevel, ReviewRow, VisitFilter, VisitRow, MAX_PAGE,
@@ -278,8 +280,8 @@ pub fn open_storage(config: &StorageConfig) -> StorageResult<Arc<dyn Storage>> {
     })
 }
 
-/// A storage backend.
-pub trait Storage: Send + Sync + std::fmt::Debug {
+/// A storage backend (desk sign-in included: [`DeskStorage`]).
+pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
     /// The backend's name ("sqlite", "postgres").
     fn backend_name(&self) -> &'static str;
     /// The server epoch (changes when the data is restored from a backup).

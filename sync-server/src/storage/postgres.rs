@@ -170,6 +170,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/postgres_0001.sql"),
         include_str!("migrations/postgres_0002.sql"),
         include_str!("migrations/postgres_0003.sql"),
+        include_str!("migrations/postgres_0004.sql"),
     ],
 };
 

@@ -32,6 +32,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/sqlite_0002.sql"),
         include_str!("migrations/sqlite_0003.sql"),
         include_str!("migrations/sqlite_0004.sql"),
+        include_str!("migrations/sqlite_0005.sql"),
     ],
 };
 
