@@ -312,3 +312,104 @@ pub struct IssuedCode {
     /// QR code of the code as SVG.
     pub qr_svg: String,
 }
+
+/// Hours a desk password-set link stays valid.
+pub const DESK_LINK_HOURS: i64 = 24;
+
+/// Whether a username is acceptable: 2 to 64 characters, no whitespace or control
+/// characters, no `/`.
+pub fn check_username(username: &str) -> Result<(), AdminError> {
+    let n = username.chars().count();
+    if !(2..=64).contains(&n)
+        || username
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(AdminError::Invalid(
+            "username: 2 to 64 characters without spaces, control characters or '/'".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The person a desk account may belong to: active, and not a liaison (liaisons work on
+/// phones only).
+fn desk_person(storage: &dyn Storage, person_id: &str) -> Result<Person, AdminError> {
+    let p = storage.person(person_id)?.ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "person '{person_id}' does not exist or is inactive"
+        ))
+    })?;
+    if p.role == Role::Liaison {
+        return Err(AdminError::Invalid(format!(
+            "person '{person_id}' is a liaison: liaisons work on phones and get no desk account"
+        )));
+    }
+    Ok(p)
+}
+
+/// Sets a desk person's username and password (argon2id; the password is neither stored
+/// nor logged, only its hash), ends their desk sessions, and notes it in the audit trail.
+pub fn set_desk_password(
+    storage: &dyn Storage,
+    person_id: &str,
+    username: &str,
+    password: &str,
+    by: &str,
+) -> Result<(), AdminError> {
+    desk_person(storage, person_id)?;
+    check_username(username)?;
+    crate::desk::password::check_new(password).map_err(AdminError::Invalid)?;
+    let hash = crate::desk::password::hash(password).map_err(AdminError::Invalid)?;
+    let now = gridsync_core::now_ms();
+    storage.desk_set_password(person_id, username, &hash, now)?;
+    storage.desk_delete_sessions_of(person_id)?;
+    storage.audit(&crate::storage::AuditEntry {
+        at_ms: now,
+        person_id: person_id.to_string(),
+        device_id: None,
+        record_id: None,
+        kind: None,
+        grid: None,
+        action: "desk_password_set".into(),
+        detail: format!("username {username}, by {by}"),
+    })?;
+    Ok(())
+}
+
+/// A one-time desk link: the token (shown once; only its hash is stored) and its expiry.
+#[derive(Debug, Clone)]
+pub struct DeskLink {
+    /// The token for `/desk/set-password/{token}`.
+    pub token: String,
+    /// When it expires.
+    pub expires_at_ms: i64,
+}
+
+/// Issues a one-time link (valid [`DESK_LINK_HOURS`]) with which a desk person sets their
+/// own password.
+pub fn issue_desk_link(
+    storage: &dyn Storage,
+    person_id: &str,
+    by: &str,
+) -> Result<DeskLink, AdminError> {
+    desk_person(storage, person_id)?;
+    let token = auth::new_secret();
+    let now = gridsync_core::now_ms();
+    let expires_at_ms = now + DESK_LINK_HOURS * 3_600_000;
+    storage.desk_create_link(&auth::hash_secret(&token), person_id, now, expires_at_ms)?;
+    storage.audit(&crate::storage::AuditEntry {
+        at_ms: now,
+        person_id: person_id.to_string(),
+        device_id: None,
+        record_id: None,
+        kind: None,
+        grid: None,
+        action: "desk_link_issued".into(),
+        detail: format!("by {by}, valid {DESK_LINK_HOURS} h"),
+    })?;
+    Ok(DeskLink {
+        token,
+        expires_at_ms,
+    })
+}

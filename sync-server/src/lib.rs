@@ -8,6 +8,7 @@ pub mod auth;
 pub mod conn;
 pub mod dataset;
 pub mod demo;
+pub mod desk;
 pub mod limits;
 pub mod metrics;
 pub mod push;
@@ -32,7 +33,18 @@ pub async fn serve_state(
     state: Arc<api::AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    serve_with_desk(listener, state, desk::DeskConfig::default(), shutdown).await
+}
+
+/// [`serve_state`] with the desk console's limits and lifetimes given (tests shorten them).
+pub async fn serve_with_desk(
+    listener: tokio::net::TcpListener,
+    state: Arc<api::AppState>,
+    desk: desk::DeskConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app =
+        router_with_desk(state.clone(), desk).layer(tower_http::trace::TraceLayer::new_for_http());
     let conns = (
         state.connections.clone(),
         state.trusted_proxies.clone(),
@@ -41,14 +53,22 @@ pub async fn serve_state(
     conn::serve(listener, app, conns, shutdown).await
 }
 
-/// The routes: the sync API ([`api`]) and the attachment endpoints ([`attachments`]).
+/// The routes: the sync API ([`api`]), the attachment endpoints ([`attachments`]) and the
+/// desk console under `/desk/` ([`desk`]).
 pub fn router(state: Arc<api::AppState>) -> axum::Router {
+    router_with_desk(state, desk::DeskConfig::default())
+}
+
+/// [`router`] with the desk console's configuration.
+pub fn router_with_desk(state: Arc<api::AppState>, desk: desk::DeskConfig) -> axum::Router {
     use axum::routing::get;
-    let attachments = axum::Router::new().route(
-        "/v1/attachments/{sha}",
-        get(attachments::download)
-            .head(attachments::head)
-            .patch(attachments::upload),
-    );
-    api::router(state, attachments)
+    let more = axum::Router::new()
+        .route(
+            "/v1/attachments/{sha}",
+            get(attachments::download)
+                .head(attachments::head)
+                .patch(attachments::upload),
+        )
+        .merge(desk::router(state.clone(), desk));
+    api::router(state, more)
 }

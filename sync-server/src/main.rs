@@ -237,6 +237,27 @@ enum AdminCmd {
     /// Rebuild the query tables (the console's producers, reviews, visits) from the stored
     /// documents, in batches; safe while the server runs, and to repeat.
     RebuildQueryTables,
+    /// Set a desk person's username and password for the web console. The password is read
+    /// from standard input (one line), never from the command line.
+    SetPassword {
+        #[arg(long)]
+        person: String,
+        #[arg(long)]
+        username: String,
+    },
+    /// Print a one-time link (valid 24 hours) with which a desk person sets their own
+    /// password.
+    DeskLink {
+        #[arg(long)]
+        person: String,
+        /// The console's address as people reach it.
+        #[arg(
+            long,
+            env = "GRIDSYNC_PUBLIC_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        base_url: String,
+    },
     /// Show counts.
     Status,
 }
@@ -590,6 +611,26 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
                     println!("  {id}: {why}");
                 }
             }
+        }
+        AdminCmd::SetPassword { person, username } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            admin::set_desk_password(s, &person, &username, password, "admin-cli")
+                .map_err(|e| e.to_string())?;
+            println!("desk password of {person} set (username {username}); their sessions ended");
+        }
+        AdminCmd::DeskLink { person, base_url } => {
+            let link =
+                admin::issue_desk_link(s, &person, "admin-cli").map_err(|e| e.to_string())?;
+            println!(
+                "{}/desk/set-password/{}",
+                base_url.trim_end_matches('/'),
+                link.token
+            );
+            println!("valid until {} ms (24 hours), once", link.expires_at_ms);
         }
         AdminCmd::RotateEpoch => {
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;

@@ -274,3 +274,166 @@ fn rebuild_query_tables_repairs_missing_damaged_and_stale_rows() {
     assert!(out.contains("0 stale rows deleted"), "{out}");
     assert_eq!(snapshot(), expected);
 }
+
+/// Runs an admin command with `stdin` as its standard input.
+fn admin_stdin(data: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridsync-server"))
+        .arg("admin")
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("GRIDSYNC_DATABASE")
+        .env("GRIDSYNC_LOG", "debug")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gridsync-server");
+    child
+        .stdin
+        .take()
+        .expect("stdin piped")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for gridsync-server");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn desk_passwords_from_stdin_and_one_time_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let grids = dir.path().join("grids.csv");
+    std::fs::write(
+        &grids,
+        "code,name,level,parent,kind\n15,内蒙古自治区,region,,mixed\n1525,锡林郭勒盟,league,15,pastoral\n152522,阿巴嘎旗,banner,1525,pastoral\n152522101,别力古台镇,township,152522,pastoral\n152522101001,巴彦嘎查,village,152522101,pastoral\n",
+    )
+    .unwrap();
+    assert!(admin(&data, &["import-grids", grids.to_str().unwrap()]).0);
+    for (id, role, grid) in [
+        ("sup1", "supervisor", "152522101"),
+        ("liai1", "liaison", "152522101001"),
+    ] {
+        let (ok, _, err) = admin(
+            &data,
+            &[
+                "add-person",
+                "--id",
+                id,
+                "--name",
+                "测试",
+                "--phone",
+                "13912345678",
+                "--role",
+                role,
+                "--grid",
+                grid,
+            ],
+        );
+        assert!(ok, "{err}");
+    }
+    let secret = "草原上的好密码-2024";
+    // The password comes from standard input; it is stored hashed and never printed.
+    let (ok, out, err) = admin_stdin(
+        &data,
+        &["set-password", "--person", "sup1", "--username", "wangli"],
+        &format!("{secret}\n"),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("wangli"), "{out}");
+    assert!(!out.contains(secret) && !err.contains(secret), "{out}{err}");
+    let db = rusqlite::Connection::open(data.join("gridsync.db")).unwrap();
+    let (user, hash): (String, String) = db
+        .query_row(
+            "SELECT username, password_hash FROM desk_accounts WHERE person_id = 'sup1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(user, "wangli");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(secret));
+    // Too short, a liaison, an unknown person: refused, nothing changes.
+    let (ok, _, err) = admin_stdin(
+        &data,
+        &["set-password", "--person", "sup1", "--username", "wangli"],
+        "short\n",
+    );
+    assert!(!ok && err.contains("10"), "{err}");
+    let (ok, _, err) = admin_stdin(
+        &data,
+        &["set-password", "--person", "liai1", "--username", "liai"],
+        &format!("{secret}\n"),
+    );
+    assert!(!ok && err.contains("liaison"), "{err}");
+    let (ok, _, err) = admin_stdin(
+        &data,
+        &["set-password", "--person", "ghost", "--username", "ghost"],
+        &format!("{secret}\n"),
+    );
+    assert!(!ok && err.contains("ghost"), "{err}");
+    // A username belongs to one person.
+    let (ok, _, err) = admin(
+        &data,
+        &[
+            "add-person",
+            "--id",
+            "sup2",
+            "--name",
+            "测试二",
+            "--phone",
+            "13912345679",
+            "--role",
+            "supervisor",
+            "--grid",
+            "152522101",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin_stdin(
+        &data,
+        &["set-password", "--person", "sup2", "--username", "wangli"],
+        &format!("{secret}\n"),
+    );
+    assert!(!ok && err.contains("wangli"), "{err}");
+    // The audit trail has the set, without the password.
+    let (ok, out, _) = admin(&data, &["audit", "--person", "sup1", "--json"]);
+    assert!(ok);
+    assert!(out.contains("desk_password_set"), "{out}");
+    assert!(!out.contains(secret));
+
+    // A one-time link: printed once with the base URL, only its hash stored.
+    let (ok, out, err) = admin(
+        &data,
+        &[
+            "desk-link",
+            "--person",
+            "sup2",
+            "--base-url",
+            "https://desk.example.cn/",
+        ],
+    );
+    assert!(ok, "{err}");
+    let url = out.lines().next().unwrap();
+    let token = url
+        .strip_prefix("https://desk.example.cn/desk/set-password/")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(token.len(), 64);
+    let (stored, expires, created): (String, i64, i64) = db
+        .query_row(
+            "SELECT token_hash, expires_at_ms, created_at_ms FROM desk_links WHERE person_id = 'sup2'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_ne!(stored, token);
+    assert_eq!(stored.len(), 64);
+    assert_eq!(expires - created, 24 * 3_600_000);
+    let (ok, _, err) = admin(&data, &["desk-link", "--person", "liai1"]);
+    assert!(!ok && err.contains("liaison"), "{err}");
+}
