@@ -81,7 +81,7 @@ stage "kotlin: compile"
 t="$(now)"
 JAR="$WORK/gridsync-kotlin.jar"
 SOURCES=(bindings/generated/kotlin/org/gridsync/*.kt bindings/generated/kotlin/org/gridsync/core/*.kt
-  bindings/tests/kotlin/*.kt examples/kotlin/LiaisonDay.kt examples/kotlin/SyncWorker.kt)
+  bindings/tests/kotlin/*.kt examples/kotlin/*.kt)
 STAMP="$(cat "${SOURCES[@]}" | sha256sum | cut -c1-16)"
 if [[ -f "$JAR" && "$(cat "$JAR.stamp" 2>/dev/null)" == "$STAMP" ]]; then
   echo "sources unchanged: reusing $JAR"

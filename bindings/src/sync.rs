@@ -96,32 +96,22 @@ impl SyncOptions {
 
 /// A cancel token for a running sync (or attachment download): call `cancel()` from any
 /// thread and the sync stops before its next round trip with `ApiError.Cancelled` (what
-/// was applied stays applied).
+/// was applied stays applied). A handle serves one sync: once cancelled it stays cancelled.
 ///
-/// **Dropping the handle cancels its sync**: when the app lets go of its last reference
-/// (Kotlin `close()` or `use {}`, or the garbage collector; Swift when the last reference
-/// goes; Python when the object is freed), the sync it was given to stops as if `cancel()`
-/// had been called. The library keeps only the handle's flag during a sync, never the
-/// handle, so keep a reference for as long as the sync should run: in Kotlin and Swift a
-/// handle created inline in the call (`store.sync(handle = SyncHandle())`) may be
-/// collected while the sync runs and cancel it. A handle serves one sync: once cancelled
-/// it stays cancelled.
+/// Letting go of a handle does not cancel: in Kotlin and Swift a handle created inline in
+/// the call (`store.sync(handle = SyncHandle())`) can be collected while the sync runs, and
+/// a sync must not stop at the garbage collector's whim. The sync that is cancelled by
+/// being dropped is the awaited one: cancelling the coroutine or task that awaits
+/// `sync_async` drops its future, and that cancels the sync.
 #[derive(Debug, Default, uniffi::Object)]
 pub struct SyncHandle {
     pub(crate) flag: CancelFlag,
 }
 
 impl SyncHandle {
-    /// The flag a sync given `handle` watches: the handle's own, or a fresh one. Only the
-    /// flag is kept; the handle itself is released here, so the app dropping it can cancel.
+    /// The flag a sync given `handle` watches: the handle's own, or a fresh one.
     pub(crate) fn flag_of(handle: Option<Arc<SyncHandle>>) -> CancelFlag {
         handle.map(|h| h.flag.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for SyncHandle {
-    fn drop(&mut self) {
-        self.flag.cancel();
     }
 }
 
@@ -237,9 +227,8 @@ impl GridStore {
     ///
     /// Blocking: it runs for as long as the network takes, so call it on a background
     /// thread (`Dispatchers.IO`, `Task.detached`), or use `sync_async`. `listener` hears
-    /// progress after each round trip; `handle.cancel()` from another thread (or dropping
-    /// the handle, see `SyncHandle`) stops it between round trips with
-    /// `ApiError.Cancelled`. Local edits made on other threads during a sync are kept and
+    /// progress after each round trip; `handle.cancel()` from another thread stops it
+    /// between round trips with `ApiError.Cancelled`. Local edits made on other threads during a sync are kept and
     /// pushed next time. Two syncs of the same store run one after the other. `options`
     /// bounds the size of pull pages and the attachment uploads that follow the records
     /// (see `SyncOptions`).

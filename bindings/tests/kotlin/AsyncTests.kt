@@ -1,7 +1,7 @@
 // The async API from Kotlin coroutines against a real gridsync-server on loopback:
 // suspend enrol, sync, rotation and attachment download; cancelling the coroutine cancels
-// the sync between round trips and loses nothing; closing a SyncHandle cancels a blocking
-// sync running on another thread.
+// the sync between round trips and loses nothing; SyncHandle.cancel() stops a blocking sync
+// running on another thread, and letting go of a handle mid-sync does not.
 package gridsync.tests
 
 import java.util.concurrent.CountDownLatch
@@ -156,7 +156,7 @@ fun asyncTests() = Suite("async").apply {
         devices["cancel"] = store
     }
 
-    test("closing a SyncHandle cancels a blocking sync on another thread; the blocking sync then holds what syncAsync pulled") {
+    test("cancel() on a SyncHandle stops a blocking sync on another thread; the blocking sync then holds what syncAsync pulled") {
         val s = Server.get()
         val full = devices["a"] ?: throw Failure("the first async test runs first")
         val store = runBlocking { enrollFresh(s, "supervisor", "kt-async-close") }
@@ -173,10 +173,11 @@ fun asyncTests() = Suite("async").apply {
             )
         }
         expect(progress.firstLatch.await(60, TimeUnit.SECONDS)) { "the sync made a first round trip" }
-        handle.close() // the app lets go of its handle: the sync stops at its next round trip
+        handle.cancel()
         worker.join(60_000)
-        expect(!worker.isAlive) { "the sync ended after the handle was closed" }
+        expect(!worker.isAlive) { "the sync ended after the handle was cancelled" }
         expect(outcome.get() is ApiException.Cancelled) { "the blocking sync ended with Cancelled, not ${outcome.get()}" }
+        handle.close()
         val last = progress.reports.last()
         expect(last.more && last.pulled.toInt() < fullPulled.get()) { "stopped part way: $last" }
         val rest = store.sync()
@@ -184,6 +185,32 @@ fun asyncTests() = Suite("async").apply {
         // Blocking syncs brought what the async sync of the first test brought.
         expectEq(store.counts(), full.counts(), "counts, blocking vs async")
         expectEq(snapshot(store), snapshot(full), "producers and visits, blocking vs async")
+    }
+
+    test("letting go of a SyncHandle mid-sync (close, as the collector would) does not cancel the sync") {
+        val s = Server.get()
+        val store = runBlocking { enrollFresh(s, "supervisor", "kt-async-gc") }
+        val progress = Progress()
+        val handle = SyncHandle()
+        val outcome = AtomicReference<Any?>(null)
+        val worker = thread(name = "blocking-sync") {
+            outcome.set(
+                try {
+                    store.sync(progress, handle, SMALL_PAGES)
+                } catch (e: Throwable) {
+                    e
+                },
+            )
+        }
+        expect(progress.firstLatch.await(60, TimeUnit.SECONDS)) { "the sync made a first round trip" }
+        // The app's last reference goes, as when a handle created inline is collected by the
+        // JVM (or released by ARC) while its sync runs.
+        handle.close()
+        worker.join(120_000)
+        val report = outcome.get()
+        expect(report is SyncReport) { "the sync completed, not $report" }
+        expectEq((report as SyncReport).pulled.toInt(), fullPulled.get(), "the whole bootstrap")
+        expect(progress.reports.size > 3) { "several round trips after the handle was let go: ${progress.reports.size}" }
     }
 
     test("rotateCredentialAsync; fetchAttachmentAsync and prefetchAttachmentsAsync download another phone's photos") {
