@@ -43,8 +43,18 @@ pub async fn serve_with_desk(
     desk: desk::DeskConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app =
-        router_with_desk(state.clone(), desk).layer(tower_http::trace::TraceLayer::new_for_http());
+    // Request spans name the URI, except the secret part of a desk link.
+    let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(
+        |req: &axum::http::Request<axum::body::Body>| {
+            tracing::debug_span!(
+                "request",
+                method = %req.method(),
+                uri = %desk::loggable_uri(req.uri()),
+                version = ?req.version(),
+            )
+        },
+    );
+    let app = router_with_desk(state.clone(), desk).layer(trace);
     let conns = (
         state.connections.clone(),
         state.trusted_proxies.clone(),

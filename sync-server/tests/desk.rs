@@ -849,6 +849,17 @@ fn a_one_time_link_sets_a_password_once() {
     let actions = s.actions("sup2");
     assert!(actions.contains(&"desk_link_issued".to_string()));
     assert!(actions.contains(&"desk_password_set".to_string()));
+    // Neither the link's token nor a session token is in the log.
+    let text = log_text();
+    assert!(!text.contains(&link.token), "the link token is in the log");
+    assert!(
+        !text.contains(&b2.cookies["gridsync_desk"]),
+        "a session token is in the log"
+    );
+    assert!(
+        text.contains("/desk/set-password/"),
+        "the path itself is logged, redacted"
+    );
     // A made-up token: the same 404.
     assert_eq!(
         b.get(&format!("/desk/set-password/{}", "ab".repeat(32)))

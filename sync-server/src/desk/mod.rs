@@ -114,6 +114,16 @@ pub fn router<S>(app: Arc<AppState>, config: DeskConfig) -> Router<S> {
         .with_state(st)
 }
 
+/// A request URI fit for a log line: the token of a password-set link is replaced.
+pub fn loggable_uri(uri: &axum::http::Uri) -> String {
+    const LINK: &str = "/desk/set-password/";
+    if uri.path().starts_with(LINK) {
+        format!("{LINK}(token)")
+    } else {
+        uri.to_string()
+    }
+}
+
 // ---- Responses ----
 
 async fn security_headers(mut resp: Response) -> Response {
@@ -1041,6 +1051,14 @@ async fn producer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_tokens_are_not_logged() {
+        let uri: axum::http::Uri = "/desk/set-password/abcdef0123".parse().unwrap();
+        assert_eq!(loggable_uri(&uri), "/desk/set-password/(token)");
+        let uri: axum::http::Uri = "/v1/sync?x=1".parse().unwrap();
+        assert_eq!(loggable_uri(&uri), "/v1/sync?x=1");
+    }
 
     #[test]
     fn dates_in_china_time() {
