@@ -292,6 +292,7 @@ fn dump(s: &dyn Storage) -> BTreeMap<&'static str, Vec<String>> {
             DumpChunk::Meta(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Grids(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::People(v) => v.iter().map(|r| format!("{r:?}")).collect(),
+            DumpChunk::DeskAccounts(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Codes(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Devices(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Records(v) => v.iter().map(|r| format!("{r:?}")).collect(),
@@ -330,6 +331,13 @@ fn populate(s: &dyn Storage) {
         .unwrap();
     s.upsert_person(&person("p2", Role::Supervisor, &["T1"]))
         .unwrap();
+    // A desk account (copied), a session and a link (not copied).
+    s.desk_set_password("p2", "supervisor-two", "$argon2id$v=19$stored", 900)
+        .unwrap();
+    s.desk_sign_in_failed("p2", 5, 99_000).unwrap();
+    s.desk_create_session(&desk_session("sess-p2", "p2", 950))
+        .unwrap();
+    s.desk_create_link("link-p2", "p2", 950, 5_000).unwrap();
     for (i, code) in ["c1", "c2", "c3"].iter().enumerate() {
         s.insert_code(&EnrolCode {
             code_hash: format!("hash-{code}"),
@@ -1354,6 +1362,21 @@ fn copy_round_trip_keeps_everything(f: &Fixture) {
     assert_eq!(counts["devices"], 2);
     assert_eq!(dump(other.storage.as_ref()), original, "every row copied");
     let o = other.storage.as_ref();
+    assert_eq!(counts["desk_accounts"], 1);
+    assert_eq!(o.desk_account("p2").unwrap(), s.desk_account("p2").unwrap());
+    assert_eq!(
+        o.desk_account("p2").unwrap().unwrap().failed_attempts,
+        1,
+        "the failure count travels"
+    );
+    assert!(
+        o.desk_session("sess-p2").unwrap().is_none(),
+        "no session copied"
+    );
+    assert!(
+        o.desk_link("link-p2", 1_000).unwrap().is_none(),
+        "no link copied"
+    );
     assert_eq!(
         o.epoch().unwrap(),
         s.epoch().unwrap(),
@@ -3223,5 +3246,24 @@ fn desk_accounts_sessions_and_links(f: &Fixture) {
     assert_eq!(
         again.desk_account("sup").unwrap().unwrap().username,
         "wang2"
+    );
+
+    // A backup keeps the accounts and drops sessions and links: it signs nobody in.
+    s.desk_create_session(&desk_session("h4", "sup", 1000))
+        .unwrap();
+    s.desk_create_link("L3", "sup", 1000, i64::MAX).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backup.db");
+    s.backup_to(&dest).unwrap();
+    let copy: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dest).unwrap());
+    assert_eq!(
+        copy.desk_account("sup").unwrap(),
+        s.desk_account("sup").unwrap()
+    );
+    assert!(copy.desk_session("h4").unwrap().is_none());
+    assert!(copy.desk_link("L3", 2000).unwrap().is_none());
+    assert!(
+        s.desk_session("h4").unwrap().is_some(),
+        "the original keeps its own"
     );
 }

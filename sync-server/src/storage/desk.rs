@@ -109,7 +109,7 @@ const ACCOUNT_COLS: &str = "person_id, username, password_hash, created_at_ms, c
 const SESSION_COLS: &str =
     "token_hash, person_id, csrf_token, created_at_ms, last_seen_ms, expires_at_ms";
 
-fn account_row(r: Row) -> StorageResult<DeskAccount> {
+pub(crate) fn account_row(r: Row) -> StorageResult<DeskAccount> {
     Ok(DeskAccount {
         person_id: r.get(0)?,
         username: r.get(1)?,

@@ -166,6 +166,7 @@ mod inserts {
     pub(super) const INS_META: Insert = Insert { table: "server_meta", columns: &[("key", Text), ("value", Text)], on_conflict: " ON CONFLICT (key) DO UPDATE SET value = excluded.value" };
     pub(super) const INS_GRIDS: Insert = Insert { table: "grids", columns: &[("code", Text), ("name", Text), ("level", Text), ("kind", Text), ("parent", Text)], on_conflict: " ON CONFLICT (code) DO UPDATE SET name = excluded.name, level = excluded.level, kind = excluded.kind, parent = excluded.parent" };
     pub(super) const INS_PEOPLE: Insert = Insert { table: "people", columns: &[("id", Text), ("name", Text), ("phone", Text), ("role", Text), ("grids", Text), ("active", Bool)], on_conflict: " ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone, role = excluded.role, grids = excluded.grids, active = excluded.active" };
+    pub(super) const INS_DESK_ACCOUNTS: Insert = Insert { table: "desk_accounts", columns: &[("person_id", Text), ("username", Text), ("password_hash", Text), ("created_at_ms", Int), ("changed_at_ms", Int), ("failed_attempts", Int), ("locked_until_ms", Int)], on_conflict: "" };
     pub(super) const INS_CODES: Insert = Insert { table: "enrol_codes", columns: &[("code_hash", Text), ("person_id", Text), ("created_by", Text), ("created_at_ms", Int), ("expires_at_ms", Int), ("used_at_ms", Int)], on_conflict: "" };
     pub(super) const INS_DEVICES: Insert = Insert { table: "devices", columns: &[("id", Text), ("person_id", Text), ("name", Text), ("secret_hash", Text), ("pending_hash", Text), ("created_at_ms", Int), ("last_seen_ms", Int), ("revoked_at_ms", Int), ("revoked_reason", Text)], on_conflict: "" };
     pub(super) const INS_RECORDS: Insert = Insert { table: "records", columns: &[("id", Text), ("kind", Text), ("grid", Text), ("doc", Blob), ("heads", Blob), ("seq", Int), ("grid_since", Int), ("updated_at_ms", Int)], on_conflict: " ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, doc = excluded.doc, heads = excluded.heads, seq = excluded.seq, grid_since = excluded.grid_since, updated_at_ms = excluded.updated_at_ms" };
@@ -189,9 +190,10 @@ fn cols(ins: &Insert) -> String {
 }
 
 /// The data tables, in dependency order (an import fills them in this order).
-pub(crate) const DATA_TABLES: [&str; 12] = [
+pub(crate) const DATA_TABLES: [&str; 13] = [
     "grids",
     "people",
+    "desk_accounts",
     "enrol_codes",
     "devices",
     "records",
@@ -779,6 +781,17 @@ fn export_all<B: Backend>(b: &B, tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> St
     )?;
     export_table(
         tx,
+        "desk_accounts",
+        &format!(
+            "SELECT {} FROM desk_accounts ORDER BY person_id",
+            cols(&INS_DESK_ACCOUNTS)
+        ),
+        |r| super::desk::account_row(r).map(no_size),
+        DumpChunk::DeskAccounts,
+        sink,
+    )?;
+    export_table(
+        tx,
         "enrol_codes",
         &format!(
             "SELECT {} FROM enrol_codes ORDER BY code_hash",
@@ -1046,6 +1059,22 @@ fn import_chunk(tx: &mut dyn Tx, chunk: &DumpChunk) -> StorageResult<()> {
                     .collect(),
             )
         }
+        DumpChunk::DeskAccounts(rows) => (
+            &INS_DESK_ACCOUNTS,
+            rows.iter()
+                .map(|a| {
+                    vec![
+                        Value::Text(&a.person_id),
+                        Value::Text(&a.username),
+                        Value::Text(&a.password_hash),
+                        Value::Int(a.created_at_ms),
+                        Value::Int(a.changed_at_ms),
+                        Value::Int(a.failed_attempts),
+                        Value::from(&a.locked_until_ms),
+                    ]
+                })
+                .collect(),
+        ),
         DumpChunk::Codes(rows) => (
             &INS_CODES,
             rows.iter()

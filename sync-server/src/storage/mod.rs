@@ -459,7 +459,7 @@ pub const DUMP_CHUNK_ROWS: usize = 1000;
 pub const DUMP_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Copies every row of `from` into the empty store `to`: server meta (epoch, reference
-/// generation), grids, people, codes, devices, records, changes, departures, feed heads,
+/// generation), grids, people, desk accounts, codes, devices, records, changes, departures, feed heads,
 /// feed log with tokens, audit, complete attachments with their bytes and references.
 /// Devices keep syncing against the copy without a re-bootstrap.
 pub fn copy_all(from: &dyn Storage, to: &dyn Storage) -> StorageResult<CopyCounts> {
@@ -574,6 +574,9 @@ pub enum DumpChunk {
     Grids(Vec<GridRow>),
     /// People.
     People(Vec<PersonRow>),
+    /// Desk accounts (sessions and password-set links are not copied: a copy signs nobody
+    /// in).
+    DeskAccounts(Vec<DeskAccount>),
     /// Enrolment codes.
     Codes(Vec<CodeRow>),
     /// Devices.
@@ -615,6 +618,7 @@ impl DumpChunk {
             DumpChunk::Meta(v) => ("server_meta", v.len()),
             DumpChunk::Grids(v) => ("grids", v.len()),
             DumpChunk::People(v) => ("people", v.len()),
+            DumpChunk::DeskAccounts(v) => ("desk_accounts", v.len()),
             DumpChunk::Codes(v) => ("enrol_codes", v.len()),
             DumpChunk::Devices(v) => ("devices", v.len()),
             DumpChunk::Records(v) => ("records", v.len()),

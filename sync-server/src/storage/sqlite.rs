@@ -417,6 +417,8 @@ impl Backend for Sqlite {
         // VACUUM INTO copies the database file only: the complete attachments it names are
         // copied beside it (a partial upload is started again by its phone).
         copy.execute("DELETE FROM attachments WHERE NOT complete", [])?;
+        // A backup signs nobody in: desk sessions and password-set links stay here.
+        copy.execute_batch("DELETE FROM desk_sessions; DELETE FROM desk_links;")?;
         let into = Blobs::beside(dest);
         let mut after = String::new();
         loop {
