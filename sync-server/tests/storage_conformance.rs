@@ -3248,6 +3248,28 @@ fn desk_accounts_sessions_and_links(f: &Fixture) {
         "wang2"
     );
 
+    // Purging: sessions past their end or idle, links expired or used long ago.
+    let mut live = desk_session("keep", "sup", 10_000);
+    live.expires_at_ms = 50_000;
+    s.desk_create_session(&live).unwrap();
+    let mut idle = desk_session("idle", "sup", 1_000);
+    idle.expires_at_ms = 50_000;
+    s.desk_create_session(&idle).unwrap();
+    s.desk_create_session(&desk_session("ended", "sup", 9_000))
+        .unwrap(); // ends at 10_000
+    s.desk_create_link("fresh", "sup", 10_000, 90_000).unwrap();
+    s.desk_create_link("old", "sup", 1_000, 5_000).unwrap();
+    assert_eq!(
+        s.desk_purge(12_000, 5_000).unwrap(),
+        (2, 3),
+        "sessions idle and ended; links old, L1 (used), L2 (expired)"
+    );
+    assert!(s.desk_session("keep").unwrap().is_some());
+    assert!(s.desk_session("idle").unwrap().is_none());
+    assert!(s.desk_session("ended").unwrap().is_none());
+    assert!(s.desk_link("fresh", 12_000).unwrap().is_some());
+    s.desk_delete_session("keep").unwrap();
+
     // A backup keeps the accounts and drops sessions and links: it signs nobody in.
     s.desk_create_session(&desk_session("h4", "sup", 1000))
         .unwrap();

@@ -48,6 +48,9 @@ const MAX_FORM_BODY: usize = 16 * 1024;
 
 static DESK_LOG: LogGate = LogGate::new(20);
 
+/// A session's last request is written at most this often.
+const TOUCH_EVERY_MS: i64 = 30_000;
+
 /// Limits and lifetimes of desk sign-in.
 #[derive(Debug, Clone)]
 pub struct DeskConfig {
@@ -341,7 +344,7 @@ fn current_session(st: &DeskState, headers: &HeaderMap) -> Result<Option<Signed>
         );
         return Ok(None);
     };
-    if now - session.last_seen_ms > 30_000 {
+    if now - session.last_seen_ms > TOUCH_EVERY_MS {
         storage.desk_touch_session(&hash, now)?;
     }
     Ok(Some(Signed { session, person }))
@@ -485,7 +488,6 @@ async fn login(
     let secure = came_over_tls(&st, peer, &headers);
     let username: String = form.username.trim().chars().take(64).collect();
     if st.per_address.take(&client).is_err() {
-        st.app.metrics.limited("desk_address");
         if let Some(skipped) = DESK_LOG.pass() {
             tracing::info!(client = %client, skipped, "desk sign-in refused: address rate limit");
         }
@@ -606,6 +608,10 @@ fn sign_in(
         return Ok(SignIn::Failed);
     }
     storage.desk_sign_in_succeeded(&pid)?;
+    // Sessions nobody came back to and dead links go at each sign-in. The idle limit counts
+    // from a session's last noted request, which is at most a touch interval old.
+    let idle_ms = i64::try_from(st.config.idle.as_millis()).unwrap_or(i64::MAX);
+    storage.desk_purge(now, idle_ms.saturating_add(TOUCH_EVERY_MS))?;
     let token = auth::new_secret();
     let absolute_ms = i64::try_from(st.config.absolute.as_millis()).unwrap_or(i64::MAX);
     storage.desk_create_session(&DeskSession {
@@ -789,7 +795,6 @@ async fn set_password(
     }
     let client = client_ip(addr.ip(), &headers, &st.app.trusted_proxies).to_canonical();
     if st.per_address.take(&client).is_err() {
-        st.app.metrics.limited("desk_address");
         return message(
             StatusCode::TOO_MANY_REQUESTS,
             "请稍后再试",

@@ -87,6 +87,9 @@ pub trait DeskStorage {
     fn desk_delete_session(&self, token_hash: &str) -> StorageResult<bool>;
     /// Deletes every session of a person; how many.
     fn desk_delete_sessions_of(&self, person_id: &str) -> StorageResult<u64>;
+    /// Deletes sessions past their absolute end or idle for `idle_ms`, and links expired or
+    /// used before `now_ms - idle_ms`; returns how many sessions and links.
+    fn desk_purge(&self, now_ms: i64, idle_ms: i64) -> StorageResult<(u64, u64)>;
     /// Stores a one-time password-set link.
     fn desk_create_link(
         &self,
@@ -271,6 +274,21 @@ impl<B: Backend> DeskStorage for SqlStorage<B> {
                 "DELETE FROM desk_sessions WHERE person_id = $1",
                 params![person_id],
             )
+        })
+    }
+
+    fn desk_purge(&self, now: i64, idle_ms: i64) -> StorageResult<(u64, u64)> {
+        let idle_since = now.saturating_sub(idle_ms);
+        self.backend().write(|tx| {
+            let sessions = tx.execute(
+                "DELETE FROM desk_sessions WHERE expires_at_ms <= $1 OR last_seen_ms <= $2",
+                params![now, idle_since],
+            )?;
+            let links = tx.execute(
+                "DELETE FROM desk_links WHERE expires_at_ms <= $1 OR used_at_ms <= $2",
+                params![now, idle_since],
+            )?;
+            Ok((sessions, links))
         })
     }
 
