@@ -6,6 +6,8 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pub use gridsync_core::sync::protocol::ServerErrorCode;
+#[cfg(test)]
 use gridsync_core::sync::protocol::ErrorCode;
 
 /// Everything an app call can fail with. Kotlin: `ApiException.*`; Swift and Python:
@@ -120,7 +122,7 @@ impl From<gridsync_core::Error> for ApiError {
                 message,
             } => ApiError::Server {
                 status,
-                code: code.into(),
+                code,
                 detail: message,
             },
             E::Cancelled => ApiError::Cancelled,
@@ -132,118 +134,6 @@ impl From<gridsync_core::Error> for ApiError {
     }
 }
 
-/// Why the server refused a request: the core's `ErrorCode`, one to one. Kotlin, Swift and
-/// Python see it as an enum (`ServerErrorCode.DEVICE_REVOKED`, `.deviceRevoked`); the
-/// server's wire identifiers are in `docs/protocol.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum ServerErrorCode {
-    /// `401`: the device was revoked; enrol again with a new code. Its server data was
-    /// removed from the device; its unsynced edits are kept (`kept_edits`).
-    DeviceRevoked,
-    /// `401`: the person of this device (or of the enrolment code) is no longer active.
-    PersonInactive,
-    /// `401`: no credential was sent.
-    MissingCredentials,
-    /// `401`: a malformed credential, an unknown device or a wrong secret.
-    BadCredentials,
-    /// `401`: the enrolment code is unknown, used or expired.
-    InvalidCode,
-    /// `403`: the person may not do this.
-    Forbidden,
-    /// `429`: the device's request rate limit; the sync waited and tried again already.
-    RateLimited,
-    /// `429`: too many enrolment attempts from this address; wait a minute.
-    EnrolRateLimited,
-    /// `429`: too many enrolment attempts from this network; wait a minute.
-    EnrolRangeLimited,
-    /// `503` or `429`: the server's connection limit.
-    TooManyConnections,
-    /// `403`: metrics are not served to this address.
-    MetricsForbidden,
-    /// `400`: no protocol version was sent.
-    MissingProtocol,
-    /// `400`: the server does not serve this app's protocol version.
-    UnsupportedProtocol,
-    /// `415`: the wrong content type.
-    ContentType,
-    /// `400`: a required header is missing.
-    MissingHeader,
-    /// `400`: a header's value is malformed.
-    BadHeader,
-    /// `400`: the request body does not decode.
-    MalformedBody,
-    /// `400`: a value in the request is not acceptable.
-    Invalid,
-    /// `413`: the request is over the server's limits.
-    TooLarge,
-    /// `408`: the request body arrived too slowly.
-    BodyTimeout,
-    /// `400`: the request body broke off.
-    BodyRead,
-    /// `503`: the request ran out of time on the server; nothing of it was stored.
-    TimedOut,
-    /// `404`: no such thing in the person's scope.
-    NotFound,
-    /// `413`: the attachment is larger than the server takes.
-    AttachmentTooLarge,
-    /// `507`: the device's attachment quota is used up.
-    AttachmentQuota,
-    /// `422`: the uploaded attachment did not match its reference.
-    AttachmentCorrupt,
-    /// `409`: the same attachment is being uploaded with another size or type.
-    AttachmentDeclaredOtherwise,
-    /// `400`: the bytes run past the attachment's length.
-    PastEnd,
-    /// `409`: the server holds another number of bytes of the attachment.
-    OffsetMismatch,
-    /// `500`: the server's database failed.
-    Storage,
-    /// `500`: the request failed inside the server.
-    Internal,
-    /// A code this app version does not know (a newer server), or an answer without an
-    /// error body (a proxy's page): go by `status`.
-    Unknown,
-}
-
-impl From<ErrorCode> for ServerErrorCode {
-    fn from(c: ErrorCode) -> Self {
-        use ServerErrorCode as S;
-        match c {
-            ErrorCode::DeviceRevoked => S::DeviceRevoked,
-            ErrorCode::PersonInactive => S::PersonInactive,
-            ErrorCode::MissingCredentials => S::MissingCredentials,
-            ErrorCode::BadCredentials => S::BadCredentials,
-            ErrorCode::InvalidCode => S::InvalidCode,
-            ErrorCode::Forbidden => S::Forbidden,
-            ErrorCode::RateLimited => S::RateLimited,
-            ErrorCode::EnrolRateLimited => S::EnrolRateLimited,
-            ErrorCode::EnrolRangeLimited => S::EnrolRangeLimited,
-            ErrorCode::TooManyConnections => S::TooManyConnections,
-            ErrorCode::MetricsForbidden => S::MetricsForbidden,
-            ErrorCode::MissingProtocol => S::MissingProtocol,
-            ErrorCode::UnsupportedProtocol => S::UnsupportedProtocol,
-            ErrorCode::ContentType => S::ContentType,
-            ErrorCode::MissingHeader => S::MissingHeader,
-            ErrorCode::BadHeader => S::BadHeader,
-            ErrorCode::MalformedBody => S::MalformedBody,
-            ErrorCode::Invalid => S::Invalid,
-            ErrorCode::TooLarge => S::TooLarge,
-            ErrorCode::BodyTimeout => S::BodyTimeout,
-            ErrorCode::BodyRead => S::BodyRead,
-            ErrorCode::TimedOut => S::TimedOut,
-            ErrorCode::NotFound => S::NotFound,
-            ErrorCode::AttachmentTooLarge => S::AttachmentTooLarge,
-            ErrorCode::AttachmentQuota => S::AttachmentQuota,
-            ErrorCode::AttachmentCorrupt => S::AttachmentCorrupt,
-            ErrorCode::AttachmentDeclaredOtherwise => S::AttachmentDeclaredOtherwise,
-            ErrorCode::PastEnd => S::PastEnd,
-            ErrorCode::OffsetMismatch => S::OffsetMismatch,
-            ErrorCode::Storage => S::Storage,
-            ErrorCode::Internal => S::Internal,
-            ErrorCode::Unknown => S::Unknown,
-        }
-    }
-}
 
 /// Runs one exported call so that a panic inside it becomes `ApiError::Internal` instead
 /// of crossing the FFI boundary. Every exported function and method goes through here.
@@ -330,26 +220,6 @@ mod tests {
                 detail: "this device was revoked at 5 ms: lost".into(),
             }
         );
-        // Every core code has its own binding code, named alike (checked through the
-        // derived names, so a new core code without a binding one fails here).
-        let mut seen = std::collections::HashSet::new();
-        for c in ErrorCode::ALL {
-            let b = ServerErrorCode::from(c);
-            assert!(seen.insert(b), "{c} and another code map to {b:?}");
-            let snake: String = format!("{b:?}")
-                .chars()
-                .enumerate()
-                .flat_map(|(i, ch)| {
-                    let lower = ch.to_ascii_lowercase();
-                    if ch.is_ascii_uppercase() && i > 0 {
-                        vec!['_', lower]
-                    } else {
-                        vec![lower]
-                    }
-                })
-                .collect();
-            assert_eq!(snake, c.as_str());
-        }
     }
 
     #[test]

@@ -276,9 +276,13 @@ pub struct ErrorBody {
 /// renamed or reused. A newer server may send a code this build does not know; it reads as
 /// [`ErrorCode::Unknown`] (never a decoding failure), and the HTTP status and the message
 /// still tell what happened.
+///
+/// Apps see it under its own name, `ServerErrorCode` (derived through the `uniffi`
+/// feature); the rest of the code calls it [`ErrorCode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub enum ServerErrorCode {
     /// `401`: the device was revoked; it must enrol again with a new code (the phone
     /// removes the server's data and keeps its unsynced edits).
     DeviceRevoked,
@@ -351,6 +355,9 @@ pub enum ErrorCode {
     #[serde(other)]
     Unknown,
 }
+
+/// The server's error codes ([`ServerErrorCode`]) by their name in the protocol.
+pub type ErrorCode = ServerErrorCode;
 
 impl ErrorCode {
     /// Every code, [`ErrorCode::Unknown`] last.
