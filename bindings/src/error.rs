@@ -6,9 +6,9 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-pub use gridsync_core::sync::protocol::ServerErrorCode;
 #[cfg(test)]
 use gridsync_core::sync::protocol::ErrorCode;
+pub use gridsync_core::sync::protocol::ServerErrorCode;
 
 /// Everything an app call can fail with. Kotlin: `ApiException.*`; Swift and Python:
 /// `ApiError.*`.
@@ -133,7 +133,6 @@ impl From<gridsync_core::Error> for ApiError {
         }
     }
 }
-
 
 /// Runs one exported call so that a panic inside it becomes `ApiError::Internal` instead
 /// of crossing the FFI boundary. Every exported function and method goes through here.
