@@ -412,6 +412,35 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Reads one line from standard input: the password of `admin set-password`. On a
+/// terminal it asks for it and turns echo off while it is typed.
+fn read_password() -> Result<String, String> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdin().is_terminal();
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let quiet = tty && stty("-echo");
+    if tty {
+        eprint!("password (not shown): ");
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if quiet {
+        stty("echo");
+    }
+    if tty {
+        eprintln!();
+    }
+    read.map_err(|e| format!("reading the password from standard input: {e}"))?;
+    Ok(line)
+}
+
 fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Result<(), String> {
     // The copy commands open both sides themselves.
     match &cmd {
@@ -613,10 +642,7 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             }
         }
         AdminCmd::SetPassword { person, username } => {
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            let line = read_password()?;
             let password = line.trim_end_matches(['\n', '\r']);
             admin::set_desk_password(s, &person, &username, password, "admin-cli")
                 .map_err(|e| e.to_string())?;

@@ -933,6 +933,14 @@ fn desk_pages_carry_security_headers_and_unknown_paths_are_404() {
         .to_str()
         .unwrap()
         .starts_with("text/css"));
+    // Forms are small: a large body is refused before it is read as a form.
+    let big = "x".repeat(20 * 1024);
+    let r = http
+        .post(format!("{}/desk/login", s.base))
+        .form(&[("username", big.as_str()), ("password", "p"), ("csrf", "c")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // The sync API is still there on the same listener.
     assert_eq!(
         http.get(format!("{}/healthz", s.base))
