@@ -338,7 +338,8 @@ impl GridStore {
         today: Option<String>,
     ) -> Result<Vec<RectificationItem>, ApiError> {
         guard(|| {
-            let today = today.unwrap_or_else(|| china_date(gridsync_core::now_ms()));
+            let today =
+                today.unwrap_or_else(|| gridsync_core::dates::china_date(gridsync_core::now_ms()));
             Ok(self.store.open_rectifications(&today)?)
         })
     }
@@ -482,34 +483,4 @@ pub struct IntegrityReport {
     pub remaining: Vec<String>,
     /// Time taken, milliseconds.
     pub elapsed_ms: u64,
-}
-
-/// The date `YYYY-MM-DD` in China Standard Time (UTC+8) at `ms` since the Unix epoch.
-pub(crate) fn china_date(ms: i64) -> String {
-    let days = (ms + 8 * 3_600_000).div_euclid(86_400_000);
-    // Civil-from-days (proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn china_date_crosses_midnight_at_utc_16() {
-        // 2024-02-29T15:59:59Z is 23:59:59 in Beijing; one second later it is March 1st.
-        assert_eq!(china_date(1_709_222_399_000), "2024-02-29");
-        assert_eq!(china_date(1_709_222_400_000), "2024-03-01");
-        assert_eq!(china_date(0), "1970-01-01");
-        assert_eq!(china_date(946_684_800_000), "2000-01-01");
-    }
 }

@@ -17,6 +17,7 @@
 uniffi::setup_scaffolding!();
 
 pub mod attachment;
+pub mod dates;
 pub mod doc;
 pub mod error;
 pub mod migrate;

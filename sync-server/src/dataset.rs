@@ -619,18 +619,7 @@ pub fn generate(spec: &DatasetSpec) -> Dataset {
 
 /// `YYYY-MM-DD` of a UTC timestamp.
 pub fn date_of(ms: i64) -> String {
-    let days = ms.div_euclid(DAY_MS);
-    // Civil-from-days (Howard Hinnant's algorithm, public domain arithmetic).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}-{m:02}-{d:02}", if m <= 2 { y + 1 } else { y })
+    gridsync_core::dates::utc_date(ms)
 }
 
 #[cfg(test)]
