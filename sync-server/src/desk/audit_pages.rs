@@ -1,0 +1,12 @@
+//! The audit trail by record, person and grid.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use super::DeskState;
+
+/// This part's routes.
+pub(super) fn routes() -> Router<Arc<DeskState>> {
+    Router::new()
+}
