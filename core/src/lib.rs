@@ -20,6 +20,7 @@ pub mod attachment;
 pub mod dates;
 pub mod doc;
 pub mod error;
+pub mod history;
 pub mod migrate;
 pub mod model;
 pub mod rules;
