@@ -1,7 +1,7 @@
 //! The desk tests' harness: a real server on loopback with seeded grids, people (with desk
 //! passwords) and producers, a cookie-keeping client, and the servers' log output.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub use std::collections::BTreeMap;
 pub use std::io::Write;
