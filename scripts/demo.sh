@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the sync server on its embedded SQLite with the demo banner, and a
-# walk-through with two phones (the field CLI) that record offline and merge.
+# walk-through with two phones (the field CLI) that record offline and merge, and a review
+# decision made at the desk console and seen on a phone.
 #   scripts/demo.sh            run the walk-through, then keep serving until Ctrl-C
 #   scripts/demo.sh --exit     run the walk-through and stop (used by the tests)
 set -euo pipefail
@@ -72,7 +73,37 @@ say "The supervisor's phone sees it all after its sync"
 "${s[@]}" producer search "演示新登记"
 "${s[@]}" status
 
+say "Phone A submits its new producer for review"
+new_json=$("${a[@]}" --json producer search "演示新登记")
+new_producer=$(printf '%s' "$new_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+"${a[@]}" producer review "$new_producer" submit
+"${a[@]}" sync
+
+desk_user=$(sed -n 's/^desk sign-in for county_reviewer .* username \([^ ]*\) password .*/\1/p' "$work/server.out")
+desk_pass=$(sed -n 's/^desk sign-in for county_reviewer .* password \(.*\)$/\1/p' "$work/server.out")
+say "At the desk ($url/desk/), the county reviewer $desk_user signs in and returns it with a reason"
+jar="$work/desk.cookies"
+field_of() { sed -n "s/.*name=\"$1\" value=\"\([^\"]*\)\".*/\1/p" | head -1; }
+login_csrf=$(curl -sf -c "$jar" "$url/desk/login" | field_of csrf)
+status=$(curl -s -b "$jar" -c "$jar" -o /dev/null -w '%{http_code}' --data-urlencode "username=$desk_user" \
+  --data-urlencode "password=$desk_pass" --data-urlencode "csrf=$login_csrf" "$url/desk/login")
+[ "$status" = 303 ] || { echo "desk sign-in answered $status"; exit 1; }
+queue=$(curl -sf -b "$jar" "$url/desk/reviews")
+printf '%s' "$queue" | grep -q "data-id=\"$new_producer\"" || { echo "the entry is not in the county's queue"; exit 1; }
+echo "待审核列表中有：演示新登记家庭牧场（待乡镇审核）"
+csrf=$(printf '%s' "$queue" | field_of csrf)
+status=$(curl -s -b "$jar" -o /dev/null -w '%{http_code}' --data-urlencode "csrf=$csrf" --data-urlencode state=submitted \
+  --data-urlencode "reason=演示：请补充统一社会信用代码" "$url/desk/reviews/$new_producer/return")
+[ "$status" = 303 ] || { echo "the desk decision answered $status"; exit 1; }
+echo "已退回，原因：演示：请补充统一社会信用代码"
+
+say "Phone A syncs and shows the entry returned, with the desk's reason"
+"${a[@]}" sync
+"${a[@]}" producer show "$new_producer"
+
 if [ $keep_serving = 1 ]; then
   say "The server keeps running at $url (data in $work/server). Ctrl-C to stop."
+  echo "Desk console: $url/desk/"
+  sed -n 's/^desk sign-in for /  sign in as /p' "$work/server.out"
   wait $pid
 fi

@@ -19,6 +19,21 @@ pub struct DemoCode {
     pub code: String,
 }
 
+/// A desk sign-in printed for the demo (a fresh password at every start).
+#[derive(Debug, Clone)]
+pub struct DemoDesk {
+    /// Role of the person.
+    pub role: Role,
+    /// Person id.
+    pub person_id: String,
+    /// Person name.
+    pub name: String,
+    /// Username.
+    pub username: String,
+    /// Password (random, shown once, stored only as its argon2id hash).
+    pub password: String,
+}
+
 /// Loads a dataset into storage: grids, people, then producers and visits through the push path.
 pub fn load_dataset(storage: &dyn Storage, data: &Dataset) -> Result<(), AdminError> {
     storage.import_grids(&data.grids)?;
@@ -41,8 +56,9 @@ pub fn load_dataset(storage: &dyn Storage, data: &Dataset) -> Result<(), AdminEr
     Ok(())
 }
 
-/// Seeds the demo banner (once) and issues fresh codes for a liaison and a supervisor.
-pub fn seed_demo(storage: &dyn Storage) -> Result<Vec<DemoCode>, AdminError> {
+/// Seeds the demo banner (once), issues fresh codes for a liaison and a supervisor, and sets
+/// fresh desk passwords for the county reviewer and the supervisor.
+pub fn seed_demo(storage: &dyn Storage) -> Result<(Vec<DemoCode>, Vec<DemoDesk>), AdminError> {
     let data = generate(&DatasetSpec::demo());
     if storage.person(&data.people[0].id)?.is_none() {
         load_dataset(storage, &data)?;
@@ -60,5 +76,23 @@ pub fn seed_demo(storage: &dyn Storage) -> Result<Vec<DemoCode>, AdminError> {
             code: issued.code,
         });
     }
-    Ok(codes)
+    let mut desks = Vec::new();
+    for (role, username) in [
+        (Role::CountyReviewer, "demo-county"),
+        (Role::Supervisor, "demo-supervisor"),
+    ] {
+        let p = data
+            .person(role)
+            .ok_or_else(|| AdminError::Invalid("demo person missing".into()))?;
+        let password = format!("demo-{}", crate::auth::new_code());
+        admin::set_desk_password(storage, &p.id, username, &password, "demo")?;
+        desks.push(DemoDesk {
+            role,
+            person_id: p.id.clone(),
+            name: p.name.clone(),
+            username: username.into(),
+            password,
+        });
+    }
+    Ok((codes, desks))
 }

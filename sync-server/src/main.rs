@@ -198,6 +198,12 @@ enum AdminCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Deactivate a person who left: their devices stop syncing and their desk sessions end;
+    /// their records stay.
+    DeactivatePerson {
+        /// The person's id.
+        id: String,
+    },
     /// List the audit trail of a record, a person or a grid.
     Audit {
         #[arg(long)]
@@ -343,7 +349,17 @@ fn serve(
     let where_ = describe(&config);
     let storage = open(&config)?;
     if with_demo {
-        let codes = demo::seed_demo(storage.as_ref()).map_err(|e| format!("demo: {e}"))?;
+        let (codes, desks) = demo::seed_demo(storage.as_ref()).map_err(|e| format!("demo: {e}"))?;
+        for d in desks {
+            println!(
+                "desk sign-in for {} {} ({}): username {} password {}",
+                d.role.as_str(),
+                d.person_id,
+                d.name,
+                d.username,
+                d.password
+            );
+        }
         for c in codes {
             println!(
                 "enrolment code for {} {} ({}): {}",
@@ -358,6 +374,7 @@ fn serve(
     rt.block_on(async move {
         let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("desk console on http://{addr}/desk/");
         println!("listening on http://{addr}");
         std::io::stdout().flush().ok();
         tracing::info!(%addr, storage = %where_, "gridsync-server started");
@@ -548,20 +565,15 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             }
         }
         AdminCmd::RevokeDevice { device, reason } => {
-            s.revoke_device(&device, &reason, gridsync_core::now_ms())
-                .map_err(|e| e.to_string())?;
-            s.audit(&gridsync_server::storage::AuditEntry {
-                at_ms: gridsync_core::now_ms(),
-                person_id: "admin-cli".into(),
-                device_id: Some(device.clone()),
-                record_id: None,
-                kind: None,
-                grid: None,
-                action: "revoke".into(),
-                detail: reason,
-            })
-            .map_err(|e| e.to_string())?;
+            admin::revoke_device(s, &device, &reason, "admin-cli").map_err(|e| e.to_string())?;
             println!("device {device} revoked");
+        }
+        AdminCmd::DeactivatePerson { id } => {
+            let d = admin::deactivate_person(s, &id, "admin-cli").map_err(|e| e.to_string())?;
+            println!(
+                "person {id} ({}) deactivated: {} devices stop syncing, desk sessions ended; their records stay",
+                d.person.name, d.devices
+            );
         }
         AdminCmd::Audit {
             record,
