@@ -9,6 +9,11 @@
 //! Each page query runs `--runs` times on the storage API (a read transaction each, rows
 //! mapped to typed rows), with a township or producer picked at random per run; printed:
 //! p50 and p99 in milliseconds. Then one rebuild of every query row from the documents.
+//!
+//! With `--http`, the console's pages are also timed whole, as the server serves them: a
+//! server with the desk on loopback over the same file, a county reviewer and a supervisor
+//! signed in, each page requested `--runs` times over HTTP (session check, scope, queries,
+//! documents read for the producer's history, template rendering, the response read).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,6 +36,9 @@ struct Args {
     /// Also time a rebuild of every query row.
     #[arg(long)]
     rebuild: bool,
+    /// Also time the console's pages over HTTP.
+    #[arg(long)]
+    http: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -243,6 +251,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             percentile(&times, 0.99)
         );
     }
+    drop(queries);
+    if args.http {
+        http_pages(&args, &data, &townships)?;
+    }
     if args.rebuild {
         let t = Instant::now();
         let r = s.rebuild_query_tables()?;
@@ -254,5 +266,192 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.visits
         );
     }
+    Ok(())
+}
+
+/// A signed-in desk client: the session cookie sent by hand.
+struct DeskClient {
+    http: reqwest::blocking::Client,
+    base: String,
+    cookie: String,
+}
+
+impl DeskClient {
+    fn sign_in(
+        base: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let form = http.get(format!("{base}/desk/login")).send()?;
+        let cookie = |r: &reqwest::blocking::Response, name: &str| -> Option<String> {
+            r.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|c| c.starts_with(&format!("{name}=")))
+                .and_then(|c| c.split(';').next())
+                .map(str::to_string)
+        };
+        let form_cookie = cookie(&form, "gridsync_desk_form").ok_or("no form cookie")?;
+        let body = form.text()?;
+        let csrf = body
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .ok_or("no csrf field")?
+            .to_string();
+        let r = http
+            .post(format!("{base}/desk/login"))
+            .header("cookie", form_cookie)
+            .form(&[
+                ("username", username),
+                ("password", password),
+                ("csrf", &csrf),
+            ])
+            .send()?;
+        let session = cookie(&r, "gridsync_desk").ok_or("sign-in failed")?;
+        Ok(DeskClient {
+            http,
+            base: base.to_string(),
+            cookie: session,
+        })
+    }
+
+    /// One page: its body's length; anything but 200 is an error.
+    fn get(&self, path: &str) -> Result<usize, String> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body = r.bytes().map_err(|e| e.to_string())?;
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("{path}: {status}"));
+        }
+        Ok(body.len())
+    }
+}
+
+/// The console's pages over HTTP, whole.
+fn http_pages(
+    args: &Args,
+    data: &gridsync_server::dataset::Dataset,
+    townships: &[Vec<String>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use gridsync_core::model::Role;
+    let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(SqliteStorage::open(&args.db)?);
+    const PASSWORD: &str = "bench-password-0001";
+    let county = data
+        .person(Role::CountyReviewer)
+        .ok_or("no county reviewer")?;
+    let supervisor = data.person(Role::Supervisor).ok_or("no supervisor")?;
+    gridsync_server::admin::set_desk_password(
+        storage.as_ref(),
+        &county.id,
+        "bench-county",
+        PASSWORD,
+        "bench",
+    )?;
+    gridsync_server::admin::set_desk_password(
+        storage.as_ref(),
+        &supervisor.id,
+        "bench-sup",
+        PASSWORD,
+        "bench",
+    )?;
+    let state = std::sync::Arc::new(gridsync_server::api::AppState::new(storage));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            gridsync_server::serve_state(listener, state, async {
+                stopped.await.ok();
+            })
+            .await
+            .expect("serve");
+        });
+    });
+    let cty = DeskClient::sign_in(&base, "bench-county", PASSWORD)?;
+    let sup = DeskClient::sign_in(&base, "bench-sup", PASSWORD)?;
+    let township_codes: Vec<&String> = townships.iter().filter_map(|t| t.first()).collect();
+    let mut rng = Rng::new(17);
+    type Page<'a> = Box<dyn FnMut(&mut Rng) -> Result<usize, String> + 'a>;
+    let mut pages: Vec<(&str, Page<'_>)> = vec![
+        (
+            "directory page: a township, family ranches of low risk, 50 rows (county reviewer)",
+            Box::new(|rng| {
+                let t = rng.pick(&township_codes);
+                cty.get(&format!("/desk/directory?grid={t}&type=family_ranch&risk=low"))
+            }),
+        ),
+        (
+            "directory page: the whole banner, 50 rows by name (county reviewer)",
+            Box::new(|_| cty.get("/desk/directory")),
+        ),
+        (
+            "review queue page: the banner, county and township levels, 50 rows each (county reviewer)",
+            Box::new(|_| cty.get("/desk/reviews")),
+        ),
+        (
+            "review queue page: the township, 50 rows (supervisor)",
+            Box::new(|_| sup.get("/desk/reviews")),
+        ),
+        (
+            "a producer's page: fields, review and field-level history, conflicts, visits",
+            Box::new(|rng| {
+                let p = rng.pick(&data.producers);
+                cty.get(&format!("/desk/producers/{}", p.id))
+            }),
+        ),
+        (
+            "a visit's page: answers, findings, rapid tests, rectification",
+            Box::new(|rng| {
+                let v = rng.pick(&data.visits);
+                cty.get(&format!("/desk/visits/{}", v.id))
+            }),
+        ),
+        (
+            "open rectifications page: the banner, 50 rows (county reviewer)",
+            Box::new(|_| cty.get("/desk/rectifications")),
+        ),
+    ];
+    println!();
+    println!("| page over HTTP | KB | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    for (what, page) in pages.iter_mut() {
+        for _ in 0..5 {
+            page(&mut rng)?;
+        }
+        let mut times = Vec::with_capacity(args.runs);
+        let mut bytes = 0;
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            bytes += page(&mut rng)?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {what} | {:.1} | {:.2} | {:.2} |",
+            bytes as f64 / args.runs as f64 / 1024.0,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    drop(pages);
+    stop.send(()).ok();
+    server.join().ok();
     Ok(())
 }
