@@ -30,6 +30,9 @@ pub enum AdminError {
     /// Input refused.
     #[error("{0}")]
     Invalid(String),
+    /// A person refused ([`check_person`]).
+    #[error("{0}")]
+    Person(PersonProblem),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -160,25 +163,242 @@ pub fn import_grids_csv(storage: &dyn Storage, path: &Path) -> Result<usize, Adm
     Ok(nodes.len())
 }
 
-/// Adds or updates a person after checking the phone, role and grids.
-pub fn add_person(storage: &dyn Storage, p: &Person) -> Result<(), AdminError> {
-    validate::require_text("id", &p.id, 64).map_err(|e| AdminError::Invalid(e.to_string()))?;
-    validate::require_text("name", &p.name, 50).map_err(|e| AdminError::Invalid(e.to_string()))?;
-    validate::check_phone("phone", &p.phone).map_err(|e| AdminError::Invalid(e.to_string()))?;
-    if p.grids.is_empty() && p.role != Role::Admin {
-        return Err(AdminError::Invalid(
-            "grids: a person needs at least one grid".into(),
-        ));
-    }
-    let grids = storage.grids()?;
-    for g in &p.grids {
-        if !grids.iter().any(|n| &n.code == g) {
-            return Err(AdminError::Invalid(format!(
-                "grids: '{g}' is not a known grid"
-            )));
+/// What is wrong with a person as entered (the CLI prints it in English, the desk in
+/// Chinese with [`PersonProblem::zh`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersonProblem {
+    /// A field is missing or malformed: field name (`id`, `name`, `phone`) and detail.
+    Field(&'static str, String),
+    /// A person other than an administrator without grids.
+    NoGrids,
+    /// A grid code the tree does not know.
+    UnknownGrid(String),
+    /// A grid named twice.
+    DuplicateGrid(String),
+    /// A grid of a level the role does not work at.
+    GridLevel {
+        /// The grid.
+        grid: String,
+        /// Its level.
+        level: GridLevel,
+        /// The person's role.
+        role: Role,
+    },
+    /// One assigned grid lies inside another assigned grid.
+    NestedGrids {
+        /// The inner grid.
+        inner: String,
+        /// The grid it lies in.
+        outer: String,
+    },
+}
+
+impl std::fmt::Display for PersonProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PersonProblem::Field(field, detail) => write!(f, "{field}: {detail}"),
+            PersonProblem::NoGrids => write!(f, "grids: a person needs at least one grid"),
+            PersonProblem::UnknownGrid(g) => write!(f, "grids: '{g}' is not a known grid"),
+            PersonProblem::DuplicateGrid(g) => write!(f, "grids: '{g}' is named twice"),
+            PersonProblem::GridLevel { grid, level, role } => write!(
+                f,
+                "grids: '{grid}' is a {} grid; a {} works at {}",
+                level.as_str(),
+                role.as_str(),
+                role_levels_text(*role)
+            ),
+            PersonProblem::NestedGrids { inner, outer } => write!(
+                f,
+                "grids: '{inner}' lies inside '{outer}', which is assigned already"
+            ),
         }
     }
+}
+
+impl PersonProblem {
+    /// The problem in Chinese, naming the field or grid.
+    pub fn zh(&self) -> String {
+        match self {
+            PersonProblem::Field(field, detail) => {
+                let name = match *field {
+                    "id" => "编号",
+                    "name" => "姓名",
+                    "phone" => "联系电话",
+                    other => other,
+                };
+                format!("{name}填写有误（{detail}）")
+            }
+            PersonProblem::NoGrids => "除系统管理员外，每位人员至少需要分配一个网格".into(),
+            PersonProblem::UnknownGrid(g) => format!("网格“{g}”不存在，请填写网格树中的网格代码"),
+            PersonProblem::DuplicateGrid(g) => format!("网格“{g}”重复填写"),
+            PersonProblem::GridLevel { grid, level, role } => format!(
+                "网格“{grid}”是{}，{}只能分配到{}",
+                level.label_zh(),
+                role.label_zh(),
+                role_levels_zh(*role)
+            ),
+            PersonProblem::NestedGrids { inner, outer } => {
+                format!("网格“{inner}”位于已分配的网格“{outer}”之内，无需重复分配")
+            }
+        }
+    }
+}
+
+/// The grid levels a role works at (`None`: any level).
+pub fn role_levels(role: Role) -> Option<&'static [GridLevel]> {
+    match role {
+        Role::Liaison => Some(&[GridLevel::Village, GridLevel::SubGrid]),
+        Role::Supervisor => Some(&[GridLevel::Township]),
+        Role::CountyReviewer => Some(&[GridLevel::Banner]),
+        Role::Admin => None,
+    }
+}
+
+fn role_levels_text(role: Role) -> String {
+    role_levels(role)
+        .map(|l| {
+            l.iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        })
+        .unwrap_or_else(|| "any level".into())
+}
+
+fn role_levels_zh(role: Role) -> String {
+    role_levels(role)
+        .map(|l| {
+            l.iter()
+                .map(|l| l.label_zh())
+                .collect::<Vec<_>>()
+                .join("或")
+        })
+        .unwrap_or_else(|| "任意层级".into())
+}
+
+/// Checks a person against the grid tree: fields, at least one grid (but for
+/// administrators), every grid known, named once, of a level the role works at
+/// ([`role_levels`]), none inside another.
+pub fn check_person(p: &Person, nodes: &[GridNode]) -> Result<(), PersonProblem> {
+    fn field(f: &'static str, r: Result<(), validate::Invalid>) -> Result<(), PersonProblem> {
+        r.map_err(|e| PersonProblem::Field(f, e.problem))
+    }
+    field("id", validate::require_text("id", &p.id, 64))?;
+    field("name", validate::require_text("name", &p.name, 50))?;
+    field("phone", validate::check_phone("phone", &p.phone))?;
+    if p.grids.is_empty() && p.role != Role::Admin {
+        return Err(PersonProblem::NoGrids);
+    }
+    let tree = gridsync_core::store::TreeSnapshot::from_nodes(nodes);
+    for (i, g) in p.grids.iter().enumerate() {
+        let node = nodes
+            .iter()
+            .find(|n| &n.code == g)
+            .ok_or_else(|| PersonProblem::UnknownGrid(g.clone()))?;
+        if p.grids[..i].contains(g) {
+            return Err(PersonProblem::DuplicateGrid(g.clone()));
+        }
+        if let Some(levels) = role_levels(p.role) {
+            if !levels.contains(&node.level) {
+                return Err(PersonProblem::GridLevel {
+                    grid: g.clone(),
+                    level: node.level,
+                    role: p.role,
+                });
+            }
+        }
+    }
+    for inner in &p.grids {
+        if let Some(outer) = p
+            .grids
+            .iter()
+            .find(|o| *o != inner && gridsync_core::rules::is_within(&tree, inner, o))
+        {
+            return Err(PersonProblem::NestedGrids {
+                inner: inner.clone(),
+                outer: outer.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Adds or updates a person after checking them against the grid tree
+/// ([`check_person`]). Storing a person makes them active.
+pub fn add_person(storage: &dyn Storage, p: &Person) -> Result<(), AdminError> {
+    check_person(p, &storage.grids()?).map_err(AdminError::Person)?;
     storage.upsert_person(p)?;
+    Ok(())
+}
+
+/// What deactivating a person did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deactivated {
+    /// The person.
+    pub person: Person,
+    /// Their devices that were not revoked (they stop syncing: the server answers 401
+    /// `person_inactive`).
+    pub devices: usize,
+}
+
+/// Deactivates a person who left: their devices stop syncing, their desk sessions end (in
+/// the same transaction), their records stay. Written to the audit trail with `by` as the
+/// actor.
+pub fn deactivate_person(
+    storage: &dyn Storage,
+    person_id: &str,
+    by: &str,
+) -> Result<Deactivated, AdminError> {
+    let person = storage.person(person_id)?.ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "person '{person_id}' does not exist or is inactive"
+        ))
+    })?;
+    if !storage.set_person_active(person_id, false)? {
+        return Err(AdminError::Invalid(format!(
+            "person '{person_id}' does not exist"
+        )));
+    }
+    let devices = storage
+        .devices()?
+        .iter()
+        .filter(|d| d.person_id == person_id && d.revoked_at_ms.is_none())
+        .count();
+    storage.audit(&crate::storage::AuditEntry {
+        at_ms: gridsync_core::now_ms(),
+        person_id: by.to_string(),
+        device_id: None,
+        record_id: None,
+        kind: None,
+        grid: None,
+        action: "deactivate_person".into(),
+        detail: format!(
+            "person {person_id} ({}) deactivated; {devices} devices stop syncing; desk sessions ended",
+            person.name
+        ),
+    })?;
+    Ok(Deactivated { person, devices })
+}
+
+/// Revokes a device at once, written to the audit trail with `by` as the actor.
+pub fn revoke_device(
+    storage: &dyn Storage,
+    device_id: &str,
+    reason: &str,
+    by: &str,
+) -> Result<(), AdminError> {
+    let now = gridsync_core::now_ms();
+    storage.revoke_device(device_id, reason, now)?;
+    storage.audit(&crate::storage::AuditEntry {
+        at_ms: now,
+        person_id: by.to_string(),
+        device_id: Some(device_id.to_string()),
+        record_id: None,
+        kind: None,
+        grid: None,
+        action: "revoke".into(),
+        detail: reason.to_string(),
+    })?;
     Ok(())
 }
 

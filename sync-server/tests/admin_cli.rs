@@ -134,13 +134,22 @@ fn grid_import_people_codes_devices_and_audit() {
         &["revoke-device", "--device", "nope", "--reason", "x"],
     );
     assert!(!ok && err.contains("nope"), "{err}");
-    // Reassignment and the audit trail.
-    let (ok, out, err) = admin(
+    // Reassignment and the audit trail. A liaison works at villages: a township is
+    // refused, naming the grid and the role.
+    let (ok, _, err) = admin(
         &data,
         &["assign-grids", "--person", "l1", "--grid", "152522101"],
     );
+    assert!(
+        !ok && err.contains("'152522101'") && err.contains("liaison"),
+        "{err}"
+    );
+    let (ok, out, err) = admin(
+        &data,
+        &["assign-grids", "--person", "l1", "--grid", "152522101001"],
+    );
     assert!(ok, "{err}");
-    assert!(out.contains("152522101"));
+    assert!(out.contains("152522101001"));
     let (ok, out, _) = admin(&data, &["audit", "--person", "l1", "--json"]);
     assert!(ok);
     assert!(serde_json::from_str::<serde_json::Value>(out.trim())
@@ -436,4 +445,111 @@ fn desk_passwords_from_stdin_and_one_time_links() {
     assert_eq!(expires - created, 24 * 3_600_000);
     let (ok, _, err) = admin(&data, &["desk-link", "--person", "liai1"]);
     assert!(!ok && err.contains("liaison"), "{err}");
+}
+
+#[test]
+fn deactivate_person_stops_devices_and_desk_sessions_and_keeps_records() {
+    use gridsync_server::storage::{open_storage, DeskSession, Device, StorageConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let grids = dir.path().join("grids.csv");
+    std::fs::write(
+        &grids,
+        "code,name,level,parent,kind\n15,内蒙古自治区,region,,mixed\n1525,锡林郭勒盟,league,15,pastoral\n152522,阿巴嘎旗,banner,1525,pastoral\n152522101,别力古台镇,township,152522,pastoral\n",
+    )
+    .unwrap();
+    assert!(admin(&data, &["import-grids", grids.to_str().unwrap()]).0);
+    let (ok, _, err) = admin(
+        &data,
+        &[
+            "add-person",
+            "--id",
+            "sup1",
+            "--name",
+            "王丽",
+            "--phone",
+            "13912345678",
+            "--role",
+            "supervisor",
+            "--grid",
+            "152522101",
+        ],
+    );
+    assert!(ok, "{err}");
+    // A device and a desk session of the person, straight into the data directory.
+    {
+        let s = open_storage(&StorageConfig::Sqlite {
+            path: data.join("gridsync.db"),
+        })
+        .unwrap();
+        let now = gridsync_core::now_ms();
+        s.insert_code(&gridsync_server::storage::EnrolCode {
+            code_hash: "h".repeat(64),
+            person_id: "sup1".into(),
+            created_by: "test".into(),
+            created_at_ms: now,
+            expires_at_ms: now + 60_000,
+        })
+        .unwrap();
+        let device = Device {
+            id: "dev-1".into(),
+            person_id: String::new(),
+            name: "phone".into(),
+            secret_hash: "s".repeat(64),
+            pending_hash: None,
+            created_at_ms: now,
+            last_seen_ms: None,
+            revoked_at_ms: None,
+            revoked_reason: None,
+        };
+        assert_eq!(
+            s.redeem_code(&"h".repeat(64), now, &device)
+                .unwrap()
+                .as_deref(),
+            Some("sup1")
+        );
+        s.desk_create_session(&DeskSession {
+            token_hash: "t".repeat(64),
+            person_id: "sup1".into(),
+            csrf_token: "c".repeat(64),
+            created_at_ms: now,
+            last_seen_ms: now,
+            expires_at_ms: now + 3_600_000,
+        })
+        .unwrap();
+    }
+    let (ok, out, err) = admin(&data, &["deactivate-person", "sup1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("sup1") && out.contains("1 devices"), "{out}");
+    // Again, or an unknown person: refused, naming them.
+    let (ok, _, err) = admin(&data, &["deactivate-person", "sup1"]);
+    assert!(!ok && err.contains("sup1"), "{err}");
+    let (ok, _, err) = admin(&data, &["deactivate-person", "ghost"]);
+    assert!(!ok && err.contains("ghost"), "{err}");
+    let db = rusqlite::Connection::open(data.join("gridsync.db")).unwrap();
+    let active: bool = db
+        .query_row("SELECT active FROM people WHERE id = 'sup1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(!active, "the person row stays, inactive");
+    let sessions: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM desk_sessions WHERE person_id = 'sup1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(sessions, 0, "desk sessions ended");
+    // The audit trail names the actor and the person.
+    let (ok, out, _) = admin(&data, &["audit", "--person", "admin-cli", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let e = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "deactivate_person")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(e["detail"].as_str().unwrap().contains("sup1"), "{e}");
 }

@@ -1566,6 +1566,17 @@ impl<B: Backend> Storage for SqlStorage<B> {
         })
     }
 
+    fn all_people(&self) -> StorageResult<Vec<PersonRow>> {
+        self.backend.single(false, |tx| {
+            tx.rows(
+                "people",
+                &format!("SELECT {} FROM people ORDER BY id", cols(&INS_PEOPLE)),
+                &[],
+                person_row,
+            )
+        })
+    }
+
     fn insert_code(&self, code: &EnrolCode) -> StorageResult<()> {
         let row = CodeRow {
             code: code.clone(),
@@ -1811,6 +1822,37 @@ impl<B: Backend> Storage for SqlStorage<B> {
         self.backend.single(false, |tx| {
             tx.rows("audit", &sql, &p, |r| audit_row(r).map(|(_, e)| e))
         })
+    }
+
+    fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StorageResult<Vec<(i64, AuditEntry)>> {
+        // Newest first below a cursor: each filter walks its (column, id) index backwards.
+        let (column, arg) = match filter {
+            AuditFilter::Record(id) => (Some("record_id"), Some(id.as_str())),
+            AuditFilter::Person(id) => (Some("person_id"), Some(id.as_str())),
+            AuditFilter::Grid(g) => (Some("grid"), Some(g.as_str())),
+            AuditFilter::All => (None, None),
+        };
+        let mut conds = vec!["id < $2".to_string()];
+        let mut p: Vec<Value<'_>> = vec![
+            Value::Int(i64::from(limit)),
+            Value::Int(before_id.unwrap_or(i64::MAX)),
+        ];
+        if let (Some(c), Some(a)) = (column, arg) {
+            conds.push(format!("{c} = $3"));
+            p.push(Value::Text(a));
+        }
+        let sql = format!(
+            "SELECT {} FROM audit WHERE {} ORDER BY id DESC LIMIT $1",
+            cols(&INS_AUDIT_WITH_ID),
+            conds.join(" AND ")
+        );
+        self.backend
+            .single(false, |tx| tx.rows("audit", &sql, &p, audit_row))
     }
 
     fn record_counts(&self) -> StorageResult<Vec<(String, i64)>> {

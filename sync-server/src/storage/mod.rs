@@ -301,6 +301,8 @@ pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
     fn person(&self, id: &str) -> StorageResult<Option<Person>>;
     /// Every active person.
     fn people(&self) -> StorageResult<Vec<Person>>;
+    /// Every person, inactive ones too (`active` tells), by id.
+    fn all_people(&self) -> StorageResult<Vec<PersonRow>>;
 
     /// Stores an enrolment code (hash only).
     fn insert_code(&self, code: &EnrolCode) -> StorageResult<()>;
@@ -350,6 +352,15 @@ pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
     fn audit(&self, entry: &AuditEntry) -> StorageResult<()>;
     /// Lists audit entries, oldest first, at most `limit`.
     fn audit_list(&self, filter: &AuditFilter, limit: u32) -> StorageResult<Vec<AuditEntry>>;
+    /// One page of audit entries, newest first, with their ids: those matching `filter`
+    /// with an id below `before_id` (all when `None`), at most `limit`. The next page starts
+    /// below the last id returned.
+    fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StorageResult<Vec<(i64, AuditEntry)>>;
     /// Counts of records by kind (for status and tests).
     fn record_counts(&self) -> StorageResult<Vec<(String, i64)>>;
 
