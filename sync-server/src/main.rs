@@ -52,6 +52,8 @@ enum Cmd {
         trusted_proxies: Vec<std::net::IpAddr>,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        desk: DeskArgs,
     },
     /// Administer a data directory (works while the server runs).
     Admin {
@@ -110,6 +112,52 @@ struct LimitArgs {
     /// Largest attachment in bytes (413 beyond).
     #[arg(long, env = "GRIDSYNC_ATTACHMENT_MAX_BYTES", default_value_t = gridsync_core::attachment::DEFAULT_MAX_BYTES)]
     attachment_max_bytes: u64,
+}
+
+/// Desk sign-in lifetimes and limits of `serve` (docs/limits.md).
+#[derive(clap::Args, Debug)]
+struct DeskArgs {
+    /// Minutes without a request after which a desk session ends.
+    #[arg(long, env = "GRIDSYNC_DESK_IDLE_MINUTES", default_value_t = 480)]
+    desk_idle_minutes: u64,
+    /// Hours after sign-in after which a desk session ends, however active.
+    #[arg(long, env = "GRIDSYNC_DESK_SESSION_HOURS", default_value_t = 168)]
+    desk_session_hours: u64,
+    /// Failed desk sign-ins of one account that lock it.
+    #[arg(long, env = "GRIDSYNC_DESK_MAX_FAILURES", default_value_t = 5)]
+    desk_max_failures: u32,
+    /// Minutes a locked desk account stays locked.
+    #[arg(long, env = "GRIDSYNC_DESK_LOCK_MINUTES", default_value_t = 15)]
+    desk_lock_minutes: u64,
+    /// Desk sign-in attempts a minute per client address.
+    #[arg(long, env = "GRIDSYNC_DESK_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]
+    desk_attempts_per_address: u32,
+    /// Mark desk cookies Secure on every request (the server itself is behind TLS that no
+    /// trusted proxy reports).
+    #[arg(long, env = "GRIDSYNC_DESK_ALWAYS_SECURE")]
+    desk_always_secure: bool,
+}
+
+impl DeskArgs {
+    fn config(&self) -> Result<gridsync_server::desk::DeskConfig, String> {
+        use std::time::Duration;
+        if self.desk_idle_minutes == 0
+            || self.desk_session_hours == 0
+            || self.desk_max_failures == 0
+            || self.desk_lock_minutes == 0
+            || self.desk_attempts_per_address == 0
+        {
+            return Err("desk lifetimes and limits must be at least 1".into());
+        }
+        Ok(gridsync_server::desk::DeskConfig {
+            idle: Duration::from_secs(self.desk_idle_minutes.saturating_mul(60)),
+            absolute: Duration::from_secs(self.desk_session_hours.saturating_mul(3600)),
+            max_failures: i64::from(self.desk_max_failures),
+            lock_for: Duration::from_secs(self.desk_lock_minutes.saturating_mul(60)),
+            attempts_per_address_per_minute: self.desk_attempts_per_address,
+            always_secure: self.desk_always_secure,
+        })
+    }
 }
 
 impl LimitArgs {
@@ -317,6 +365,7 @@ fn main() {
             demo,
             trusted_proxies,
             limits,
+            desk,
         } => serve(
             data.as_deref(),
             database.as_deref(),
@@ -324,6 +373,7 @@ fn main() {
             demo,
             trusted_proxies,
             limits,
+            desk,
         ),
         Cmd::Admin {
             data,
@@ -344,7 +394,9 @@ fn serve(
     with_demo: bool,
     trusted_proxies: Vec<std::net::IpAddr>,
     limits: LimitArgs,
+    desk: DeskArgs,
 ) -> Result<(), String> {
+    let desk = desk.config()?;
     let config = config(data, database)?;
     let where_ = describe(&config);
     let storage = open(&config)?;
@@ -381,9 +433,14 @@ fn serve(
         let mut state = gridsync_server::api::AppState::new(storage);
         state.trusted_proxies = trusted_proxies;
         limits.apply(&mut state)?;
-        gridsync_server::serve_state(listener, std::sync::Arc::new(state), shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())?;
+        gridsync_server::serve_with_desk(
+            listener,
+            std::sync::Arc::new(state),
+            desk,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         tracing::info!("gridsync-server stopped");
         Ok(())
     })
