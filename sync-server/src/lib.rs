@@ -12,6 +12,7 @@ pub mod desk;
 pub mod limits;
 pub mod metrics;
 pub mod push;
+pub mod reports;
 pub mod scope;
 pub mod storage;
 

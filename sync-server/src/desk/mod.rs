@@ -18,8 +18,12 @@
 //! - Audit: every sign-in, failure, lock, logout and password set; never a password or
 //!   token.
 
+mod acceptance;
 mod audit_pages;
+mod chart;
+mod dashboard;
 mod directory;
+mod exports;
 pub mod password;
 mod patrols;
 mod people;
@@ -119,6 +123,10 @@ pub fn router<S>(app: Arc<AppState>, config: DeskConfig) -> Router<S> {
         .merge(patrols::routes())
         .merge(people::routes())
         .merge(audit_pages::routes())
+        .merge(dashboard::routes())
+        .merge(exports::routes())
+        .merge(chart::routes())
+        .merge(acceptance::routes())
         .fallback(|| async { not_found() })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BODY))
         .layer(axum::middleware::map_response(security_headers))

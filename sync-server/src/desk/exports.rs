@@ -1,0 +1,12 @@
+//! Export downloads from the console.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use super::DeskState;
+
+/// This part's routes.
+pub(super) fn routes() -> Router<Arc<DeskState>> {
+    Router::new()
+}
