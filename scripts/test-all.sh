@@ -24,6 +24,21 @@ if ! command -v faketime >/dev/null; then
 fi
 faketime -f +1d true && echo "faketime: $(command -v faketime)"
 
+step "Chromium and chromedriver for the desk console's browser test (CJK fonts for its screenshots)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] \
+  || [ ! -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then
+  browser_pkgs="chromium chromium-driver fonts-noto-cjk"
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086
+    (apt-get install -y $browser_pkgs >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y $browser_pkgs >/dev/null; })
+  else
+    # shellcheck disable=SC2086
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y $browser_pkgs >/dev/null
+  fi
+fi
+/usr/bin/chromedriver --version
+
 step "Rust workspace tests (scenario tests on PostgreSQL; conformance suite on both backends)"
 mkdir -p target
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-rust.log
@@ -36,6 +51,7 @@ grep -E '^test result:' target/test-rust.log | awk '
 step "The README's run command: the demo walk-through (server with --demo, three phones)"
 GRIDSYNC_DEMO_PORT="${GRIDSYNC_DEMO_PORT:-18080}" scripts/demo.sh --exit >target/demo.log 2>&1 || { tail -50 target/demo.log; exit 1; }
 grep -q '冲突：1 处' target/demo.log || { echo "demo: the merged record shows no conflict"; tail -40 target/demo.log; exit 1; }
+grep -q '退回理由：演示：请补充统一社会信用代码' target/demo.log || { echo "demo: the phone does not show the desk's return"; tail -40 target/demo.log; exit 1; }
 echo "demo: 1 passed, 0 failed"
 
 step "Kotlin and Python bindings against a real server"
