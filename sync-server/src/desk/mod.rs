@@ -74,6 +74,9 @@ pub struct DeskConfig {
     pub attempts_per_address_per_minute: u32,
     /// Mark cookies Secure even when no trusted proxy says the request came over TLS.
     pub always_secure: bool,
+    /// The first year of the township compliance programme (达标 targets: 30 % by the end
+    /// of it, 80 % the next year, 100 % from the third; `reports::compliance`).
+    pub programme_start_year: i32,
 }
 
 impl Default for DeskConfig {
@@ -85,6 +88,7 @@ impl Default for DeskConfig {
             lock_for: Duration::from_secs(15 * 60),
             attempts_per_address_per_minute: 30,
             always_secure: false,
+            programme_start_year: crate::reports::compliance::DEFAULT_PROGRAMME_START_YEAR,
         }
     }
 }
@@ -399,6 +403,8 @@ struct Me {
     name: String,
     role: &'static str,
     csrf: String,
+    /// Administrators manage people and devices (the nav shows them the link).
+    admin: bool,
 }
 
 impl Me {
@@ -407,6 +413,7 @@ impl Me {
             name: s.person.name.clone(),
             role: s.person.role.label_zh(),
             csrf: s.session.csrf_token.clone(),
+            admin: s.person.role == Role::Admin,
         }
     }
 }

@@ -120,7 +120,7 @@ pub fn decide_review(
     {
         return Err(DecisionError::NotFound);
     }
-    let mut doc = RecordDoc::load(&stored.doc, &[])
+    let doc = RecordDoc::load(&stored.doc, &[])
         .map_err(|e| StorageError::Invalid(format!("stored producer {id}: {e}")))?;
     let Record::Producer(mut p) = doc
         .read()
@@ -142,14 +142,53 @@ pub fn decide_review(
         other => DecisionError::NotAllowed(other.to_string()),
     })?;
     let after = p.review.state;
+    match push_desk_change(
+        storage,
+        &scope,
+        person,
+        Some(doc),
+        &Record::Producer(p),
+        now,
+    )? {
+        PushOutcome::Accepted => Ok(after),
+        PushOutcome::Rejected { reason, .. } => Err(DecisionError::NotAllowed(reason)),
+    }
+}
+
+/// Writes `record` as `person`'s change at the desk and judges it as a phone's push: one
+/// Automerge change on `doc` (the stored document; `None` creates the record), signed by the
+/// person's desk actor ([`desk_device_id`]) and naming the person, handed to
+/// [`crate::push::decide`] inside [`Storage::apply_push`] with the person's `scope`. Every
+/// decision made at the desk (review steps, township acceptance) is written this way, so
+/// the rules that bind the person's phone bind the desk, and the change enters the grid's
+/// feed, the query tables and the audit trail in one transaction.
+pub(super) fn push_desk_change(
+    storage: &dyn Storage,
+    scope: &crate::scope::Scope,
+    person: &Person,
+    doc: Option<RecordDoc>,
+    record: &Record,
+    now: i64,
+) -> Result<PushOutcome, StorageError> {
     let device = desk_device_id(&person.id);
-    let before_heads = doc.heads();
-    doc.set_actor(&gridsync_core::device_actor(&device));
-    doc.update(&Record::Producer(p), &person.id, now)
-        .map_err(|e| StorageError::Invalid(format!("writing the decision: {e}")))?;
+    let actor = gridsync_core::device_actor(&device);
+    let (mut doc, before_heads) = match doc {
+        Some(mut doc) => {
+            let before_heads = doc.heads();
+            doc.set_actor(&actor);
+            doc.update(record, &person.id, now)
+                .map_err(|e| StorageError::Invalid(format!("writing the decision: {e}")))?;
+            (doc, before_heads)
+        }
+        None => (
+            RecordDoc::create(record, &actor, &person.id, now)
+                .map_err(|e| StorageError::Invalid(format!("writing the decision: {e}")))?,
+            Vec::new(),
+        ),
+    };
     let push = PushRecord {
-        id: id.to_string(),
-        kind: gridsync_core::model::RecordKind::Producer.tag(),
+        id: record.id().to_string(),
+        kind: record.kind().tag(),
         changes: doc.save_after(&before_heads),
         heads: doc.heads().iter().map(|h| h.0).collect(),
     };
@@ -157,16 +196,16 @@ pub fn decide_review(
         person_id: person.id.clone(),
         device_id: None,
     };
-    let mut ctx = crate::push::PushContext::new(storage, &scope, &device);
+    let mut ctx = crate::push::PushContext::new(storage, scope, &device);
     let mut process = |stored: Option<&crate::storage::StoredRecord>, p: &PushRecord| {
         crate::push::decide(&mut ctx, stored, p)
     };
     let results = storage.apply_push(&author, std::slice::from_ref(&push), &mut process)?;
-    match results.into_iter().next().map(|r| r.outcome) {
-        Some(PushOutcome::Accepted) => Ok(after),
-        Some(PushOutcome::Rejected { reason, .. }) => Err(DecisionError::NotAllowed(reason)),
-        None => Err(StorageError::Invalid("the push returned no result".into()).into()),
-    }
+    results
+        .into_iter()
+        .next()
+        .map(|r| r.outcome)
+        .ok_or_else(|| StorageError::Invalid("the push returned no result".into()))
 }
 
 /// The queue's routes.
@@ -252,6 +291,11 @@ async fn queue(
         };
         let mut grids: Vec<String> = scope.readable.iter().cloned().collect();
         grids.sort();
+        let names: std::collections::HashMap<String, String> = storage
+            .grids()?
+            .into_iter()
+            .map(|g| (g.code, g.name))
+            .collect();
         let mut sections = Vec::new();
         for (level, can_approve) in levels(person.role) {
             let (offset, param, title, hint) = match level {
@@ -282,7 +326,7 @@ async fn queue(
                 .map(|r| Entry {
                     id: r.id,
                     name: r.name,
-                    grid: r.grid,
+                    grid: names.get(&r.grid).cloned().unwrap_or(r.grid),
                     producer_type: r.producer_type.label_zh(),
                     owner: r.owner,
                     risk: risk_label(r.risk),
