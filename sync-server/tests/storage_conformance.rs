@@ -133,6 +133,7 @@ conformance!(
     query_rows_are_written_in_the_push_transaction,
     query_rows_follow_merges_moves_and_rebuilds,
     query_pages_filter_sort_and_page,
+    query_rows_of_tests_findings_and_tallies,
     desk_accounts_sessions_and_links,
 );
 
@@ -3288,4 +3289,419 @@ fn desk_accounts_sessions_and_links(f: &Fixture) {
         s.desk_session("h4").unwrap().is_some(),
         "the original keeps its own"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Query rows of rapid tests and findings, and the dashboard's tallies
+
+fn rapid_test(
+    item: &str,
+    verdict: gridsync_core::model::Verdict,
+    at: i64,
+) -> gridsync_core::model::RapidTest {
+    gridsync_core::model::RapidTest {
+        id: format!("t-{item}-{at}"),
+        sample: "羊尿".into(),
+        item: item.into(),
+        method: gridsync_core::model::TestMethod::ColloidalGold,
+        kit: "kit".into(),
+        value: None,
+        unit: None,
+        verdict,
+        operator: "p1".into(),
+        tested_at_ms: at,
+    }
+}
+
+fn finding(
+    item: Option<&str>,
+    severity: gridsync_core::model::Severity,
+    at: i64,
+) -> gridsync_core::model::Finding {
+    gridsync_core::model::Finding {
+        id: format!("f-{at}-{item:?}"),
+        item_id: item.map(str::to_string),
+        description: "问题".into(),
+        severity,
+        photos: vec![],
+        recorded_by: "p1".into(),
+        recorded_at_ms: at,
+    }
+}
+
+fn query_rows_of_tests_findings_and_tallies(f: &Fixture) {
+    use gridsync_core::model::{Severity, Verdict};
+    use gridsync_server::storage::tallies::{
+        CoverageTally, FindingTally, RectificationTally, TestTally, VisitTally,
+    };
+    use gridsync_server::storage::{Tallies, TallyQuery};
+    const DAY: i64 = 86_400_000;
+    let s = f.storage.as_ref();
+    s.import_grids(&tree()).unwrap();
+    let mut p1 = producer("P1", "甲", "T1-V1");
+    p1.risk = RiskLevel::High;
+    p1.updated_at_ms = 150 * DAY;
+    let mut p2 = producer("P2", "乙", "T1-V1");
+    p2.risk = RiskLevel::Low;
+    p2.updated_at_ms = 5 * DAY;
+    let mut p3 = producer("P3", "丙", "T1-V2");
+    p3.status = ProducerStatus::Closed;
+    p3.updated_at_ms = 150 * DAY;
+    let mut p4 = producer("P4", "丁", "T1-V2");
+    p4.updated_at_ms = 150 * DAY;
+    let mut v1 = visit("V1", &p1, "p1", 100 * DAY);
+    v1.rapid_tests = vec![
+        rapid_test("克伦特罗", Verdict::Pass, 100 * DAY + 1),
+        rapid_test("克伦特罗", Verdict::Fail, 100 * DAY + 2),
+    ];
+    v1.findings = vec![
+        finding(Some("drug_use"), Severity::Serious, 100 * DAY + 3),
+        finding(Some("records"), Severity::Minor, 100 * DAY + 4),
+    ];
+    v1.rectification = Some(Rectification {
+        required: true,
+        deadline: "1970-05-01".into(),
+        notice_number: "N1".into(),
+        resolved_at_ms: None,
+    });
+    let mut v2 = visit("V2", &p2, "p2", 10 * DAY);
+    v2.rapid_tests = vec![rapid_test("有机磷", Verdict::Suspect, 10 * DAY + 1)];
+    v2.findings = vec![finding(None, Severity::Major, 10 * DAY + 2)];
+    v2.rectification = Some(Rectification {
+        required: true,
+        deadline: "1970-01-20".into(),
+        notice_number: "N2".into(),
+        resolved_at_ms: Some(15 * DAY),
+    });
+    // A visit outside the period counts for nothing but coverage.
+    let v3 = visit("V3", &p1, "p1", 300 * DAY);
+    let recs: Vec<Record> = [p1, p2, p3, p4]
+        .into_iter()
+        .map(Record::Producer)
+        .chain([v1.clone(), v2, v3].into_iter().map(Record::Visit))
+        .collect();
+    assert!(put_recs(s, &recs, None)
+        .unwrap()
+        .iter()
+        .all(|o| *o == PushOutcome::Accepted));
+    let snap = s.query_snapshot().unwrap();
+    let tests: Vec<(&str, i64, &str, &str, &str)> = snap
+        .tests
+        .iter()
+        .map(|t| {
+            (
+                t.visit_id.as_str(),
+                t.pos,
+                t.grid.as_str(),
+                t.item.as_str(),
+                t.verdict.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tests,
+        vec![
+            ("V1", 0, "T1-V1", "克伦特罗", "pass"),
+            ("V1", 1, "T1-V1", "克伦特罗", "fail"),
+            ("V2", 0, "T1-V1", "有机磷", "suspect"),
+        ]
+    );
+    let findings: Vec<(&str, i64, Option<&str>, &str, i64)> = snap
+        .findings
+        .iter()
+        .map(|x| {
+            (
+                x.visit_id.as_str(),
+                x.pos,
+                x.item_id.as_deref(),
+                x.severity.as_str(),
+                x.recorded_at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        findings,
+        vec![
+            ("V1", 0, Some("drug_use"), "serious", 100 * DAY + 3),
+            ("V1", 1, Some("records"), "minor", 100 * DAY + 4),
+            ("V2", 0, None, "major", 10 * DAY + 2),
+        ]
+    );
+
+    let q = TallyQuery {
+        grids: vec!["B".into(), "T1".into(), "T1-V1".into(), "T1-V2".into()],
+        from_ms: 0,
+        to_ms: 200 * DAY,
+        month_starts: vec![
+            30 * DAY,
+            60 * DAY,
+            90 * DAY,
+            120 * DAY,
+            150 * DAY,
+            180 * DAY,
+        ],
+        stale_before_ms: 100 * DAY,
+        coverage_at_ms: 120 * DAY,
+        visits_until_ms: 120 * DAY,
+        interval_days: [365, 90, 30],
+        today: "1970-06-01".into(),
+        never_visited_limit: 10,
+    };
+    let mut t = s.tallies(&q).unwrap();
+    t.directory
+        .sort_by(|a, b| (&a.grid, &a.status).cmp(&(&b.grid, &b.status)));
+    let dir: Vec<(&str, &str, &str, i64, i64)> = t
+        .directory
+        .iter()
+        .map(|d| {
+            (
+                d.grid.as_str(),
+                d.review_state.as_str(),
+                d.status.as_str(),
+                d.producers,
+                d.stale,
+            )
+        })
+        .collect();
+    assert_eq!(
+        dir,
+        vec![
+            ("T1-V1", "draft", "active", 2, 1),
+            ("T1-V2", "draft", "active", 1, 0),
+            ("T1-V2", "draft", "closed", 1, 0),
+        ]
+    );
+    t.coverage.sort_by(|a, b| a.grid.cmp(&b.grid));
+    // P1 (high, 30 days) last visited on day 100 of 120: covered; P2 (low, 365 days) on
+    // day 10: covered; P4 never; P3 is closed; V3 (day 300) is after the instant.
+    assert_eq!(
+        t.coverage,
+        vec![
+            CoverageTally {
+                grid: "T1-V1".into(),
+                active: 2,
+                covered: 2,
+                never: 0
+            },
+            CoverageTally {
+                grid: "T1-V2".into(),
+                active: 1,
+                covered: 0,
+                never: 1
+            },
+        ]
+    );
+    assert_eq!(
+        t.never_visited
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["P4"]
+    );
+    t.visits.sort_by_key(|v| v.month);
+    assert_eq!(
+        t.visits,
+        vec![
+            VisitTally {
+                grid: "T1-V1".into(),
+                inspector: "p2".into(),
+                month: 0,
+                visits: 1
+            },
+            VisitTally {
+                grid: "T1-V1".into(),
+                inspector: "p1".into(),
+                month: 3,
+                visits: 1
+            },
+        ]
+    );
+    t.tests
+        .sort_by(|a, b| (&a.item, &a.verdict).cmp(&(&b.item, &b.verdict)));
+    assert_eq!(
+        t.tests,
+        vec![
+            TestTally {
+                grid: "T1-V1".into(),
+                item: "克伦特罗".into(),
+                verdict: "fail".into(),
+                tests: 1
+            },
+            TestTally {
+                grid: "T1-V1".into(),
+                item: "克伦特罗".into(),
+                verdict: "pass".into(),
+                tests: 1
+            },
+            TestTally {
+                grid: "T1-V1".into(),
+                item: "有机磷".into(),
+                verdict: "suspect".into(),
+                tests: 1
+            },
+        ]
+    );
+    t.findings.sort_by(|a, b| a.severity.cmp(&b.severity));
+    assert_eq!(
+        t.findings,
+        vec![
+            FindingTally {
+                grid: "T1-V1".into(),
+                item_id: None,
+                severity: "major".into(),
+                findings: 1,
+                visits: 1
+            },
+            FindingTally {
+                grid: "T1-V1".into(),
+                item_id: Some("records".into()),
+                severity: "minor".into(),
+                findings: 1,
+                visits: 1
+            },
+            FindingTally {
+                grid: "T1-V1".into(),
+                item_id: Some("drug_use".into()),
+                severity: "serious".into(),
+                findings: 1,
+                visits: 1
+            },
+        ]
+    );
+    assert_eq!(
+        t.rectifications,
+        vec![RectificationTally {
+            grid: "T1-V1".into(),
+            ordered: 2,
+            resolved: 1,
+            open: 1,
+            overdue: 1
+        }]
+    );
+    // Grids outside the list count nothing.
+    let only_v2 = TallyQuery {
+        grids: vec!["T1-V2".into()],
+        ..q.clone()
+    };
+    let t2 = s.tallies(&only_v2).unwrap();
+    assert!(t2.visits.is_empty() && t2.tests.is_empty() && t2.findings.is_empty());
+    assert_eq!(t2.coverage.len(), 1);
+    assert_eq!(
+        s.tallies(&TallyQuery {
+            grids: vec![],
+            ..q.clone()
+        })
+        .unwrap(),
+        Tallies::default()
+    );
+    assert!(s
+        .tallies(&TallyQuery {
+            to_ms: 0,
+            ..q.clone()
+        })
+        .is_err());
+
+    // A visit written again replaces its rows; a rebuild finds the same rows; a row whose
+    // visit is gone is an orphan.
+    let mut v1b = v1;
+    v1b.rapid_tests.remove(0);
+    v1b.findings.clear();
+    put_recs(s, &[Record::Visit(v1b)], None).unwrap();
+    let snap = s.query_snapshot().unwrap();
+    assert_eq!(
+        snap.tests
+            .iter()
+            .map(|t| (t.visit_id.as_str(), t.verdict.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("V1", "fail"), ("V2", "suspect")]
+    );
+    assert_eq!(snap.findings.len(), 1);
+    (f.raw)(
+        "DELETE FROM q_tests WHERE visit_id = 'V2';
+         INSERT INTO q_findings (visit_id, pos, grid, item_id, severity, recorded_at_ms)
+             VALUES ('ghost', 0, 'T1-V1', NULL, 'minor', 1);",
+    );
+    assert_ne!(s.query_snapshot().unwrap(), snap);
+    let r = s.rebuild_query_tables().unwrap();
+    assert_eq!(r.orphans, 1, "the ghost finding");
+    assert_eq!(s.query_snapshot().unwrap(), snap);
+    // A copy has the same rows.
+    let other = (f.fresh)();
+    copy_all(s, other.storage.as_ref()).unwrap();
+    assert_eq!(other.storage.query_snapshot().unwrap(), snap);
+}
+
+/// The grid chart's server-only data: a township's supervising body (set, replaced) and
+/// people's duties (set for some, replaced, removed), read by id list; copied by export
+/// and import to the other backend and back; counted as data.
+fn grid_charts_and_duties(f: &Fixture) {
+    use gridsync_server::storage::{GridChartInfo, PersonDuties};
+    let s = f.storage.as_ref();
+    assert_eq!(s.grid_chart("T1").unwrap(), None);
+    assert!(s.person_duties(&["p1".into()]).unwrap().is_empty());
+    assert!(s.person_duties(&[]).unwrap().is_empty());
+    let mut chart = GridChartInfo {
+        code: "T1".into(),
+        agency: "苏木农畜产品质量安全监管站".into(),
+        agency_address: "镇政府院内".into(),
+        agency_phone: "0479-8221234".into(),
+        complaint_phone: "12316".into(),
+        updated_at_ms: 1_000,
+    };
+    s.set_grid_chart(&chart).unwrap();
+    assert!(!s.is_empty().unwrap(), "chart rows are data");
+    assert_eq!(s.grid_chart("T1").unwrap().as_ref(), Some(&chart));
+    chart.agency = "综合服务中心".into();
+    chart.complaint_phone = String::new();
+    chart.updated_at_ms = 2_000;
+    s.set_grid_chart(&chart).unwrap();
+    assert_eq!(
+        s.grid_chart("T1").unwrap().as_ref(),
+        Some(&chart),
+        "replaced"
+    );
+    assert_eq!(s.grid_chart("T2").unwrap(), None);
+
+    s.set_person_duties("p1", Some("登记名录"), 10).unwrap();
+    s.set_person_duties("p2", Some("日常巡查\n速测"), 11)
+        .unwrap();
+    s.set_person_duties("p3", Some("x"), 12).unwrap();
+    s.set_person_duties("p1", Some("登记名录，协助抽样"), 13)
+        .unwrap();
+    s.set_person_duties("p3", None, 14).unwrap();
+    s.set_person_duties("nobody", None, 15).unwrap();
+    let got = s
+        .person_duties(&["p2".into(), "p1".into(), "p3".into(), "zz".into()])
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            PersonDuties {
+                person_id: "p1".into(),
+                duties: "登记名录，协助抽样".into(),
+                updated_at_ms: 13,
+            },
+            PersonDuties {
+                person_id: "p2".into(),
+                duties: "日常巡查\n速测".into(),
+                updated_at_ms: 11,
+            },
+        ]
+    );
+
+    // Copied to the other backend (when PostgreSQL is available) and back.
+    let other = match (f.kind, std::env::var("GRIDSYNC_TEST_POSTGRES")) {
+        ("sqlite", Ok(url)) if !url.trim().is_empty() => postgres_fixture(url.trim()),
+        ("sqlite", _) => (f.fresh)(),
+        _ => sqlite_fixture(),
+    };
+    let counts = copy_all(s, other.storage.as_ref()).unwrap();
+    assert_eq!(counts["grid_charts"], 1);
+    assert_eq!(counts["person_duties"], 2);
+    let o = other.storage.as_ref();
+    assert_eq!(o.grid_chart("T1").unwrap().as_ref(), Some(&chart));
+    assert_eq!(o.person_duties(&["p1".into(), "p2".into()]).unwrap(), got);
+    let back = (f.fresh)();
+    copy_all(o, back.storage.as_ref()).unwrap();
+    assert_eq!(dump(back.storage.as_ref()), dump(s));
 }

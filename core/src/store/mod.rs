@@ -66,6 +66,8 @@ pub use integrity::{IntegrityLevel, IntegrityReport};
 pub use observe::{
     ChangeOrigin, ChangedRecord, RecordChanges, RecordFilter, Subscription, SyncEvent, SyncPhase,
 };
+/// The phone's default patrol interval per risk grade (the server's figures use it too).
+pub use queries::default_interval_days;
 pub use queries::{
     Counts, DueProducer, ProducerSort, ProducerSummary, RectificationItem, VisitSummary,
 };

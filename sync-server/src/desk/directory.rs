@@ -211,10 +211,10 @@ pub(super) fn list_grids(
     }
 }
 
-/// Names of people by id (every active person).
+/// Names of people by id (everyone, those who left too: their records stay).
 pub(super) fn person_names(storage: &dyn Storage) -> Result<HashMap<String, String>, StorageError> {
     Ok(storage
-        .people()?
+        .all_people()?
         .into_iter()
         .map(|p| (p.id, p.name))
         .collect())

@@ -2039,6 +2039,10 @@ impl<B: Backend> Storage for SqlStorage<B> {
         self.backend.read(query::snapshot)
     }
 
+    fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies> {
+        self.backend.read(|tx| super::tallies::read(tx, q))
+    }
+
     fn attachment(&self, sha256: &str) -> StorageResult<Option<AttachmentMeta>> {
         if !is_sha256_hex(sha256) {
             return Ok(None);

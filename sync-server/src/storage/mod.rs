@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod query;
 pub mod sql;
 pub mod sqlite;
+pub mod tallies;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -33,6 +34,8 @@ pub use query::{
     DirectoryFilter, DirectorySort, Page, PageReq, ProducerRow, QuerySnapshot, RebuildReport,
     RectificationRow, ReviewLevel, ReviewRow, VisitFilter, VisitRow, MAX_PAGE,
 };
+pub use query::{FindingRow, TestRow};
+pub use tallies::{Tallies, TallyQuery};
 
 /// The device name under which the server itself writes records it seeds (demo data,
 /// benchmark datasets), as an administrator would push them.
@@ -449,6 +452,9 @@ pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport>;
     /// Every query row (tests and checks; loads them all).
     fn query_snapshot(&self) -> StorageResult<QuerySnapshot>;
+    /// The dashboard's grouped counts of the query tables (see [`tallies`]), read in one
+    /// transaction.
+    fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies>;
 
     /// Testing hook: every push waits this long after taking its feed sequences and before
     /// committing, to force late commits (zero turns it off; backends whose pushes commit in

@@ -171,6 +171,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/postgres_0002.sql"),
         include_str!("migrations/postgres_0003.sql"),
         include_str!("migrations/postgres_0004.sql"),
+        include_str!("migrations/postgres_0005.sql"),
     ],
 };
 
