@@ -2,8 +2,8 @@
 //! every pushed change, against the stored record (never against what a phone claims).
 
 use crate::model::{
-    Actor, GridLevel, Producer, Record, ReviewAction, ReviewEvent, ReviewState, Role, Visit,
-    VisitStatus,
+    Acceptance, Actor, GridLevel, Producer, Record, ReviewAction, ReviewEvent, ReviewState, Role,
+    Visit, VisitStatus,
 };
 use crate::{Error, Result};
 
@@ -85,7 +85,54 @@ pub fn check_change(
             };
             check_visit(actor, b, v)
         }
+        Record::Acceptance(a) => {
+            let b = match before {
+                Some(Record::Acceptance(b)) => Some(b),
+                _ => None,
+            };
+            check_acceptance(tree, actor, before, b, a)
+        }
     }
+}
+
+/// Township acceptance (达标验收) is decided by county staff for a township in their scope
+/// (or by an administrator), on a township-level grid, by the person who records it (an
+/// administrator entering paper decisions may name the reviewer). A decision keeps its
+/// township and year. Everyone in scope, and the liaisons of the township's villages, read
+/// it; nobody else writes it.
+fn check_acceptance(
+    tree: &dyn GridTree,
+    actor: &Actor,
+    before_record: Option<&Record>,
+    before: Option<&Acceptance>,
+    after: &Acceptance,
+) -> Result<()> {
+    if !matches!(actor.role, Role::CountyReviewer | Role::Admin) {
+        return Err(forbid(
+            "only county staff and administrators decide township acceptance (达标验收)",
+        ));
+    }
+    if tree.level_of(&after.grid) != Some(GridLevel::Township) {
+        return Err(Error::Invalid(crate::validate::Invalid::new(
+            "grid",
+            format!("'{}' is not a township-level grid", after.grid),
+        )));
+    }
+    check_scope(tree, actor, before_record, &after.grid)?;
+    if let Some(b) = before {
+        if b.grid != after.grid || b.year != after.year {
+            return Err(forbid(
+                "the township and year of an acceptance decision cannot change",
+            ));
+        }
+    }
+    if actor.role != Role::Admin && after.decided_by != actor.person_id {
+        return Err(forbid(format!(
+            "a decision is recorded by the person who takes it, not {}",
+            after.decided_by
+        )));
+    }
+    Ok(())
 }
 
 fn check_scope(
@@ -460,6 +507,9 @@ pub fn check_merge(
             merge_visit(actor, s, m)
         }
         (Record::Template(_), Record::Template(t)) => check_template(tree, actor, &t.grid),
+        (Record::Acceptance(s), Record::Acceptance(m)) => {
+            check_acceptance(tree, actor, Some(stored), Some(s), m)
+        }
         _ => Err(forbid("a record cannot change its kind")),
     }
 }

@@ -1,8 +1,8 @@
 //! Field validation shared by the phone and the server: every check names the field.
 
 use crate::model::{
-    AnswerType, AnswerValue, ChecklistTemplate, GeoPoint, Producer, Record, ReviewState, Visit,
-    VisitStatus,
+    Acceptance, AnswerType, AnswerValue, ChecklistTemplate, GeoPoint, Producer, Record,
+    ReviewState, Visit, VisitStatus,
 };
 use crate::Error;
 
@@ -660,12 +660,44 @@ pub fn validate_visit(
     check_record_size(v)
 }
 
+/// Longest basis (note) of an acceptance decision, in characters.
+pub const MAX_ACCEPTANCE_NOTE_CHARS: usize = 2000;
+
+/// Validates a township acceptance decision on its own (that its grid is a township is
+/// checked against the tree by [`crate::rules::check_change`]).
+pub fn validate_acceptance(a: &Acceptance) -> VResult {
+    require_text("grid", &a.grid, 32)?;
+    if !(2000..=2100).contains(&a.year) {
+        return Err(Invalid::new(
+            "year",
+            format!("{} is not a year between 2000 and 2100", a.year),
+        ));
+    }
+    let id = Acceptance::record_id(&a.grid, a.year);
+    if a.id != id {
+        return Err(Invalid::new(
+            "id",
+            format!(
+                "the decision on {} for {} is the record {id}",
+                a.grid, a.year
+            ),
+        ));
+    }
+    check_id("id", &a.id)?;
+    check_date("decided_on", &a.decided_on)?;
+    require_text("decided_by", &a.decided_by, 64)?;
+    optional_text("note", &a.note, MAX_ACCEPTANCE_NOTE_CHARS)?;
+    check_time("updated_at_ms", a.updated_at_ms)?;
+    check_record_size(a)
+}
+
 /// Validates any record on its own (visits without their template).
 pub fn validate_record(r: &Record) -> Result<(), Error> {
     match r {
         Record::Producer(p) => validate_producer(p)?,
         Record::Visit(v) => validate_visit(v, None, None)?,
         Record::Template(t) => validate_template(t)?,
+        Record::Acceptance(a) => validate_acceptance(a)?,
     }
     Ok(())
 }

@@ -460,6 +460,7 @@ pub fn seed_records(
             let at = match r {
                 Record::Producer(p) => p.updated_at_ms,
                 Record::Visit(v) => v.updated_at_ms,
+                Record::Acceptance(a) => a.updated_at_ms,
                 Record::Template(_) => gridsync_core::now_ms(),
             };
             let mut d = RecordDoc::create(r, &actor, &admin.id, at)

@@ -136,6 +136,10 @@ struct DeskArgs {
     /// trusted proxy reports).
     #[arg(long, env = "GRIDSYNC_DESK_ALWAYS_SECURE")]
     desk_always_secure: bool,
+    /// First year of the township compliance programme (达标验收): the desk's targets are
+    /// 30 % of townships compliant by the end of it, 80 % the next year, 100 % after.
+    #[arg(long, env = "GRIDSYNC_PROGRAMME_START_YEAR", default_value_t = gridsync_server::reports::compliance::DEFAULT_PROGRAMME_START_YEAR)]
+    programme_start_year: i32,
 }
 
 impl DeskArgs {
@@ -156,6 +160,7 @@ impl DeskArgs {
             lock_for: Duration::from_secs(self.desk_lock_minutes.saturating_mul(60)),
             attempts_per_address_per_minute: self.desk_attempts_per_address,
             always_secure: self.desk_always_secure,
+            programme_start_year: self.programme_start_year,
         })
     }
 }

@@ -236,6 +236,7 @@ fn future_dated(stored: Option<&Record>, merged: &Record, now_ms: i64) -> Option
                 }
             }
             Record::Template(_) => {}
+            Record::Acceptance(a) => out.push(("updated_at_ms".into(), a.updated_at_ms)),
         }
         out
     }

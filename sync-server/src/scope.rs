@@ -18,7 +18,8 @@ pub struct Scope {
     pub actor: Actor,
     /// Grids whose records the person may read and write.
     pub readable: HashSet<String>,
-    /// Ancestor grids whose templates the person may read.
+    /// Ancestor grids whose templates (and township acceptance decisions) the person may
+    /// read ([`RecordKind::read_from_below`](gridsync_core::model::RecordKind::read_from_below)).
     pub template_grids: HashSet<String>,
     /// The grid tree.
     pub tree: Arc<TreeSnapshot>,
@@ -93,8 +94,7 @@ impl Scope {
     /// Whether a record of `kind` in `grid` is visible.
     pub fn can_read(&self, kind: gridsync_core::model::RecordKind, grid: &str) -> bool {
         self.readable.contains(grid)
-            || (kind == gridsync_core::model::RecordKind::Template
-                && self.template_grids.contains(grid))
+            || (kind.read_from_below() && self.template_grids.contains(grid))
     }
 }
 

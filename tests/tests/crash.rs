@@ -149,7 +149,9 @@ impl Acks {
                         .and_then(|a| a.note.clone())
                         .unwrap_or_default()
                 }
-                Record::Template(_) => panic!("templates are not edited here"),
+                Record::Template(_) | Record::Acceptance(_) => {
+                    panic!("templates and acceptances are not edited here")
+                }
             };
             let cut = self.tried.get(&(id.clone(), field.clone()));
             assert!(&found == value || cut.is_some_and(|c| c.contains(&found)), "point {point}: {id}.{field} lost its acknowledged value {value} (holds {found}, cut writes {cut:?})");
@@ -544,7 +546,7 @@ fn has_marker(rec: &Record, marker: &str) -> bool {
     match rec {
         Record::Producer(p) => p.products.iter().any(|x| x == marker),
         Record::Visit(v) => v.findings.iter().any(|f| f.id == marker),
-        Record::Template(_) => false,
+        Record::Template(_) | Record::Acceptance(_) => false,
     }
 }
 

@@ -522,7 +522,7 @@ fn mutate(
                 what.push("acknowledgement cleared".into());
             }
         },
-        Record::Template(_) => {}
+        Record::Template(_) | Record::Acceptance(_) => {}
     }
 }
 

@@ -1,5 +1,7 @@
-//! The typed record model: grid tree, people, producers, checklist templates, visits.
+//! The typed record model: grid tree, people, producers, checklist templates, visits,
+//! township acceptance decisions.
 
+mod acceptance;
 mod grid;
 mod person;
 mod producer;
@@ -7,6 +9,7 @@ mod record;
 mod template;
 mod visit;
 
+pub use acceptance::{Acceptance, AcceptanceDecision};
 pub use grid::{GridKind, GridLevel, GridNode};
 pub use person::{Actor, Person, Role};
 pub use producer::{

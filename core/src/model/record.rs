@@ -1,8 +1,8 @@
-//! The record envelope: the three kinds of record that live as Automerge documents.
+//! The record envelope: the kinds of record that live as Automerge documents.
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChecklistTemplate, Producer, Visit};
+use super::{Acceptance, ChecklistTemplate, Producer, Visit};
 
 /// Version of the record layout inside each document (`_schema` key).
 pub const RECORD_SCHEMA_VERSION: u64 = 1;
@@ -18,6 +18,8 @@ pub enum RecordKind {
     Visit,
     /// A checklist template version.
     Template,
+    /// A township acceptance decision (达标验收).
+    Acceptance,
 }
 
 impl RecordKind {
@@ -27,6 +29,7 @@ impl RecordKind {
             RecordKind::Producer => "producer",
             RecordKind::Visit => "visit",
             RecordKind::Template => "template",
+            RecordKind::Acceptance => "acceptance",
         }
     }
 
@@ -36,6 +39,7 @@ impl RecordKind {
             "producer" => RecordKind::Producer,
             "visit" => RecordKind::Visit,
             "template" => RecordKind::Template,
+            "acceptance" => RecordKind::Acceptance,
             _ => return None,
         })
     }
@@ -46,6 +50,7 @@ impl RecordKind {
             RecordKind::Producer => 1,
             RecordKind::Visit => 2,
             RecordKind::Template => 3,
+            RecordKind::Acceptance => 4,
         }
     }
 
@@ -55,8 +60,16 @@ impl RecordKind {
             1 => RecordKind::Producer,
             2 => RecordKind::Visit,
             3 => RecordKind::Template,
+            4 => RecordKind::Acceptance,
             _ => return None,
         })
+    }
+
+    /// Whether records of this kind are also read by people below their grid: checklist
+    /// templates (a county's or the region's) and township acceptance decisions (the
+    /// liaisons of the township's villages see them). Written only in scope.
+    pub fn read_from_below(self) -> bool {
+        matches!(self, RecordKind::Template | RecordKind::Acceptance)
     }
 }
 
@@ -69,6 +82,8 @@ pub enum Record {
     Visit(Visit),
     /// A checklist template version.
     Template(ChecklistTemplate),
+    /// A township acceptance decision.
+    Acceptance(Acceptance),
 }
 
 impl Record {
@@ -78,6 +93,7 @@ impl Record {
             Record::Producer(p) => &p.id,
             Record::Visit(v) => &v.id,
             Record::Template(t) => &t.id,
+            Record::Acceptance(a) => &a.id,
         }
     }
 
@@ -87,6 +103,7 @@ impl Record {
             Record::Producer(_) => RecordKind::Producer,
             Record::Visit(_) => RecordKind::Visit,
             Record::Template(_) => RecordKind::Template,
+            Record::Acceptance(_) => RecordKind::Acceptance,
         }
     }
 
@@ -96,6 +113,7 @@ impl Record {
             Record::Producer(p) => &p.grid,
             Record::Visit(v) => &v.grid,
             Record::Template(t) => &t.grid,
+            Record::Acceptance(a) => &a.grid,
         }
     }
 
@@ -105,6 +123,7 @@ impl Record {
             Record::Producer(p) => serde_json::to_value(p),
             Record::Visit(v) => serde_json::to_value(v),
             Record::Template(t) => serde_json::to_value(t),
+            Record::Acceptance(a) => serde_json::to_value(a),
         };
         // Serializing plain structs with string keys cannot fail.
         v.unwrap_or(serde_json::Value::Null)
@@ -116,6 +135,7 @@ impl Record {
             RecordKind::Producer => Record::Producer(serde_json::from_value(v)?),
             RecordKind::Visit => Record::Visit(serde_json::from_value(v)?),
             RecordKind::Template => Record::Template(serde_json::from_value(v)?),
+            RecordKind::Acceptance => Record::Acceptance(serde_json::from_value(v)?),
         })
     }
 }

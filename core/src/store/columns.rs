@@ -102,7 +102,7 @@ macro_rules! stored_enums {
 }
 
 stored_enums! {
-    RecordKind, "record kind", RecordKind::parse, [Producer, Visit, Template];
+    RecordKind, "record kind", RecordKind::parse, [Producer, Visit, Template, Acceptance];
     GridLevel, "grid level", GridLevel::parse, [Region, League, Banner, Township, Village, SubGrid];
     GridKind, "grid kind", GridKind::parse, [Farming, Pastoral, Mixed];
     Role, "role", Role::parse, [Liaison, Supervisor, CountyReviewer, Admin];

@@ -164,6 +164,9 @@ pub(crate) fn row_values(rec: &Record) -> Vec<rusqlite::types::Value> {
             Value::Integer(i64::from(t.version)),
             text(&t.grid),
         ],
+        // Acceptance decisions have no query row: a township has a handful, read from
+        // `records` by grid ([`Store::acceptances`](super::Store::acceptances)).
+        Record::Acceptance(_) => Vec::new(),
     }
 }
 
@@ -208,6 +211,7 @@ pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
                 values,
             )?;
         }
+        Record::Acceptance(_) => {}
     }
     Ok(())
 }
@@ -235,6 +239,7 @@ pub(crate) fn delete_record(tx: &Transaction<'_>, id: &str, kind: RecordKind) ->
         RecordKind::Producer => tx.execute("DELETE FROM producers WHERE id = ?1", [id])?,
         RecordKind::Visit => tx.execute("DELETE FROM visits WHERE id = ?1", [id])?,
         RecordKind::Template => tx.execute("DELETE FROM templates WHERE id = ?1", [id])?,
+        RecordKind::Acceptance => 0,
     };
     Ok(())
 }

@@ -10,8 +10,8 @@ use super::put::{store_new, PutMode};
 use super::Store;
 use crate::doc::{Conflict, HistoryEntry, RecordDoc};
 use crate::model::{
-    default_template, ChecklistTemplate, Producer, Record, ReviewAction, Visit, VisitReview,
-    VisitStatus, DEFAULT_TEMPLATE_ID,
+    default_template, Acceptance, ChecklistTemplate, Producer, Record, ReviewAction, Visit,
+    VisitReview, VisitStatus, DEFAULT_TEMPLATE_ID,
 };
 use crate::rules;
 use crate::validate;
@@ -189,6 +189,45 @@ impl Store {
         if !out.iter().any(|t| t.template_id == DEFAULT_TEMPLATE_ID) {
             out.insert(0, default_template("builtin"));
         }
+        Ok(out)
+    }
+
+    /// Records a township acceptance decision (达标验收) or changes the one for its
+    /// township and year (county staff and administrators; the rules say who).
+    pub fn save_acceptance(&self, mut a: Acceptance) -> Result<Acceptance> {
+        let actor = self.actor()?;
+        let now = now_ms();
+        a.updated_at_ms = now;
+        let mode = if self.record_exists(&a.id)? {
+            PutMode::Update
+        } else {
+            PutMode::Create
+        };
+        match self.put(&actor, Record::Acceptance(a), mode, now)? {
+            Record::Acceptance(a) => Ok(a),
+            _ => Err(unexpected_kind()),
+        }
+    }
+
+    /// The acceptance decisions on a township-level grid held on the device, newest year
+    /// first (records set aside are left out).
+    pub fn acceptances(&self, grid: &str) -> Result<Vec<Acceptance>> {
+        let ids: Vec<String> = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM records WHERE grid = ?1 AND kind = 'acceptance' AND corrupt IS NULL",
+            )?;
+            let rows = st.query_map([grid], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.record(&id) {
+                Ok(Record::Acceptance(a)) => out.push(a),
+                Ok(_) | Err(Error::Corrupt { .. }) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| b.year.cmp(&a.year).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
     }
 

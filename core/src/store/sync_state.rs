@@ -306,7 +306,7 @@ impl Store {
                     continue;
                 };
                 let allowed = readable.contains(&rec.grid)
-                    || (kind == RecordKind::Template && templates.contains(&rec.grid));
+                    || (kind.read_from_below() && templates.contains(&rec.grid));
                 if !allowed {
                     continue;
                 }
@@ -552,7 +552,7 @@ fn apply_reference(tx: &Transaction<'_>, r: &Reference, out: &mut PageOutcome) -
     };
     for (id, kind, grid) in records {
         let ok = readable.contains(grid.as_str())
-            || (kind == RecordKind::Template && templates.contains(grid.as_str()));
+            || (kind.read_from_below() && templates.contains(grid.as_str()));
         if !ok {
             remove_or_keep(
                 tx,

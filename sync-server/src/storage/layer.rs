@@ -618,7 +618,7 @@ fn pull_page(
         let fetch = room as i64 + 1;
         let sql = if feed.templates_only {
             "SELECT id, kind, seq, heads, CASE WHEN CAST($2 AS BIGINT) = 0 OR grid_since > CAST($2 AS BIGINT) THEN doc END
-             FROM records WHERE grid = $1 AND seq > $2 AND kind = 'template' ORDER BY seq LIMIT $3"
+             FROM records WHERE grid = $1 AND seq > $2 AND kind IN ('template', 'acceptance') ORDER BY seq LIMIT $3"
         } else {
             "SELECT id, kind, seq, heads, CASE WHEN CAST($2 AS BIGINT) = 0 OR grid_since > CAST($2 AS BIGINT) THEN doc END
              FROM records WHERE grid = $1 AND seq > $2 ORDER BY seq LIMIT $3"
@@ -2001,6 +2001,16 @@ impl<B: Backend> Storage for SqlStorage<B> {
         let q = query::open_rectifications_sql(&grids, today, overdue_only, page)?;
         self.backend
             .read(|tx| query::run_page(tx, &q, page.limit, query::rectification_row))
+    }
+
+    fn acceptances(
+        &self,
+        grids: &[String],
+        up_to_year: i32,
+    ) -> StorageResult<Vec<super::acceptance::AcceptanceRow>> {
+        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+        self.backend
+            .read(|tx| super::acceptance::rows_of(tx, &grids, up_to_year))
     }
 
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport> {

@@ -10,6 +10,7 @@
 //! (`tests/storage_conformance.rs`) runs against each backend. Calls are blocking: the HTTP
 //! layer runs them on tokio's blocking pool.
 
+pub mod acceptance;
 pub(crate) mod batch;
 pub mod desk;
 pub mod layer;
@@ -137,7 +138,8 @@ pub struct FeedRead {
     pub grid: String,
     /// Cursor (last sequence the device applied).
     pub after: u64,
-    /// Only checklist templates of this grid are visible (an ancestor grid).
+    /// Only the records read from below are visible (an ancestor grid): checklist templates
+    /// and township acceptance decisions.
     pub templates_only: bool,
 }
 
@@ -447,6 +449,13 @@ pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
         overdue_only: bool,
         page: PageReq,
     ) -> StorageResult<Page<RectificationRow>>;
+    /// Township acceptance decisions (`q_acceptances`) on `grids` for the years up to
+    /// `up_to_year`, by grid and year (a township has one a year: a handful of rows).
+    fn acceptances(
+        &self,
+        grids: &[String],
+        up_to_year: i32,
+    ) -> StorageResult<Vec<acceptance::AcceptanceRow>>;
     /// Rebuilds every query row from the stored documents, in bounded batches (each its
     /// own transaction, its records locked against concurrent pushes); idempotent.
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport>;

@@ -319,6 +319,8 @@ pub struct RebuildReport {
     pub producers: u64,
     /// Visit rows written.
     pub visits: u64,
+    /// Acceptance rows written.
+    pub acceptances: u64,
     /// Review step rows written.
     pub reviews: u64,
     /// Rows deleted because no record of their kind has their id.
@@ -345,6 +347,8 @@ pub struct QuerySnapshot {
     pub tests: Vec<TestRow>,
     /// Findings by visit and position.
     pub findings: Vec<FindingRow>,
+    /// Township acceptance decisions by id.
+    pub acceptances: Vec<super::acceptance::AcceptanceRow>,
 }
 
 // ---- Writing rows. ----
@@ -502,6 +506,14 @@ fn delete_visit_items(tx: &mut dyn Tx, ids: &[&str]) -> StorageResult<()> {
 /// a written visit names (or named before). A record moved to another grid takes its new
 /// grid. Templates have no rows.
 pub(crate) fn materialize(tx: &mut dyn Tx, records: &[&Record]) -> StorageResult<()> {
+    let acceptances: Vec<&gridsync_core::model::Acceptance> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Acceptance(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    super::acceptance::write(tx, &acceptances)?;
     let producers: Vec<&Producer> = records
         .iter()
         .filter_map(|r| match r {
@@ -631,6 +643,7 @@ pub(crate) fn materialize_docs(
             params![ids.as_slice()],
         )?;
         delete_visit_items(tx, &ids)?;
+        super::acceptance::delete(tx, &ids)?;
         refresh_last_visit(tx, &touched)?;
     }
     for r in &records {
@@ -640,6 +653,7 @@ pub(crate) fn materialize_docs(
                 report.reviews += p.review.history.len() as u64;
             }
             Record::Visit(_) => report.visits += 1,
+            Record::Acceptance(_) => report.acceptances += 1,
             Record::Template(_) => {}
         }
     }
@@ -747,7 +761,7 @@ pub(crate) fn delete_orphans(tx: &mut dyn Tx, limit: i64) -> StorageResult<u64> 
             |r| r.get(0),
         )?);
     }
-    let mut n = 0;
+    let mut n = super::acceptance::delete_orphans(tx, limit)?;
     items.sort();
     items.dedup();
     let it: Vec<&str> = items.iter().map(String::as_str).collect();
@@ -1148,6 +1162,7 @@ pub(crate) fn snapshot(tx: &mut dyn Tx) -> StorageResult<QuerySnapshot> {
             &[],
             finding_row,
         )?,
+        acceptances: super::acceptance::all(tx)?,
     })
 }
 

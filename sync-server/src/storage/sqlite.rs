@@ -34,6 +34,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/sqlite_0004.sql"),
         include_str!("migrations/sqlite_0005.sql"),
         include_str!("migrations/sqlite_0006.sql"),
+        include_str!("migrations/sqlite_0007.sql"),
     ],
 };
 

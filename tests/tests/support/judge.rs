@@ -390,7 +390,7 @@ fn typed_edit(rec: &mut Record, what: u8, by: &str, other: &str, fingerprint: &s
             }
             v.updated_at_ms = at;
         }
-        Record::Template(_) => {}
+        Record::Template(_) | Record::Acceptance(_) => {}
     }
 }
 
@@ -434,7 +434,7 @@ fn run(w: &World, data: &[u8]) {
                     v.id = NEW_VISIT.into();
                     v.inspector = pusher.id.clone();
                 }
-                Record::Template(_) => {}
+                Record::Template(_) | Record::Acceptance(_) => {}
             }
             RecordDoc::create(&rec, &own_actor, &pusher.id, T).expect("create")
         }
