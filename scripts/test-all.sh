@@ -23,6 +23,7 @@ if ! command -v faketime >/dev/null; then
   fi
 fi
 faketime -f +1d true && echo "faketime: $(command -v faketime)"
+{ command -v pdftotext >/dev/null && [ -d /usr/share/poppler/cMap/Adobe-GB1 ]; } || { s=$([ "$(id -u)" = 0 ] || echo sudo); $s apt-get install -y poppler-utils poppler-data >/dev/null 2>&1 || { $s apt-get update >/dev/null && $s apt-get install -y poppler-utils poppler-data >/dev/null; }; } # pdftotext (+ Adobe-GB1 data) for the grid chart PDF test
 
 step "Chromium and chromedriver for the desk console's browser test (CJK fonts for its screenshots)"
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] \

@@ -18,6 +18,7 @@ uniffi::setup_scaffolding!();
 
 pub mod attachment;
 pub mod dates;
+pub mod dedupe;
 pub mod doc;
 pub mod error;
 pub mod history;

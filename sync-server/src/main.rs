@@ -317,6 +317,31 @@ enum AdminCmd {
         )]
         base_url: String,
     },
+    /// Set the supervising body a township's grid chart (公示牌) shows; its villages'
+    /// charts show the same.
+    SetGridChart {
+        /// The township's grid code.
+        #[arg(long)]
+        grid: String,
+        /// Name of the supervising body (监管单位).
+        #[arg(long)]
+        agency: String,
+        #[arg(long)]
+        agency_phone: String,
+        #[arg(long, default_value = "")]
+        address: String,
+        /// Complaint line, e.g. 12316.
+        #[arg(long, default_value = "")]
+        complaint_phone: String,
+    },
+    /// Set the duties a supervisor's or liaison's grid chart entry shows (empty: the role's
+    /// standard duties).
+    SetDuties {
+        #[arg(long)]
+        person: String,
+        #[arg(long)]
+        duties: String,
+    },
     /// Show counts.
     Status,
 }
@@ -735,6 +760,34 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
         AdminCmd::RotateEpoch => {
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;
             println!("new epoch {e}: devices will re-send what this server may have lost");
+        }
+        AdminCmd::SetGridChart {
+            grid,
+            agency,
+            agency_phone,
+            address,
+            complaint_phone,
+        } => {
+            let input = gridsync_server::reports::chart::AgencyInput {
+                agency,
+                address,
+                phone: agency_phone,
+                complaint_phone,
+            };
+            let info = gridsync_server::reports::chart::set_agency(s, "admin-cli", &grid, &input)
+                .map_err(|e| e.to_string())?;
+            println!(
+                "grid chart of {grid}: {} ({})",
+                info.agency, info.agency_phone
+            );
+        }
+        AdminCmd::SetDuties { person, duties } => {
+            match gridsync_server::reports::chart::set_duties(s, "admin-cli", &person, &duties)
+                .map_err(|e| e.to_string())?
+            {
+                Some(_) => println!("duties of {person} saved"),
+                None => println!("duties of {person}: the role's standard duties"),
+            }
         }
         AdminCmd::Status => {
             println!("epoch {}", s.epoch().map_err(|e| e.to_string())?);

@@ -135,6 +135,7 @@ conformance!(
     query_pages_filter_sort_and_page,
     query_rows_of_tests_findings_and_tallies,
     desk_accounts_sessions_and_links,
+    grid_charts_and_duties,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -294,6 +295,8 @@ fn dump(s: &dyn Storage) -> BTreeMap<&'static str, Vec<String>> {
             DumpChunk::Grids(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::People(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::DeskAccounts(v) => v.iter().map(|r| format!("{r:?}")).collect(),
+            DumpChunk::GridCharts(v) => v.iter().map(|r| format!("{r:?}")).collect(),
+            DumpChunk::PersonDuties(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Codes(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Devices(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Records(v) => v.iter().map(|r| format!("{r:?}")).collect(),

@@ -6,3 +6,4 @@ pub mod chart;
 pub mod compliance;
 pub mod export;
 pub mod figures;
+pub mod pdf;

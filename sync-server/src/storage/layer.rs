@@ -190,10 +190,12 @@ fn cols(ins: &Insert) -> String {
 }
 
 /// The data tables, in dependency order (an import fills them in this order).
-pub(crate) const DATA_TABLES: [&str; 13] = [
+pub(crate) const DATA_TABLES: [&str; 15] = [
     "grids",
     "people",
     "desk_accounts",
+    "grid_charts",
+    "person_duties",
     "enrol_codes",
     "devices",
     "records",
@@ -790,6 +792,7 @@ fn export_all<B: Backend>(b: &B, tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> St
         DumpChunk::DeskAccounts,
         sink,
     )?;
+    super::chart::export(tx, sink)?;
     export_table(
         tx,
         "enrol_codes",
@@ -1075,6 +1078,8 @@ fn import_chunk(tx: &mut dyn Tx, chunk: &DumpChunk) -> StorageResult<()> {
                 })
                 .collect(),
         ),
+        DumpChunk::GridCharts(rows) => super::chart::import_charts(rows),
+        DumpChunk::PersonDuties(rows) => super::chart::import_duties(rows),
         DumpChunk::Codes(rows) => (
             &INS_CODES,
             rows.iter()

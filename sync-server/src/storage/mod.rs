@@ -12,6 +12,7 @@
 
 pub mod acceptance;
 pub(crate) mod batch;
+pub mod chart;
 pub mod desk;
 pub mod layer;
 pub mod postgres;
@@ -30,6 +31,7 @@ use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, Record, Record
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushResult};
 use serde::{Deserialize, Serialize};
 
+pub use chart::{ChartStorage, GridChartInfo, PersonDuties};
 pub use desk::{DeskAccount, DeskSession, DeskStorage, FailedSignIn};
 pub use query::{
     DirectoryFilter, DirectorySort, Page, PageReq, ProducerRow, QuerySnapshot, RebuildReport,
@@ -286,7 +288,7 @@ pub fn open_storage(config: &StorageConfig) -> StorageResult<Arc<dyn Storage>> {
 }
 
 /// A storage backend (desk sign-in included: [`DeskStorage`]).
-pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
+pub trait Storage: DeskStorage + ChartStorage + Send + Sync + std::fmt::Debug {
     /// The backend's name ("sqlite", "postgres").
     fn backend_name(&self) -> &'static str;
     /// The server epoch (changes when the data is restored from a backup).
@@ -485,7 +487,7 @@ pub const DUMP_CHUNK_ROWS: usize = 1000;
 pub const DUMP_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Copies every row of `from` into the empty store `to`: server meta (epoch, reference
-/// generation), grids, people, desk accounts, codes, devices, records, changes, departures, feed heads,
+/// generation), grids, people, desk accounts, grid charts and duties, codes, devices, records, changes, departures, feed heads,
 /// feed log with tokens, audit, complete attachments with their bytes and references.
 /// Devices keep syncing against the copy without a re-bootstrap.
 pub fn copy_all(from: &dyn Storage, to: &dyn Storage) -> StorageResult<CopyCounts> {
@@ -603,6 +605,10 @@ pub enum DumpChunk {
     /// Desk accounts (sessions and password-set links are not copied: a copy signs nobody
     /// in).
     DeskAccounts(Vec<DeskAccount>),
+    /// Supervising bodies of grids (the grid chart).
+    GridCharts(Vec<GridChartInfo>),
+    /// Published duties of people (the grid chart).
+    PersonDuties(Vec<PersonDuties>),
     /// Enrolment codes.
     Codes(Vec<CodeRow>),
     /// Devices.
@@ -645,6 +651,8 @@ impl DumpChunk {
             DumpChunk::Grids(v) => ("grids", v.len()),
             DumpChunk::People(v) => ("people", v.len()),
             DumpChunk::DeskAccounts(v) => ("desk_accounts", v.len()),
+            DumpChunk::GridCharts(v) => ("grid_charts", v.len()),
+            DumpChunk::PersonDuties(v) => ("person_duties", v.len()),
             DumpChunk::Codes(v) => ("enrol_codes", v.len()),
             DumpChunk::Devices(v) => ("devices", v.len()),
             DumpChunk::Records(v) => ("records", v.len()),

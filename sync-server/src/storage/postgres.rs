@@ -173,6 +173,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/postgres_0004.sql"),
         include_str!("migrations/postgres_0005.sql"),
         include_str!("migrations/postgres_0006.sql"),
+        include_str!("migrations/postgres_0007.sql"),
     ],
 };
 
