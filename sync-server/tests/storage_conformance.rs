@@ -136,6 +136,7 @@ conformance!(
     query_rows_of_tests_findings_and_tallies,
     desk_accounts_sessions_and_links,
     grid_charts_and_duties,
+    query_rows_of_township_acceptance,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -3707,4 +3708,123 @@ fn grid_charts_and_duties(f: &Fixture) {
     let back = (f.fresh)();
     copy_all(o, back.storage.as_ref()).unwrap();
     assert_eq!(dump(back.storage.as_ref()), dump(s));
+}
+
+// ---------------------------------------------------------------------------------------
+// Township acceptance (达标验收)
+
+fn township_acceptance(grid: &str, year: i32, decision: &str, on: &str) -> Record {
+    use gridsync_core::model::{Acceptance, AcceptanceDecision};
+    Record::Acceptance(Acceptance {
+        id: Acceptance::record_id(grid, year),
+        grid: grid.into(),
+        year,
+        decision: AcceptanceDecision::parse(decision).unwrap(),
+        decided_on: on.into(),
+        decided_by: "c1".into(),
+        note: format!("{grid} {year}"),
+        updated_at_ms: 1_700_000_000_000,
+    })
+}
+
+fn query_rows_of_township_acceptance(f: &Fixture) {
+    use gridsync_core::model::AcceptanceDecision;
+    let s = f.storage.as_ref();
+    let mut nodes = tree();
+    nodes.push(node("T2", GridLevel::Township, Some("B")));
+    s.import_grids(&nodes).unwrap();
+    let recs = [
+        township_acceptance("T1", 2022, "accepted", "2022-11-30"),
+        township_acceptance("T1", 2023, "withdrawn", "2023-03-01"),
+        township_acceptance("T2", 2022, "not_accepted", "2022-12-01"),
+    ];
+    assert!(put_recs(s, &recs, None)
+        .unwrap()
+        .iter()
+        .all(|o| *o == PushOutcome::Accepted));
+    let grids = ["T1".to_string(), "T2".to_string()];
+    // By grid and year, up to the year asked for.
+    let rows = s.acceptances(&grids, 2022).unwrap();
+    let got: Vec<(&str, i32, AcceptanceDecision, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.grid.as_str(),
+                r.year,
+                r.decision,
+                r.decided_on.as_str(),
+                r.decided_by.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("T1", 2022, AcceptanceDecision::Accepted, "2022-11-30", "c1"),
+            (
+                "T2",
+                2022,
+                AcceptanceDecision::NotAccepted,
+                "2022-12-01",
+                "c1"
+            ),
+        ]
+    );
+    assert_eq!(rows[0].note, "T1 2022");
+    assert_eq!(s.acceptances(&grids, 2030).unwrap().len(), 3);
+    assert!(s.acceptances(&grids, 2021).unwrap().is_empty());
+    assert_eq!(s.acceptances(&["T2".to_string()], 2030).unwrap().len(), 1);
+    // A later decision of the same township and year replaces the row.
+    put_recs(
+        s,
+        &[township_acceptance("T2", 2022, "accepted", "2022-12-20")],
+        None,
+    )
+    .unwrap();
+    let t2 = s.acceptances(&["T2".to_string()], 2022).unwrap();
+    assert_eq!(
+        (t2.len(), t2[0].decision, t2[0].decided_on.as_str()),
+        (1, AcceptanceDecision::Accepted, "2022-12-20")
+    );
+    // Read from below: a feed of the township that shows only what is read from below
+    // (a liaison's view of its township) carries the decisions.
+    let page = s
+        .pull(
+            &[FeedRead {
+                grid: "T1".into(),
+                after: 0,
+                templates_only: true,
+            }],
+            100,
+            1 << 20,
+        )
+        .unwrap();
+    let kinds: Vec<u8> = page.records.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, vec![RecordKind::Acceptance.tag(); 2]);
+    // Rebuilt from the documents to the same rows; a lost row comes back and a row
+    // without its record goes.
+    let snap = s.query_snapshot().unwrap();
+    assert_eq!(snap.acceptances.len(), 3);
+    (f.raw)("DELETE FROM q_acceptances WHERE id = 'acc:T1:2022'");
+    (f.raw)(
+        "INSERT INTO q_acceptances (id, grid, year, decision, decided_on, decided_by, note, updated_at_ms)
+         VALUES ('acc:T9:2022', 'T9', 2022, 'accepted', '2022-01-01', 'x', '', 1)",
+    );
+    let report = s.rebuild_query_tables().unwrap();
+    assert_eq!(report.acceptances, 3);
+    assert_eq!(report.orphans, 1);
+    assert_eq!(s.query_snapshot().unwrap(), snap);
+    // A copy builds the same rows from the records it imports.
+    let g = (f.fresh)();
+    copy_all(s, g.storage.as_ref()).unwrap();
+    assert_eq!(
+        g.storage.query_snapshot().unwrap().acceptances,
+        snap.acceptances
+    );
+    // A stored decision that does not read is an error naming the row.
+    (f.raw)("UPDATE q_acceptances SET decision = 'maybe' WHERE id = 'acc:T2:2022'");
+    match s.acceptances(&grids, 2022) {
+        Err(StorageError::BadRow(m)) => assert!(m.contains("acc:T2:2022"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }
