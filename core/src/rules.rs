@@ -869,4 +869,100 @@ mod tests {
             ("p1", NOW)
         );
     }
+
+    #[test]
+    fn township_acceptance_is_decided_by_county_staff_on_townships_in_scope() {
+        use crate::model::{Acceptance, AcceptanceDecision, GridKind, GridNode};
+        let node = |code: &str, level, parent: Option<&str>| GridNode {
+            code: code.into(),
+            name: code.into(),
+            level,
+            kind: GridKind::Pastoral,
+            parent: parent.map(str::to_string),
+        };
+        let tree = crate::store::TreeSnapshot::from_nodes(&[
+            node("B", GridLevel::Banner, None),
+            node("B2", GridLevel::Banner, None),
+            node("T1", GridLevel::Township, Some("B")),
+            node("T1-V1", GridLevel::Village, Some("T1")),
+            node("T9", GridLevel::Township, Some("B2")),
+        ]);
+        let acc = |grid: &str, by: &str| {
+            Record::Acceptance(Acceptance {
+                id: Acceptance::record_id(grid, 2024),
+                grid: grid.into(),
+                year: 2024,
+                decision: AcceptanceDecision::Accepted,
+                decided_on: "2024-11-30".into(),
+                decided_by: by.into(),
+                note: String::new(),
+                updated_at_ms: NOW,
+            })
+        };
+        let county = Actor::new("c1", Role::CountyReviewer, vec!["B".into()]);
+        let admin = Actor::new("a1", Role::Admin, vec![]);
+        let sup = Actor::new("s1", Role::Supervisor, vec!["T1".into()]);
+        let liaison = Actor::new("l1", Role::Liaison, vec!["T1-V1".into()]);
+        check_change(&tree, &county, None, &acc("T1", "c1")).unwrap();
+        // An administrator may enter a paper decision in the reviewer's name.
+        check_change(&tree, &admin, None, &acc("T9", "c1")).unwrap();
+        for (who, rec) in [
+            (&sup, acc("T1", "s1")),
+            (&sup, acc("T1", "c1")),
+            (&liaison, acc("T1", "l1")),
+            // Outside the county's scope; in another person's name.
+            (&county, acc("T9", "c1")),
+            (&county, acc("T1", "s1")),
+        ] {
+            assert!(
+                matches!(
+                    check_change(&tree, who, None, &rec),
+                    Err(Error::Forbidden(_))
+                ),
+                "{} {:?}",
+                who.person_id,
+                rec.grid()
+            );
+        }
+        // Only a township-level grid, named as the field at fault.
+        match check_change(&tree, &county, None, &acc("T1-V1", "c1")) {
+            Err(Error::Invalid(i)) => assert_eq!(i.field, "grid"),
+            other => panic!("{other:?}"),
+        }
+        // A decision keeps its township and year; changing it is the county's (and a
+        // supervisor cannot, in any name).
+        let before = acc("T1", "c1");
+        let Record::Acceptance(mut a) = before.clone() else {
+            unreachable!()
+        };
+        a.decision = AcceptanceDecision::Withdrawn;
+        check_change(
+            &tree,
+            &county,
+            Some(&before),
+            &Record::Acceptance(a.clone()),
+        )
+        .unwrap();
+        check_merge(&tree, &county, &before, &Record::Acceptance(a.clone())).unwrap();
+        assert!(check_merge(&tree, &sup, &before, &Record::Acceptance(a.clone())).is_err());
+        a.year = 2025;
+        assert!(check_change(&tree, &county, Some(&before), &Record::Acceptance(a)).is_err());
+
+        // Validation names the field.
+        let Record::Acceptance(good) = acc("T1", "c1") else {
+            unreachable!()
+        };
+        crate::validate::validate_acceptance(&good).unwrap();
+        let field = |edit: &dyn Fn(&mut Acceptance)| {
+            let mut a = good.clone();
+            edit(&mut a);
+            crate::validate::validate_acceptance(&a).unwrap_err().field
+        };
+        assert_eq!(field(&|a| a.decided_on = "2024-02-30".into()), "decided_on");
+        assert_eq!(field(&|a| a.decided_by = " ".into()), "decided_by");
+        assert_eq!(field(&|a| a.note = "字".repeat(2001)), "note");
+        assert_eq!(field(&|a| a.year = 1999), "year");
+        assert_eq!(field(&|a| a.id = "acc:T2:2024".into()), "id");
+        assert_eq!(field(&|a| a.updated_at_ms = 0), "updated_at_ms");
+    }
 }
