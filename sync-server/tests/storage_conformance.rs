@@ -114,6 +114,7 @@ conformance!(
     byte_budget_cuts_pages,
     full_records_by_id,
     audit_filters,
+    people_who_left_and_audit_pages,
     real_records_through_the_push_path,
     concurrent_pushes_keep_every_feed_gapless,
     concurrent_pushes_of_one_record_lose_no_update,
@@ -3708,6 +3709,79 @@ fn grid_charts_and_duties(f: &Fixture) {
     let back = (f.fresh)();
     copy_all(o, back.storage.as_ref()).unwrap();
     assert_eq!(dump(back.storage.as_ref()), dump(s));
+}
+
+fn people_who_left_and_audit_pages(f: &Fixture) {
+    let s = f.storage.as_ref();
+    s.import_grids(&tree()).unwrap();
+    let p1 = person("p1", Role::Liaison, &["T1-V1"]);
+    let p0 = person("p0", Role::Supervisor, &["T1"]);
+    s.upsert_person(&p1).unwrap();
+    s.upsert_person(&p0).unwrap();
+    assert!(s.set_person_active("p1", false).unwrap());
+    assert_eq!(
+        s.person("p1").unwrap(),
+        None,
+        "inactive: hidden from person()"
+    );
+    assert_eq!(s.people().unwrap(), vec![p0.clone()]);
+    let all = s.all_people().unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|p| (p.id.as_str(), p.active))
+            .collect::<Vec<_>>(),
+        [("p0", true), ("p1", false)],
+        "everyone, by id, with whether active"
+    );
+    assert_eq!(all[1].name, p1.name);
+    assert_eq!(all[1].grids, p1.grids);
+
+    // 25 entries in G, 10 in H: pages newest first below an id cursor.
+    for i in 0..35 {
+        s.audit(&AuditEntry {
+            at_ms: 1000 + i,
+            person_id: if i % 2 == 0 { "p0" } else { "p1" }.into(),
+            device_id: None,
+            record_id: Some(format!("r{i}")),
+            kind: Some("producer".into()),
+            grid: Some(if i < 25 { "G" } else { "H" }.into()),
+            action: "update".into(),
+            detail: format!("entry {i}"),
+        })
+        .unwrap();
+    }
+    let first = s
+        .audit_page(&AuditFilter::Grid("G".into()), None, 10)
+        .unwrap();
+    assert_eq!(first.len(), 10);
+    assert_eq!(first[0].1.detail, "entry 24", "newest first");
+    assert!(first.windows(2).all(|w| w[0].0 > w[1].0), "ids descend");
+    let mut seen: Vec<String> = first.iter().map(|e| e.1.detail.clone()).collect();
+    let mut cursor = first.last().map(|e| e.0);
+    loop {
+        let page = s
+            .audit_page(&AuditFilter::Grid("G".into()), cursor, 10)
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.iter().all(|e| Some(e.0) < cursor), "below the cursor");
+        seen.extend(page.iter().map(|e| e.1.detail.clone()));
+        cursor = page.last().map(|e| e.0);
+    }
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("entry {i}")).collect();
+    assert_eq!(seen, expected, "every G entry once, newest first");
+    let p1s = s
+        .audit_page(&AuditFilter::Person("p1".into()), None, 100)
+        .unwrap();
+    assert_eq!(p1s.len(), 17);
+    assert!(p1s.iter().all(|e| e.1.person_id == "p1"));
+    let one = s
+        .audit_page(&AuditFilter::Record("r7".into()), None, 100)
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].1.detail, "entry 7");
+    assert_eq!(s.audit_page(&AuditFilter::All, None, 5).unwrap().len(), 5);
 }
 
 // ---------------------------------------------------------------------------------------
