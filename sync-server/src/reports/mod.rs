@@ -7,3 +7,4 @@ pub mod compliance;
 pub mod export;
 pub mod figures;
 pub mod pdf;
+pub mod svg;
