@@ -39,6 +39,11 @@ struct Args {
     /// Also time the console's pages over HTTP.
     #[arg(long)]
     http: bool,
+    /// Also time the exports of the whole banner (directory and visits, XLSX and CSV) and
+    /// their peak memory; when the database exists they run first, before the dataset is
+    /// generated in memory, so the peaks are the exports' own.
+    #[arg(long)]
+    export: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -48,6 +53,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if args.export && args.db.exists() {
+        export_figures(&args)?;
+    }
     let data = generate(&DatasetSpec::banner(7));
     if !args.db.exists() {
         let started = Instant::now();
@@ -453,5 +461,75 @@ fn http_pages(
     drop(pages);
     stop.send(()).ok();
     server.join().ok();
+    Ok(())
+}
+
+/// A line of `/proc/self/status` in kB (`VmHWM`: the peak resident set, `VmRSS`: now).
+fn status_kb(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets the peak resident set to the current one (Linux: `5` to `clear_refs`).
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Counts the bytes written and drops them.
+struct Counted(u64);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Exports the directory and the visits of every grid as XLSX and CSV to a counting sink:
+/// time, rows, bytes, and the process's peak resident set before and during each.
+fn export_figures(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    use gridsync_server::reports::export::{write_export, ExportFormat, ExportKind, ExportRequest};
+    let s = SqliteStorage::open(&args.db)?;
+    let mut grids: Vec<String> = s.grids()?.into_iter().map(|g| g.code).collect();
+    grids.sort();
+    println!(
+        "exports of the whole banner ({} grids), release build; peak RSS before {} kB (now {} kB)",
+        grids.len(),
+        status_kb("VmHWM:").unwrap_or(0),
+        status_kb("VmRSS:").unwrap_or(0)
+    );
+    for format in [ExportFormat::Xlsx, ExportFormat::Csv] {
+        for kind in [ExportKind::Directory, ExportKind::Visits] {
+            let reset = reset_peak();
+            let before = status_kb("VmHWM:").unwrap_or(0);
+            let req = ExportRequest {
+                kind,
+                format,
+                grids: grids.clone(),
+                period: Default::default(),
+                today: gridsync_core::dates::china_date(gridsync_core::now_ms()),
+            };
+            let mut out = Counted(0);
+            let t = Instant::now();
+            let done = write_export(&s, &req, &mut out)?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "export {} {}: {} rows, {:.1} MB, {:.2} s ({:.0} rows/s); peak RSS {} kB before, {} kB after{}",
+                kind.as_str(),
+                format.ext(),
+                done.rows,
+                out.0 as f64 / 1e6,
+                secs,
+                done.rows as f64 / secs,
+                before,
+                status_kb("VmHWM:").unwrap_or(0),
+                if reset { " (peak reset before)" } else { " (peak not resettable: process-wide)" }
+            );
+        }
+    }
     Ok(())
 }

@@ -136,10 +136,6 @@ struct DeskArgs {
     /// trusted proxy reports).
     #[arg(long, env = "GRIDSYNC_DESK_ALWAYS_SECURE")]
     desk_always_secure: bool,
-    /// First year of the township compliance programme (达标验收): the desk's targets are
-    /// 30 % of townships compliant by the end of it, 80 % the next year, 100 % after.
-    #[arg(long, env = "GRIDSYNC_PROGRAMME_START_YEAR", default_value_t = gridsync_server::reports::compliance::DEFAULT_PROGRAMME_START_YEAR)]
-    programme_start_year: i32,
 }
 
 impl DeskArgs {
@@ -160,7 +156,6 @@ impl DeskArgs {
             lock_for: Duration::from_secs(self.desk_lock_minutes.saturating_mul(60)),
             attempts_per_address_per_minute: self.desk_attempts_per_address,
             always_secure: self.desk_always_secure,
-            programme_start_year: self.programme_start_year,
         })
     }
 }
@@ -317,30 +312,24 @@ enum AdminCmd {
         )]
         base_url: String,
     },
-    /// Set the supervising body a township's grid chart (公示牌) shows; its villages'
-    /// charts show the same.
-    SetGridChart {
-        /// The township's grid code.
+    /// Export as XLSX or CSV: directory, visits, tests (rapid tests), rectifications or
+    /// activity (per person), of a grid and the grids below it (every grid without --grid).
+    Export {
+        /// directory, visits, tests, rectifications or activity.
+        kind: String,
+        /// xlsx or csv.
+        #[arg(long, default_value = "xlsx")]
+        format: String,
         #[arg(long)]
-        grid: String,
-        /// Name of the supervising body (监管单位).
+        grid: Option<String>,
+        /// First day (YYYY-MM-DD, China Standard Time).
         #[arg(long)]
-        agency: String,
+        from: Option<String>,
+        /// Last day, included.
         #[arg(long)]
-        agency_phone: String,
-        #[arg(long, default_value = "")]
-        address: String,
-        /// Complaint line, e.g. 12316.
-        #[arg(long, default_value = "")]
-        complaint_phone: String,
-    },
-    /// Set the duties a supervisor's or liaison's grid chart entry shows (empty: the role's
-    /// standard duties).
-    SetDuties {
+        to: Option<String>,
         #[arg(long)]
-        person: String,
-        #[arg(long)]
-        duties: String,
+        out: PathBuf,
     },
     /// Show counts.
     Status,
@@ -761,33 +750,30 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;
             println!("new epoch {e}: devices will re-send what this server may have lost");
         }
-        AdminCmd::SetGridChart {
+        AdminCmd::Export {
+            kind,
+            format,
             grid,
-            agency,
-            agency_phone,
-            address,
-            complaint_phone,
+            from,
+            to,
+            out,
         } => {
-            let input = gridsync_server::reports::chart::AgencyInput {
-                agency,
-                address,
-                phone: agency_phone,
-                complaint_phone,
-            };
-            let info = gridsync_server::reports::chart::set_agency(s, "admin-cli", &grid, &input)
-                .map_err(|e| e.to_string())?;
+            let started = std::time::Instant::now();
+            let done = gridsync_server::reports::export::export_to_file(
+                s,
+                &kind,
+                &format,
+                grid.as_deref(),
+                from.as_deref(),
+                to.as_deref(),
+                &out,
+            )?;
             println!(
-                "grid chart of {grid}: {} ({})",
-                info.agency, info.agency_phone
+                "exported {} rows to {} in {:.1} s",
+                done.rows,
+                out.display(),
+                started.elapsed().as_secs_f64()
             );
-        }
-        AdminCmd::SetDuties { person, duties } => {
-            match gridsync_server::reports::chart::set_duties(s, "admin-cli", &person, &duties)
-                .map_err(|e| e.to_string())?
-            {
-                Some(_) => println!("duties of {person} saved"),
-                None => println!("duties of {person}: the role's standard duties"),
-            }
         }
         AdminCmd::Status => {
             println!("epoch {}", s.epoch().map_err(|e| e.to_string())?);
