@@ -166,6 +166,13 @@ fn only_county_staff_decide_township_acceptance() {
         let got = p.store.acceptances(TOWNSHIP).unwrap();
         assert_eq!(got.len(), 1, "{}", p.person.id);
         assert_eq!(got[0], stored, "{}", p.person.id);
+        // A kind without a query table on the phone: a full check finds nothing amiss.
+        let check = p
+            .store
+            .check_integrity(gridsync_core::store::IntegrityLevel::Full, false)
+            .unwrap();
+        assert!(check.tables.is_empty(), "{:?}", check.tables);
+        assert!(check.documents_checked > 0);
     }
 
     // A supervisor's change of the stored decision (withdrawing it, as itself or in the
