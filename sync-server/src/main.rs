@@ -136,6 +136,10 @@ struct DeskArgs {
     /// trusted proxy reports).
     #[arg(long, env = "GRIDSYNC_DESK_ALWAYS_SECURE")]
     desk_always_secure: bool,
+    /// First year of the township compliance programme (达标验收): the desk's targets are
+    /// 30 % of townships compliant by the end of it, 80 % the next year, 100 % after.
+    #[arg(long, env = "GRIDSYNC_PROGRAMME_START_YEAR", default_value_t = gridsync_server::reports::compliance::DEFAULT_PROGRAMME_START_YEAR)]
+    programme_start_year: i32,
 }
 
 impl DeskArgs {
@@ -156,6 +160,7 @@ impl DeskArgs {
             lock_for: Duration::from_secs(self.desk_lock_minutes.saturating_mul(60)),
             attempts_per_address_per_minute: self.desk_attempts_per_address,
             always_secure: self.desk_always_secure,
+            programme_start_year: self.programme_start_year,
         })
     }
 }
@@ -311,6 +316,31 @@ enum AdminCmd {
             default_value = "http://127.0.0.1:8080"
         )]
         base_url: String,
+    },
+    /// Set the supervising body a township's grid chart (公示牌) shows; its villages'
+    /// charts show the same.
+    SetGridChart {
+        /// The township's grid code.
+        #[arg(long)]
+        grid: String,
+        /// Name of the supervising body (监管单位).
+        #[arg(long)]
+        agency: String,
+        #[arg(long)]
+        agency_phone: String,
+        #[arg(long, default_value = "")]
+        address: String,
+        /// Complaint line, e.g. 12316.
+        #[arg(long, default_value = "")]
+        complaint_phone: String,
+    },
+    /// Set the duties a supervisor's or liaison's grid chart entry shows (empty: the role's
+    /// standard duties).
+    SetDuties {
+        #[arg(long)]
+        person: String,
+        #[arg(long)]
+        duties: String,
     },
     /// Export as XLSX or CSV: directory, visits, tests (rapid tests), rectifications or
     /// activity (per person), of a grid and the grids below it (every grid without --grid).
@@ -749,6 +779,34 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
         AdminCmd::RotateEpoch => {
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;
             println!("new epoch {e}: devices will re-send what this server may have lost");
+        }
+        AdminCmd::SetGridChart {
+            grid,
+            agency,
+            agency_phone,
+            address,
+            complaint_phone,
+        } => {
+            let input = gridsync_server::reports::chart::AgencyInput {
+                agency,
+                address,
+                phone: agency_phone,
+                complaint_phone,
+            };
+            let info = gridsync_server::reports::chart::set_agency(s, "admin-cli", &grid, &input)
+                .map_err(|e| e.to_string())?;
+            println!(
+                "grid chart of {grid}: {} ({})",
+                info.agency, info.agency_phone
+            );
+        }
+        AdminCmd::SetDuties { person, duties } => {
+            match gridsync_server::reports::chart::set_duties(s, "admin-cli", &person, &duties)
+                .map_err(|e| e.to_string())?
+            {
+                Some(_) => println!("duties of {person} saved"),
+                None => println!("duties of {person}: the role's standard duties"),
+            }
         }
         AdminCmd::Export {
             kind,

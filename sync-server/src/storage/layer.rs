@@ -190,10 +190,12 @@ fn cols(ins: &Insert) -> String {
 }
 
 /// The data tables, in dependency order (an import fills them in this order).
-pub(crate) const DATA_TABLES: [&str; 13] = [
+pub(crate) const DATA_TABLES: [&str; 15] = [
     "grids",
     "people",
     "desk_accounts",
+    "grid_charts",
+    "person_duties",
     "enrol_codes",
     "devices",
     "records",
@@ -618,7 +620,7 @@ fn pull_page(
         let fetch = room as i64 + 1;
         let sql = if feed.templates_only {
             "SELECT id, kind, seq, heads, CASE WHEN CAST($2 AS BIGINT) = 0 OR grid_since > CAST($2 AS BIGINT) THEN doc END
-             FROM records WHERE grid = $1 AND seq > $2 AND kind = 'template' ORDER BY seq LIMIT $3"
+             FROM records WHERE grid = $1 AND seq > $2 AND kind IN ('template', 'acceptance') ORDER BY seq LIMIT $3"
         } else {
             "SELECT id, kind, seq, heads, CASE WHEN CAST($2 AS BIGINT) = 0 OR grid_since > CAST($2 AS BIGINT) THEN doc END
              FROM records WHERE grid = $1 AND seq > $2 ORDER BY seq LIMIT $3"
@@ -790,6 +792,7 @@ fn export_all<B: Backend>(b: &B, tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> St
         DumpChunk::DeskAccounts,
         sink,
     )?;
+    super::chart::export(tx, sink)?;
     export_table(
         tx,
         "enrol_codes",
@@ -1075,6 +1078,8 @@ fn import_chunk(tx: &mut dyn Tx, chunk: &DumpChunk) -> StorageResult<()> {
                 })
                 .collect(),
         ),
+        DumpChunk::GridCharts(rows) => super::chart::import_charts(rows),
+        DumpChunk::PersonDuties(rows) => super::chart::import_duties(rows),
         DumpChunk::Codes(rows) => (
             &INS_CODES,
             rows.iter()
@@ -2003,6 +2008,16 @@ impl<B: Backend> Storage for SqlStorage<B> {
             .read(|tx| query::run_page(tx, &q, page.limit, query::rectification_row))
     }
 
+    fn acceptances(
+        &self,
+        grids: &[String],
+        up_to_year: i32,
+    ) -> StorageResult<Vec<super::acceptance::AcceptanceRow>> {
+        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+        self.backend
+            .read(|tx| super::acceptance::rows_of(tx, &grids, up_to_year))
+    }
+
     fn for_each_producer(
         &self,
         grids: &[String],
@@ -2059,6 +2074,10 @@ impl<B: Backend> Storage for SqlStorage<B> {
 
     fn query_snapshot(&self) -> StorageResult<QuerySnapshot> {
         self.backend.read(query::snapshot)
+    }
+
+    fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies> {
+        self.backend.read(|tx| super::tallies::read(tx, q))
     }
 
     fn attachment(&self, sha256: &str) -> StorageResult<Option<AttachmentMeta>> {

@@ -10,7 +10,9 @@
 //! (`tests/storage_conformance.rs`) runs against each backend. Calls are blocking: the HTTP
 //! layer runs them on tokio's blocking pool.
 
+pub mod acceptance;
 pub(crate) mod batch;
+pub mod chart;
 pub mod desk;
 pub mod exports;
 pub mod layer;
@@ -18,6 +20,7 @@ pub mod postgres;
 pub mod query;
 pub mod sql;
 pub mod sqlite;
+pub mod tallies;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -29,12 +32,15 @@ use gridsync_core::model::{GridKind, GridLevel, GridNode, Person, Record, Record
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushResult};
 use serde::{Deserialize, Serialize};
 
+pub use chart::{ChartStorage, GridChartInfo, PersonDuties};
 pub use desk::{DeskAccount, DeskSession, DeskStorage, FailedSignIn};
 pub use exports::{ActivityRow, Period, VisitExportRow, VisitSet};
 pub use query::{
     DirectoryFilter, DirectorySort, Page, PageReq, ProducerRow, QuerySnapshot, RebuildReport,
     RectificationRow, ReviewLevel, ReviewRow, VisitFilter, VisitRow, MAX_PAGE,
 };
+pub use query::{FindingRow, TestRow};
+pub use tallies::{Tallies, TallyQuery};
 
 /// The device name under which the server itself writes records it seeds (demo data,
 /// benchmark datasets), as an administrator would push them.
@@ -136,7 +142,8 @@ pub struct FeedRead {
     pub grid: String,
     /// Cursor (last sequence the device applied).
     pub after: u64,
-    /// Only checklist templates of this grid are visible (an ancestor grid).
+    /// Only the records read from below are visible (an ancestor grid): checklist templates
+    /// and township acceptance decisions.
     pub templates_only: bool,
 }
 
@@ -283,7 +290,7 @@ pub fn open_storage(config: &StorageConfig) -> StorageResult<Arc<dyn Storage>> {
 }
 
 /// A storage backend (desk sign-in included: [`DeskStorage`]).
-pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
+pub trait Storage: DeskStorage + ChartStorage + Send + Sync + std::fmt::Debug {
     /// The backend's name ("sqlite", "postgres").
     fn backend_name(&self) -> &'static str;
     /// The server epoch (changes when the data is restored from a backup).
@@ -446,6 +453,13 @@ pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
         overdue_only: bool,
         page: PageReq,
     ) -> StorageResult<Page<RectificationRow>>;
+    /// Township acceptance decisions (`q_acceptances`) on `grids` for the years up to
+    /// `up_to_year`, by grid and year (a township has one a year: a handful of rows).
+    fn acceptances(
+        &self,
+        grids: &[String],
+        up_to_year: i32,
+    ) -> StorageResult<Vec<acceptance::AcceptanceRow>>;
     /// Rebuilds every query row from the stored documents, in bounded batches (each its
     /// own transaction, its records locked against concurrent pushes); idempotent.
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport>;
@@ -469,6 +483,9 @@ pub trait Storage: DeskStorage + Send + Sync + std::fmt::Debug {
     ) -> StorageResult<()>;
     /// Exports: what each person did in `grids` during `period`, by person id.
     fn activity(&self, grids: &[String], period: Period) -> StorageResult<Vec<ActivityRow>>;
+    /// The dashboard's grouped counts of the query tables (see [`tallies`]), read in one
+    /// transaction.
+    fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies>;
 
     /// Testing hook: every push waits this long after taking its feed sequences and before
     /// committing, to force late commits (zero turns it off; backends whose pushes commit in
@@ -490,7 +507,7 @@ pub const DUMP_CHUNK_ROWS: usize = 1000;
 pub const DUMP_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Copies every row of `from` into the empty store `to`: server meta (epoch, reference
-/// generation), grids, people, desk accounts, codes, devices, records, changes, departures, feed heads,
+/// generation), grids, people, desk accounts, grid charts and duties, codes, devices, records, changes, departures, feed heads,
 /// feed log with tokens, audit, complete attachments with their bytes and references.
 /// Devices keep syncing against the copy without a re-bootstrap.
 pub fn copy_all(from: &dyn Storage, to: &dyn Storage) -> StorageResult<CopyCounts> {
@@ -608,6 +625,10 @@ pub enum DumpChunk {
     /// Desk accounts (sessions and password-set links are not copied: a copy signs nobody
     /// in).
     DeskAccounts(Vec<DeskAccount>),
+    /// Supervising bodies of grids (the grid chart).
+    GridCharts(Vec<GridChartInfo>),
+    /// Published duties of people (the grid chart).
+    PersonDuties(Vec<PersonDuties>),
     /// Enrolment codes.
     Codes(Vec<CodeRow>),
     /// Devices.
@@ -650,6 +671,8 @@ impl DumpChunk {
             DumpChunk::Grids(v) => ("grids", v.len()),
             DumpChunk::People(v) => ("people", v.len()),
             DumpChunk::DeskAccounts(v) => ("desk_accounts", v.len()),
+            DumpChunk::GridCharts(v) => ("grid_charts", v.len()),
+            DumpChunk::PersonDuties(v) => ("person_duties", v.len()),
             DumpChunk::Codes(v) => ("enrol_codes", v.len()),
             DumpChunk::Devices(v) => ("devices", v.len()),
             DumpChunk::Records(v) => ("records", v.len()),

@@ -1,6 +1,6 @@
 //! Query tables: materialized rows of producers (`q_producers`), their review steps
-//! (`q_reviews`) and visits with their rectifications (`q_visits`), for the desk console's
-//! pages. Written once over [`Tx`] like the rest of `layer.rs`:
+//! (`q_reviews`), visits with their rectifications (`q_visits`) and the visits' rapid tests
+//! (`q_tests`) and findings (`q_findings`), for the desk console's pages and figures. Written once over [`Tx`] like the rest of `layer.rs`:
 //!
 //! - [`materialize`] writes the rows of records in the transaction that stores them (each
 //!   accepted push, with the [`Record`] the push logic already read; each imported chunk
@@ -182,6 +182,58 @@ pub struct VisitRow {
     pub updated_at_ms: i64,
 }
 
+/// A rapid test of a visit as its query row holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRow {
+    /// The visit it was made in.
+    pub visit_id: String,
+    /// Its place in the visit's list of tests (0 = first).
+    pub pos: i64,
+    /// The visit's grid.
+    pub grid: String,
+    /// Test item (e.g. 克伦特罗).
+    pub item: String,
+    /// Verdict ([`verdict_str`]).
+    pub verdict: String,
+    /// When it was made.
+    pub tested_at_ms: i64,
+}
+
+/// A finding of a visit as its query row holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingRow {
+    /// The visit it was recorded in.
+    pub visit_id: String,
+    /// Its place in the visit's list of findings (0 = first).
+    pub pos: i64,
+    /// The visit's grid.
+    pub grid: String,
+    /// The checklist item it relates to, if any.
+    pub item_id: Option<String>,
+    /// Severity ([`severity_str`]; `serious` = referred to enforcement).
+    pub severity: String,
+    /// When it was recorded.
+    pub recorded_at_ms: i64,
+}
+
+/// The stored name of a verdict (its serde name).
+pub fn verdict_str(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Suspect => "suspect",
+    }
+}
+
+/// The stored name of a severity (its serde name).
+pub fn severity_str(s: Severity) -> &'static str {
+    match s {
+        Severity::Minor => "minor",
+        Severity::Major => "major",
+        Severity::Serious => "serious",
+    }
+}
+
 /// An open rectification: its visit, the producer's name, and whether it is overdue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RectificationRow {
@@ -267,6 +319,8 @@ pub struct RebuildReport {
     pub producers: u64,
     /// Visit rows written.
     pub visits: u64,
+    /// Acceptance rows written.
+    pub acceptances: u64,
     /// Review step rows written.
     pub reviews: u64,
     /// Rows deleted because no record of their kind has their id.
@@ -289,6 +343,12 @@ pub struct QuerySnapshot {
     pub reviews: Vec<ReviewRow>,
     /// Visits by id.
     pub visits: Vec<VisitRow>,
+    /// Rapid tests by visit and position.
+    pub tests: Vec<TestRow>,
+    /// Findings by visit and position.
+    pub findings: Vec<FindingRow>,
+    /// Township acceptance decisions by id.
+    pub acceptances: Vec<super::acceptance::AcceptanceRow>,
 }
 
 // ---- Writing rows. ----
@@ -299,6 +359,8 @@ mod inserts {
     /// Producers: `last_visit_ms` is kept by [`super::refresh_last_visit`], not here.
     pub(super) const INS_Q_PRODUCERS: Insert = Insert { table: "q_producers", columns: &[("id", Text), ("grid", Text), ("name", Text), ("owner", Text), ("phone", Text), ("credit_code", Text), ("id_number", Text), ("producer_type", Text), ("status", Text), ("review_state", Text), ("review_at_ms", Int), ("risk", Text), ("created_by", Text), ("created_at_ms", Int), ("updated_at_ms", Int)], on_conflict: " ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, name = excluded.name, owner = excluded.owner, phone = excluded.phone, credit_code = excluded.credit_code, id_number = excluded.id_number, producer_type = excluded.producer_type, status = excluded.status, review_state = excluded.review_state, review_at_ms = excluded.review_at_ms, risk = excluded.risk, created_by = excluded.created_by, created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms" };
     pub(super) const INS_Q_REVIEWS: Insert = Insert { table: "q_reviews", columns: &[("producer_id", Text), ("step", Int), ("event_id", Text), ("grid", Text), ("action", Text), ("by_person", Text), ("at_ms", Int), ("state_after", Text), ("reason", Text)], on_conflict: "" };
+    pub(super) const INS_Q_TESTS: Insert = Insert { table: "q_tests", columns: &[("visit_id", Text), ("pos", Int), ("grid", Text), ("item", Text), ("verdict", Text), ("tested_at_ms", Int)], on_conflict: "" };
+    pub(super) const INS_Q_FINDINGS: Insert = Insert { table: "q_findings", columns: &[("visit_id", Text), ("pos", Int), ("grid", Text), ("item_id", Text), ("severity", Text), ("recorded_at_ms", Int)], on_conflict: "" };
     pub(super) const INS_Q_VISITS: Insert = Insert { table: "q_visits", columns: &[("id", Text), ("producer_id", Text), ("grid", Text), ("inspector", Text), ("started_at_ms", Int), ("ended_at_ms", Int), ("status", Text), ("findings", Int), ("serious_findings", Int), ("rapid_tests", Int), ("failed_tests", Int), ("reviewed_at_ms", Int), ("follow_up_of", Text), ("rect_required", Bool), ("rect_open", Bool), ("rect_deadline", Text), ("rect_notice", Text), ("rect_resolved_at_ms", Int), ("updated_at_ms", Int)], on_conflict: " ON CONFLICT (id) DO UPDATE SET producer_id = excluded.producer_id, grid = excluded.grid, inspector = excluded.inspector, started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms, status = excluded.status, findings = excluded.findings, serious_findings = excluded.serious_findings, rapid_tests = excluded.rapid_tests, failed_tests = excluded.failed_tests, reviewed_at_ms = excluded.reviewed_at_ms, follow_up_of = excluded.follow_up_of, rect_required = excluded.rect_required, rect_open = excluded.rect_open, rect_deadline = excluded.rect_deadline, rect_notice = excluded.rect_notice, rect_resolved_at_ms = excluded.rect_resolved_at_ms, updated_at_ms = excluded.updated_at_ms" };
 }
 use inserts::*;
@@ -307,6 +369,8 @@ pub(crate) const PRODUCER_COLS: &str = "id, grid, name, owner, phone, credit_cod
 pub(crate) const VISIT_COLS: &str = "id, producer_id, grid, inspector, started_at_ms, ended_at_ms, status, findings, serious_findings, rapid_tests, failed_tests, reviewed_at_ms, follow_up_of, rect_required, rect_open, rect_deadline, rect_notice, rect_resolved_at_ms, updated_at_ms";
 const REVIEW_COLS: &str =
     "producer_id, step, event_id, grid, action, by_person, at_ms, state_after, reason";
+const TEST_COLS: &str = "visit_id, pos, grid, item, verdict, tested_at_ms";
+const FINDING_COLS: &str = "visit_id, pos, grid, item_id, severity, recorded_at_ms";
 
 fn count(n: usize) -> Value<'static> {
     Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
@@ -392,11 +456,64 @@ fn visit_values(v: &Visit) -> Vec<Value<'_>> {
     ]
 }
 
+fn test_values(v: &Visit) -> Vec<Vec<Value<'_>>> {
+    v.rapid_tests
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            vec![
+                Value::Text(&v.id),
+                count(i),
+                Value::Text(&v.grid),
+                Value::Text(&t.item),
+                Value::Text(verdict_str(t.verdict)),
+                Value::Int(t.tested_at_ms),
+            ]
+        })
+        .collect()
+}
+
+fn finding_values(v: &Visit) -> Vec<Vec<Value<'_>>> {
+    v.findings
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            vec![
+                Value::Text(&v.id),
+                count(i),
+                Value::Text(&v.grid),
+                Value::from(&f.item_id),
+                Value::Text(severity_str(f.severity)),
+                Value::Int(f.recorded_at_ms),
+            ]
+        })
+        .collect()
+}
+
+/// Deletes the test and finding rows of the visits `ids`.
+fn delete_visit_items(tx: &mut dyn Tx, ids: &[&str]) -> StorageResult<()> {
+    for t in ["q_tests", "q_findings"] {
+        tx.execute(
+            &format!("DELETE FROM {t} WHERE visit_id IN LIST($1)"),
+            params![ids],
+        )?;
+    }
+    Ok(())
+}
+
 /// Writes the query rows of `records` (each id once, as stored now) in the transaction
 /// `tx`: producers with their review steps, visits, and the latest visit of every producer
 /// a written visit names (or named before). A record moved to another grid takes its new
 /// grid. Templates have no rows.
 pub(crate) fn materialize(tx: &mut dyn Tx, records: &[&Record]) -> StorageResult<()> {
+    let acceptances: Vec<&gridsync_core::model::Acceptance> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Acceptance(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    super::acceptance::write(tx, &acceptances)?;
     let producers: Vec<&Producer> = records
         .iter()
         .filter_map(|r| match r {
@@ -442,6 +559,15 @@ pub(crate) fn materialize(tx: &mut dyn Tx, records: &[&Record]) -> StorageResult
         )?;
         let rows: Vec<Vec<Value<'_>>> = visits.iter().map(|v| visit_values(v)).collect();
         tx.insert_rows(&INS_Q_VISITS, &rows)?;
+        delete_visit_items(tx, &ids)?;
+        let tests: Vec<Vec<Value<'_>>> = visits.iter().flat_map(|v| test_values(v)).collect();
+        if !tests.is_empty() {
+            tx.insert_rows(&INS_Q_TESTS, &tests)?;
+        }
+        let findings: Vec<Vec<Value<'_>>> = visits.iter().flat_map(|v| finding_values(v)).collect();
+        if !findings.is_empty() {
+            tx.insert_rows(&INS_Q_FINDINGS, &findings)?;
+        }
         touched.extend(visits.iter().map(|v| v.producer_id.clone()));
     }
     refresh_last_visit(tx, &touched)
@@ -516,6 +642,8 @@ pub(crate) fn materialize_docs(
             "DELETE FROM q_reviews WHERE producer_id IN LIST($1)",
             params![ids.as_slice()],
         )?;
+        delete_visit_items(tx, &ids)?;
+        super::acceptance::delete(tx, &ids)?;
         refresh_last_visit(tx, &touched)?;
     }
     for r in &records {
@@ -525,6 +653,7 @@ pub(crate) fn materialize_docs(
                 report.reviews += p.review.history.len() as u64;
             }
             Record::Visit(_) => report.visits += 1,
+            Record::Acceptance(_) => report.acceptances += 1,
             Record::Template(_) => {}
         }
     }
@@ -620,7 +749,30 @@ pub(crate) fn delete_orphans(tx: &mut dyn Tx, limit: i64) -> StorageResult<u64> 
         params![limit],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let mut n = 0;
+    let mut items: Vec<String> = Vec::new();
+    for t in ["q_tests", "q_findings"] {
+        items.extend(tx.rows(
+            t,
+            &format!(
+                "SELECT DISTINCT q.visit_id FROM {t} q WHERE NOT EXISTS
+                    (SELECT 1 FROM records r WHERE r.id = q.visit_id AND r.kind = 'visit') LIMIT $1"
+            ),
+            params![limit],
+            |r| r.get(0),
+        )?);
+    }
+    let mut n = super::acceptance::delete_orphans(tx, limit)?;
+    items.sort();
+    items.dedup();
+    let it: Vec<&str> = items.iter().map(String::as_str).collect();
+    if !it.is_empty() {
+        for t in ["q_tests", "q_findings"] {
+            n += tx.execute(
+                &format!("DELETE FROM {t} WHERE visit_id IN LIST($1)"),
+                params![it.as_slice()],
+            )?;
+        }
+    }
     let p: Vec<&str> = producers.iter().map(String::as_str).collect();
     if !p.is_empty() {
         n += tx.execute(
@@ -695,6 +847,28 @@ pub(crate) fn visit_row(r: &Row) -> StorageResult<VisitRow> {
         rect_notice: r.get(16)?,
         rect_resolved_at_ms: r.get(17)?,
         updated_at_ms: r.get(18)?,
+    })
+}
+
+pub(crate) fn test_row(r: Row) -> StorageResult<TestRow> {
+    Ok(TestRow {
+        visit_id: r.get(0)?,
+        pos: r.get(1)?,
+        grid: r.get(2)?,
+        item: r.get(3)?,
+        verdict: r.get(4)?,
+        tested_at_ms: r.get(5)?,
+    })
+}
+
+pub(crate) fn finding_row(r: Row) -> StorageResult<FindingRow> {
+    Ok(FindingRow {
+        visit_id: r.get(0)?,
+        pos: r.get(1)?,
+        grid: r.get(2)?,
+        item_id: r.get(3)?,
+        severity: r.get(4)?,
+        recorded_at_ms: r.get(5)?,
     })
 }
 
@@ -976,6 +1150,19 @@ pub(crate) fn snapshot(tx: &mut dyn Tx) -> StorageResult<QuerySnapshot> {
             &[],
             |r| visit_row(&r),
         )?,
+        tests: tx.rows(
+            "q_tests",
+            &format!("SELECT {TEST_COLS} FROM q_tests ORDER BY visit_id, pos"),
+            &[],
+            test_row,
+        )?,
+        findings: tx.rows(
+            "q_findings",
+            &format!("SELECT {FINDING_COLS} FROM q_findings ORDER BY visit_id, pos"),
+            &[],
+            finding_row,
+        )?,
+        acceptances: super::acceptance::all(tx)?,
     })
 }
 
