@@ -39,6 +39,9 @@ struct Args {
     /// Also time the console's pages over HTTP.
     #[arg(long)]
     http: bool,
+    /// Also time the dashboard's figures for the whole banner (every figure, a year).
+    #[arg(long)]
+    dashboard: bool,
     /// Also time the exports of the whole banner (directory and visits, XLSX and CSV) and
     /// their peak memory; when the database exists they run first, before the dataset is
     /// generated in memory, so the peaks are the exports' own.
@@ -262,6 +265,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(queries);
     if args.http {
         http_pages(&args, &data, &townships)?;
+    }
+    if args.dashboard {
+        dashboard_figures(&s, &data, args.runs)?;
     }
     if args.rebuild {
         let t = Instant::now();
@@ -530,6 +536,51 @@ fn export_figures(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 if reset { " (peak reset before)" } else { " (peak not resettable: process-wide)" }
             );
         }
+    }
+    Ok(())
+}
+
+/// The dashboard's figures for the whole banner (`reports::figures`: every tally in one
+/// read transaction, rolled up to the townships), for a county reviewer of the banner:
+/// the last full year of the dataset and this year to date; medians and maxima in ms.
+fn dashboard_figures(
+    s: &SqliteStorage,
+    data: &gridsync_server::dataset::Dataset,
+    runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use gridsync_server::reports::figures::{figures, Period};
+    let nodes = s.grids()?;
+    let people = s.people()?;
+    let county = data
+        .person(gridsync_core::model::Role::CountyReviewer)
+        .ok_or("no county reviewer")?;
+    let tree = std::sync::Arc::new(gridsync_core::store::TreeSnapshot::from_nodes(&nodes));
+    let scope = gridsync_server::scope::Scope::compute(&nodes, &people, county, tree);
+    let now = gridsync_core::now_ms();
+    let today = gridsync_core::dates::china_date(now);
+    let banner = data.banner().code.clone();
+    println!();
+    println!("| dashboard figures, whole banner | p50 ms | max ms | visits counted |");
+    println!("|---|---:|---:|---:|");
+    for (what, from, to) in [
+        ("2025 (a full year)", Some("2025-01-01"), Some("2025-12-31")),
+        ("this year to date", None, None),
+    ] {
+        let period = Period::parse(from, to, &today)?;
+        let mut times = Vec::with_capacity(runs);
+        let mut visits = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let f = figures(s, &scope, Some(&banner), &period, now)?.ok_or("out of scope")?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            visits = f.total.visits;
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {what} | {:.1} | {:.1} | {visits} |",
+            percentile(&times, 0.5),
+            times[times.len() - 1]
+        );
     }
     Ok(())
 }
