@@ -530,7 +530,13 @@ fn banner_figures_equal_counts_of_the_seeded_records() {
         "/desk/dashboard?grid={village}&from=2025-06-01&to=2025-12-31"
     ));
     assert_eq!(rv.status, StatusCode::OK);
-    check_figures(&d, std::slice::from_ref(&village), &rv.body, "2025-06-01", "2025-12-31");
+    check_figures(
+        &d,
+        std::slice::from_ref(&village),
+        &rv.body,
+        "2025-06-01",
+        "2025-12-31",
+    );
     assert!(rv.body.contains(&format!("/desk/directory?grid={village}")));
     // A period that reaches today judges coverage now; every chart is inline SVG.
     let rn = b.get(&format!("/desk/dashboard?grid={banner}"));
