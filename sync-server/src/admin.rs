@@ -455,23 +455,10 @@ pub fn seed_records(
     };
     let mut accepted = 0;
     for chunk in records.chunks(500) {
-        let mut pushes = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let at = match r {
-                Record::Producer(p) => p.updated_at_ms,
-                Record::Visit(v) => v.updated_at_ms,
-                Record::Acceptance(a) => a.updated_at_ms,
-                Record::Template(_) => gridsync_core::now_ms(),
-            };
-            let mut d = RecordDoc::create(r, &actor, &admin.id, at)
-                .map_err(|e| AdminError::Invalid(e.to_string()))?;
-            pushes.push(PushRecord {
-                id: r.id().to_string(),
-                kind: r.kind().tag(),
-                changes: d.save(),
-                heads: d.heads().iter().map(|h| h.0).collect(),
-            });
-        }
+        let pushes = chunk
+            .iter()
+            .map(|r| seed_push(r, &actor, admin))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut ctx = crate::push::PushContext::new(storage, &scope, crate::push::SEED_DEVICE);
         let mut process = |stored: Option<&crate::storage::StoredRecord>, p: &PushRecord| {
             crate::push::decide(&mut ctx, stored, p)
@@ -486,6 +473,85 @@ pub fn seed_records(
         }
     }
     Ok(accepted)
+}
+
+/// A record as the administrator's seeding device would push it: one document created by
+/// `admin`, signed with the seed device's actor.
+fn seed_push(
+    r: &Record,
+    actor: &automerge::ActorId,
+    admin: &Person,
+) -> Result<PushRecord, AdminError> {
+    let at = match r {
+        Record::Producer(p) => p.updated_at_ms,
+        Record::Visit(v) => v.updated_at_ms,
+        Record::Acceptance(a) => a.updated_at_ms,
+        Record::Template(_) => gridsync_core::now_ms(),
+    };
+    let mut d = RecordDoc::create(r, actor, &admin.id, at)
+        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    Ok(PushRecord {
+        id: r.id().to_string(),
+        kind: r.kind().tag(),
+        changes: d.save(),
+        heads: d.heads().iter().map(|h| h.0).collect(),
+    })
+}
+
+/// [`seed_records`] in one storage transaction, for imports that must store all records or
+/// none: every record is judged as a push by `admin` (same validation and rules), and the
+/// first rejection cancels the whole batch, so nothing is stored; the error names the
+/// record. `progress(judged, total)` is called as records are judged (a batch the backend
+/// decides again after a conflict counts again, up to `total`).
+pub fn seed_records_all_or_nothing(
+    storage: &dyn Storage,
+    admin: &Person,
+    records: &[Record],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize, AdminError> {
+    let nodes = storage.grids()?;
+    let tree = std::sync::Arc::new(gridsync_core::store::TreeSnapshot::from_nodes(&nodes));
+    let scope = Scope::compute(&nodes, &storage.people()?, admin, tree);
+    let actor = gridsync_core::device_actor(crate::push::SEED_DEVICE);
+    let author = Author {
+        person_id: admin.id.clone(),
+        device_id: None,
+    };
+    let pushes = records
+        .iter()
+        .map(|r| seed_push(r, &actor, admin))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = pushes.len();
+    let mut ctx = crate::push::PushContext::new(storage, &scope, crate::push::SEED_DEVICE);
+    let mut refused: Option<String> = None;
+    let mut judged = 0;
+    let mut process = |stored: Option<&crate::storage::StoredRecord>, p: &PushRecord| {
+        let d = crate::push::decide(&mut ctx, stored, p);
+        judged = (judged + 1).min(total);
+        progress(judged, total);
+        match d {
+            crate::storage::PushDecision::Reject(_, reason) => {
+                refused = Some(format!("record {}: {reason}", p.id));
+                crate::storage::PushDecision::Cancelled
+            }
+            crate::storage::PushDecision::Duplicate => {
+                refused = Some(format!("record {}: already stored", p.id));
+                crate::storage::PushDecision::Cancelled
+            }
+            d => d,
+        }
+    };
+    match storage.apply_push(&author, &pushes, &mut process) {
+        Ok(results) => Ok(results
+            .iter()
+            .filter(|r| matches!(r.outcome, PushOutcome::Accepted))
+            .count()),
+        Err(StorageError::Cancelled) => Err(AdminError::Invalid(format!(
+            "nothing stored: {}",
+            refused.unwrap_or_else(|| "the batch was cancelled".into())
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

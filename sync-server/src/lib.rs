@@ -9,6 +9,7 @@ pub mod conn;
 pub mod dataset;
 pub mod demo;
 pub mod desk;
+pub mod import;
 pub mod limits;
 pub mod metrics;
 pub mod push;

@@ -361,6 +361,41 @@ enum AdminCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Import producers from a CSV or XLSX file with Chinese headers (docs/import.md): all
+    /// rows or none; bad rows and likely duplicates are reported by line and column.
+    ImportProducers {
+        file: PathBuf,
+        /// Header of the column that holds the grid code (default 网格编码).
+        #[arg(long)]
+        grid_column: Option<String>,
+        /// Import rows that look like duplicates anyway (after reading the report).
+        #[arg(long)]
+        allow_duplicates: bool,
+        /// Check the file and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The administrator the records are created by (default: the only one).
+        #[arg(long = "as")]
+        as_person: Option<String>,
+    },
+    /// Import people from a CSV or XLSX file (姓名, 手机号, 角色, 网格编码, 编号): all rows
+    /// or none, checked as add-person checks them.
+    ImportPeople {
+        file: PathBuf,
+        /// Check the file and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Grids staffed outside the plan: townships without or with more than 2 supervisors,
+    /// villages without or with more than 2 liaisons.
+    Staffing {
+        /// Only this grid and the grids below it.
+        #[arg(long)]
+        grid: Option<String>,
+        /// Every township and village, not only those out of plan.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show counts.
     Status,
 }
@@ -833,6 +868,49 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
                 started.elapsed().as_secs_f64()
             );
         }
+        AdminCmd::ImportProducers {
+            file,
+            grid_column,
+            allow_duplicates,
+            dry_run,
+            as_person,
+        } => import_producers(
+            s,
+            &file,
+            gridsync_server::import::ProducerOptions {
+                grid_column,
+                allow_duplicates,
+                dry_run,
+            },
+            as_person.as_deref(),
+        )?,
+        AdminCmd::ImportPeople { file, dry_run } => {
+            let started = std::time::Instant::now();
+            let mut bar = ProgressBar::default();
+            let n = gridsync_server::import::import_people(s, &file, dry_run, &mut |st, d, t| {
+                bar.show(st, d, t)
+            });
+            bar.finish();
+            let n = n.map_err(|e| e.to_string())?;
+            if dry_run {
+                println!(
+                    "{}: every row is good; nothing written (dry run)",
+                    file.display()
+                );
+            } else {
+                println!(
+                    "imported {n} people in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                let r = gridsync_server::reports::staffing::staffing(s, &[])
+                    .map_err(|e| e.to_string())?;
+                let off = r.off_plan().count();
+                if off > 0 {
+                    println!("{off} grids are staffed outside the plan: see `admin staffing`");
+                }
+            }
+        }
+        AdminCmd::Staffing { grid, all } => staffing(s, grid, all)?,
         AdminCmd::Status => {
             println!("epoch {}", s.epoch().map_err(|e| e.to_string())?);
             for (k, n) in s.record_counts().map_err(|e| e.to_string())? {
@@ -843,6 +921,152 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             println!("devices: {}", s.devices().map_err(|e| e.to_string())?.len());
         }
     }
+    Ok(())
+}
+
+/// A progress line on standard error, rewritten in place (`\r`) at most every percent.
+#[derive(Debug, Default)]
+struct ProgressBar {
+    shown: Option<(gridsync_server::import::Stage, usize)>,
+    dirty: bool,
+}
+
+impl ProgressBar {
+    fn show(&mut self, stage: gridsync_server::import::Stage, done: usize, total: usize) {
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        if self.shown == Some((stage, pct)) {
+            return;
+        }
+        if self.shown.is_some_and(|(s, _)| s != stage) {
+            eprintln!();
+        }
+        self.shown = Some((stage, pct));
+        let width = 30;
+        let filled = pct * width / 100;
+        eprint!(
+            "\r{:<10} [{}{}] {pct:>3}% {done}/{total}",
+            stage.label(),
+            "#".repeat(filled),
+            " ".repeat(width - filled)
+        );
+        std::io::stderr().flush().ok();
+        self.dirty = true;
+    }
+
+    fn finish(&mut self) {
+        if self.dirty {
+            eprintln!();
+            self.dirty = false;
+        }
+    }
+}
+
+fn import_producers(
+    s: &dyn Storage,
+    file: &Path,
+    options: gridsync_server::import::ProducerOptions,
+    as_person: Option<&str>,
+) -> Result<(), String> {
+    let admins: Vec<Person> = s
+        .people()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|p| p.role == Role::Admin)
+        .collect();
+    let by = match as_person {
+        Some(id) => admins
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| format!("'{id}' is not an active administrator"))?,
+        None => match admins.len() {
+            1 => admins.into_iter().next().ok_or("no administrator")?,
+            0 => return Err("records are imported as an administrator's: add one with `admin add-person --role admin`".into()),
+            _ => return Err(format!(
+                "several administrators ({}): name one with --as",
+                admins.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        },
+    };
+    let started = std::time::Instant::now();
+    let mut bar = ProgressBar::default();
+    let done =
+        gridsync_server::import::import_producers(s, &by, file, &options, &mut |st, d, t| {
+            bar.show(st, d, t)
+        });
+    bar.finish();
+    let done = done.map_err(|e| e.to_string())?;
+    if !done.duplicates.is_empty() {
+        println!(
+            "{} rows look like producers already in the directory or earlier in the file (imported anyway, --allow-duplicates):",
+            done.duplicates.len()
+        );
+        for d in &done.duplicates {
+            println!("  {d}");
+        }
+    }
+    if options.dry_run {
+        println!(
+            "{}: all {} rows are good; nothing written (dry run)",
+            file.display(),
+            done.rows
+        );
+    } else {
+        println!(
+            "imported {} producers from {} rows in {:.1} s (created by {})",
+            done.imported,
+            done.rows,
+            started.elapsed().as_secs_f64(),
+            by.id
+        );
+    }
+    Ok(())
+}
+
+fn staffing(s: &dyn Storage, grid: Option<String>, all: bool) -> Result<(), String> {
+    use gridsync_server::reports::staffing;
+    let roots: Vec<String> = grid.into_iter().collect();
+    if let Some(g) = roots.first() {
+        if !s
+            .grids()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|n| &n.code == g)
+        {
+            return Err(format!("'{g}' is not a grid"));
+        }
+    }
+    let r = staffing::staffing(s, &roots).map_err(|e| e.to_string())?;
+    for g in r.grids.iter().filter(|g| all || g.issue.is_some()) {
+        let who = g
+            .people
+            .iter()
+            .map(|(id, name)| format!("{name} ({id})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "{}  {}  {} {}: {} of {}–{}{}  {}",
+            g.code,
+            g.name,
+            g.level.as_str(),
+            g.role.as_str(),
+            g.people.len(),
+            g.min,
+            g.max,
+            g.issue
+                .map(|i| format!("  {} {}", i.as_str(), i.label_zh()))
+                .unwrap_or_default(),
+            who
+        );
+    }
+    let m = r.summary;
+    println!(
+        "townships: {} of {} within plan ({} without a supervisor, {} with more than planned)",
+        m.townships_ok, m.townships, m.townships_without_supervisor, m.townships_over
+    );
+    println!(
+        "villages: {} of {} within plan ({} without a liaison, {} with more than planned)",
+        m.villages_ok, m.villages, m.villages_without_liaison, m.villages_over
+    );
     Ok(())
 }
 

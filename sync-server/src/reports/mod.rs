@@ -7,4 +7,5 @@ pub mod compliance;
 pub mod export;
 pub mod figures;
 pub mod pdf;
+pub mod staffing;
 pub mod svg;
