@@ -25,6 +25,7 @@ pub mod history;
 pub mod migrate;
 pub mod model;
 pub mod rules;
+pub mod scale;
 pub mod store;
 pub mod sync;
 pub mod validate;
