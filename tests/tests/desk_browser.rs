@@ -32,6 +32,8 @@ const SUP_USER: &str = "sup-t01";
 const SUP_PASSWORD: &str = "乡镇监管员-浏览器测试-01";
 const CTY_USER: &str = "county";
 const CTY_PASSWORD: &str = "县级审核员-浏览器测试-02";
+const ADM_USER: &str = "admin";
+const ADM_PASSWORD: &str = "系统管理员-浏览器测试-03";
 const RETURN_REASON: &str = "身份证号与户主姓名不符，请核对后重新提交";
 
 /// Whether the browser is here. Missing, it fails the test, unless a developer opted out.
@@ -210,23 +212,6 @@ fn review_chain_in_the_browser_reaches_the_phone() {
         ReviewState::Submitted
     );
 
-    // The other sections, those that answer yet.
-    for (name, path) in [
-        ("directory", "/desk/directory"),
-        ("visits", "/desk/visits"),
-        ("rectifications", "/desk/rectifications"),
-        ("people", "/desk/people"),
-        ("audit", "/desk/audit"),
-    ] {
-        let status = desk.fetch_status(path);
-        if status == 200 {
-            desk.goto(path);
-            desk.screenshot(name);
-        } else {
-            eprintln!("{path} answers {status}: no screenshot");
-        }
-    }
-
     // After logout the old session cookie is dead. First, that putting a cookie back works:
     // the live one, dropped and put back, still signs in.
     let old = desk.session_cookie();
@@ -266,4 +251,104 @@ fn review_chain_in_the_browser_reaches_the_phone() {
         started.elapsed().as_secs_f64(),
         browser::screenshot_dir().display()
     );
+}
+
+/// Every section of the console in the browser, at a desk's 1366×768 and a tablet's
+/// 820×1180: each answers 200 and shows what it is for (the dashboard its SVG charts with
+/// their tables, the grid chart the township's current supervisors with their phones, the
+/// townships their compliance), screenshotted; people and devices for the administrator.
+#[test]
+fn every_section_of_the_console_in_the_browser() {
+    if !browser_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    let data = small_dataset();
+    server.load(&data);
+    let storage = server.storage.as_ref();
+    let county = data.person(Role::CountyReviewer).unwrap().clone();
+    let admin = data.person(Role::Admin).unwrap().clone();
+    let supervisor = person_in(&data, Role::Supervisor, "DEMO-T01");
+    gridsync_server::admin::set_desk_password(storage, &county.id, CTY_USER, CTY_PASSWORD, "test")
+        .unwrap();
+    gridsync_server::admin::set_desk_password(storage, &admin.id, ADM_USER, ADM_PASSWORD, "test")
+        .unwrap();
+    let township = supervisor.grids[0].clone();
+
+    let desk = Desk::start(CHROMEDRIVER, CHROMIUM, &server.url());
+    desk.sign_in(CTY_USER, CTY_PASSWORD);
+    let pages = [
+        ("directory", "/desk/directory".to_string(), "#directory"),
+        ("visits", "/desk/visits".to_string(), "#visits"),
+        (
+            "rectifications",
+            "/desk/rectifications".to_string(),
+            "#rectifications, #rectifications-empty",
+        ),
+        ("audit", "/desk/audit".to_string(), "#audit"),
+        ("dashboard", "/desk/dashboard".to_string(), "#summary"),
+        ("townships", "/desk/townships".to_string(), "table"),
+        ("exports", "/desk/exports".to_string(), "a[href*='.xlsx']"),
+        ("chart", format!("/desk/chart/{township}"), "#supervisors"),
+    ];
+    for (size, (w, h)) in [("", (1366, 768)), ("-tablet", (820, 1180))] {
+        desk.resize(w, h);
+        for (name, path, shows) in &pages {
+            assert_eq!(desk.fetch_status(path), 200, "{path}");
+            desk.goto(path);
+            assert!(desk.has(shows), "{path} shows {shows}");
+            desk.screenshot(&format!("{name}{size}"));
+        }
+    }
+    desk.resize(1366, 768);
+
+    // The dashboard draws its figures as SVG on the server, each with its table.
+    desk.goto("/desk/dashboard");
+    let charts = desk.js(
+        "return document.querySelectorAll('svg.chart').length;",
+        vec![],
+    );
+    assert!(charts.as_u64().unwrap() >= 3, "charts: {charts}");
+    assert!(desk.has("#directory-figures table"));
+    let producers: u64 = desk
+        .text("#sum-producers")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        producers,
+        data.producers.len() as u64,
+        "the banner's producers"
+    );
+
+    // The grid chart names the township's current supervisors with their phones.
+    desk.goto(&format!("/desk/chart/{township}"));
+    let listed = desk.text("#supervisors");
+    for p in data
+        .people
+        .iter()
+        .filter(|p| p.role == Role::Supervisor && p.grids.contains(&township))
+    {
+        assert!(listed.contains(&p.name), "{} on the chart", p.name);
+        assert!(listed.contains(&p.phone), "{}'s phone on the chart", p.name);
+    }
+    assert!(desk.has("#pdf-link"));
+
+    // People and devices: the administrator's.
+    assert_eq!(desk.fetch_status("/desk/people"), 404, "not for the county");
+    desk.sign_out();
+    desk.sign_in(ADM_USER, ADM_PASSWORD);
+    desk.goto("/desk/people");
+    assert!(desk.has("#people"));
+    desk.screenshot("people");
+    desk.goto(&format!("/desk/people/{}", supervisor.id));
+    assert!(
+        desk.has(&format!("form[action='/desk/people/{}/code']", supervisor.id)),
+        "the enrolment code form"
+    );
+    assert!(desk.body_text().contains(&supervisor.name));
+    desk.screenshot("person");
 }

@@ -242,6 +242,14 @@ impl Desk {
         path
     }
 
+    /// Sets the browser window's size (a tablet's, say) for the pages that follow.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.run(
+            &format!("resize to {width}x{height}"),
+            self.client().set_window_size(width, height),
+        );
+    }
+
     /// Runs a script in the page (a returned promise is awaited) and gives its value.
     pub fn js(&self, script: &str, args: Vec<Value>) -> Value {
         self.run("script", self.client().execute(script, args))
