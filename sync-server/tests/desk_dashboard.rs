@@ -605,3 +605,51 @@ fn a_supervisor_sees_only_their_township_and_bad_requests_are_refused() {
     let mut anon = Browser::new(&srv);
     assert_eq!(anon.get("/desk/dashboard").status, StatusCode::SEE_OTHER);
 }
+
+/// The staffing section against the plan: on the harness's banner T1 has its supervisor
+/// and T1-V1 its liaison, T2 and T2-V1 have nobody; a second supervisor for T1 is within
+/// the plan, a third is over it. The supervisor's page counts only T1.
+#[test]
+fn staffing_against_the_plan_on_the_dashboard() {
+    let s = start(|_, _| {});
+    let mut cty = Browser::new(&s);
+    cty.sign_in("bater", CTY_PASSWORD);
+    let page = cty.get("/desk/dashboard");
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("id=\"staffing\""),
+        "the staffing section"
+    );
+    let text = page.body.clone();
+    assert!(
+        text.contains("乡镇（苏木）2 个，按要求配备监管员的 <strong>1</strong> 个；嘎查村 2 个，按要求配备协管员的 <strong>1</strong> 个"),
+        "{}",
+        &text[text.find("id=\"staffing\"").unwrap()..]
+    );
+    let off = table(&page.body, "staffing-off-plan");
+    assert_eq!(off.len(), 2, "{off:?}");
+    assert_eq!(off["网格T2"], ["监管员", "1–2", "0", "未配备"]);
+    assert_eq!(off["网格T2-V1"], ["协管员", "1–2", "0", "未配备"]);
+
+    for (id, name) in [("sup2", "第二监管员"), ("sup3", "第三监管员")] {
+        s.storage()
+            .upsert_person(&person(id, name, Role::Supervisor, &["T1"]))
+            .unwrap();
+        let page = cty.get("/desk/dashboard");
+        let off = table(&page.body, "staffing-off-plan");
+        if id == "sup2" {
+            assert!(!off.contains_key("网格T1"), "two are within the plan");
+        } else {
+            assert_eq!(off["网格T1"], ["监管员", "1–2", "3", "超出配备"]);
+        }
+    }
+
+    let mut sup = Browser::new(&s);
+    sup.sign_in("wangli", SUP_PASSWORD);
+    let page = sup.get("/desk/dashboard");
+    let off = table(&page.body, "staffing-off-plan");
+    assert!(
+        off.keys().all(|k| k.starts_with("网格T1")),
+        "only the supervisor's township: {off:?}"
+    );
+}

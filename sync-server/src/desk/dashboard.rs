@@ -87,6 +87,19 @@ struct ComplianceView {
     chart: String,
 }
 
+/// The staffing section: grids staffed outside the plan (reports::staffing).
+struct StaffingView {
+    townships: usize,
+    townships_ok: usize,
+    villages: usize,
+    villages_ok: usize,
+    rows: Vec<Line>,
+    more: usize,
+}
+
+/// Off-plan grids listed on the page at most.
+const STAFFING_ROWS: usize = 50;
+
 #[derive(Template)]
 #[template(path = "desk/dashboard.html")]
 struct DashboardPage {
@@ -125,6 +138,7 @@ struct DashboardPage {
     rect_chart: String,
     directory_link: String,
     compliance: Option<ComplianceView>,
+    staffing: Option<StaffingView>,
 }
 
 /// The page's parameters, checked.
@@ -154,6 +168,7 @@ struct Gathered {
     choices: Vec<Choice>,
     crumbs: Vec<Crumb>,
     compliance: Option<crate::reports::compliance::ComplianceSummary>,
+    staffing: crate::reports::staffing::StaffingReport,
 }
 
 async fn dashboard(
@@ -206,12 +221,24 @@ async fn dashboard(
             year,
         )?)
         .filter(|c| c.total > 0);
+        // Staffing against the plan, for the grid shown or the whole scope.
+        let roots: Vec<String> = match &figures.grid {
+            Some(g) => vec![g.code.clone()],
+            None => figures.grids.clone(),
+        };
+        let staffing = crate::reports::staffing::staffing_of(
+            &nodes,
+            &storage.people()?,
+            &roots,
+            &crate::reports::staffing::StaffingPlan::default(),
+        );
         Ok(Outcome::Page(Gathered {
             figures,
             nodes,
             choices,
             crumbs,
             compliance,
+            staffing,
         }))
     })
     .await;
@@ -564,6 +591,29 @@ fn render(signed: &Signed, g: Gathered, period: &Period) -> Response {
         .map(|n| n.to_string())
         .chain([t.producers.to_string()])
         .collect();
+    let sum = g.staffing.summary;
+    let off: Vec<&crate::reports::staffing::GridStaffing> = g.staffing.off_plan().collect();
+    let staffing = (sum.townships + sum.villages > 0).then(|| StaffingView {
+        townships: sum.townships,
+        townships_ok: sum.townships_ok,
+        villages: sum.villages,
+        villages_ok: sum.villages_ok,
+        more: off.len().saturating_sub(STAFFING_ROWS),
+        rows: off
+            .iter()
+            .take(STAFFING_ROWS)
+            .map(|s| Line {
+                label: s.name.clone(),
+                link: Some(format!("/desk/chart/{}", s.code)),
+                cells: vec![
+                    s.role.label_zh().to_string(),
+                    format!("{}–{}", s.min, s.max),
+                    s.people.len().to_string(),
+                    s.issue.map(|i| i.label_zh()).unwrap_or("").to_string(),
+                ],
+            })
+            .collect(),
+    });
     html(
         StatusCode::OK,
         &DashboardPage {
@@ -605,6 +655,7 @@ fn render(signed: &Signed, g: Gathered, period: &Period) -> Response {
                 None => "/desk/directory".into(),
             },
             compliance,
+            staffing,
         },
     )
 }
