@@ -168,6 +168,42 @@ impl GridStore {
         guard(|| Ok(self.store.review_producer(&id, step.into())?.into()))
     }
 
+    /// Confirms a producer for `year` (年度确认) as the device's person: its fields were
+    /// checked and it is still operating (`operating`), or closed, which sets its status
+    /// (an edit: an approved entry goes back to review). Confirming an operating producer
+    /// leaves an approval as it was. `year` is `current_year()` or the one before;
+    /// anything else is `ApiError.Invalid` naming `year`.
+    pub fn confirm_producer(
+        &self,
+        id: String,
+        year: i32,
+        operating: bool,
+    ) -> Result<Producer, ApiError> {
+        guard(|| Ok(self.store.confirm_producer(&id, year, operating)?.into()))
+    }
+
+    /// Active producers of a grid and every grid below it not yet confirmed for `year`
+    /// (a confirmation of a later year counts for the years before it), by name.
+    pub fn unconfirmed_producers(
+        &self,
+        grid: String,
+        year: i32,
+    ) -> Result<Vec<ProducerSummary>, ApiError> {
+        guard(|| {
+            self.store
+                .unconfirmed_producers(&grid, year)?
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect()
+        })
+    }
+
+    /// The current year in China time, by the device's clock as corrected by the last
+    /// sync: the year `confirm_producer` confirms.
+    pub fn current_year(&self) -> i32 {
+        gridsync_core::dates::china_year(gridsync_core::now_ms())
+    }
+
     // ---- templates ----
 
     /// The newest version of the daily patrol template (built in until the county sends one).

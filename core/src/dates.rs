@@ -26,6 +26,15 @@ pub fn china_date(ms: i64) -> String {
     utc_date(ms + CHINA_OFFSET_MS)
 }
 
+/// The year in China Standard Time (UTC+8) of `ms` since the Unix epoch.
+pub fn china_year(ms: i64) -> i32 {
+    let date = china_date(ms);
+    // `YYYY-MM-DD`; a year before 0 (never a record's) reads as 0.
+    date.get(..date.len() - 6)
+        .and_then(|y| y.parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +50,8 @@ mod tests {
         assert_eq!(china_date(1_709_222_400_000), "2024-03-01");
         assert_eq!(china_date(946_684_800_000), "2000-01-01");
         assert_eq!(china_date(1_767_196_800_000), "2026-01-01");
+        // The year turns at 16:00 UTC on 31 December.
+        assert_eq!(china_year(1_767_196_799_999), 2025);
+        assert_eq!(china_year(1_767_196_800_000), 2026);
     }
 }

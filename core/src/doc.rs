@@ -137,8 +137,10 @@ impl RecordDoc {
 
     /// The record as typed data (Automerge's winner on conflicting fields).
     ///
-    /// Keys the typed record does not know are left out (a phone keeps them in the
-    /// document, so a newer peer's fields survive its edits). Reading is bounded for any
+    /// Keys the typed record does not know are left out. An edit ([`RecordDoc::update`])
+    /// deletes them, except root keys beginning with `_`, so a field added to a record
+    /// that older phones edit lives under such a key (`_confirmations`) to survive their
+    /// edits. Reading is bounded for any
     /// document: a document beyond the reading limits ([`MAX_DEPTH`], [`MAX_LIST_LEN`],
     /// [`MAX_MAP_KEYS`], [`MAX_TEXT_CHARS`], [`MAX_VALUES`]) fails with
     /// [`Error::Document`] naming the path and the limit.
@@ -1233,5 +1235,53 @@ mod tests {
             paths,
             vec!["answers.drug_use.note", "findings[0].description"]
         );
+    }
+
+    /// What a phone built before yearly confirmations does with a producer a newer phone
+    /// confirmed: it reads it (the unknown key is left out) and its edits keep the
+    /// confirmations, because their key begins with `_`. Under a plain key its edit would
+    /// delete them; as a review-history variant it could not read the record at all.
+    #[test]
+    fn an_older_phone_reads_and_edits_a_confirmed_producer_without_losing_it() {
+        use crate::model::{ReviewEvent, YearConfirmation, CONFIRMATIONS_KEY};
+        let mut p = producer();
+        p.confirmations.push(YearConfirmation {
+            id: "c1".into(),
+            year: 2026,
+            operating: true,
+            by: "l1".into(),
+            at_ms: T,
+        });
+        let mut d = doc_of(&Record::Producer(p.clone()));
+        // An older build's typed record: everything but the key it does not know.
+        let Value::Object(mut old) = Record::Producer(p.clone()).to_json() else {
+            unreachable!()
+        };
+        assert!(old.remove(CONFIRMATIONS_KEY).is_some());
+        // A key of the same kind under a plain name, for comparison.
+        d.inner().put(ROOT, "confirmations_plain", "x").unwrap();
+        // It reads: unknown root keys are left out by serde.
+        let Record::Producer(read) =
+            Record::from_json(RecordKind::Producer, Value::Object(old.clone())).unwrap()
+        else {
+            unreachable!()
+        };
+        assert!(read.confirmations.is_empty());
+        // Its edit (a new phone number) reconciles the record it knows into the document.
+        old.insert("phone".into(), Value::String("13800000000".into()));
+        reconcile_map(&mut d.doc, &ROOT, &old, true, false, &mut false).unwrap();
+        d.commit("l2", T + 1);
+        let Record::Producer(after) = d.read_strict().unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(after.phone, "13800000000");
+        assert_eq!(after.confirmations, p.confirmations);
+        assert!(d.doc.get(ROOT, "confirmations_plain").unwrap().is_none());
+        // A review step it does not know makes the whole history unreadable to it.
+        let unknown_step = serde_json::json!({
+            "id": "e1", "action": {"action": "confirm_year", "reason": null},
+            "by": "l1", "at_ms": T, "state_after": "draft"
+        });
+        assert!(serde_json::from_value::<ReviewEvent>(unknown_step).is_err());
     }
 }

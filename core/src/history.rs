@@ -367,7 +367,10 @@ mod tests {
             .all(|e| e.before.is_none() && e.person == "liai"));
         assert!(created.iter().any(|e| e.field == "name"));
         assert!(created.iter().any(|e| e.field == "review.state"));
-        assert!(!h.entries.iter().any(|e| e.field.starts_with('_')));
+        assert!(!h
+            .entries
+            .iter()
+            .any(|e| ENVELOPE_KEYS.contains(&e.field.as_str())));
 
         let phone = field(&h, "phone");
         assert_eq!(phone.len(), 2);

@@ -2,8 +2,8 @@
 //! every pushed change, against the stored record (never against what a phone claims).
 
 use crate::model::{
-    Acceptance, Actor, GridLevel, Producer, Record, ReviewAction, ReviewEvent, ReviewState, Role,
-    Visit, VisitStatus,
+    Acceptance, Actor, GridLevel, Producer, ProducerStatus, Record, ReviewAction, ReviewEvent,
+    ReviewState, Role, Visit, VisitStatus, YearConfirmation,
 };
 use crate::{Error, Result};
 
@@ -242,6 +242,7 @@ pub fn take_review_step(
 /// naming `person` and `now`.
 pub fn apply_edit_workflow(before: &Producer, after: &mut Producer, person: &str, now: i64) {
     after.review = before.review.clone();
+    after.confirmations = before.confirmations.clone();
     after.created_by = before.created_by.clone();
     after.created_at_ms = before.created_at_ms;
     if before.directory_fingerprint() == after.directory_fingerprint() {
@@ -255,6 +256,48 @@ pub fn apply_edit_workflow(before: &Producer, after: &mut Producer, person: &str
     if let Some((action, state)) = to {
         record_review_step(after, action, person, now, state);
     }
+}
+
+/// Confirms `p` for `year` as `person` at `now` (年度确认): the fields were checked and the
+/// producer is still operating, or closed. A status that changes (closed, or operating
+/// again) is an edit like any other ([`apply_edit_workflow`]: an approved entry goes back
+/// to review); otherwise the directory fingerprint, and so an approval, stays as it was.
+///
+/// `year` is the current year in China time or the one before (a year is confirmed
+/// during it or just after); anything else is refused as invalid, naming `year`.
+pub fn confirm_year(
+    p: &mut Producer,
+    year: i32,
+    operating: bool,
+    person: &str,
+    now: i64,
+) -> Result<()> {
+    let current = crate::dates::china_year(now);
+    if year > current || year < current - 1 {
+        return Err(Error::Invalid(crate::validate::Invalid::new(
+            "year",
+            format!("{year} cannot be confirmed in {current}: only this year or the last"),
+        )));
+    }
+    let status = if operating {
+        ProducerStatus::Active
+    } else {
+        ProducerStatus::Closed
+    };
+    if p.status != status {
+        let before = p.clone();
+        p.status = status;
+        apply_edit_workflow(&before, p, person, now);
+    }
+    p.confirmations.push(YearConfirmation {
+        id: crate::new_id(),
+        year,
+        operating,
+        by: person.to_string(),
+        at_ms: now,
+    });
+    p.updated_at_ms = now;
+    Ok(())
 }
 
 /// Moves `p` to `to` and records the step in its review history.
@@ -291,6 +334,11 @@ fn check_producer(actor: &Actor, before: Option<&Producer>, after: &Producer) ->
     check_new_steps_authors(
         actor,
         before.map_or(&[][..], |b| &b.review.history[..]),
+        after,
+    )?;
+    check_new_confirmations(
+        actor,
+        before.map_or(&[][..], |b| &b.confirmations[..]),
         after,
     )?;
     if let Some(b) = before {
@@ -356,7 +404,36 @@ fn check_producer_kept(before: &Producer, after: &Producer) -> Result<()> {
     {
         return Err(forbid("review history can only grow"));
     }
+    if before
+        .confirmations
+        .iter()
+        .any(|c| !after.confirmations.contains(c))
+    {
+        return Err(forbid(
+            "yearly confirmations can only be added, never changed or removed",
+        ));
+    }
     Ok(())
+}
+
+/// A yearly confirmation not in `old` names the person who pushes it, whatever their role
+/// (a confirmation says that this person checked the entry).
+fn check_new_confirmations(
+    actor: &Actor,
+    old: &[YearConfirmation],
+    after: &Producer,
+) -> Result<()> {
+    match after
+        .confirmations
+        .iter()
+        .find(|c| !old.contains(c) && c.by != actor.person_id)
+    {
+        Some(c) => Err(forbid(format!(
+            "a yearly confirmation is recorded by the person who confirms, not {}",
+            c.by
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A review step not in `old` names the person who takes it (an administrator importing
@@ -517,6 +594,7 @@ pub fn check_merge(
 fn merge_producer(actor: &Actor, s: &Producer, m: &Producer) -> Result<()> {
     check_producer_kept(s, m)?;
     check_new_steps_authors(actor, &s.review.history, m)?;
+    check_new_confirmations(actor, &s.confirmations, m)?;
     let (s_eff, m_eff) = (s.effective_review_state(), m.effective_review_state());
     let fields_changed = s.directory_fingerprint() != m.directory_fingerprint();
     // An edit of an approved entry sends it back to review, whoever may edit it.
@@ -964,5 +1042,82 @@ mod tests {
         assert_eq!(field(&|a| a.year = 1999), "year");
         assert_eq!(field(&|a| a.id = "acc:T2:2024".into()), "id");
         assert_eq!(field(&|a| a.updated_at_ms = 0), "updated_at_ms");
+    }
+
+    #[test]
+    fn yearly_confirmations_are_added_in_ones_own_name_and_never_taken_back() {
+        use crate::model::{GridKind, GridNode, YearConfirmation};
+        let node = |code: &str, level, parent: Option<&str>| GridNode {
+            code: code.into(),
+            name: code.into(),
+            level,
+            kind: GridKind::Pastoral,
+            parent: parent.map(str::to_string),
+        };
+        let tree = crate::store::TreeSnapshot::from_nodes(&[
+            node("T1", GridLevel::Township, None),
+            node("V1", GridLevel::Village, Some("T1")),
+            node("V2", GridLevel::Village, Some("T1")),
+        ]);
+        let liaison = Actor::new("l1", Role::Liaison, vec!["V1".into()]);
+        let other = Actor::new("l2", Role::Liaison, vec!["V2".into()]);
+        let admin = Actor::new("a1", Role::Admin, vec![]);
+        let before = producer_in(ReviewState::CountyApproved);
+        let mut mine = before.clone();
+        confirm_year(&mut mine, 2026, true, "l1", NOW).unwrap();
+        // The approval holds: nothing the fingerprint covers changed.
+        assert_eq!(mine.effective_review_state(), ReviewState::CountyApproved);
+        assert_eq!(mine.review, before.review);
+        let (b, m) = (
+            Record::Producer(before.clone()),
+            Record::Producer(mine.clone()),
+        );
+        check_change(&tree, &liaison, Some(&b), &m).unwrap();
+        check_merge(&tree, &liaison, &b, &m).unwrap();
+        // Outside the grid, or in another person's name (an administrator's too).
+        assert!(check_change(&tree, &other, Some(&b), &m).is_err());
+        assert!(check_change(&tree, &admin, Some(&b), &m).is_err());
+        assert!(check_merge(&tree, &admin, &b, &m).is_err());
+        // A confirmation is never removed or changed, by its author or anyone.
+        let mut removed = mine.clone();
+        removed.confirmations.clear();
+        let mut changed = mine.clone();
+        changed.confirmations[0].operating = false;
+        for after in [removed, changed] {
+            let a = Record::Producer(after);
+            for who in [&liaison, &admin] {
+                assert!(matches!(
+                    check_change(&tree, who, Some(&m), &a),
+                    Err(Error::Forbidden(_))
+                ));
+                assert!(matches!(
+                    check_merge(&tree, who, &m, &a),
+                    Err(Error::Forbidden(_))
+                ));
+            }
+        }
+        // Only this year or the last, by the clock and in the document.
+        for year in [2027, 2024] {
+            let mut p = before.clone();
+            assert!(
+                matches!(confirm_year(&mut p, year, true, "l1", NOW), Err(Error::Invalid(i)) if i.field == "year")
+            );
+            assert_eq!(p, before);
+        }
+        let mut crafted = mine.clone();
+        crafted.id_number = Some("11010519491231002X".into());
+        crafted.confirmations.push(YearConfirmation {
+            id: crate::new_id(),
+            year: 2030,
+            operating: true,
+            by: "l1".into(),
+            at_ms: NOW,
+        });
+        assert_eq!(
+            crate::validate::validate_producer(&crafted)
+                .unwrap_err()
+                .field,
+            "confirmations[1].year"
+        );
     }
 }

@@ -386,6 +386,21 @@ pub fn validate_producer(p: &Producer) -> VResult {
             optional_text(&format!("{f}.action.reason"), reason, 1000)?;
         }
     }
+    check_list("confirmations", &p.confirmations, MAX_REVIEW_HISTORY)?;
+    for (i, c) in p.confirmations.iter().enumerate() {
+        let f = format!("confirmations[{i}]");
+        check_id(&format!("{f}.id"), &c.id)?;
+        require_text(&format!("{f}.by"), &c.by, 64)?;
+        check_time(&format!("{f}.at_ms"), c.at_ms)?;
+        // A year is confirmed during it or in the year after (China time).
+        let at_year = crate::dates::china_year(c.at_ms);
+        if c.year != at_year && c.year != at_year - 1 {
+            return Err(Invalid::new(
+                format!("{f}.year"),
+                format!("{} cannot be confirmed in {at_year}", c.year),
+            ));
+        }
+    }
     check_time("created_at_ms", p.created_at_ms)?;
     check_time("updated_at_ms", p.updated_at_ms)?;
     check_record_size(p)

@@ -263,6 +263,9 @@ pub struct Producer {
     pub status: ProducerStatus,
     /// Review chain (read-only: changed through `review_producer`).
     pub review: DirectoryReview,
+    /// Yearly confirmations (年度确认), oldest first (read-only: added through
+    /// `confirm_producer`).
+    pub confirmations: Vec<m::YearConfirmation>,
     /// The review state that holds for the current fields (read-only, computed).
     pub effective_review_state: ReviewState,
     /// Person who created the entry (read-only).
@@ -295,6 +298,7 @@ impl From<m::Producer> for Producer {
             risk: p.risk,
             status: p.status,
             review: p.review.into(),
+            confirmations: p.confirmations,
             effective_review_state: effective,
             created_by: p.created_by,
             created_at_ms: p.created_at_ms,
@@ -324,6 +328,7 @@ impl From<Producer> for m::Producer {
             risk: p.risk,
             status: p.status,
             review: p.review.into(),
+            confirmations: p.confirmations,
             created_by: p.created_by,
             created_at_ms: p.created_at_ms,
             updated_at_ms: p.updated_at_ms,

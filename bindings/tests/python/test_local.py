@@ -118,6 +118,31 @@ def test_review_chain_submit_approve_return():
     assert [h.by for h in p.review.history][:3] == ["p-liaison", "p-super", "p-county"]
 
 
+def test_yearly_confirmation_keeps_the_approval_and_the_next_year_lists_it_again():
+    store = offline_store()
+    p = store.create_producer(new_producer(VILLAGE, serial=45))
+    year = store.current_year()
+    assert [s.id for s in store.unconfirmed_producers(TOWNSHIP, year)] == [p.id]
+    store.review_producer(p.id, g.ReviewStep.SUBMIT())
+    store.set_profile(PEOPLE["supervisor"])
+    approved = store.review_producer(p.id, g.ReviewStep.APPROVE_TOWNSHIP())
+
+    store.set_profile(PEOPLE["liaison"])
+    p = store.confirm_producer(p.id, year, True)
+    assert p.effective_review_state == g.ReviewState.TOWNSHIP_APPROVED, "confirming keeps the approval"
+    assert p.review == approved.review
+    assert [(c.year, c.operating, c.by) for c in p.confirmations] == [(year, True, "p-liaison")]
+    assert store.unconfirmed_producers(VILLAGE, year) == []
+    assert [s.id for s in store.unconfirmed_producers(VILLAGE, year + 1)] == [p.id], "January lists it again"
+    e = expect_error(g.ApiError.Invalid, store.confirm_producer, p.id, year + 1, True)
+    assert e.field == "year"
+
+    p = store.confirm_producer(p.id, year, False)
+    assert p.status == g.ProducerStatus.CLOSED
+    assert p.effective_review_state == g.ReviewState.SUBMITTED, "closing is an edit"
+    assert store.unconfirmed_producers(VILLAGE, year + 1) == [], "a closed producer is not listed"
+
+
 def test_visit_answers_findings_tests_rectification_follow_up_review():
     store = offline_store()
     p = store.create_producer(new_producer(VILLAGE, serial=51))

@@ -15,7 +15,7 @@ pub use person::{Actor, Person, Role};
 pub use producer::{
     Certification, DirectoryReview, GeoPoint, LivestockCount, Producer, ProducerStatus,
     ProducerType, ResponsibilityLetter, ReviewAction, ReviewEvent, ReviewState, RiskLevel, Scale,
-    Species,
+    Species, YearConfirmation, CONFIRMATIONS_KEY,
 };
 pub use record::{Record, RecordKind, RECORD_SCHEMA_VERSION};
 pub use template::{

@@ -428,6 +428,31 @@ impl Default for DirectoryReview {
     }
 }
 
+/// A yearly confirmation of a directory entry (年度确认): the person checked its fields
+/// and found it still operating, or closed, in `year`. Confirmations are history: an entry
+/// only gains them, each in its author's name, and they do not touch the directory
+/// fingerprint (a confirmation leaves an approval as it was).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct YearConfirmation {
+    /// Unique id, so that concurrent confirmations merge as separate entries.
+    pub id: String,
+    /// The year confirmed (China time).
+    pub year: i32,
+    /// Still operating (`false`: found closed; the entry's status says so too).
+    pub operating: bool,
+    /// Person id.
+    pub by: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Document key of [`Producer::confirmations`]. It begins with `_` because a phone built
+/// before confirmations existed keeps the root keys beginning with `_` when it writes an
+/// edit and deletes every other key its typed record does not know (`doc::reconcile_map`);
+/// under a plain key an older phone's edit would erase the confirmations.
+pub const CONFIRMATIONS_KEY: &str = "_confirmations";
+
 /// Signed food-safety responsibility letter (责任书).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
@@ -479,6 +504,9 @@ pub struct Producer {
     /// Review chain.
     #[serde(default)]
     pub review: DirectoryReview,
+    /// Yearly confirmations, oldest first (document key [`CONFIRMATIONS_KEY`]).
+    #[serde(default, rename = "_confirmations")]
+    pub confirmations: Vec<YearConfirmation>,
     /// Person who created the entry.
     pub created_by: String,
     /// Creation time, milliseconds since the Unix epoch.
@@ -517,6 +545,7 @@ impl Producer {
             risk: RiskLevel::Low,
             status: ProducerStatus::Active,
             review: DirectoryReview::default(),
+            confirmations: Vec::new(),
             created_by: created_by.into(),
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
@@ -545,6 +574,12 @@ impl Producer {
         ]);
         let digest = Sha256::digest(fields.to_string().as_bytes());
         hex::encode(&digest[..12])
+    }
+
+    /// The latest year the entry was confirmed for (a confirmation of a later year counts
+    /// for the years before it), `None` if never.
+    pub fn confirmed_year(&self) -> Option<i32> {
+        self.confirmations.iter().map(|c| c.year).max()
     }
 
     /// The review state that holds for the current fields: an approval whose fingerprint no

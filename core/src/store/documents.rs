@@ -143,6 +143,7 @@ pub(crate) fn row_values(rec: &Record) -> Vec<rusqlite::types::Value> {
             p.effective_review_state().into(),
             p.risk.into(),
             Value::Integer(p.updated_at_ms),
+            Value::Integer(i64::from(p.confirmed_year().unwrap_or(0))),
         ],
         Record::Visit(v) => {
             let r = v.rectification.as_ref();
@@ -179,11 +180,12 @@ pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
         Record::Producer(_) => {
             exec(
                 tx,
-                "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, last_visit_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, confirmed_year, last_visit_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                          (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1))
                  ON CONFLICT(id) DO UPDATE SET grid = ?2, name = ?3, owner = ?4, phone = ?5,
-                     producer_type = ?6, status = ?7, review_state = ?8, risk = ?9, updated_at_ms = ?10",
+                     producer_type = ?6, status = ?7, review_state = ?8, risk = ?9, updated_at_ms = ?10,
+                     confirmed_year = ?11",
                 values,
             )?;
         }

@@ -294,6 +294,11 @@ const COUNTS: &[(RecordKind, &str, &str)] = &[
         "SELECT COUNT(*) FROM producers INDEXED BY producers_due WHERE status >= ''",
     ),
     (
+        RecordKind::Producer,
+        "producers by grid and confirmed year (index producers_confirmed)",
+        "SELECT COUNT(*) FROM producers INDEXED BY producers_confirmed WHERE grid >= ''",
+    ),
+    (
         RecordKind::Visit,
         "visits",
         "SELECT COUNT(*) FROM visits NOT INDEXED",
@@ -376,7 +381,7 @@ fn table_of(kind: RecordKind) -> Option<(&'static str, &'static str)> {
     Some(match kind {
         RecordKind::Producer => (
             "producers",
-            "id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms",
+            "id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, confirmed_year",
         ),
         RecordKind::Visit => (
             "visits",

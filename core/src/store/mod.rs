@@ -36,6 +36,8 @@ pub(crate) mod attachment_tests;
 mod attachments;
 mod clock;
 mod columns;
+#[cfg(test)]
+mod confirm_tests;
 mod documents;
 mod integrity;
 mod meta;
@@ -332,6 +334,10 @@ impl Store {
         if before > 0 && before < schema::ATTACHMENTS_VERSION {
             // Records stored before attachments existed: learn what they refer to.
             store.rebuild_attachment_refs()?;
+        }
+        if before > 0 && before < schema::CONFIRMATIONS_VERSION {
+            // Documents received before the column existed may carry confirmations.
+            store.rebuild_query_tables()?;
         }
         Ok(store)
     }

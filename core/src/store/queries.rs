@@ -168,6 +168,23 @@ impl Store {
         })
     }
 
+    /// Active producers of a grid and the grids below it not yet confirmed for `year`
+    /// (年度确认; a confirmation of a later year counts for the years before it), by name.
+    /// Read by the index `producers_confirmed` (grid, status, confirmed year).
+    pub fn unconfirmed_producers(&self, grid: &str, year: i32) -> Result<Vec<ProducerSummary>> {
+        self.read(|c| {
+            let sql = format!(
+                "{SUBTREE} SELECT {PRODUCER_COLS} FROM producers p
+                 WHERE p.grid IN (SELECT code FROM sub) AND p.status = 'active'
+                     AND p.confirmed_year < ?2
+                 ORDER BY p.name, p.id"
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(params![grid, year], producer_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// Producers whose name, owner or phone contains `query` (Chinese substrings work).
     pub fn search_producers(&self, query: &str, limit: u32) -> Result<Vec<ProducerSummary>> {
         let q = query.trim();

@@ -51,6 +51,20 @@ impl Store {
             .ok_or_else(unexpected_kind)
     }
 
+    /// Confirms a producer for `year` (年度确认, as the device's person): its fields were
+    /// checked and it is still operating, or closed (which sets its status, an edit that
+    /// sends an approved entry back to review). `year` must be this year in China time or
+    /// the last ([`rules::confirm_year`]). Confirming an operating producer leaves its
+    /// approval as it was.
+    pub fn confirm_producer(&self, id: &str, year: i32, operating: bool) -> Result<Producer> {
+        let actor = self.actor()?;
+        let mut p = self.producer(id)?;
+        let now = now_ms();
+        rules::confirm_year(&mut p, year, operating, &actor.person_id, now)?;
+        producer_of(self.put(&actor, Record::Producer(p), PutMode::Review, now)?)
+            .ok_or_else(unexpected_kind)
+    }
+
     /// A producer by id.
     pub fn producer(&self, id: &str) -> Result<Producer> {
         producer_of(self.record(id)?).ok_or_else(|| not_found("producer", id))

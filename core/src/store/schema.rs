@@ -17,11 +17,15 @@ const STEPS: Steps = Steps {
         include_str!("migrations/0002_patrol_and_kept.sql"),
         include_str!("migrations/0003_cursor_tokens.sql"),
         include_str!("migrations/0004_attachments.sql"),
+        include_str!("migrations/0005_confirmations.sql"),
     ],
 };
 
 /// The version that added the `attachments` and `attachment_refs` tables.
 pub const ATTACHMENTS_VERSION: i64 = 4;
+
+/// The version that added `producers.confirmed_year` (yearly confirmations).
+pub const CONFIRMATIONS_VERSION: i64 = 5;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = STEPS.latest();
