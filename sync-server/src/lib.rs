@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod push;
 pub mod reports;
+pub mod scale;
 pub mod scope;
 pub mod storage;
 

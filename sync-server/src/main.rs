@@ -317,6 +317,25 @@ enum AdminCmd {
         )]
         base_url: String,
     },
+    /// Export as XLSX or CSV: directory, visits, tests (rapid tests), rectifications or
+    /// activity (per person), of a grid and the grids below it (every grid without --grid).
+    Export {
+        /// directory, visits, tests, rectifications or activity.
+        kind: String,
+        /// xlsx or csv.
+        #[arg(long, default_value = "xlsx")]
+        format: String,
+        #[arg(long)]
+        grid: Option<String>,
+        /// First day (YYYY-MM-DD, China Standard Time).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, included.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Set the supervising body a township's grid chart (公示牌) shows; its villages'
     /// charts show the same.
     SetGridChart {
@@ -342,24 +361,20 @@ enum AdminCmd {
         #[arg(long)]
         duties: String,
     },
-    /// Export as XLSX or CSV: directory, visits, tests (rapid tests), rectifications or
-    /// activity (per person), of a grid and the grids below it (every grid without --grid).
-    Export {
-        /// directory, visits, tests, rectifications or activity.
-        kind: String,
-        /// xlsx or csv.
-        #[arg(long, default_value = "xlsx")]
-        format: String,
+    /// Set a league's livestock scale thresholds (规模养殖场标准) from a JSON or CSV file of
+    /// changes to the national MARA table (species,measure,head; empty head: no threshold;
+    /// an empty file: the national table), and recompute its producers' scale flags.
+    SetScaleThresholds {
+        /// The league's grid code.
         #[arg(long)]
-        grid: Option<String>,
-        /// First day (YYYY-MM-DD, China Standard Time).
+        league: String,
+        file: PathBuf,
+    },
+    /// Show the livestock scale thresholds in force in a league.
+    ScaleThresholds {
+        /// The league's grid code.
         #[arg(long)]
-        from: Option<String>,
-        /// Last day, included.
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long)]
-        out: PathBuf,
+        league: String,
     },
     /// Import producers from a CSV or XLSX file with Chinese headers (docs/import.md): all
     /// rows or none; bad rows and likely duplicates are reported by line and column.
@@ -815,6 +830,31 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
             let e = s.rotate_epoch().map_err(|e| e.to_string())?;
             println!("new epoch {e}: devices will re-send what this server may have lost");
         }
+        AdminCmd::Export {
+            kind,
+            format,
+            grid,
+            from,
+            to,
+            out,
+        } => {
+            let started = std::time::Instant::now();
+            let done = gridsync_server::reports::export::export_to_file(
+                s,
+                &kind,
+                &format,
+                grid.as_deref(),
+                from.as_deref(),
+                to.as_deref(),
+                &out,
+            )?;
+            println!(
+                "exported {} rows to {} in {:.1} s",
+                done.rows,
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         AdminCmd::SetGridChart {
             grid,
             agency,
@@ -843,30 +883,20 @@ fn run_admin(data: Option<&Path>, database: Option<&str>, cmd: AdminCmd) -> Resu
                 None => println!("duties of {person}: the role's standard duties"),
             }
         }
-        AdminCmd::Export {
-            kind,
-            format,
-            grid,
-            from,
-            to,
-            out,
-        } => {
-            let started = std::time::Instant::now();
-            let done = gridsync_server::reports::export::export_to_file(
-                s,
-                &kind,
-                &format,
-                grid.as_deref(),
-                from.as_deref(),
-                to.as_deref(),
-                &out,
-            )?;
+        AdminCmd::SetScaleThresholds { league, file } => {
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let r = gridsync_server::scale::set_league_thresholds(s, "admin-cli", &league, &text)
+                .map_err(|e| e.to_string())?;
             println!(
-                "exported {} rows to {} in {:.1} s",
-                done.rows,
-                out.display(),
-                started.elapsed().as_secs_f64()
+                "scale thresholds of league {league} set; scale flags of {} producers recomputed",
+                r.producers
             );
+        }
+        AdminCmd::ScaleThresholds { league } => {
+            let text = gridsync_server::scale::show_league_thresholds(s, &league)
+                .map_err(|e| e.to_string())?;
+            print!("{text}");
         }
         AdminCmd::ImportProducers {
             file,

@@ -138,6 +138,7 @@ conformance!(
     desk_accounts_sessions_and_links,
     grid_charts_and_duties,
     query_rows_of_township_acceptance,
+    scale_flags_follow_league_thresholds,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -299,6 +300,7 @@ fn dump(s: &dyn Storage) -> BTreeMap<&'static str, Vec<String>> {
             DumpChunk::DeskAccounts(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::GridCharts(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::PersonDuties(v) => v.iter().map(|r| format!("{r:?}")).collect(),
+            DumpChunk::ScaleThresholds(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Codes(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Devices(v) => v.iter().map(|r| format!("{r:?}")).collect(),
             DumpChunk::Records(v) => v.iter().map(|r| format!("{r:?}")).collect(),
@@ -3901,4 +3903,144 @@ fn query_rows_of_township_acceptance(f: &Fixture) {
         Err(StorageError::BadRow(m)) => assert!(m.contains("acc:T2:2022"), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A producer of `t` with `sold` sheep and goats sold a year (threshold 200 nationally).
+fn sheep_farm(id: &str, grid: &str, t: ProducerType, sold: u32) -> Record {
+    let mut p = producer(id, id, grid);
+    p.producer_type = t;
+    p.scale.livestock.insert(
+        gridsync_core::model::Species::SheepGoat,
+        gridsync_core::model::LivestockCount {
+            on_hand: None,
+            sold_per_year: Some(sold),
+        },
+    );
+    Record::Producer(p)
+}
+
+fn scale_flags_follow_league_thresholds(f: &Fixture) {
+    use gridsync_server::storage::ScaleCount;
+    let s = f.storage.as_ref();
+    s.import_grids(&[
+        node("L", GridLevel::League, None),
+        node("B", GridLevel::Banner, Some("L")),
+        node("T1", GridLevel::Township, Some("B")),
+        node("T1-V1", GridLevel::Village, Some("T1")),
+        node("T1-V2", GridLevel::Village, Some("T1")),
+        node("L2", GridLevel::League, None),
+        node("B2", GridLevel::Banner, Some("L2")),
+        node("B2-V", GridLevel::Village, Some("B2")),
+    ])
+    .unwrap();
+    let mut closed = sheep_farm("P5", "T1-V2", ProducerType::SmallHousehold, 900);
+    if let Record::Producer(p) = &mut closed {
+        p.status = gridsync_core::model::ProducerStatus::Closed;
+    }
+    put_recs(
+        s,
+        &[
+            sheep_farm("P1", "T1-V1", ProducerType::FamilyRanch, 200),
+            sheep_farm("P2", "T1-V1", ProducerType::SmallHousehold, 250),
+            sheep_farm("P3", "T1-V2", ProducerType::SmallHousehold, 199),
+            sheep_farm("P4", "B2-V", ProducerType::SmallHousehold, 250),
+            closed,
+        ],
+        None,
+    )
+    .unwrap();
+    let flags = |id: &str| {
+        let r = s.query_producer(id).unwrap().unwrap();
+        (r.scale_farm, r.scale_mismatch)
+    };
+    let grids: Vec<String> = ["T1-V1", "T1-V2", "B2-V", "T1"]
+        .iter()
+        .map(|g| g.to_string())
+        .collect();
+    let count = |producers, scale_farms, mismatches| ScaleCount {
+        producers,
+        scale_farms,
+        mismatches,
+    };
+    // The national table: 200 sold a year counts (≥), 199 does not.
+    assert_eq!(flags("P1"), (true, false));
+    assert_eq!(flags("P2"), (true, true));
+    assert_eq!(flags("P3"), (false, false));
+    assert_eq!(flags("P4"), (true, true));
+    assert_eq!(flags("P5"), (true, true));
+    let national = BTreeMap::from([
+        ("B2-V".to_string(), count(1, 1, 1)),
+        ("T1-V1".to_string(), count(2, 2, 1)),
+        // The closed producer is not counted.
+        ("T1-V2".to_string(), count(1, 0, 0)),
+    ]);
+    assert_eq!(s.scale_counts(&grids).unwrap(), national);
+
+    // Only a league takes thresholds.
+    let e = gridsync_server::scale::set_league_thresholds(
+        s,
+        "admin",
+        "B",
+        "sheep_goat,sold_per_year,260",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("per league"), "{e}");
+    assert!(s.scale_overrides("B").unwrap().is_none());
+
+    // League L raises the threshold to 260: its producers are recomputed at once, L2's
+    // are not.
+    let r = gridsync_server::scale::set_league_thresholds(
+        s,
+        "admin",
+        "L",
+        "species,measure,head\nsheep_goat,sold_per_year,260\n",
+    )
+    .unwrap();
+    assert_eq!(r.producers, 4);
+    assert_eq!(flags("P1"), (false, false));
+    assert_eq!(flags("P2"), (false, false));
+    assert_eq!(flags("P4"), (true, true));
+    assert_eq!(
+        s.scale_counts(&grids).unwrap(),
+        BTreeMap::from([
+            ("B2-V".to_string(), count(1, 1, 1)),
+            ("T1-V1".to_string(), count(2, 0, 0)),
+            ("T1-V2".to_string(), count(1, 0, 0)),
+        ])
+    );
+    let stored = s.scale_overrides("L").unwrap().unwrap();
+    assert_eq!(
+        stored.overrides,
+        gridsync_core::scale::ScaleOverrides::parse(
+            r#"{"sheep_goat": {"measure": "sold_per_year", "head": 260}}"#
+        )
+        .unwrap()
+    );
+    // A push in the league is assessed with the league's thresholds: 260 counts.
+    put_recs(
+        s,
+        &[sheep_farm("P6", "T1-V1", ProducerType::SmallHousehold, 260)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(flags("P6"), (true, true));
+    // A rebuild computes the same flags.
+    let before = s.query_snapshot().unwrap();
+    s.rebuild_query_tables().unwrap();
+    assert_eq!(s.query_snapshot().unwrap().producers, before.producers);
+    // A copy carries the league's thresholds.
+    let other = (f.fresh)();
+    copy_all(s, other.storage.as_ref()).unwrap();
+    assert_eq!(other.storage.scale_overrides("L").unwrap(), Some(stored));
+    assert_eq!(
+        other.storage.query_snapshot().unwrap().producers,
+        before.producers
+    );
+    // An empty file goes back to the national table.
+    gridsync_server::scale::set_league_thresholds(s, "admin", "L", "").unwrap();
+    assert!(s.scale_overrides("L").unwrap().is_none());
+    assert_eq!(flags("P1"), (true, false));
+    assert_eq!(flags("P2"), (true, true));
+    let show = gridsync_server::scale::show_league_thresholds(s, "L").unwrap();
+    assert!(show.contains("national table"), "{show}");
 }

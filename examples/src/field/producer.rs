@@ -246,9 +246,15 @@ fn show(cli: &Cli, id: &str, out: &mut Out) -> Result<(), CliError> {
     let conflicts = store.conflicts(id)?;
     let history = store.history(id)?;
     let visits = store.visit_history(id)?;
+    let scale = gridsync_core::scale::assess(&p, &gridsync_core::scale::ScaleThresholds::mara());
     out.value(json!({
         "producer": p,
         "effective_review_state": p.effective_review_state(),
+        "scale_assessment": {
+            "is_scale_farm": scale.is_scale_farm,
+            "type_mismatch": scale.type_mismatch,
+            "species_over": scale.species_over.iter().map(|o| o.species).collect::<Vec<_>>(),
+        },
         "conflicts": conflicts,
         "history": history,
         "visits": visits,
@@ -352,6 +358,7 @@ fn describe(store: &Store, p: &Producer, out: &mut Out) {
         let sold = c.sold_per_year.map_or("-".to_string(), |n| n.to_string());
         out.line(format!("{}：存栏 {on} 头，年出栏 {sold} 头", s.label_zh()));
     }
+    out.line(render::scale(p));
     if !p.certifications.is_empty() {
         let c: Vec<&str> = p.certifications.iter().map(|c| c.as_str()).collect();
         out.line(format!("认证：{}", c.join("、")));

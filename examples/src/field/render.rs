@@ -203,6 +203,34 @@ pub fn field_label(field: &str) -> &'static str {
     }
 }
 
+/// The livestock scale line of a producer, assessed against the national MARA table
+/// (a phone has no league overrides: the sync protocol does not carry them).
+pub fn scale(p: &gridsync_core::model::Producer) -> String {
+    let a = gridsync_core::scale::assess(p, &gridsync_core::scale::ScaleThresholds::mara());
+    if !a.is_scale_farm {
+        return "规模养殖：未达规模养殖标准（全国标准）".to_string();
+    }
+    let over: Vec<String> = a
+        .species_over
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {} {}≥{}",
+                o.species.label_zh(),
+                o.head,
+                o.threshold.measure.label_zh(),
+                o.threshold.head
+            )
+        })
+        .collect();
+    let mismatch = if a.type_mismatch {
+        "；主体类型不符，请核实"
+    } else {
+        ""
+    };
+    format!("规模养殖：规模养殖场（{}）{mismatch}", over.join("、"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

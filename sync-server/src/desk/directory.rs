@@ -489,6 +489,8 @@ struct ProducerView {
     risk: &'static str,
     last_visit: String,
     updated: String,
+    /// Livestock scale (the league's thresholds).
+    scale: &'static str,
 }
 
 /// One step of the review history.
@@ -842,6 +844,11 @@ async fn producer(
             risk: risk_label(row.risk),
             last_visit: row.last_visit_ms.map(date).unwrap_or_else(|| "尚无".into()),
             updated: date(row.updated_at_ms),
+            scale: match (row.scale_farm, row.scale_mismatch) {
+                (_, true) => "达到规模养殖标准，但主体类型不符（请核实主体类型）",
+                (true, false) => "规模养殖场",
+                (false, false) => "未达规模养殖标准",
+            },
         };
         html(
             StatusCode::OK,

@@ -190,12 +190,13 @@ fn cols(ins: &Insert) -> String {
 }
 
 /// The data tables, in dependency order (an import fills them in this order).
-pub(crate) const DATA_TABLES: [&str; 15] = [
+pub(crate) const DATA_TABLES: [&str; 16] = [
     "grids",
     "people",
     "desk_accounts",
     "grid_charts",
     "person_duties",
+    "scale_thresholds",
     "enrol_codes",
     "devices",
     "records",
@@ -793,6 +794,7 @@ fn export_all<B: Backend>(b: &B, tx: &mut dyn Tx, sink: &mut DumpSink<'_>) -> St
         sink,
     )?;
     super::chart::export(tx, sink)?;
+    super::scale::export(tx, sink)?;
     export_table(
         tx,
         "enrol_codes",
@@ -1080,6 +1082,7 @@ fn import_chunk(tx: &mut dyn Tx, chunk: &DumpChunk) -> StorageResult<()> {
         ),
         DumpChunk::GridCharts(rows) => super::chart::import_charts(rows),
         DumpChunk::PersonDuties(rows) => super::chart::import_duties(rows),
+        DumpChunk::ScaleThresholds(rows) => super::scale::import(rows),
         DumpChunk::Codes(rows) => (
             &INS_CODES,
             rows.iter()
@@ -2008,16 +2011,6 @@ impl<B: Backend> Storage for SqlStorage<B> {
             .read(|tx| query::run_page(tx, &q, page.limit, query::rectification_row))
     }
 
-    fn acceptances(
-        &self,
-        grids: &[String],
-        up_to_year: i32,
-    ) -> StorageResult<Vec<super::acceptance::AcceptanceRow>> {
-        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
-        self.backend
-            .read(|tx| super::acceptance::rows_of(tx, &grids, up_to_year))
-    }
-
     fn for_each_producer(
         &self,
         grids: &[String],
@@ -2038,6 +2031,16 @@ impl<B: Backend> Storage for SqlStorage<B> {
 
     fn activity(&self, grids: &[String], period: Period) -> StorageResult<Vec<ActivityRow>> {
         super::exports::activity(&self.backend, grids, period)
+    }
+
+    fn acceptances(
+        &self,
+        grids: &[String],
+        up_to_year: i32,
+    ) -> StorageResult<Vec<super::acceptance::AcceptanceRow>> {
+        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+        self.backend
+            .read(|tx| super::acceptance::rows_of(tx, &grids, up_to_year))
     }
 
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport> {
@@ -2216,7 +2219,7 @@ impl<B: Backend> Storage for SqlStorage<B> {
 }
 
 /// Runs `f` again (a few times) when two transactions got in each other's way.
-fn retry_conflicts<T>(mut f: impl FnMut() -> StorageResult<T>) -> StorageResult<T> {
+pub(super) fn retry_conflicts<T>(mut f: impl FnMut() -> StorageResult<T>) -> StorageResult<T> {
     let mut attempt = 0;
     loop {
         attempt += 1;

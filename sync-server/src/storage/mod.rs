@@ -18,6 +18,7 @@ pub mod exports;
 pub mod layer;
 pub mod postgres;
 pub mod query;
+pub mod scale;
 pub mod sql;
 pub mod sqlite;
 pub mod tallies;
@@ -40,6 +41,7 @@ pub use query::{
     RectificationRow, ReviewLevel, ReviewRow, VisitFilter, VisitRow, MAX_PAGE,
 };
 pub use query::{FindingRow, TestRow};
+pub use scale::{LeagueScale, ScaleCount, ScaleStorage};
 pub use tallies::{Tallies, TallyQuery};
 
 /// The device name under which the server itself writes records it seeds (demo data,
@@ -290,7 +292,9 @@ pub fn open_storage(config: &StorageConfig) -> StorageResult<Arc<dyn Storage>> {
 }
 
 /// A storage backend (desk sign-in included: [`DeskStorage`]).
-pub trait Storage: DeskStorage + ChartStorage + Send + Sync + std::fmt::Debug {
+pub trait Storage:
+    DeskStorage + ChartStorage + ScaleStorage + Send + Sync + std::fmt::Debug
+{
     /// The backend's name ("sqlite", "postgres").
     fn backend_name(&self) -> &'static str;
     /// The server epoch (changes when the data is restored from a backup).
@@ -465,6 +469,9 @@ pub trait Storage: DeskStorage + ChartStorage + Send + Sync + std::fmt::Debug {
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport>;
     /// Every query row (tests and checks; loads them all).
     fn query_snapshot(&self) -> StorageResult<QuerySnapshot>;
+    /// The dashboard's grouped counts of the query tables (see [`tallies`]), read in one
+    /// transaction.
+    fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies>;
     /// Exports: every producer of `grids`, grid by grid, by name, handed to `each` in
     /// batches read one transaction each (bounded memory; see [`exports`]).
     fn for_each_producer(
@@ -483,9 +490,6 @@ pub trait Storage: DeskStorage + ChartStorage + Send + Sync + std::fmt::Debug {
     ) -> StorageResult<()>;
     /// Exports: what each person did in `grids` during `period`, by person id.
     fn activity(&self, grids: &[String], period: Period) -> StorageResult<Vec<ActivityRow>>;
-    /// The dashboard's grouped counts of the query tables (see [`tallies`]), read in one
-    /// transaction.
-    fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies>;
 
     /// Testing hook: every push waits this long after taking its feed sequences and before
     /// committing, to force late commits (zero turns it off; backends whose pushes commit in
@@ -629,6 +633,8 @@ pub enum DumpChunk {
     GridCharts(Vec<GridChartInfo>),
     /// Published duties of people (the grid chart).
     PersonDuties(Vec<PersonDuties>),
+    /// Livestock scale threshold overrides per league.
+    ScaleThresholds(Vec<scale::StoredScale>),
     /// Enrolment codes.
     Codes(Vec<CodeRow>),
     /// Devices.
@@ -673,6 +679,7 @@ impl DumpChunk {
             DumpChunk::DeskAccounts(v) => ("desk_accounts", v.len()),
             DumpChunk::GridCharts(v) => ("grid_charts", v.len()),
             DumpChunk::PersonDuties(v) => ("person_duties", v.len()),
+            DumpChunk::ScaleThresholds(v) => ("scale_thresholds", v.len()),
             DumpChunk::Codes(v) => ("enrol_codes", v.len()),
             DumpChunk::Devices(v) => ("devices", v.len()),
             DumpChunk::Records(v) => ("records", v.len()),

@@ -114,6 +114,11 @@ pub struct ProducerRow {
     pub updated_at_ms: i64,
     /// Start of its latest visit.
     pub last_visit_ms: Option<i64>,
+    /// A herd at or above a livestock scale threshold of its league
+    /// ([`gridsync_core::scale::assess`]).
+    pub scale_farm: bool,
+    /// Such a herd under a type that is not a farm (散户 and the like).
+    pub scale_mismatch: bool,
 }
 
 /// One step of a producer's review history.
@@ -357,7 +362,7 @@ pub struct QuerySnapshot {
 mod inserts {
     use super::super::sql::{Insert, Ty::{Bool, Int, Text}};
     /// Producers: `last_visit_ms` is kept by [`super::refresh_last_visit`], not here.
-    pub(super) const INS_Q_PRODUCERS: Insert = Insert { table: "q_producers", columns: &[("id", Text), ("grid", Text), ("name", Text), ("owner", Text), ("phone", Text), ("credit_code", Text), ("id_number", Text), ("producer_type", Text), ("status", Text), ("review_state", Text), ("review_at_ms", Int), ("risk", Text), ("created_by", Text), ("created_at_ms", Int), ("updated_at_ms", Int)], on_conflict: " ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, name = excluded.name, owner = excluded.owner, phone = excluded.phone, credit_code = excluded.credit_code, id_number = excluded.id_number, producer_type = excluded.producer_type, status = excluded.status, review_state = excluded.review_state, review_at_ms = excluded.review_at_ms, risk = excluded.risk, created_by = excluded.created_by, created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms" };
+    pub(super) const INS_Q_PRODUCERS: Insert = Insert { table: "q_producers", columns: &[("id", Text), ("grid", Text), ("name", Text), ("owner", Text), ("phone", Text), ("credit_code", Text), ("id_number", Text), ("producer_type", Text), ("status", Text), ("review_state", Text), ("review_at_ms", Int), ("risk", Text), ("created_by", Text), ("created_at_ms", Int), ("updated_at_ms", Int), ("scale_farm", Bool), ("scale_mismatch", Bool)], on_conflict: " ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, name = excluded.name, owner = excluded.owner, phone = excluded.phone, credit_code = excluded.credit_code, id_number = excluded.id_number, producer_type = excluded.producer_type, status = excluded.status, review_state = excluded.review_state, review_at_ms = excluded.review_at_ms, risk = excluded.risk, created_by = excluded.created_by, created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, scale_farm = excluded.scale_farm, scale_mismatch = excluded.scale_mismatch" };
     pub(super) const INS_Q_REVIEWS: Insert = Insert { table: "q_reviews", columns: &[("producer_id", Text), ("step", Int), ("event_id", Text), ("grid", Text), ("action", Text), ("by_person", Text), ("at_ms", Int), ("state_after", Text), ("reason", Text)], on_conflict: "" };
     pub(super) const INS_Q_TESTS: Insert = Insert { table: "q_tests", columns: &[("visit_id", Text), ("pos", Int), ("grid", Text), ("item", Text), ("verdict", Text), ("tested_at_ms", Int)], on_conflict: "" };
     pub(super) const INS_Q_FINDINGS: Insert = Insert { table: "q_findings", columns: &[("visit_id", Text), ("pos", Int), ("grid", Text), ("item_id", Text), ("severity", Text), ("recorded_at_ms", Int)], on_conflict: "" };
@@ -365,7 +370,7 @@ mod inserts {
 }
 use inserts::*;
 
-pub(crate) const PRODUCER_COLS: &str = "id, grid, name, owner, phone, credit_code, id_number, producer_type, status, review_state, review_at_ms, risk, created_by, created_at_ms, updated_at_ms, last_visit_ms";
+pub(crate) const PRODUCER_COLS: &str = "id, grid, name, owner, phone, credit_code, id_number, producer_type, status, review_state, review_at_ms, risk, created_by, created_at_ms, updated_at_ms, last_visit_ms, scale_farm, scale_mismatch";
 pub(crate) const VISIT_COLS: &str = "id, producer_id, grid, inspector, started_at_ms, ended_at_ms, status, findings, serious_findings, rapid_tests, failed_tests, reviewed_at_ms, follow_up_of, rect_required, rect_open, rect_deadline, rect_notice, rect_resolved_at_ms, updated_at_ms";
 const REVIEW_COLS: &str =
     "producer_id, step, event_id, grid, action, by_person, at_ms, state_after, reason";
@@ -530,7 +535,20 @@ pub(crate) fn materialize(tx: &mut dyn Tx, records: &[&Record]) -> StorageResult
         .collect();
     let mut touched: BTreeSet<String> = BTreeSet::new();
     if !producers.is_empty() {
-        let rows: Vec<Vec<Value<'_>>> = producers.iter().map(|p| producer_values(p)).collect();
+        // The league thresholds of this batch's grids, read once.
+        let grids: BTreeSet<&str> = producers.iter().map(|p| p.grid.as_str()).collect();
+        let grids: Vec<&str> = grids.into_iter().collect();
+        let by_grid = super::scale::thresholds_of(tx, &grids)?;
+        let national = gridsync_core::scale::ScaleThresholds::mara();
+        let rows: Vec<Vec<Value<'_>>> = producers
+            .iter()
+            .map(|p| {
+                let a = gridsync_core::scale::assess(p, by_grid.get(&p.grid).unwrap_or(&national));
+                let mut v = producer_values(p);
+                v.extend([Value::Bool(a.is_scale_farm), Value::Bool(a.type_mismatch)]);
+                v
+            })
+            .collect();
         tx.insert_rows(&INS_Q_PRODUCERS, &rows)?;
         let ids: Vec<&str> = producers.iter().map(|p| p.id.as_str()).collect();
         tx.execute(
@@ -823,6 +841,8 @@ pub(crate) fn producer_row(r: Row) -> StorageResult<ProducerRow> {
         created_at_ms: r.get(13)?,
         updated_at_ms: r.get(14)?,
         last_visit_ms: r.get(15)?,
+        scale_farm: r.get(16)?,
+        scale_mismatch: r.get(17)?,
     })
 }
 
