@@ -653,3 +653,43 @@ fn staffing_against_the_plan_on_the_dashboard() {
         "only the supervisor's township: {off:?}"
     );
 }
+
+/// Scale farms on the dashboard: a household selling 200 sheep and goats a year is a scale
+/// farm by the national table and a type mismatch; one selling 199 is neither; a family
+/// ranch at 250 is a scale farm without a mismatch.
+#[test]
+fn scale_farms_and_type_mismatches_on_the_dashboard() {
+    use gridsync_core::model::{LivestockCount, Species};
+    let s = start(|_, _| {});
+    let herd = |id: &str, name: &str, t: ProducerType, sold: u32| {
+        let Record::Producer(mut p) = producer(id, name, "巴图", "T1-V1") else {
+            unreachable!()
+        };
+        p.producer_type = t;
+        p.scale.livestock.insert(
+            Species::SheepGoat,
+            LivestockCount {
+                on_hand: None,
+                sold_per_year: Some(sold),
+            },
+        );
+        Record::Producer(p)
+    };
+    let adm = s.storage().person("adm").unwrap().unwrap();
+    gridsync_server::admin::seed_records(
+        s.storage(),
+        &adm,
+        &[
+            herd("H1", "巴图散户", ProducerType::SmallHousehold, 200),
+            herd("H2", "其其格散户", ProducerType::SmallHousehold, 199),
+            herd("H3", "图雅家庭牧场", ProducerType::FamilyRanch, 250),
+        ],
+    )
+    .unwrap();
+    let mut sup = Browser::new(&s);
+    sup.sign_in("wangli", SUP_PASSWORD);
+    let page = sup.get("/desk/dashboard");
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(by_id(&page.body, "scale-farms"), "2");
+    assert_eq!(by_id(&page.body, "scale-mismatches"), "1");
+}

@@ -139,6 +139,7 @@ struct DashboardPage {
     directory_link: String,
     compliance: Option<ComplianceView>,
     staffing: Option<StaffingView>,
+    scale: crate::storage::ScaleCount,
 }
 
 /// The page's parameters, checked.
@@ -169,6 +170,7 @@ struct Gathered {
     crumbs: Vec<Crumb>,
     compliance: Option<crate::reports::compliance::ComplianceSummary>,
     staffing: crate::reports::staffing::StaffingReport,
+    scale: crate::storage::ScaleCount,
 }
 
 async fn dashboard(
@@ -232,6 +234,16 @@ async fn dashboard(
             &roots,
             &crate::reports::staffing::StaffingPlan::default(),
         );
+        // Scale farms by the thresholds of each producer's league (active producers).
+        let scale = storage.scale_counts(&figures.grids)?.into_values().fold(
+            crate::storage::ScaleCount::default(),
+            |mut t, c| {
+                t.producers += c.producers;
+                t.scale_farms += c.scale_farms;
+                t.mismatches += c.mismatches;
+                t
+            },
+        );
         Ok(Outcome::Page(Gathered {
             figures,
             nodes,
@@ -239,6 +251,7 @@ async fn dashboard(
             crumbs,
             compliance,
             staffing,
+            scale,
         }))
     })
     .await;
@@ -656,6 +669,7 @@ fn render(signed: &Signed, g: Gathered, period: &Period) -> Response {
             },
             compliance,
             staffing,
+            scale: g.scale,
         },
     )
 }
