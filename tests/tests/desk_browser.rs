@@ -346,7 +346,10 @@ fn every_section_of_the_console_in_the_browser() {
     desk.screenshot("people");
     desk.goto(&format!("/desk/people/{}", supervisor.id));
     assert!(
-        desk.has(&format!("form[action='/desk/people/{}/code']", supervisor.id)),
+        desk.has(&format!(
+            "form[action='/desk/people/{}/code']",
+            supervisor.id
+        )),
         "the enrolment code form"
     );
     assert!(desk.body_text().contains(&supervisor.name));
