@@ -138,6 +138,7 @@ conformance!(
     desk_accounts_sessions_and_links,
     grid_charts_and_duties,
     query_rows_of_township_acceptance,
+    yearly_confirmations_are_counted_per_grid,
     scale_flags_follow_league_thresholds,
 );
 
@@ -2294,6 +2295,62 @@ fn put_recs(
         .into_iter()
         .map(|r| r.outcome)
         .collect())
+}
+
+/// `q_producers.confirmed_year` follows the documents' confirmations (push and rebuild),
+/// and the count of active producers not confirmed for a year rolls over with the year.
+fn yearly_confirmations_are_counted_per_grid(f: &Fixture) {
+    use gridsync_core::model::{ProducerStatus, YearConfirmation};
+    let s = f.storage.as_ref();
+    s.import_grids(&tree()).unwrap();
+    // 2026-06-01 in China.
+    let june_2026 = 1_780_243_200_000;
+    let confirmed = |mut p: Producer, year: i32, at_ms: i64| {
+        p.confirmations.push(YearConfirmation {
+            id: format!("{}-{year}", p.id),
+            year,
+            operating: true,
+            by: "p1".into(),
+            at_ms,
+        });
+        p
+    };
+    let p1 = confirmed(producer("C1", "一号", "T1-V1"), 2026, june_2026);
+    let p2 = producer("C2", "二号", "T1-V1");
+    let p3 = confirmed(producer("C3", "三号", "T1-V2"), 2025, june_2026);
+    let mut p4 = producer("C4", "四号", "T1-V1");
+    p4.status = ProducerStatus::Closed;
+    let recs: Vec<Record> = [p1, p2.clone(), p3, p4]
+        .into_iter()
+        .map(Record::Producer)
+        .collect();
+    assert!(put_recs(s, &recs, None)
+        .unwrap()
+        .iter()
+        .all(|o| *o == PushOutcome::Accepted));
+    let grids: Vec<String> = ["T1", "T1-V1", "T1-V2"].map(String::from).to_vec();
+    let count = |year: i32| s.unconfirmed_counts(&grids, year).unwrap();
+    let v = |rows: &[(&str, i64)]| -> Vec<(String, i64)> {
+        rows.iter().map(|(g, n)| (g.to_string(), *n)).collect()
+    };
+    // A closed producer is never counted; a later year's confirmation counts for the
+    // years before it.
+    assert_eq!(count(2026), v(&[("T1-V1", 1), ("T1-V2", 1)]));
+    assert_eq!(count(2025), v(&[("T1-V1", 1)]));
+    // January 2027: every active producer is unconfirmed again.
+    assert_eq!(count(2027), v(&[("T1-V1", 2), ("T1-V2", 1)]));
+    // Only the grids asked for.
+    assert_eq!(
+        s.unconfirmed_counts(&["T1-V2".to_string()], 2027).unwrap(),
+        v(&[("T1-V2", 1)])
+    );
+    // A confirmation pushed later raises the row; a rebuild gives the same counts.
+    let p2 = confirmed(p2, 2027, june_2026 + 365 * 86_400_000);
+    put_recs(s, &[Record::Producer(p2)], None).unwrap();
+    assert_eq!(count(2027), v(&[("T1-V1", 1), ("T1-V2", 1)]));
+    s.rebuild_query_tables().unwrap();
+    assert_eq!(count(2027), v(&[("T1-V1", 1), ("T1-V2", 1)]));
+    assert_eq!(count(2026), v(&[("T1-V2", 1)]));
 }
 
 fn producer(id: &str, name: &str, grid: &str) -> Producer {

@@ -789,3 +789,92 @@ fn visits_name_producers_in_scope_and_foreign_records_reveal_nothing() {
         other => panic!("a foreign id was accepted: {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Yearly confirmation (年度确认, issue 16): added in one's own name, never taken back.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn yearly_confirmations_cannot_be_forged_changed_or_removed() {
+    use gridsync_core::model::YearConfirmation;
+    let w = world();
+    let actor = w.lp.store.actor_id();
+    let lia = w.lp.person.id.clone();
+    let sup = w.sp.person.id.clone();
+    let p = submitted_producer(&w, "年审牧场");
+    let year = gridsync_core::dates::china_year(gridsync_core::now_ms());
+    // The supervisor confirms the entry on their phone: accepted.
+    w.sp.store.confirm_producer(&p.id, year, true).unwrap();
+    w.sync_all();
+    let before = w.stored(&p.id);
+    assert_eq!(producer_of(&before).confirmations.len(), 1);
+
+    type Edit = Box<dyn Fn(&mut Record)>;
+    let sup2 = sup.clone();
+    let attacks: Vec<(&str, Edit)> = vec![
+        (
+            "a confirmation in the supervisor's name",
+            Box::new(move |r| {
+                if let Record::Producer(p) = r {
+                    p.confirmations.push(YearConfirmation {
+                        id: gridsync_core::new_id(),
+                        year,
+                        operating: true,
+                        by: sup2.clone(),
+                        at_ms: gridsync_core::now_ms(),
+                    });
+                }
+            }),
+        ),
+        (
+            "the supervisor's confirmation removed",
+            Box::new(|r| {
+                if let Record::Producer(p) = r {
+                    p.confirmations.clear();
+                }
+            }),
+        ),
+        (
+            "the supervisor's confirmation changed to closed",
+            Box::new(|r| {
+                if let Record::Producer(p) = r {
+                    p.confirmations[0].operating = false;
+                }
+            }),
+        ),
+    ];
+    for (what, edit) in attacks {
+        let c = craft(
+            &w,
+            &p.id,
+            None,
+            &actor,
+            &lia,
+            Heads::Honest,
+            |_| {},
+            |r| edit(r),
+        );
+        // Merged blindly, the forged state would stand.
+        assert_ne!(
+            producer_of(&c.blind_merge).confirmations,
+            producer_of(&before).confirmations,
+            "{what}"
+        );
+        assert_refused(&push(&w.lp, c.push), what);
+        assert_eq!(
+            producer_of(&w.stored(&p.id)).confirmations,
+            producer_of(&before).confirmations,
+            "{what}"
+        );
+    }
+    // The liaison's own confirmation is accepted beside the supervisor's.
+    w.lp.store.confirm_producer(&p.id, year, true).unwrap();
+    let r = w.lp.sync().unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    let by: Vec<String> = producer_of(&w.stored(&p.id))
+        .confirmations
+        .iter()
+        .map(|c| c.by.clone())
+        .collect();
+    assert_eq!(by, [sup, lia]);
+}

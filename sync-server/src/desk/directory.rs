@@ -710,7 +710,7 @@ fn producer_data(
         .map(|g| g.name)
         .unwrap_or_default();
     let names = person_names(storage)?;
-    let reviews = storage
+    let mut reviews: Vec<ReviewStep> = storage
         .producer_reviews(id)?
         .into_iter()
         .map(|r| ReviewStep {
@@ -736,6 +736,22 @@ fn producer_data(
             document_problem = Some("该主体的文档无法读取。".to_string());
         }
         Some(Ok(mut doc)) => {
+            // Yearly confirmations (年度确认) live in the document, beside the review steps.
+            if let Ok(gridsync_core::model::Record::Producer(p)) = doc.read() {
+                reviews.extend(p.confirmations.into_iter().map(|c| ReviewStep {
+                    at: datetime(c.at_ms),
+                    action: if c.operating {
+                        "年度确认：仍在经营"
+                    } else {
+                        "年度确认：已停产注销"
+                    },
+                    by: name_of(&names, &c.by),
+                    state_after: "—",
+                    reason: format!("{} 年度", c.year),
+                    id: c.id,
+                }));
+                reviews.sort_by(|a, b| a.at.cmp(&b.at));
+            }
             match doc.conflicts() {
                 Ok(cs) => {
                     conflicts = cs

@@ -2043,6 +2043,12 @@ impl<B: Backend> Storage for SqlStorage<B> {
             .read(|tx| super::acceptance::rows_of(tx, &grids, up_to_year))
     }
 
+    fn unconfirmed_counts(&self, grids: &[String], year: i32) -> StorageResult<Vec<(String, i64)>> {
+        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+        self.backend
+            .read(|tx| super::confirmations::unconfirmed_counts(tx, &grids, year))
+    }
+
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport> {
         let mut report = RebuildReport::default();
         let mut after: Option<String> = None;

@@ -13,6 +13,7 @@
 pub mod acceptance;
 pub(crate) mod batch;
 pub mod chart;
+pub mod confirmations;
 pub mod desk;
 pub mod exports;
 pub mod layer;
@@ -469,6 +470,10 @@ pub trait Storage:
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport>;
     /// Every query row (tests and checks; loads them all).
     fn query_snapshot(&self) -> StorageResult<QuerySnapshot>;
+    /// Active producers of each of `grids` not confirmed for `year` (年度确认; a later
+    /// year's confirmation counts for the years before it), by grid code, grids with none
+    /// left out (see [`confirmations`]).
+    fn unconfirmed_counts(&self, grids: &[String], year: i32) -> StorageResult<Vec<(String, i64)>>;
     /// The dashboard's grouped counts of the query tables (see [`tallies`]), read in one
     /// transaction.
     fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies>;

@@ -174,6 +174,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/postgres_0005.sql"),
         include_str!("migrations/postgres_0006.sql"),
         include_str!("migrations/postgres_0007.sql"),
+        include_str!("migrations/postgres_0008.sql"),
         include_str!("migrations/postgres_0009.sql"),
     ],
 };

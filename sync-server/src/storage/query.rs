@@ -550,6 +550,7 @@ pub(crate) fn materialize(tx: &mut dyn Tx, records: &[&Record]) -> StorageResult
             })
             .collect();
         tx.insert_rows(&INS_Q_PRODUCERS, &rows)?;
+        super::confirmations::write(tx, &producers)?;
         let ids: Vec<&str> = producers.iter().map(|p| p.id.as_str()).collect();
         tx.execute(
             "DELETE FROM q_reviews WHERE producer_id IN LIST($1)",

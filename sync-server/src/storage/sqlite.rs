@@ -36,6 +36,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/sqlite_0006.sql"),
         include_str!("migrations/sqlite_0007.sql"),
         include_str!("migrations/sqlite_0008.sql"),
+        include_str!("migrations/sqlite_0009.sql"),
         include_str!("migrations/sqlite_0010.sql"),
     ],
 };
