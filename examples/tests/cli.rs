@@ -377,6 +377,57 @@ fn supervisor_approves_and_a_later_edit_sends_it_back() {
 }
 
 #[test]
+fn yearly_confirmation_keeps_the_approval_and_rolls_over() {
+    let d = Device::new();
+    d.init_liaison();
+    let id = add_ranch(&d, "年审牧场");
+    d.ok(&["producer", "review", &id, "submit"]);
+    d.init_supervisor();
+    d.ok(&["producer", "review", &id, "approve-township"]);
+    d.init_liaison();
+    let year = gridsync_core::dates::china_year(gridsync_core::now_ms());
+    let listed = |y: i32| -> Vec<String> {
+        d.json(&["producer", "unconfirmed", "--year", &y.to_string()])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(year), std::slice::from_ref(&id));
+    let c = d.json(&["producer", "confirm", &id]);
+    assert_eq!(c["effective_review_state"], "township_approved");
+    assert_eq!(c["confirmations"][0]["year"], year);
+    assert_eq!(c["confirmations"][0]["by"], "liaison-1");
+    assert!(listed(year).is_empty());
+    // January of next year: listed again.
+    assert_eq!(listed(year + 1), std::slice::from_ref(&id));
+    let err = d.fails(
+        2,
+        &[
+            "producer",
+            "confirm",
+            &id,
+            "--year",
+            &(year + 1).to_string(),
+        ],
+    );
+    assert!(err.contains("year"), "{err}");
+    let text = d.ok(&["producer", "show", &id]);
+    assert!(
+        text.contains(&format!("{year} 年度确认：仍在经营")),
+        "{text}"
+    );
+    let c = d.json(&["producer", "confirm", &id, "--closed"]);
+    assert_eq!(c["status"], "closed");
+    assert_eq!(c["effective_review_state"], "submitted");
+    assert!(
+        listed(year + 1).is_empty(),
+        "a closed producer is not listed"
+    );
+}
+
+#[test]
 fn bad_input_exits_2_naming_the_field() {
     let d = Device::new();
     d.init_liaison();

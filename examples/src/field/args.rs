@@ -238,6 +238,28 @@ pub enum ProducerCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Confirms a producer for the year (年度确认): its fields were checked and it is still
+    /// operating (an approval stays), or closed (`--closed`).
+    Confirm {
+        /// Producer id.
+        id: String,
+        /// Found closed (停产/注销): sets the status (an edit: an approved entry goes back
+        /// to review).
+        #[arg(long)]
+        closed: bool,
+        /// Year confirmed (default: this year in China time; last year is allowed).
+        #[arg(long)]
+        year: Option<i32>,
+    },
+    /// Lists the active producers of a grid and below not yet confirmed for the year.
+    Unconfirmed {
+        /// Grid code (default: your first assigned grid).
+        #[arg(long)]
+        grid: Option<String>,
+        /// Year (default: this year in China time).
+        #[arg(long)]
+        year: Option<i32>,
+    },
     /// Keeps the current value of a conflicting field.
     Resolve {
         /// Record id.

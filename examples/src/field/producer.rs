@@ -1,4 +1,5 @@
-//! `producer` commands: add, edit, list, search, show, review, resolve.
+//! `producer` commands: add, edit, list, search, show, review, confirm, unconfirmed,
+//! resolve.
 
 use gridsync_core::model::{
     GeoPoint, LivestockCount, Producer, ProducerStatus, ResponsibilityLetter,
@@ -57,6 +58,41 @@ pub(crate) fn run(cli: &Cli, cmd: &ProducerCmd, out: &mut Out) -> Result<(), Cli
             ));
             Ok(())
         }
+        ProducerCmd::Confirm { id, closed, year } => {
+            let store = open(cli)?;
+            let year = year.unwrap_or_else(this_year);
+            let p = store.confirm_producer(id, year, !*closed)?;
+            out.value(json!({
+                "id": p.id,
+                "year": year,
+                "status": p.status,
+                "effective_review_state": p.effective_review_state(),
+                "confirmations": p.confirmations,
+            }));
+            out.line(format!(
+                "{}：已完成 {year} 年度确认（{}），审核状态 {}",
+                p.name,
+                if *closed {
+                    "已停产注销"
+                } else {
+                    "仍在经营"
+                },
+                render::review_state(p.effective_review_state())
+            ));
+            Ok(())
+        }
+        ProducerCmd::Unconfirmed { grid, year } => {
+            let store = open(cli)?;
+            let grid = default_grid(&store, grid.as_deref())?;
+            let year = year.unwrap_or_else(this_year);
+            let rows = store.unconfirmed_producers(&grid, year)?;
+            print_rows(
+                out,
+                &format!("网格 {grid} 尚未完成 {year} 年度确认的生产主体"),
+                &rows,
+            );
+            Ok(())
+        }
         ProducerCmd::Resolve { id, path } => {
             let store = open(cli)?;
             store.resolve_conflict(id, path)?;
@@ -69,6 +105,11 @@ pub(crate) fn run(cli: &Cli, cmd: &ProducerCmd, out: &mut Out) -> Result<(), Cli
             Ok(())
         }
     }
+}
+
+/// This year in China time (by the clock the store dates records with).
+fn this_year() -> i32 {
+    gridsync_core::dates::china_year(now_ms())
 }
 
 /// Applies the fields given on the command line to a producer.
@@ -282,18 +323,31 @@ fn show(cli: &Cli, id: &str, out: &mut Out) -> Result<(), CliError> {
         }
     }
     out.line("审核记录：");
-    for e in &p.review.history {
-        let reason = match &e.action {
-            gridsync_core::model::ReviewAction::Return(r) => format!("，理由：{r}"),
-            _ => String::new(),
+    // Review steps and yearly confirmations (年度确认), by time.
+    let mut steps: Vec<(i64, String)> = p
+        .review
+        .history
+        .iter()
+        .map(|e| {
+            let reason = match &e.action {
+                gridsync_core::model::ReviewAction::Return(r) => format!("，理由：{r}"),
+                _ => String::new(),
+            };
+            let what = format!("{}{reason}", render::review_action(e.action.as_str()));
+            (e.at_ms, format!("{}  {what}", e.by))
+        })
+        .collect();
+    steps.extend(p.confirmations.iter().map(|c| {
+        let found = if c.operating {
+            "仍在经营"
+        } else {
+            "已停产注销"
         };
-        out.line(format!(
-            "  {}  {}  {}{}",
-            render::datetime(e.at_ms),
-            e.by,
-            render::review_action(e.action.as_str()),
-            reason
-        ));
+        (c.at_ms, format!("{}  {} 年度确认：{found}", c.by, c.year))
+    }));
+    steps.sort_by_key(|(at, _)| *at);
+    for (at, line) in &steps {
+        out.line(format!("  {}  {line}", render::datetime(*at)));
     }
     out.line(format!("修改历史：{} 次", history.len()));
     for h in &history {
