@@ -427,6 +427,63 @@ fn yearly_confirmation_keeps_the_approval_and_rolls_over() {
     );
 }
 
+/// The yearly rollover by the clock itself: the binary run under `faketime` (Debian
+/// `faketime`, installed by `scripts/test-all.sh`) at fixed UTC times. The year turns at
+/// midnight in China (16:00 UTC): then every producer is unconfirmed again.
+#[test]
+fn a_clock_set_to_january_lists_every_producer_unconfirmed() {
+    let d = Device::new();
+    d.init_liaison();
+    let a = add_ranch(&d, "腊月牧场");
+    let b = add_ranch(&d, "正月牧场");
+    let at = |utc: &str, args: &[&str]| -> Value {
+        let out = Command::new("faketime")
+            .arg(utc)
+            .arg(BIN)
+            .current_dir(d._dir.path())
+            .env("TZ", "UTC")
+            .env_remove("GRIDSYNC_DB")
+            .arg("--db")
+            .arg(d.db.file_name().unwrap())
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("run faketime (Debian package faketime)");
+        assert!(
+            out.status.success(),
+            "{utc} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let unconfirmed = |utc: &str| -> Vec<String> {
+        let mut ids: Vec<String> = at(utc, &["producer", "unconfirmed"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort();
+    // 31 December 2026, 20:00 in China: both confirmed for 2026.
+    for id in [&a, &b] {
+        let c = at("2026-12-31 12:00:00", &["producer", "confirm", id]);
+        assert_eq!(c["year"], 2026);
+    }
+    assert!(unconfirmed("2026-12-31 12:00:00").is_empty());
+    // 23:59 in China is still 2026; at midnight (16:00 UTC) it is January 2027.
+    assert!(unconfirmed("2026-12-31 15:59:00").is_empty());
+    assert_eq!(unconfirmed("2026-12-31 16:00:00"), both);
+    assert_eq!(unconfirmed("2027-01-02 08:00:00"), both);
+    // A confirmation in January is for the new year.
+    let c = at("2027-01-02 08:00:00", &["producer", "confirm", &a]);
+    assert_eq!(c["year"], 2027);
+    assert_eq!(unconfirmed("2027-01-02 08:00:00"), std::slice::from_ref(&b));
+}
+
 #[test]
 fn bad_input_exits_2_naming_the_field() {
     let d = Device::new();

@@ -137,3 +137,26 @@ fn an_edit_keeps_the_confirmations_as_stored() {
     let p = ph.s.update_producer(p).unwrap();
     assert_eq!(p.confirmations.len(), 1);
 }
+
+#[test]
+fn the_unconfirmed_query_reads_its_index() {
+    let ph = Phone::new();
+    let c = rusqlite::Connection::open(&ph.path).unwrap();
+    // The query of `Store::unconfirmed_producers`, planned.
+    let sql = "EXPLAIN QUERY PLAN WITH RECURSIVE sub(code) AS (SELECT ?1 UNION SELECT g.code FROM grids g JOIN sub ON g.parent = sub.code)
+         SELECT p.id FROM producers p WHERE p.grid IN (SELECT code FROM sub) AND p.status = 'active'
+             AND p.confirmed_year < ?2 ORDER BY p.name, p.id";
+    let plan: Vec<String> = c
+        .prepare(sql)
+        .unwrap()
+        .query_map(rusqlite::params![TOWNSHIP, 2027], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|l| l
+                .contains("INDEX producers_confirmed (grid=? AND status=? AND confirmed_year<?)")),
+        "{plan:?}"
+    );
+}
