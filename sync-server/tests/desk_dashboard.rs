@@ -89,6 +89,22 @@ fn dataset() -> Dataset {
             p.updated_at_ms = gridsync_core::now_ms() - 10 * DAY;
         }
     }
+    // Every third producer confirmed for this year (年度确认) by the administrator who
+    // seeds the records; the rest are not confirmed this year.
+    let adm = d.person(Role::Admin).unwrap().id.clone();
+    let now = gridsync_core::now_ms();
+    for (i, p) in d.producers.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            p.confirmations
+                .push(gridsync_core::model::YearConfirmation {
+                    id: format!("{}-confirmed", p.id),
+                    year: gridsync_core::dates::china_year(now),
+                    operating: true,
+                    by: adm.clone(),
+                    at_ms: now - 60_000,
+                });
+        }
+    }
     // Two visits of 2024 with a serious finding (referred to enforcement) and a
     // rectification still open past its deadline.
     let mut n = 0;
@@ -262,11 +278,14 @@ fn check_figures(d: &Dataset, grids: &[String], body: &str, from: &str, to: &str
         pct(township_ok, producers.len())
     );
     assert_eq!(by_id(body, "county-share"), pct(county_ok, producers.len()));
-    let stale = producers
+    let this_year = gridsync_core::dates::china_year(now);
+    let unconfirmed = producers
         .iter()
-        .filter(|p| p.updated_at_ms < now - 365 * DAY)
+        .filter(|p| p.status == ProducerStatus::Active)
+        .filter(|p| !p.confirmations.iter().any(|c| c.year >= this_year))
         .count();
-    assert_eq!(by_id(body, "not-confirmed"), s(stale));
+    assert!(unconfirmed > 0 && unconfirmed < producers.len());
+    assert_eq!(by_id(body, "not-confirmed"), s(unconfirmed));
     let types = table(body, "types");
     for t in gridsync_core::model::ProducerType::ALL {
         let of: Vec<_> = producers.iter().filter(|p| p.producer_type == t).collect();

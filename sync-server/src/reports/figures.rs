@@ -10,9 +10,8 @@
 //! Definitions:
 //! - directory: every entry (active and closed) by type and effective review state; the
 //!   share approved at township level counts entries approved by the township or already by
-//!   the county, at county level those approved by the county. There is no yearly
-//!   confirmation of an entry yet: an entry whose last edit is older than a year counts as
-//!   not confirmed this year.
+//!   the county, at county level those approved by the county; not confirmed this year:
+//!   active entries without a yearly confirmation (年度确认) for the current year.
 //! - patrol coverage: the phone's rule (`due_patrols`) at the end of the period (now, if the
 //!   period reaches today): an active producer is covered when its latest visit started
 //!   less than its interval before that instant (interval by risk grade, the phone's
@@ -405,6 +404,8 @@ pub fn figures(
         never_visited_limit: NEVER_VISITED_LISTED,
     };
     let t = storage.tallies(&q)?;
+    let unconfirmed =
+        storage.unconfirmed_counts(&grids, gridsync_core::dates::china_year(now_ms))?;
     let names: HashMap<String, String> = storage
         .people()?
         .into_iter()
@@ -420,6 +421,7 @@ pub fn figures(
         coverage_at_ms,
         today,
         &names,
+        &unconfirmed,
     )))
 }
 
@@ -474,6 +476,7 @@ fn assemble(
     coverage_at_ms: i64,
     today: String,
     names: &HashMap<String, String>,
+    unconfirmed: &[(String, i64)],
 ) -> Figures {
     let focus_code = focus.as_ref().map(|f| f.code.clone());
     let unit_of = unit_of_grids(grids, by_code, focus_code.as_deref());
@@ -487,6 +490,10 @@ fn assemble(
     let state_index = |s: &str| REVIEW_STATES.iter().position(|x| x.as_str() == s);
     let mut by_type = [[0i64; 5]; ProducerType::ALL.len()];
     let mut by_state = [0i64; 5];
+    // Not confirmed this year: active producers without this year's yearly confirmation.
+    for (grid, n) in unconfirmed {
+        entry(&mut units, &unit_of, grid).not_confirmed += n;
+    }
     for d in &t.directory {
         let u = entry(&mut units, &unit_of, &d.grid);
         u.producers += d.producers;
@@ -501,7 +508,6 @@ fn assemble(
         if d.review_state == ReviewState::CountyApproved.as_str() {
             u.county_approved += d.producers;
         }
-        u.not_confirmed += d.stale;
         let ty = ProducerType::ALL
             .iter()
             .position(|t| t.as_str() == d.producer_type);
