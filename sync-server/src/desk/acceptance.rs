@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use super::review::{push_desk_change, DecisionError};
 use super::{
-    audit, forbidden_csrf, html, message, not_found, require_session, server_error, tokens_equal,
+    html, message, not_found, redirect, require_post, require_session, server_error, url_encode,
     DeskState, Me,
 };
 use crate::api::blocking;
@@ -409,13 +409,10 @@ async fn decide(
     headers: HeaderMap,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let signed = match require_session(&st, &headers).await {
+    let signed = match require_post(&st, &headers, &form.csrf).await {
         Ok(s) => s,
-        Err(_) => return forbidden_csrf(),
+        Err(r) => return r,
     };
-    if !tokens_equal(&signed.session.csrf_token, &form.csrf) {
-        return forbidden_csrf();
-    }
     let Some(year) = form
         .year
         .trim()
@@ -454,28 +451,16 @@ async fn decide(
             note,
         );
         let what = format!("{code2} {year} {} {decided_on}", decision.as_str());
-        match &r {
-            Ok(_) => audit(storage, &person.id, "desk_acceptance", what),
-            Err(DecisionError::NotFound | DecisionError::Storage(_)) => {}
-            Err(e) => audit(
-                storage,
-                &person.id,
-                "desk_acceptance_refused",
-                format!("{what}: {e}"),
-            ),
-        }
+        let done = r.as_ref().map(|_| what.clone());
+        super::review::audit_decision(storage, &person.id, "desk_acceptance", &what, done);
         Ok(r)
     })
     .await;
     match r {
-        Ok(Ok(_)) => {
-            let mut resp = StatusCode::SEE_OTHER.into_response();
-            let to = format!("/desk/townships?year={year}&done={}", encode(&code));
-            if let Ok(v) = axum::http::HeaderValue::from_str(&to) {
-                resp.headers_mut().insert(axum::http::header::LOCATION, v);
-            }
-            resp
-        }
+        Ok(Ok(_)) => redirect(&format!(
+            "/desk/townships?year={year}&done={}",
+            url_encode(&code)
+        )),
         Ok(Err(DecisionError::NotFound)) => not_found(),
         Ok(Err(DecisionError::Stale { .. })) => message(
             StatusCode::CONFLICT,
@@ -496,19 +481,6 @@ async fn decide(
     }
 }
 
-/// Percent-encodes a grid code for a query string.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,7 +489,7 @@ mod tests {
     fn shares_and_codes_as_shown() {
         assert_eq!(percent(2.0 / 7.0), "28.6 %");
         assert_eq!(percent(1.0), "100.0 %");
-        assert_eq!(encode("T1-V_1.a"), "T1-V_1.a");
-        assert_eq!(encode("a b"), "a%20b");
+        assert_eq!(url_encode("T1-V_1.a"), "T1-V_1.a");
+        assert_eq!(url_encode("a b"), "a%20b");
     }
 }

@@ -20,7 +20,7 @@ use gridsync_core::model::Role;
 use gridsync_core::rules::is_within;
 use serde::Deserialize;
 
-use super::people::{datetime, segment};
+use super::people::datetime;
 use super::*;
 use crate::api::blocking;
 use crate::storage::{AuditEntry, AuditFilter, PersonRow};
@@ -294,7 +294,7 @@ fn line(
         None => "（未知人员）".into(),
     };
     let record_href = match (e.kind.as_deref(), e.record_id.as_deref()) {
-        (Some("producer"), Some(r)) => Some(format!("/desk/producers/{}", segment(r))),
+        (Some("producer"), Some(r)) => Some(format!("/desk/producers/{}", url_encode(r))),
         _ => None,
     };
     let grid = e.grid.map(|g| match nodes.iter().find(|n| n.code == g) {
@@ -325,7 +325,7 @@ fn older_href(q: &AuditQuery, before: i64) -> String {
     ] {
         let v = v.trim();
         if !v.is_empty() {
-            parts.push(format!("{k}={}", segment(v)));
+            parts.push(format!("{k}={}", url_encode(v)));
         }
     }
     parts.push(format!("before={before}"));

@@ -22,7 +22,7 @@ use axum::{Form, Router};
 use gridsync_core::model::{GridLevel, Role};
 use serde::Deserialize;
 
-use super::directory::{enc, grid_choices, Choice, Params};
+use super::directory::{grid_choices, Choice, Params};
 use super::*;
 use crate::api::blocking;
 use crate::reports::chart::{
@@ -110,7 +110,7 @@ async fn pick(
 }
 
 fn chart_href(code: &str) -> String {
-    format!("/desk/chart/{}", enc(code))
+    format!("/desk/chart/{}", url_encode(code))
 }
 
 fn redirect(to: &str) -> Response {
@@ -298,7 +298,7 @@ async fn show(
     };
     if pdf {
         let bytes = report::to_pdf(&chart);
-        let name = format!("grid-chart-{}.pdf", enc(&chart.code));
+        let name = format!("grid-chart-{}.pdf", url_encode(&chart.code));
         let disposition = HeaderValue::from_str(&format!("inline; filename=\"{name}\""))
             .unwrap_or_else(|_| HeaderValue::from_static("inline"));
         return (
@@ -325,25 +325,6 @@ async fn show(
 }
 
 // ---- Administrators' forms. ----
-
-/// A POST's administrator: a live session whose CSRF token the form carries (else 403),
-/// of an administrator (else 404).
-async fn require_admin_post(
-    st: &Arc<DeskState>,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<Signed, Response> {
-    let signed = require_session(st, headers)
-        .await
-        .map_err(|_| forbidden_csrf())?;
-    if !tokens_equal(&signed.session.csrf_token, csrf) {
-        return Err(forbidden_csrf());
-    }
-    if signed.person.role != Role::Admin {
-        return Err(not_found());
-    }
-    Ok(signed)
-}
 
 #[derive(Debug, Default, Deserialize)]
 struct AgencyForm {

@@ -16,9 +16,8 @@ use axum::routing::get;
 use axum::Router;
 use gridsync_core::model::{GridLevel, GridNode};
 
-use super::directory::{bad_param, enc, grid_choices, respond, Choice, Outcome, Params};
+use super::directory::{bad_param, grid_choices, respond, scoped, Choice, Outcome, Params};
 use super::*;
-use crate::api::blocking;
 use crate::reports::figures::{
     self, percent, Figures, Period, UnitFigures, REVIEW_STATES, SEVERITIES, VERDICTS,
 };
@@ -188,16 +187,10 @@ async fn dashboard(
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let st2 = st.clone();
-    let pid = signed.person.id.clone();
     let period = query.period.clone();
-    let r = blocking(move || {
-        let storage = st2.app.storage.as_ref();
-        let Some(scope) = st2.app.scopes.scope(storage, &pid)? else {
-            return Ok(Outcome::NotFound);
-        };
+    let r = scoped(&st, &signed.person.id, move |storage, scope| {
         let Some(figures) =
-            figures::figures(storage, &scope, query.grid.as_deref(), &query.period, now)?
+            figures::figures(storage, scope, query.grid.as_deref(), &query.period, now)?
         else {
             return Ok(Outcome::NotFound);
         };
@@ -289,15 +282,15 @@ fn breadcrumb(
 fn dashboard_link(grid: Option<&str>, period: &Period) -> String {
     let mut q = Vec::new();
     if let Some(g) = grid {
-        q.push(format!("grid={}", enc(g)));
+        q.push(format!("grid={}", url_encode(g)));
     }
-    q.push(format!("from={}", enc(&period.from)));
-    q.push(format!("to={}", enc(&period.to)));
+    q.push(format!("from={}", url_encode(&period.from)));
+    q.push(format!("to={}", url_encode(&period.to)));
     format!("/desk/dashboard?{}", q.join("&"))
 }
 
 fn directory_link(grid: &str) -> String {
-    format!("/desk/directory?grid={}", enc(grid))
+    format!("/desk/directory?grid={}", url_encode(grid))
 }
 
 fn verdict_label(v: &str) -> &'static str {

@@ -88,19 +88,6 @@ pub(super) fn bad_param(name: &str, why: &str) -> Refused {
     ))
 }
 
-/// Percent-encodes a query value.
-pub(super) fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Links to the previous and next page, keeping the filters.
 pub(super) struct Pager {
     pub(super) page: u32,
@@ -115,7 +102,7 @@ impl Pager {
             let mut q: Vec<String> = kept
                 .iter()
                 .filter(|(_, v)| !v.is_empty())
-                .map(|(k, v)| format!("{k}={}", enc(v)))
+                .map(|(k, v)| format!("{k}={}", url_encode(v)))
                 .collect();
             if p > 1 {
                 q.push(format!("page={p}"));
@@ -254,6 +241,27 @@ pub(super) enum Outcome<T> {
     NotFound,
 }
 
+/// Runs `load` on a blocking thread with the scope of `person_id` (a person who has none any
+/// more, deactivated meanwhile, gets the 404 page).
+pub(super) async fn scoped<T: Send + 'static>(
+    st: &Arc<DeskState>,
+    person_id: &str,
+    load: impl FnOnce(&dyn Storage, &crate::scope::Scope) -> Result<Outcome<T>, crate::api::ApiError>
+        + Send
+        + 'static,
+) -> Result<Outcome<T>, crate::api::ApiError> {
+    let st = st.clone();
+    let pid = person_id.to_string();
+    blocking(move || {
+        let storage = st.app.storage.as_ref();
+        let Some(scope) = st.app.scopes.scope(storage, &pid)? else {
+            return Ok(Outcome::NotFound);
+        };
+        load(storage, &scope)
+    })
+    .await
+}
+
 /// Turns the blocking work's result into a response.
 pub(super) fn respond<T>(
     r: Result<Outcome<T>, crate::api::ApiError>,
@@ -384,14 +392,8 @@ async fn directory(
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let st2 = st.clone();
-    let pid = signed.person.id.clone();
-    let r = blocking(move || {
-        let storage = st2.app.storage.as_ref();
-        let Some(scope) = st2.app.scopes.scope(storage, &pid)? else {
-            return Ok(Outcome::NotFound);
-        };
-        let Some(grids) = list_grids(storage, &scope, query.grid.as_deref())? else {
+    let r = scoped(&st, &signed.person.id, move |storage, scope| {
+        let Some(grids) = list_grids(storage, scope, query.grid.as_deref())? else {
             return Ok(Outcome::NotFound);
         };
         let filter = DirectoryFilter {
@@ -828,14 +830,8 @@ async fn producer(
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    let st2 = st.clone();
-    let pid = signed.person.id.clone();
-    let r = blocking(move || {
-        let storage = st2.app.storage.as_ref();
-        let Some(scope) = st2.app.scopes.scope(storage, &pid)? else {
-            return Ok(Outcome::NotFound);
-        };
-        Ok(match producer_data(storage, &scope, &id)? {
+    let r = scoped(&st, &signed.person.id, move |storage, scope| {
+        Ok(match producer_data(storage, scope, &id)? {
             Some(d) => Outcome::Page(d),
             None => Outcome::NotFound,
         })
@@ -892,7 +888,7 @@ mod tests {
 
     #[test]
     fn values_and_links() {
-        assert_eq!(enc("乌兰 a&b"), "%E4%B9%8C%E5%85%B0%20a%26b");
+        assert_eq!(url_encode("乌兰 a&b"), "%E4%B9%8C%E5%85%B0%20a%26b");
         let p = Pager::new("/desk/directory", &[("q", "乌"), ("grid", "")], 2, true);
         assert_eq!(p.prev.as_deref(), Some("/desk/directory?q=%E4%B9%8C"));
         assert_eq!(

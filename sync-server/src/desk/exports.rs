@@ -22,10 +22,9 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::mpsc;
 
-use super::directory::{bad_param, enc, grid_choices, list_grids, respond, Choice, Outcome};
+use super::directory::{bad_param, grid_choices, list_grids, respond, scoped, Choice, Outcome};
 use super::directory::{Params, Refused};
 use super::*;
-use crate::api::blocking;
 use crate::reports::export::{
     file_name, period_of_days, write_export, ExportFormat, ExportKind, ExportRequest,
 };
@@ -102,14 +101,14 @@ impl ExportQuery {
     fn link(&self, kind: ExportKind, format: ExportFormat) -> String {
         let mut q: Vec<String> = Vec::new();
         if let Some(g) = &self.grid {
-            q.push(format!("grid={}", enc(g)));
+            q.push(format!("grid={}", url_encode(g)));
         }
         if kind.uses_period() {
             if let Some(f) = &self.from {
-                q.push(format!("from={}", enc(f)));
+                q.push(format!("from={}", url_encode(f)));
             }
             if let Some(t) = &self.to {
-                q.push(format!("to={}", enc(t)));
+                q.push(format!("to={}", url_encode(t)));
             }
         }
         let path = format!("/desk/exports/{}.{}", kind.as_str(), format.ext());
@@ -159,13 +158,7 @@ async fn page(
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let st2 = st.clone();
-    let pid = signed.person.id.clone();
-    let r = blocking(move || {
-        let storage = st2.app.storage.as_ref();
-        let Some(scope) = st2.app.scopes.scope(storage, &pid)? else {
-            return Ok(Outcome::NotFound);
-        };
+    let r = scoped(&st, &signed.person.id, move |storage, scope| {
         if let Some(g) = &query.grid {
             if !scope.readable.contains(g) {
                 return Ok(Outcome::NotFound);
@@ -245,7 +238,7 @@ impl Write for ChannelWriter {
 fn disposition(ascii: &str, name: &str) -> HeaderValue {
     let v = format!(
         "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
-        enc(name)
+        url_encode(name)
     );
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
@@ -288,7 +281,6 @@ async fn download(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         return resp;
     };
-    let st2 = st.clone();
     let pid = signed.person.id.clone();
     let grid = query.grid.clone();
     let (from, to) = (query.from.clone(), query.to.clone());
@@ -297,12 +289,8 @@ async fn download(
     } else {
         Period::default()
     };
-    let r = blocking(move || {
-        let storage = st2.app.storage.as_ref();
-        let Some(scope) = st2.app.scopes.scope(storage, &pid)? else {
-            return Ok(Outcome::NotFound);
-        };
-        let Some(grids) = list_grids(storage, &scope, grid.as_deref())? else {
+    let r = scoped(&st, &signed.person.id, move |storage, scope| {
+        let Some(grids) = list_grids(storage, scope, grid.as_deref())? else {
             return Ok(Outcome::NotFound);
         };
         let days = if kind.uses_period() {

@@ -189,6 +189,28 @@ fn see_other(to: &'static str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
 }
 
+/// A 303 to a location built at run time (its parts encoded with [`url_encode`]).
+fn redirect(to: &str) -> Response {
+    match HeaderValue::from_str(to) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+        Err(_) => server_error(),
+    }
+}
+
+/// Percent-encodes a path segment or a query value: everything but RFC 3986's unreserved
+/// characters.
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[derive(Template)]
 #[template(path = "desk/message.html")]
 struct MessagePage<'a> {
@@ -416,6 +438,36 @@ impl Me {
             admin: s.person.role == Role::Admin,
         }
     }
+}
+
+/// The signed-in person of a form's POST: a live session whose CSRF token the form
+/// carries. No session or a wrong token: 403.
+async fn require_post(
+    st: &Arc<DeskState>,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Signed, Response> {
+    let signed = require_session(st, headers)
+        .await
+        .map_err(|_| forbidden_csrf())?;
+    if !tokens_equal(&signed.session.csrf_token, csrf) {
+        return Err(forbidden_csrf());
+    }
+    Ok(signed)
+}
+
+/// A POST's administrator: [`require_post`], and an administrator (else 404, as for a page
+/// that is not there).
+async fn require_admin_post(
+    st: &Arc<DeskState>,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Signed, Response> {
+    let signed = require_post(st, headers, csrf).await?;
+    if signed.person.role != Role::Admin {
+        return Err(not_found());
+    }
+    Ok(signed)
 }
 
 // ---- Sign-in ----
@@ -995,6 +1047,12 @@ mod tests {
         // 2024-02-29 16:00 UTC is 2024-03-01 00:00 in China.
         assert_eq!(date(1_709_222_400_000), "2024-03-01");
         assert_eq!(date(1_709_222_399_999), "2024-02-29");
+    }
+
+    #[test]
+    fn values_are_percent_encoded_but_unreserved_characters() {
+        assert_eq!(url_encode("T1-V_1.a~"), "T1-V_1.a~");
+        assert_eq!(url_encode("a b&c/é"), "a%20b%26c%2F%C3%A9");
     }
 
     #[test]

@@ -19,10 +19,9 @@ use gridsync_core::rules::in_scope;
 
 use super::directory::{
     bad_param, datetime, grid_choices, grid_names, list_grids, name_of, page_req, person_names,
-    respond, Choice, Outcome, Pager, Params, Refused, VisitLine,
+    respond, scoped, Choice, Outcome, Pager, Params, Refused, VisitLine,
 };
 use super::*;
-use crate::api::blocking;
 use crate::storage::VisitFilter;
 
 /// This part's routes.
@@ -174,16 +173,10 @@ async fn visits(
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let st2 = st.clone();
-    let pid = signed.person.id.clone();
     let (grid, inspector, producer) = (q.grid.clone(), q.inspector.clone(), q.producer.clone());
     let (status, from_ms, to_ms, page) = (q.status, q.from_ms, q.to_ms, q.page);
-    let r = blocking(move || {
-        let storage = st2.app.storage.as_ref();
-        let Some(scope) = st2.app.scopes.scope(storage, &pid)? else {
-            return Ok(Outcome::NotFound);
-        };
-        let Some(grids) = list_grids(storage, &scope, grid.as_deref())? else {
+    let r = scoped(&st, &signed.person.id, move |storage, scope| {
+        let Some(grids) = list_grids(storage, scope, grid.as_deref())? else {
             return Ok(Outcome::NotFound);
         };
         // A producer outside the scope answers as a missing one.
@@ -525,14 +518,8 @@ async fn visit(
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    let st2 = st.clone();
-    let pid = signed.person.id.clone();
-    let r = blocking(move || {
-        let storage = st2.app.storage.as_ref();
-        let Some(scope) = st2.app.scopes.scope(storage, &pid)? else {
-            return Ok(Outcome::NotFound);
-        };
-        Ok(match visit_page(storage, &scope, &id)? {
+    let r = scoped(&st, &signed.person.id, move |storage, scope| {
+        Ok(match visit_page(storage, scope, &id)? {
             Some(d) => Outcome::Page(d),
             None => Outcome::NotFound,
         })
@@ -727,15 +714,9 @@ async fn rectifications(
         Err(r) => return *r,
     };
     let today = china_today();
-    let st2 = st.clone();
-    let pid = signed.person.id.clone();
     let today2 = today.clone();
-    let r = blocking(move || {
-        let storage = st2.app.storage.as_ref();
-        let Some(scope) = st2.app.scopes.scope(storage, &pid)? else {
-            return Ok(Outcome::NotFound);
-        };
-        let Some(grids) = list_grids(storage, &scope, None)? else {
+    let r = scoped(&st, &signed.person.id, move |storage, scope| {
+        let Some(grids) = list_grids(storage, scope, None)? else {
             return Ok(Outcome::NotFound);
         };
         let found = storage.open_rectifications(&grids, &today2, overdue_only, page_req(page))?;

@@ -50,21 +50,8 @@ const MAX_CODE_HOURS: u32 = 168;
 
 // ---- Helpers ----
 
-/// A path segment: everything but unreserved characters percent-encoded.
-pub(super) fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 fn person_href(id: &str) -> String {
-    format!("/desk/people/{}", segment(id))
+    format!("/desk/people/{}", url_encode(id))
 }
 
 fn redirect(to: String) -> Response {
@@ -95,25 +82,6 @@ async fn require_admin(st: &Arc<DeskState>, headers: &HeaderMap) -> Result<Signe
     let signed = require_session(st, headers)
         .await
         .map_err(IntoResponse::into_response)?;
-    if signed.person.role != Role::Admin {
-        return Err(not_found());
-    }
-    Ok(signed)
-}
-
-/// A POST's administrator: a live session of an administrator whose CSRF token the form
-/// carries. No session or a wrong token: 403; not an administrator: 404.
-async fn require_admin_post(
-    st: &Arc<DeskState>,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<Signed, Response> {
-    let signed = require_session(st, headers)
-        .await
-        .map_err(|_| forbidden_csrf())?;
-    if !tokens_equal(&signed.session.csrf_token, csrf) {
-        return Err(forbidden_csrf());
-    }
     if signed.person.role != Role::Admin {
         return Err(not_found());
     }
@@ -493,7 +461,7 @@ fn person_page(
     let devices = devices
         .into_iter()
         .map(|d| DeviceLine {
-            revoke_action: format!("{href}/devices/{}/revoke", segment(&d.id)),
+            revoke_action: format!("{href}/devices/{}/revoke", url_encode(&d.id)),
             enrolled: datetime(d.created_at_ms),
             last_seen: d
                 .last_seen_ms
@@ -812,6 +780,6 @@ mod tests {
     fn qr_inline_has_its_id_and_no_declaration() {
         let svg = inline_qr("<?xml version=\"1.0\"?><svg xmlns=\"x\"><path/></svg>");
         assert!(svg.starts_with("<svg id=\"enrol-qr\""), "{svg}");
-        assert_eq!(segment("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(url_encode("a b/é"), "a%20b%2F%C3%A9");
     }
 }

@@ -25,8 +25,8 @@ use gridsync_core::sync::protocol::{PushOutcome, PushRecord};
 use serde::Deserialize;
 
 use super::{
-    audit, date, forbidden_csrf, html, message, not_found, require_session, review_label,
-    risk_label, server_error, tokens_equal, DeskState, Me,
+    audit, date, html, message, not_found, redirect, require_post, require_session, review_label,
+    risk_label, server_error, url_encode, DeskState, Me,
 };
 use crate::api::blocking;
 use crate::storage::query::{PageReq, ReviewLevel};
@@ -206,6 +206,28 @@ pub(super) fn push_desk_change(
         .next()
         .map(|r| r.outcome)
         .ok_or_else(|| StorageError::Invalid("the push returned no result".into()))
+}
+
+/// Notes a desk decision in the audit trail: `action` with `Ok`'s detail when written,
+/// `<action>_refused` with why when the rules or the page's state refused it (a missing
+/// record and a storage failure are not decisions).
+pub(super) fn audit_decision(
+    storage: &dyn Storage,
+    person_id: &str,
+    action: &str,
+    what: &str,
+    result: Result<String, &DecisionError>,
+) {
+    match result {
+        Ok(detail) => audit(storage, person_id, action, detail),
+        Err(DecisionError::NotFound | DecisionError::Storage(_)) => {}
+        Err(e) => audit(
+            storage,
+            person_id,
+            &format!("{action}_refused"),
+            format!("{what}: {e}"),
+        ),
+    }
 }
 
 /// The queue's routes.
@@ -410,13 +432,10 @@ async fn decide_page(
     Form(form): Form<DecisionForm>,
     returning: bool,
 ) -> Response {
-    let signed = match require_session(&st, &headers).await {
+    let signed = match require_post(&st, &headers, &form.csrf).await {
         Ok(s) => s,
-        Err(_) => return forbidden_csrf(),
+        Err(r) => return r,
     };
-    if !tokens_equal(&signed.session.csrf_token, &form.csrf) {
-        return forbidden_csrf();
-    }
     let decision = if returning {
         let reason = form.reason.trim().to_string();
         if reason.is_empty() {
@@ -440,33 +459,21 @@ async fn decide_page(
             Decision::Approve => "approve".to_string(),
             Decision::Return(reason) => format!("return: {reason}"),
         };
-        match &r {
-            Ok(after) => audit(
-                storage,
-                &person.id,
-                "desk_review",
-                format!("{id2} {what} -> {}", after.as_str()),
-            ),
-            Err(DecisionError::NotFound | DecisionError::Storage(_)) => {}
-            Err(e) => audit(
-                storage,
-                &person.id,
-                "desk_review_refused",
-                format!("{id2} {what}: {e}"),
-            ),
-        }
+        let done = r
+            .as_ref()
+            .map(|after| format!("{id2} {what} -> {}", after.as_str()));
+        audit_decision(
+            storage,
+            &person.id,
+            "desk_review",
+            &format!("{id2} {what}"),
+            done,
+        );
         Ok(r)
     })
     .await;
     match r {
-        Ok(Ok(_)) => {
-            let mut resp = StatusCode::SEE_OTHER.into_response();
-            let to = format!("/desk/reviews?done={}", urlencoding(&id));
-            if let Ok(v) = axum::http::HeaderValue::from_str(&to) {
-                resp.headers_mut().insert(axum::http::header::LOCATION, v);
-            }
-            resp
-        }
+        Ok(Ok(_)) => redirect(&format!("/desk/reviews?done={}", url_encode(&id))),
         Ok(Err(DecisionError::NotFound)) => not_found(),
         Ok(Err(DecisionError::Stale { now, .. })) => message(
             StatusCode::CONFLICT,
@@ -488,20 +495,6 @@ async fn decide_page(
         ),
         Ok(Err(DecisionError::Storage(_))) | Err(_) => server_error(),
     }
-}
-
-/// Percent-encodes a record id for a query string (ids are UUIDs; anything else is
-/// encoded byte by byte).
-fn urlencoding(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -529,7 +522,7 @@ mod tests {
 
     #[test]
     fn ids_are_encoded_for_the_redirect() {
-        assert_eq!(urlencoding("a-1_b.c"), "a-1_b.c");
-        assert_eq!(urlencoding("a b&c"), "a%20b%26c");
+        assert_eq!(url_encode("a-1_b.c"), "a-1_b.c");
+        assert_eq!(url_encode("a b&c"), "a%20b%26c");
     }
 }
