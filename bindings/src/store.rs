@@ -182,6 +182,33 @@ impl GridStore {
         guard(|| Ok(self.store.confirm_producer(&id, year, operating)?.into()))
     }
 
+    /// Resolves the possible duplicate `other` of producer `id` (supervisors and county
+    /// staff): "not a duplicate" (`merge == false`: the mark is closed for good) or
+    /// "duplicate of `other`" (`merge`: this entry becomes a tombstone pointing to
+    /// `other`, whose visits count for `other`). Other roles get `ApiError.Forbidden`; an
+    /// `other` that is not marked on this entry gets `ApiError.Invalid` naming `other`.
+    pub fn resolve_duplicate(
+        &self,
+        id: String,
+        other: String,
+        merge: bool,
+    ) -> Result<Producer, ApiError> {
+        guard(|| Ok(self.store.resolve_duplicate(&id, &other, merge)?.into()))
+    }
+
+    /// Settles a carried edit left as a conflict on producer `id` (an edit of an entry
+    /// merged into this one, made before the phone knew of the merge, that contradicts
+    /// this entry): `take` sets the field to the carried value, otherwise this entry keeps
+    /// its own. Either way the conflict closes in the device person's name.
+    pub fn settle_carried_edit(
+        &self,
+        id: String,
+        edit: String,
+        take: bool,
+    ) -> Result<Producer, ApiError> {
+        guard(|| Ok(self.store.settle_carried_edit(&id, &edit, take)?.into()))
+    }
+
     /// Active producers of a grid and every grid below it not yet confirmed for `year`
     /// (a confirmation of a later year counts for the years before it), by name.
     pub fn unconfirmed_producers(

@@ -100,6 +100,21 @@ pub enum MatchReason {
 }
 
 impl MatchReason {
+    /// Every reason.
+    pub const ALL: [MatchReason; 6] = [
+        MatchReason::CreditCode,
+        MatchReason::IdNumber,
+        MatchReason::Phone,
+        MatchReason::SameName,
+        MatchReason::NameOneEdit,
+        MatchReason::NameContains,
+    ];
+
+    /// The reason with stable identifier `id` ([`MatchReason::as_str`]).
+    pub fn from_id(id: &str) -> Option<MatchReason> {
+        MatchReason::ALL.into_iter().find(|r| r.as_str() == id)
+    }
+
     /// Stable identifier.
     pub fn as_str(self) -> &'static str {
         match self {

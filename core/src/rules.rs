@@ -2,8 +2,9 @@
 //! every pushed change, against the stored record (never against what a phone claims).
 
 use crate::model::{
-    Acceptance, Actor, GridLevel, Producer, ProducerStatus, Record, ReviewAction, ReviewEvent,
-    ReviewState, Role, Visit, VisitStatus, YearConfirmation,
+    Acceptance, Actor, DuplicateOutcome, DuplicateResolution, GridLevel, MergedInto, Producer,
+    ProducerStatus, Record, ReviewAction, ReviewEvent, ReviewState, Role, Visit, VisitStatus,
+    YearConfirmation,
 };
 use crate::{Error, Result};
 
@@ -243,6 +244,9 @@ pub fn take_review_step(
 pub fn apply_edit_workflow(before: &Producer, after: &mut Producer, person: &str, now: i64) {
     after.review = before.review.clone();
     after.confirmations = before.confirmations.clone();
+    after.duplicates = before.duplicates.clone();
+    after.merged_into = before.merged_into.clone();
+    after.carried_edits = before.carried_edits.clone();
     after.created_by = before.created_by.clone();
     after.created_at_ms = before.created_at_ms;
     if before.directory_fingerprint() == after.directory_fingerprint() {
@@ -341,8 +345,19 @@ fn check_producer(actor: &Actor, before: Option<&Producer>, after: &Producer) ->
         before.map_or(&[][..], |b| &b.confirmations[..]),
         after,
     )?;
+    check_duplicate_bookkeeping(actor, before, after, true)?;
     if let Some(b) = before {
         check_producer_kept(b, after)?;
+        if let Some(m) = &b.merged_into {
+            let mut same = after.clone();
+            same.updated_at_ms = b.updated_at_ms;
+            if &same != b {
+                return Err(Error::Workflow(format!(
+                    "this entry was merged into {} as its duplicate: edit that entry instead",
+                    m.into
+                )));
+            }
+        }
         // Editing an approved entry must send it back to review.
         let fields_changed = b.directory_fingerprint() != after.directory_fingerprint();
         if fields_changed
@@ -412,6 +427,252 @@ fn check_producer_kept(before: &Producer, after: &Producer) -> Result<()> {
         return Err(forbid(
             "yearly confirmations can only be added, never changed or removed",
         ));
+    }
+    Ok(())
+}
+
+/// Whether `role` resolves possible duplicates (supervisors, county staff, administrators).
+pub fn resolves_duplicates(role: Role) -> bool {
+    matches!(role, Role::Supervisor | Role::CountyReviewer | Role::Admin)
+}
+
+/// Resolves the possible duplicate `other` of `p` as `person` at `now`: "not a duplicate"
+/// (`merge == false`: the mark is closed for good) or "duplicate of `other`" (`merge`: `p`
+/// becomes a tombstone pointing to `other`, recording the directory fields it had, so that
+/// an edit made on a phone that had not yet seen the merge can be carried over). The server
+/// mirrors the outcome onto `other`'s mark. Who may do it is checked by [`check_change`].
+pub fn resolve_duplicate(
+    p: &mut Producer,
+    other: &str,
+    merge: bool,
+    person: &str,
+    now: i64,
+) -> Result<()> {
+    if let Some(m) = &p.merged_into {
+        return Err(Error::Workflow(format!(
+            "this entry was already merged into {}",
+            m.into
+        )));
+    }
+    let Some(mark) = p.duplicates.iter_mut().find(|m| m.id == other) else {
+        return Err(Error::Invalid(crate::validate::Invalid::new(
+            "other",
+            format!("{other} is not marked as a possible duplicate of this entry"),
+        )));
+    };
+    if let Some(r) = &mark.resolution {
+        return Err(Error::Workflow(format!(
+            "this possible duplicate was already resolved ({})",
+            r.outcome.as_str()
+        )));
+    }
+    let outcome = if merge {
+        DuplicateOutcome::MergedIntoOther
+    } else {
+        DuplicateOutcome::NotDuplicate
+    };
+    mark.resolution = Some(DuplicateResolution {
+        outcome,
+        by: person.to_string(),
+        at_ms: now,
+    });
+    if merge {
+        p.merged_into = Some(MergedInto {
+            into: other.to_string(),
+            by: person.to_string(),
+            at_ms: now,
+            seen: p.seen_fields(),
+        });
+    }
+    p.updated_at_ms = now;
+    Ok(())
+}
+
+/// Settles the carried edit `edit` of `p` (a conflict the server left: an edit of a merged
+/// entry that this entry's value contradicts) as `person` at `now`: `take` sets the field to
+/// the carried value (an edit like any other: an approved entry goes back to review),
+/// otherwise this entry keeps its value. Either way the conflict is closed in `person`'s
+/// name.
+pub fn settle_carried_edit(
+    p: &mut Producer,
+    edit: &str,
+    take: bool,
+    person: &str,
+    now: i64,
+) -> Result<()> {
+    let Some(i) = p.carried_edits.iter().position(|e| e.id == edit) else {
+        return Err(Error::Invalid(crate::validate::Invalid::new(
+            "edit",
+            format!("{edit} is not a carried edit of this entry"),
+        )));
+    };
+    let e = p.carried_edits[i].clone();
+    if e.applied || e.settled_by.is_some() {
+        return Err(Error::Workflow(format!(
+            "the carried edit {edit} is not an open conflict"
+        )));
+    }
+    if take {
+        let before = p.clone();
+        let value: serde_json::Value = serde_json::from_str(&e.value).map_err(|err| {
+            Error::Invalid(crate::validate::Invalid::new(
+                "edit",
+                format!("{edit}: the carried value is not JSON: {err}"),
+            ))
+        })?;
+        p.set_directory_field(&e.field, value)
+            .map_err(|m| Error::Invalid(crate::validate::Invalid::new("edit", m)))?;
+        apply_edit_workflow(&before, p, person, now);
+    }
+    p.carried_edits[i].settled_by = Some(person.to_string());
+    p.updated_at_ms = now;
+    Ok(())
+}
+
+/// The duplicate bookkeeping of a producer (`_duplicates`, `_merged_into`,
+/// `_carried_edits`) is written by the server; a person may only resolve an open mark
+/// (supervisors and county staff: "not a duplicate", or "duplicate of" with the tombstone
+/// pointing to the other entry) and settle an open carried edit. `per_change`: judging one
+/// change against what its author had seen (the authors are checked); otherwise judging a
+/// merged result against the stored record (a resolution that differs must be one this
+/// actor may make).
+fn check_duplicate_bookkeeping(
+    actor: &Actor,
+    before: Option<&Producer>,
+    after: &Producer,
+    per_change: bool,
+) -> Result<()> {
+    let old = before.map_or(&[][..], |b| &b.duplicates[..]);
+    for m in &after.duplicates {
+        let Some(o) = old.iter().find(|o| o.id == m.id) else {
+            return Err(forbid(
+                "possible-duplicate marks are written by the server, not by a device",
+            ));
+        };
+        let mut same = m.clone();
+        same.resolution = o.resolution.clone();
+        if &same != o {
+            return Err(forbid(
+                "a possible-duplicate mark cannot be changed, only resolved",
+            ));
+        }
+        if m.resolution == o.resolution {
+            continue;
+        }
+        let Some(r) = &m.resolution else {
+            return Err(forbid("a resolved possible duplicate cannot be reopened"));
+        };
+        if !resolves_duplicates(actor.role) {
+            return Err(forbid(
+                "only supervisors and county staff resolve possible duplicates",
+            ));
+        }
+        if per_change {
+            if o.resolution.is_some() {
+                return Err(Error::Workflow(format!(
+                    "the possible duplicate {} was already resolved",
+                    m.id
+                )));
+            }
+            if r.by != actor.person_id && actor.role != Role::Admin {
+                return Err(forbid(format!(
+                    "a possible duplicate is resolved by the person who resolves it, not {}",
+                    r.by
+                )));
+            }
+            if r.outcome == DuplicateOutcome::OtherMergedHere {
+                return Err(forbid(
+                    "\"the other entry merged here\" is written by the server",
+                ));
+            }
+            let points = after.merged_into.as_ref().map(|t| t.into.as_str());
+            if r.outcome == DuplicateOutcome::MergedIntoOther && points != Some(m.id.as_str()) {
+                return Err(Error::Workflow(format!(
+                    "merging into {} makes this entry a tombstone pointing to it",
+                    m.id
+                )));
+            }
+        }
+    }
+    if old
+        .iter()
+        .any(|o| !after.duplicates.iter().any(|m| m.id == o.id))
+    {
+        return Err(forbid("possible-duplicate marks cannot be removed"));
+    }
+    match (
+        before.and_then(|b| b.merged_into.as_ref()),
+        &after.merged_into,
+    ) {
+        (None, None) => {}
+        (Some(b), Some(a)) if a == b => {}
+        (Some(_), None) => return Err(forbid("a merged entry cannot be unmerged")),
+        (b, Some(a)) => {
+            if !resolves_duplicates(actor.role) {
+                return Err(forbid(
+                    "only supervisors and county staff merge duplicate entries",
+                ));
+            }
+            if per_change {
+                if b.is_some() {
+                    return Err(Error::Workflow("this entry was already merged".into()));
+                }
+                if a.by != actor.person_id && actor.role != Role::Admin {
+                    return Err(forbid(format!(
+                        "a merge is recorded by the person who merges, not {}",
+                        a.by
+                    )));
+                }
+                if a.into == after.id {
+                    return Err(Error::Workflow(
+                        "an entry cannot be merged into itself".into(),
+                    ));
+                }
+                let marked = after.duplicates.iter().any(|m| {
+                    m.id == a.into
+                        && m.resolution.as_ref().map(|r| r.outcome)
+                            == Some(DuplicateOutcome::MergedIntoOther)
+                });
+                if !marked {
+                    return Err(Error::Workflow(format!(
+                        "{} is not a possible duplicate resolved as \"duplicate of\" on this entry",
+                        a.into
+                    )));
+                }
+            }
+        }
+    }
+    let old = before.map_or(&[][..], |b| &b.carried_edits[..]);
+    for e in &after.carried_edits {
+        let Some(o) = old.iter().find(|o| o.id == e.id) else {
+            return Err(forbid(
+                "carried edits are written by the server, not by a device",
+            ));
+        };
+        let mut same = e.clone();
+        same.settled_by = o.settled_by.clone();
+        if &same != o {
+            return Err(forbid("a carried edit cannot be changed, only settled"));
+        }
+        if per_change && e.settled_by != o.settled_by {
+            if o.settled_by.is_some() {
+                return Err(Error::Workflow(format!(
+                    "the carried edit {} was already settled",
+                    e.id
+                )));
+            }
+            if e.settled_by.as_deref() != Some(actor.person_id.as_str()) {
+                return Err(forbid(
+                    "a carried edit is settled in the name of the person who settles it",
+                ));
+            }
+        }
+    }
+    if old
+        .iter()
+        .any(|o| !after.carried_edits.iter().any(|e| e.id == o.id))
+    {
+        return Err(forbid("carried edits cannot be removed"));
     }
     Ok(())
 }
@@ -593,6 +854,7 @@ pub fn check_merge(
 
 fn merge_producer(actor: &Actor, s: &Producer, m: &Producer) -> Result<()> {
     check_producer_kept(s, m)?;
+    check_duplicate_bookkeeping(actor, Some(s), m, false)?;
     check_new_steps_authors(actor, &s.review.history, m)?;
     check_new_confirmations(actor, &s.confirmations, m)?;
     let (s_eff, m_eff) = (s.effective_review_state(), m.effective_review_state());

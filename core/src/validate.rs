@@ -401,9 +401,74 @@ pub fn validate_producer(p: &Producer) -> VResult {
             ));
         }
     }
+    validate_duplicate_bookkeeping(p)?;
     check_time("created_at_ms", p.created_at_ms)?;
     check_time("updated_at_ms", p.updated_at_ms)?;
     check_record_size(p)
+}
+
+/// Most possible-duplicate marks, and most carried edits, on one producer.
+pub const MAX_DUPLICATE_MARKS: usize = 200;
+
+/// Bounds and shapes of a producer's duplicate bookkeeping (marks, tombstone, carried edits).
+fn validate_duplicate_bookkeeping(p: &Producer) -> VResult {
+    check_list("duplicates", &p.duplicates, MAX_DUPLICATE_MARKS)?;
+    for (i, m) in p.duplicates.iter().enumerate() {
+        let f = format!("duplicates[{i}]");
+        check_id(&format!("{f}.id"), &m.id)?;
+        optional_text(&format!("{f}.other_name"), &m.other_name, 200)?;
+        optional_text(&format!("{f}.other_grid"), &m.other_grid, 64)?;
+        check_list(&format!("{f}.reasons"), &m.reasons, 8)?;
+        for (j, r) in m.reasons.iter().enumerate() {
+            require_text(&format!("{f}.reasons[{j}]"), r, 32)?;
+        }
+        if m.score > 100 {
+            return Err(Invalid::new(format!("{f}.score"), "is over 100"));
+        }
+        check_time(&format!("{f}.found_at_ms"), m.found_at_ms)?;
+        if let Some(r) = &m.resolution {
+            require_text(&format!("{f}.resolution.by"), &r.by, 64)?;
+            check_time(&format!("{f}.resolution.at_ms"), r.at_ms)?;
+        }
+    }
+    if let Some(t) = &p.merged_into {
+        check_id("merged_into.into", &t.into)?;
+        if t.into == p.id {
+            return Err(Invalid::new("merged_into.into", "is this entry itself"));
+        }
+        require_text("merged_into.by", &t.by, 64)?;
+        check_time("merged_into.at_ms", t.at_ms)?;
+        check_list(
+            "merged_into.seen",
+            &t.seen,
+            crate::model::DIRECTORY_FIELDS.len(),
+        )?;
+        for (i, f) in t.seen.iter().enumerate() {
+            if !crate::model::DIRECTORY_FIELDS.contains(&f.id.as_str()) {
+                return Err(Invalid::new(
+                    format!("merged_into.seen[{i}].id"),
+                    format!("{} is not a directory field", f.id),
+                ));
+            }
+        }
+    }
+    check_list("carried_edits", &p.carried_edits, MAX_DUPLICATE_MARKS)?;
+    for (i, e) in p.carried_edits.iter().enumerate() {
+        let f = format!("carried_edits[{i}]");
+        require_text(&format!("{f}.id"), &e.id, 200)?;
+        check_id(&format!("{f}.from"), &e.from)?;
+        if !crate::model::DIRECTORY_FIELDS.contains(&e.field.as_str()) {
+            return Err(Invalid::new(
+                format!("{f}.field"),
+                format!("{} is not a directory field", e.field),
+            ));
+        }
+        check_time(&format!("{f}.at_ms"), e.at_ms)?;
+        if let Some(b) = &e.settled_by {
+            require_text(&format!("{f}.settled_by"), b, 64)?;
+        }
+    }
+    Ok(())
 }
 
 /// Validates a checklist template on its own.

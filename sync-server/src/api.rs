@@ -61,6 +61,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest attachment and each device's quota of attachment bytes.
     pub attachment_limits: crate::storage::AttachmentLimits,
+    /// The grid tree the duplicate check after a push uses.
+    pub grid_nodes: crate::duplicates::NodeCache,
 }
 
 impl AppState {
@@ -82,6 +84,7 @@ impl AppState {
             metrics_allow: Vec::new(),
             metrics: Arc::new(Metrics::default()),
             attachment_limits: crate::storage::AttachmentLimits::default(),
+            grid_nodes: crate::duplicates::NodeCache::default(),
         }
     }
 }
@@ -854,6 +857,10 @@ pub fn handle_sync_until(
         }
     };
     count_push_outcomes(st, device, &results);
+    // Possible duplicates among the producers just accepted, resolutions mirrored, edits of
+    // merged entries carried (`crate::duplicates`): written before the pull below, so this
+    // device receives its own entries' marks in this round trip.
+    crate::duplicates::after_push(storage, &st.grid_nodes, &req.push, &results);
     if late() {
         return Err(timed_out(st));
     }

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod dataset;
 pub mod demo;
 pub mod desk;
+pub mod duplicates;
 pub mod import;
 pub mod limits;
 pub mod metrics;

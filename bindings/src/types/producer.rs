@@ -266,6 +266,15 @@ pub struct Producer {
     /// Yearly confirmations (年度确认), oldest first (read-only: added through
     /// `confirm_producer`).
     pub confirmations: Vec<m::YearConfirmation>,
+    /// Possible duplicates (疑似重复) the server found (read-only: resolved through
+    /// `resolve_duplicate`).
+    pub duplicates: Vec<m::DuplicateMark>,
+    /// Set when this entry was merged into another as its duplicate (a tombstone,
+    /// read-only).
+    pub merged_into: Option<m::MergedInto>,
+    /// Edits of entries merged into this one, carried here by the server; open conflicts
+    /// are settled through `settle_carried_edit` (read-only).
+    pub carried_edits: Vec<m::CarriedEdit>,
     /// The review state that holds for the current fields (read-only, computed).
     pub effective_review_state: ReviewState,
     /// Person who created the entry (read-only).
@@ -299,6 +308,9 @@ impl From<m::Producer> for Producer {
             status: p.status,
             review: p.review.into(),
             confirmations: p.confirmations,
+            duplicates: p.duplicates,
+            merged_into: p.merged_into,
+            carried_edits: p.carried_edits,
             effective_review_state: effective,
             created_by: p.created_by,
             created_at_ms: p.created_at_ms,
@@ -329,6 +341,9 @@ impl From<Producer> for m::Producer {
             status: p.status,
             review: p.review.into(),
             confirmations: p.confirmations,
+            duplicates: p.duplicates,
+            merged_into: p.merged_into,
+            carried_edits: p.carried_edits,
             created_by: p.created_by,
             created_at_ms: p.created_at_ms,
             updated_at_ms: p.updated_at_ms,

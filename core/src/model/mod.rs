@@ -13,9 +13,11 @@ pub use acceptance::{Acceptance, AcceptanceDecision};
 pub use grid::{GridKind, GridLevel, GridNode};
 pub use person::{Actor, Person, Role};
 pub use producer::{
-    Certification, DirectoryReview, GeoPoint, LivestockCount, Producer, ProducerStatus,
+    CarriedEdit, Certification, DirectoryReview, DuplicateMark, DuplicateOutcome,
+    DuplicateResolution, GeoPoint, LivestockCount, MergedInto, Producer, ProducerStatus,
     ProducerType, ResponsibilityLetter, ReviewAction, ReviewEvent, ReviewState, RiskLevel, Scale,
-    Species, YearConfirmation, CONFIRMATIONS_KEY,
+    SeenField, Species, YearConfirmation, CARRIED_EDITS_KEY, CONFIRMATIONS_KEY, DIRECTORY_FIELDS,
+    DUPLICATES_KEY, MERGED_INTO_KEY,
 };
 pub use record::{Record, RecordKind, RECORD_SCHEMA_VERSION};
 pub use template::{

@@ -453,6 +453,157 @@ pub struct YearConfirmation {
 /// under a plain key an older phone's edit would erase the confirmations.
 pub const CONFIRMATIONS_KEY: &str = "_confirmations";
 
+/// A possible duplicate of this entry (疑似重复), found by the server's check after a push
+/// ([`crate::dedupe`]) and written on both entries. Marks are only added by the server and
+/// never removed; a supervisor or county reviewer resolves one, and the resolution is
+/// mirrored onto the other entry's mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct DuplicateMark {
+    /// Id of the other entry (one mark per pair, so marks merge per other entry).
+    pub id: String,
+    /// The other entry's name when the mark was written.
+    pub other_name: String,
+    /// The other entry's grid when the mark was written.
+    pub other_grid: String,
+    /// Why: [`crate::dedupe::MatchReason`] ids (`credit_code`, `id_number`, `phone`,
+    /// `same_name`, `name_contains`, `name_one_edit`).
+    pub reasons: Vec<String>,
+    /// Likelihood out of 100 ([`crate::dedupe::combined_score`]).
+    pub score: u8,
+    /// When the server found it, ms since the Unix epoch.
+    pub found_at_ms: i64,
+    /// How it was resolved; `None` while open.
+    pub resolution: Option<DuplicateResolution>,
+}
+
+/// How a possible duplicate was resolved, by whom and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct DuplicateResolution {
+    /// The outcome.
+    pub outcome: DuplicateOutcome,
+    /// Person id of the supervisor or county reviewer who decided.
+    pub by: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// The outcome of a possible duplicate, as seen from the entry that holds the mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateOutcome {
+    /// Two different producers (不是重复): the mark is closed for good.
+    NotDuplicate,
+    /// This entry is a duplicate of the other and became a tombstone pointing to it
+    /// ([`Producer::merged_into`]).
+    MergedIntoOther,
+    /// The other entry was a duplicate of this one and now points here (written by the
+    /// server when it mirrors a merge).
+    OtherMergedHere,
+}
+
+impl DuplicateOutcome {
+    /// Stable identifier (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DuplicateOutcome::NotDuplicate => "not_duplicate",
+            DuplicateOutcome::MergedIntoOther => "merged_into_other",
+            DuplicateOutcome::OtherMergedHere => "other_merged_here",
+        }
+    }
+
+    /// What field staff read.
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            DuplicateOutcome::NotDuplicate => "不是重复",
+            DuplicateOutcome::MergedIntoOther => "已并入对方",
+            DuplicateOutcome::OtherMergedHere => "对方已并入本条",
+        }
+    }
+}
+
+/// A duplicate entry's pointer to the entry it was merged into (tombstone, 已合并): the
+/// entry stays, with its history and its visits (which count for the surviving entry),
+/// but is no longer a producer of the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct MergedInto {
+    /// Id of the surviving entry.
+    pub into: String,
+    /// Person id of the supervisor or county reviewer who merged it.
+    pub by: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// The directory fields of this entry as they were merged (one per field, value as
+    /// JSON). An edit made on a phone that had not yet seen the merge shows as a difference
+    /// from these; the server carries it to the surviving entry ([`CarriedEdit`]) and then
+    /// records the new value here.
+    pub seen: Vec<SeenField>,
+}
+
+/// One directory field's value as a merge saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct SeenField {
+    /// Field name ([`DIRECTORY_FIELDS`]).
+    pub id: String,
+    /// Value as JSON.
+    pub value: String,
+}
+
+/// An edit of a merged (tombstone) entry that arrived after the merge, carried to the
+/// surviving entry by the server: applied when the surviving entry still held the value
+/// the edit replaced (or nothing), otherwise kept here as a conflict for a person to
+/// decide. Nothing of the edit is lost either way: the tombstone keeps it too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct CarriedEdit {
+    /// `<tombstone id>:<field>:<n>`, unique.
+    pub id: String,
+    /// Id of the merged entry the edit was made on.
+    pub from: String,
+    /// Field name ([`DIRECTORY_FIELDS`]).
+    pub field: String,
+    /// The edited value, as JSON.
+    pub value: String,
+    /// Applied to this entry (`true`) or left as a conflict (`false`).
+    pub applied: bool,
+    /// When the server carried it, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// For a conflict: the person who settled it (by keeping this entry's value or taking
+    /// the carried one); `None` while open.
+    pub settled_by: Option<String>,
+}
+
+/// The directory fields by name, as [`MergedInto::seen`] and [`CarriedEdit::field`] name
+/// them (the fields of [`Producer::directory_fingerprint`], without the grid: a merged
+/// entry's grid is its own).
+pub const DIRECTORY_FIELDS: [&str; 14] = [
+    "name",
+    "producer_type",
+    "credit_code",
+    "id_number",
+    "owner",
+    "phone",
+    "address",
+    "location",
+    "products",
+    "scale",
+    "certifications",
+    "issues_compliance_certificates",
+    "responsibility_letter",
+    "status",
+];
+
+/// Document keys of the duplicate bookkeeping (leading `_`: see [`CONFIRMATIONS_KEY`]).
+pub const DUPLICATES_KEY: &str = "_duplicates";
+/// See [`DUPLICATES_KEY`].
+pub const MERGED_INTO_KEY: &str = "_merged_into";
+/// See [`DUPLICATES_KEY`].
+pub const CARRIED_EDITS_KEY: &str = "_carried_edits";
+
 /// Signed food-safety responsibility letter (责任书).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
@@ -507,6 +658,17 @@ pub struct Producer {
     /// Yearly confirmations, oldest first (document key [`CONFIRMATIONS_KEY`]).
     #[serde(default, rename = "_confirmations")]
     pub confirmations: Vec<YearConfirmation>,
+    /// Possible duplicates found by the server (document key [`DUPLICATES_KEY`]).
+    #[serde(default, rename = "_duplicates")]
+    pub duplicates: Vec<DuplicateMark>,
+    /// Set when this entry was merged into another as its duplicate (document key
+    /// [`MERGED_INTO_KEY`]): a tombstone.
+    #[serde(default, rename = "_merged_into")]
+    pub merged_into: Option<MergedInto>,
+    /// Edits of entries merged into this one, carried here by the server (document key
+    /// [`CARRIED_EDITS_KEY`]).
+    #[serde(default, rename = "_carried_edits")]
+    pub carried_edits: Vec<CarriedEdit>,
     /// Person who created the entry.
     pub created_by: String,
     /// Creation time, milliseconds since the Unix epoch.
@@ -546,6 +708,9 @@ impl Producer {
             status: ProducerStatus::Active,
             review: DirectoryReview::default(),
             confirmations: Vec::new(),
+            duplicates: Vec::new(),
+            merged_into: None,
+            carried_edits: Vec::new(),
             created_by: created_by.into(),
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
@@ -574,6 +739,88 @@ impl Producer {
         ]);
         let digest = Sha256::digest(fields.to_string().as_bytes());
         hex::encode(&digest[..12])
+    }
+
+    /// The directory field `name` ([`DIRECTORY_FIELDS`]) as JSON, `None` for an unknown name.
+    pub fn directory_field(&self, name: &str) -> Option<serde_json::Value> {
+        let v = match name {
+            "name" => serde_json::json!(self.name),
+            "producer_type" => serde_json::json!(self.producer_type),
+            "credit_code" => serde_json::json!(self.credit_code),
+            "id_number" => serde_json::json!(self.id_number),
+            "owner" => serde_json::json!(self.owner),
+            "phone" => serde_json::json!(self.phone),
+            "address" => serde_json::json!(self.address),
+            "location" => serde_json::json!(self.location),
+            "products" => serde_json::json!(sorted(&self.products)),
+            "scale" => serde_json::json!(self.scale),
+            "certifications" => serde_json::json!(sorted(&self.certifications)),
+            "issues_compliance_certificates" => {
+                serde_json::json!(self.issues_compliance_certificates)
+            }
+            "responsibility_letter" => serde_json::json!(self.responsibility_letter),
+            "status" => serde_json::json!(self.status),
+            _ => return None,
+        };
+        Some(v)
+    }
+
+    /// Sets the directory field `name` from its JSON value; an unknown name or a value of
+    /// the wrong shape is refused, naming the field.
+    pub fn set_directory_field(
+        &mut self,
+        name: &str,
+        value: serde_json::Value,
+    ) -> std::result::Result<(), String> {
+        fn take<T: serde::de::DeserializeOwned>(
+            name: &str,
+            v: serde_json::Value,
+        ) -> std::result::Result<T, String> {
+            serde_json::from_value(v).map_err(|e| format!("{name}: {e}"))
+        }
+        match name {
+            "name" => self.name = take(name, value)?,
+            "producer_type" => self.producer_type = take(name, value)?,
+            "credit_code" => self.credit_code = take(name, value)?,
+            "id_number" => self.id_number = take(name, value)?,
+            "owner" => self.owner = take(name, value)?,
+            "phone" => self.phone = take(name, value)?,
+            "address" => self.address = take(name, value)?,
+            "location" => self.location = take(name, value)?,
+            "products" => self.products = take(name, value)?,
+            "scale" => self.scale = take(name, value)?,
+            "certifications" => self.certifications = take(name, value)?,
+            "issues_compliance_certificates" => {
+                self.issues_compliance_certificates = take(name, value)?
+            }
+            "responsibility_letter" => self.responsibility_letter = take(name, value)?,
+            "status" => self.status = take(name, value)?,
+            _ => return Err(format!("{name}: not a directory field")),
+        }
+        Ok(())
+    }
+
+    /// The directory fields as a merge records them ([`MergedInto::seen`]).
+    pub fn seen_fields(&self) -> Vec<SeenField> {
+        DIRECTORY_FIELDS
+            .iter()
+            .filter_map(|f| {
+                self.directory_field(f).map(|v| SeenField {
+                    id: (*f).to_string(),
+                    value: v.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether this entry is a tombstone, merged into another as its duplicate.
+    pub fn is_merged(&self) -> bool {
+        self.merged_into.is_some()
+    }
+
+    /// The open possible-duplicate marks.
+    pub fn open_duplicates(&self) -> impl Iterator<Item = &DuplicateMark> {
+        self.duplicates.iter().filter(|m| m.resolution.is_none())
     }
 
     /// The latest year the entry was confirmed for (a confirmation of a later year counts

@@ -65,6 +65,33 @@ impl Store {
             .ok_or_else(unexpected_kind)
     }
 
+    /// Resolves the possible duplicate `other` of producer `id` (supervisors and county
+    /// staff): "not a duplicate" (`merge == false`, the mark is closed for good) or
+    /// "duplicate of `other`" (`merge`: this entry becomes a tombstone pointing to `other`;
+    /// its visits count for `other`). The server mirrors the outcome onto `other`'s mark
+    /// ([`rules::resolve_duplicate`]).
+    pub fn resolve_duplicate(&self, id: &str, other: &str, merge: bool) -> Result<Producer> {
+        let actor = self.actor()?;
+        let mut p = self.producer(id)?;
+        let now = now_ms();
+        rules::resolve_duplicate(&mut p, other, merge, &actor.person_id, now)?;
+        producer_of(self.put(&actor, Record::Producer(p), PutMode::Review, now)?)
+            .ok_or_else(unexpected_kind)
+    }
+
+    /// Settles the carried edit `edit` of producer `id`, a conflict the server left when an
+    /// edit of an entry merged into this one contradicted this entry's value: `take` sets
+    /// the field to the carried value, otherwise this entry keeps its own
+    /// ([`rules::settle_carried_edit`]).
+    pub fn settle_carried_edit(&self, id: &str, edit: &str, take: bool) -> Result<Producer> {
+        let actor = self.actor()?;
+        let mut p = self.producer(id)?;
+        let now = now_ms();
+        rules::settle_carried_edit(&mut p, edit, take, &actor.person_id, now)?;
+        producer_of(self.put(&actor, Record::Producer(p), PutMode::Review, now)?)
+            .ok_or_else(unexpected_kind)
+    }
+
     /// A producer by id.
     pub fn producer(&self, id: &str) -> Result<Producer> {
         producer_of(self.record(id)?).ok_or_else(|| not_found("producer", id))

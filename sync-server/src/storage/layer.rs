@@ -2049,6 +2049,19 @@ impl<B: Backend> Storage for SqlStorage<B> {
             .read(|tx| super::confirmations::unconfirmed_counts(tx, &grids, year))
     }
 
+    fn duplicate_candidates(
+        &self,
+        q: &super::duplicates::CandidateQuery,
+    ) -> StorageResult<Vec<super::duplicates::Candidate>> {
+        self.backend.read(|tx| super::duplicates::candidates(tx, q))
+    }
+
+    fn open_duplicate_ids(&self, grids: &[String], limit: u32) -> StorageResult<Vec<String>> {
+        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+        self.backend
+            .read(|tx| super::duplicates::open_ids(tx, &grids, limit))
+    }
+
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport> {
         let mut report = RebuildReport::default();
         let mut after: Option<String> = None;

@@ -15,6 +15,7 @@ pub(crate) mod batch;
 pub mod chart;
 pub mod confirmations;
 pub mod desk;
+pub mod duplicates;
 pub mod exports;
 pub mod layer;
 pub mod postgres;
@@ -474,6 +475,16 @@ pub trait Storage:
     /// year's confirmation counts for the years before it), by grid code, grids with none
     /// left out (see [`confirmations`]).
     fn unconfirmed_counts(&self, grids: &[String], year: i32) -> StorageResult<Vec<(String, i64)>>;
+    /// Producers that may be duplicates of the entry `q` describes: the same credit code,
+    /// ID number or normalised phone anywhere, or any producer of `q.grids` (the entry's
+    /// own and neighbouring grids), tombstones and the entry itself left out (see
+    /// [`duplicates`]). The caller scores them with `gridsync_core::dedupe`.
+    fn duplicate_candidates(
+        &self,
+        q: &duplicates::CandidateQuery,
+    ) -> StorageResult<Vec<duplicates::Candidate>>;
+    /// Producers of `grids` with open possible-duplicate marks, by grid (the desk's list).
+    fn open_duplicate_ids(&self, grids: &[String], limit: u32) -> StorageResult<Vec<String>>;
     /// The dashboard's grouped counts of the query tables (see [`tallies`]), read in one
     /// transaction.
     fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies>;

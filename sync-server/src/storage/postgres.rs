@@ -176,6 +176,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/postgres_0007.sql"),
         include_str!("migrations/postgres_0008.sql"),
         include_str!("migrations/postgres_0009.sql"),
+        include_str!("migrations/postgres_0010.sql"),
     ],
 };
 

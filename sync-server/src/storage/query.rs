@@ -362,7 +362,7 @@ pub struct QuerySnapshot {
 mod inserts {
     use super::super::sql::{Insert, Ty::{Bool, Int, Text}};
     /// Producers: `last_visit_ms` is kept by [`super::refresh_last_visit`], not here.
-    pub(super) const INS_Q_PRODUCERS: Insert = Insert { table: "q_producers", columns: &[("id", Text), ("grid", Text), ("name", Text), ("owner", Text), ("phone", Text), ("credit_code", Text), ("id_number", Text), ("producer_type", Text), ("status", Text), ("review_state", Text), ("review_at_ms", Int), ("risk", Text), ("created_by", Text), ("created_at_ms", Int), ("updated_at_ms", Int), ("scale_farm", Bool), ("scale_mismatch", Bool)], on_conflict: " ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, name = excluded.name, owner = excluded.owner, phone = excluded.phone, credit_code = excluded.credit_code, id_number = excluded.id_number, producer_type = excluded.producer_type, status = excluded.status, review_state = excluded.review_state, review_at_ms = excluded.review_at_ms, risk = excluded.risk, created_by = excluded.created_by, created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, scale_farm = excluded.scale_farm, scale_mismatch = excluded.scale_mismatch" };
+    pub(super) const INS_Q_PRODUCERS: Insert = Insert { table: "q_producers", columns: &[("id", Text), ("grid", Text), ("name", Text), ("owner", Text), ("phone", Text), ("credit_code", Text), ("id_number", Text), ("producer_type", Text), ("status", Text), ("review_state", Text), ("review_at_ms", Int), ("risk", Text), ("created_by", Text), ("created_at_ms", Int), ("updated_at_ms", Int), ("scale_farm", Bool), ("scale_mismatch", Bool), ("phone_norm", Text), ("name_core", Text), ("merged_into", Text), ("open_duplicates", Int)], on_conflict: " ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, name = excluded.name, owner = excluded.owner, phone = excluded.phone, credit_code = excluded.credit_code, id_number = excluded.id_number, producer_type = excluded.producer_type, status = excluded.status, review_state = excluded.review_state, review_at_ms = excluded.review_at_ms, risk = excluded.risk, created_by = excluded.created_by, created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, scale_farm = excluded.scale_farm, scale_mismatch = excluded.scale_mismatch, phone_norm = excluded.phone_norm, name_core = excluded.name_core, merged_into = excluded.merged_into, open_duplicates = excluded.open_duplicates" };
     pub(super) const INS_Q_REVIEWS: Insert = Insert { table: "q_reviews", columns: &[("producer_id", Text), ("step", Int), ("event_id", Text), ("grid", Text), ("action", Text), ("by_person", Text), ("at_ms", Int), ("state_after", Text), ("reason", Text)], on_conflict: "" };
     pub(super) const INS_Q_TESTS: Insert = Insert { table: "q_tests", columns: &[("visit_id", Text), ("pos", Int), ("grid", Text), ("item", Text), ("verdict", Text), ("tested_at_ms", Int)], on_conflict: "" };
     pub(super) const INS_Q_FINDINGS: Insert = Insert { table: "q_findings", columns: &[("visit_id", Text), ("pos", Int), ("grid", Text), ("item_id", Text), ("severity", Text), ("recorded_at_ms", Int)], on_conflict: "" };
@@ -540,12 +540,19 @@ pub(crate) fn materialize(tx: &mut dyn Tx, records: &[&Record]) -> StorageResult
         let grids: Vec<&str> = grids.into_iter().collect();
         let by_grid = super::scale::thresholds_of(tx, &grids)?;
         let national = gridsync_core::scale::ScaleThresholds::mara();
+        // The duplicate check's keys (normalised phone, name core), computed once.
+        let keys: Vec<super::duplicates::Keys> = producers
+            .iter()
+            .map(|p| super::duplicates::Keys::of(p))
+            .collect();
         let rows: Vec<Vec<Value<'_>>> = producers
             .iter()
-            .map(|p| {
+            .zip(&keys)
+            .map(|(p, k)| {
                 let a = gridsync_core::scale::assess(p, by_grid.get(&p.grid).unwrap_or(&national));
                 let mut v = producer_values(p);
                 v.extend([Value::Bool(a.is_scale_farm), Value::Bool(a.type_mismatch)]);
+                v.extend(k.values(p));
                 v
             })
             .collect();

@@ -38,6 +38,7 @@ pub const STEPS: Steps = Steps {
         include_str!("migrations/sqlite_0008.sql"),
         include_str!("migrations/sqlite_0009.sql"),
         include_str!("migrations/sqlite_0010.sql"),
+        include_str!("migrations/sqlite_0011.sql"),
     ],
 };
 

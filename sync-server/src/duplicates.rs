@@ -1,0 +1,523 @@
+//! Possible duplicates among producers (疑似重复), the server's part: after every accepted
+//! push of a producer, and after the desk resolves one, the server
+//!
+//! 1. **checks** the entry against the whole directory (every grid, not only the pushing
+//!    person's scope): the same credit code, ID number or phone anywhere, a similar name in
+//!    the same or a neighbouring grid (`gridsync_core::dedupe`). Each new match is written as
+//!    a [`DuplicateMark`] on *both* entries, so a phone that holds either sees it after its
+//!    next sync, and the desk lists it;
+//! 2. **mirrors** a resolution: "not a duplicate" decided on one entry closes the other
+//!    entry's mark too; "duplicate of X" (the entry became a tombstone pointing to X) marks
+//!    X's side as [`DuplicateOutcome::OtherMergedHere`];
+//! 3. **carries** edits of a tombstone made on a phone that had not yet seen the merge: a
+//!    directory field that differs from what the merge recorded ([`MergedInto::seen`]) is
+//!    set on X when X still held the value the edit replaced (or nothing), and otherwise
+//!    left on X as a conflict ([`CarriedEdit`], `applied == false`) for a person to settle.
+//!    The tombstone then records the carried value as seen, so it is carried once. Nothing
+//!    is lost: the tombstone keeps the edit as well.
+//!
+//! Every write is an Automerge change on the stored document, signed by the server's own
+//! actor ([`SERVER_DEVICE`]) and naming [`SERVER_PERSON`], computed inside the push
+//! transaction from the document as stored then ([`Storage::apply_push`]), so a phone's
+//! concurrent change merges with it like any other, and it enters the grid's feed, the
+//! query tables and the audit trail. The server's own writes are not judged by the rules
+//! of a person (they are the server's); a person's change to the marks is
+//! (`rules::check_change`: only supervisors and county staff resolve).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gridsync_core::dedupe::{DedupeEntry, DuplicateIndex, MatchReason};
+use gridsync_core::doc::{heads_to_bytes, RecordDoc};
+use gridsync_core::model::{
+    CarriedEdit, DuplicateMark, DuplicateOutcome, DuplicateResolution, MergedInto, Producer,
+    Record, RecordKind,
+};
+use gridsync_core::rules::GridTree;
+use gridsync_core::store::TreeSnapshot;
+use gridsync_core::sync::protocol::{PushOutcome, PushRecord};
+
+use crate::storage::duplicates::CandidateQuery;
+use crate::storage::{Author, PushDecision, Storage, StorageResult, StoredRecord};
+
+/// The person the server's own changes name (the review history and the audit trail show
+/// it as the system).
+pub const SERVER_PERSON: &str = "gridsync-server";
+
+/// The device whose actor signs the server's own changes.
+pub const SERVER_DEVICE: &str = "server-duplicates";
+
+/// How far one settlement follows the consequences of its writes (a carried edit landing on
+/// an entry that is itself a tombstone is carried on; marks written on the other entry of
+/// a pair are not re-checked).
+const MAX_ROUNDS: usize = 8;
+
+/// What the server did after a push.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// New possible-duplicate marks written (each pair counts once).
+    pub marked: usize,
+    /// Resolutions mirrored onto the other entry of a pair.
+    pub mirrored: usize,
+    /// Edits of tombstones applied to the surviving entry.
+    pub carried: usize,
+    /// Edits of tombstones left on the surviving entry as conflicts.
+    pub conflicts: usize,
+}
+
+/// Settles the duplicate bookkeeping of the producers `ids` (just pushed or decided):
+/// checks, mirrors and carries as the module describes. `tree` is the whole grid tree.
+/// A failure to write one entry is logged and the others go on: the bookkeeping is
+/// redone by the next push of the entry.
+pub fn settle(storage: &dyn Storage, nodes: &GridNodes, ids: &[String]) -> Settled {
+    let mut done = Settled::default();
+    let mut work: Vec<String> = ids.to_vec();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut rounds = 0;
+    while !work.is_empty() && rounds < MAX_ROUNDS {
+        rounds += 1;
+        let mut next = Vec::new();
+        for id in std::mem::take(&mut work) {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            match settle_one(storage, nodes, &id, &mut done) {
+                Ok(more) => next.extend(more),
+                Err(e) => {
+                    tracing::warn!(producer = %id, error = %e, "duplicate bookkeeping left for the next push");
+                }
+            }
+        }
+        work = next;
+    }
+    done
+}
+
+/// The grid tree, with what the check needs of it: parents, and each grid's neighbours.
+#[derive(Debug, Default)]
+pub struct GridNodes {
+    tree: TreeSnapshot,
+    children: BTreeMap<String, Vec<String>>,
+}
+
+impl GridNodes {
+    /// The tree of `storage`'s grids.
+    pub fn load(storage: &dyn Storage) -> StorageResult<GridNodes> {
+        let nodes = storage.grids()?;
+        let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in &nodes {
+            if let Some(p) = &n.parent {
+                children.entry(p.clone()).or_default().push(n.code.clone());
+            }
+        }
+        Ok(GridNodes {
+            tree: TreeSnapshot::from_nodes(&nodes),
+            children,
+        })
+    }
+
+    /// `grid`, its parent, its siblings and its children: where a similar name counts.
+    pub fn neighbourhood(&self, grid: &str) -> Vec<String> {
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        out.insert(grid.to_string());
+        if let Some(p) = self.tree.parent_of(grid) {
+            out.extend(self.children.get(&p).into_iter().flatten().cloned());
+            out.insert(p);
+        }
+        out.extend(self.children.get(grid).into_iter().flatten().cloned());
+        out.into_iter().collect()
+    }
+}
+
+/// The grid tree of a storage, kept until grids or people change (the reference
+/// generation moves).
+#[derive(Debug, Default)]
+pub struct NodeCache {
+    inner: std::sync::Mutex<Option<(i64, std::sync::Arc<GridNodes>)>>,
+}
+
+impl NodeCache {
+    /// The tree of `storage` now.
+    pub fn get(&self, storage: &dyn Storage) -> StorageResult<std::sync::Arc<GridNodes>> {
+        let generation = storage.reference_generation()?;
+        {
+            let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((gen, nodes)) = g.as_ref() {
+                if *gen == generation {
+                    return Ok(nodes.clone());
+                }
+            }
+        }
+        let nodes = std::sync::Arc::new(GridNodes::load(storage)?);
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *g = Some((generation, nodes.clone()));
+        Ok(nodes)
+    }
+}
+
+/// [`settle`] for the producers among the records of a push that were accepted (the
+/// server's answer to a sync request waits for it, so the pushing phone receives the
+/// marks in the same round trip).
+pub fn after_push(
+    storage: &dyn Storage,
+    cache: &NodeCache,
+    pushed: &[PushRecord],
+    results: &[gridsync_core::sync::protocol::PushResult],
+) -> Settled {
+    let ids: Vec<String> = pushed
+        .iter()
+        .zip(results)
+        .filter(|(p, r)| p.kind == RecordKind::Producer.tag() && r.outcome == PushOutcome::Accepted)
+        .map(|(p, _)| p.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Settled::default();
+    }
+    match cache.get(storage) {
+        Ok(nodes) => settle(storage, &nodes, &ids),
+        Err(e) => {
+            tracing::warn!(error = %e, "duplicate bookkeeping skipped: the grid tree did not load");
+            Settled::default()
+        }
+    }
+}
+
+fn load_producer(storage: &dyn Storage, id: &str) -> StorageResult<Option<Producer>> {
+    let Some(s) = storage.record(id)? else {
+        return Ok(None);
+    };
+    if s.kind != RecordKind::Producer {
+        return Ok(None);
+    }
+    Ok(read_producer(&s))
+}
+
+fn read_producer(s: &StoredRecord) -> Option<Producer> {
+    match RecordDoc::load(&s.doc, &[]).and_then(|d| d.read()) {
+        Ok(Record::Producer(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// One entry's bookkeeping; returns the entries whose own bookkeeping may now be due
+/// (a surviving entry that received a carried edit and is itself merged).
+fn settle_one(
+    storage: &dyn Storage,
+    nodes: &GridNodes,
+    id: &str,
+    done: &mut Settled,
+) -> StorageResult<Vec<String>> {
+    let Some(p) = load_producer(storage, id)? else {
+        return Ok(Vec::new());
+    };
+    let mut next = Vec::new();
+    // 2. Mirror resolutions made on this entry onto the other entry of each pair.
+    for m in &p.duplicates {
+        let Some(r) = &m.resolution else { continue };
+        let want = match r.outcome {
+            DuplicateOutcome::NotDuplicate => DuplicateOutcome::NotDuplicate,
+            DuplicateOutcome::MergedIntoOther
+                if p.merged_into.as_ref().map(|t| t.into.as_str()) == Some(m.id.as_str()) =>
+            {
+                DuplicateOutcome::OtherMergedHere
+            }
+            _ => continue,
+        };
+        let resolution = DuplicateResolution {
+            outcome: want,
+            by: r.by.clone(),
+            at_ms: r.at_ms,
+        };
+        let wrote = server_write(storage, &m.id, &mut |other: &mut Producer| match other
+            .duplicates
+            .iter_mut()
+            .find(|o| o.id == p.id)
+        {
+            Some(o) if o.resolution.is_some() => false,
+            Some(o) => {
+                o.resolution = Some(resolution.clone());
+                true
+            }
+            None => {
+                other.duplicates.push(DuplicateMark {
+                    id: p.id.clone(),
+                    other_name: p.name.clone(),
+                    other_grid: p.grid.clone(),
+                    reasons: m.reasons.clone(),
+                    score: m.score,
+                    found_at_ms: m.found_at_ms,
+                    resolution: Some(resolution.clone()),
+                });
+                true
+            }
+        })?;
+        if wrote {
+            done.mirrored += 1;
+        }
+    }
+    // 3. Carry edits of a tombstone to the entry it was merged into.
+    if let Some(t) = &p.merged_into {
+        let edits = tombstone_edits(&p, t);
+        if !edits.is_empty() {
+            let now = gridsync_core::now_ms();
+            let mut outcome: Vec<(String, String, bool)> = Vec::new();
+            let wrote = server_write(storage, &t.into, &mut |x: &mut Producer| {
+                outcome.clear();
+                let mut changed = false;
+                for (field, old, new) in &edits {
+                    let edit_id = carried_id(&p.id, field, new);
+                    if x.carried_edits.iter().any(|e| e.id == edit_id) {
+                        outcome.push((field.clone(), new.clone(), true));
+                        continue;
+                    }
+                    let current = x.directory_field(field).map(|v| v.to_string());
+                    let empty = current.as_deref().is_none_or(is_empty_json);
+                    let apply = current.as_deref() == Some(old.as_str()) || empty;
+                    let applied = apply
+                        && serde_json::from_str(new)
+                            .ok()
+                            .is_some_and(|v| x.set_directory_field(field, v).is_ok());
+                    x.carried_edits.push(CarriedEdit {
+                        id: edit_id,
+                        from: p.id.clone(),
+                        field: field.clone(),
+                        value: new.clone(),
+                        applied,
+                        at_ms: now,
+                        settled_by: None,
+                    });
+                    outcome.push((field.clone(), new.clone(), applied));
+                    changed = true;
+                }
+                changed
+            })?;
+            if wrote {
+                for (_, _, applied) in &outcome {
+                    if *applied {
+                        done.carried += 1;
+                    } else {
+                        done.conflicts += 1;
+                    }
+                }
+                next.push(t.into.clone());
+            }
+            // The tombstone records the carried values as seen (carried once).
+            server_write(storage, &p.id, &mut |a: &mut Producer| {
+                let Some(t) = a.merged_into.as_mut() else {
+                    return false;
+                };
+                let mut changed = false;
+                for (field, _, new) in &edits {
+                    match t.seen.iter_mut().find(|s| &s.id == field) {
+                        Some(s) if &s.value == new => {}
+                        Some(s) => {
+                            s.value = new.clone();
+                            changed = true;
+                        }
+                        None => {
+                            t.seen.push(gridsync_core::model::SeenField {
+                                id: field.clone(),
+                                value: new.clone(),
+                            });
+                            changed = true;
+                        }
+                    }
+                }
+                changed
+            })?;
+        }
+        return Ok(next);
+    }
+    // 1. Check the entry against the directory.
+    let q = CandidateQuery {
+        id: p.id.clone(),
+        credit_code: p.credit_code.clone(),
+        id_number: p.id_number.clone(),
+        phone: p.phone.clone(),
+        grids: nodes.neighbourhood(&p.grid),
+    };
+    let candidates = storage.duplicate_candidates(&q)?;
+    let known: BTreeSet<&str> = p.duplicates.iter().map(|m| m.id.as_str()).collect();
+    let entries: Vec<DedupeEntry> = candidates
+        .iter()
+        .filter(|c| !known.contains(c.id.as_str()))
+        .map(|c| DedupeEntry {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            grid: c.grid.clone(),
+            credit_code: c.credit_code.clone(),
+            id_number: c.id_number.clone(),
+            phone: c.phone.clone(),
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(next);
+    }
+    let index = DuplicateIndex::with_entries(&nodes.tree, &entries);
+    let found = index.find(&DedupeEntry::of(&p));
+    if found.is_empty() {
+        return Ok(next);
+    }
+    let now = gridsync_core::now_ms();
+    let by_id: BTreeMap<&str, &DedupeEntry> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
+    // (other entry's id, the mark on this entry, the mark on the other entry)
+    let marks: Vec<(String, DuplicateMark, DuplicateMark)> = found
+        .iter()
+        .filter_map(|f| {
+            let other = by_id.get(f.id.as_str())?;
+            let reasons: Vec<String> = f.reasons.iter().map(|r| r.as_str().to_string()).collect();
+            let mark = |id: &str, name: &str, grid: &str| DuplicateMark {
+                id: id.to_string(),
+                other_name: name.to_string(),
+                other_grid: grid.to_string(),
+                reasons: reasons.clone(),
+                score: f.score,
+                found_at_ms: now,
+                resolution: None,
+            };
+            Some((
+                other.id.clone(),
+                mark(&other.id, &other.name, &other.grid),
+                mark(&p.id, &p.name, &p.grid),
+            ))
+        })
+        .collect();
+    let wrote = server_write(storage, &p.id, &mut |a: &mut Producer| {
+        if a.merged_into.is_some() {
+            return false;
+        }
+        let mut changed = false;
+        for (_, m, _) in &marks {
+            if !a.duplicates.iter().any(|x| x.id == m.id) {
+                a.duplicates.push(m.clone());
+                changed = true;
+            }
+        }
+        changed
+    })?;
+    if !wrote {
+        return Ok(next);
+    }
+    for (other_id, _, m) in &marks {
+        server_write(storage, other_id, &mut |b: &mut Producer| {
+            if b.duplicates.iter().any(|x| x.id == m.id) {
+                return false;
+            }
+            b.duplicates.push(m.clone());
+            true
+        })?;
+        done.marked += 1;
+    }
+    Ok(next)
+}
+
+/// The directory fields of tombstone `p` that differ from what its merge recorded: field,
+/// value seen (JSON), value now (JSON).
+fn tombstone_edits(p: &Producer, t: &MergedInto) -> Vec<(String, String, String)> {
+    t.seen
+        .iter()
+        .filter_map(|s| {
+            let now = p.directory_field(&s.id)?.to_string();
+            (now != s.value).then(|| (s.id.clone(), s.value.clone(), now))
+        })
+        .collect()
+}
+
+/// A stable id for carrying `value` of `field` from `from` (the same edit is carried once).
+fn carried_id(from: &str, field: &str, value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    format!("{from}:{field}:{}", hex::encode(&digest[..6]))
+}
+
+/// Whether a field's JSON value is empty (nothing recorded there yet).
+fn is_empty_json(v: &str) -> bool {
+    matches!(v, "null" | "\"\"" | "[]" | "{}")
+}
+
+/// Writes one server change on producer `id`: `edit` gets the producer as stored inside
+/// the push transaction and changes it (returning `false` when there is nothing to do).
+/// The change is signed by [`SERVER_DEVICE`]'s actor, names [`SERVER_PERSON`], and is
+/// stored with its query rows, feed entry and audit line. Returns whether it wrote.
+pub fn server_write(
+    storage: &dyn Storage,
+    id: &str,
+    edit: &mut dyn FnMut(&mut Producer) -> bool,
+) -> StorageResult<bool> {
+    let push = PushRecord {
+        id: id.to_string(),
+        kind: RecordKind::Producer.tag(),
+        changes: Vec::new(),
+        heads: Vec::new(),
+    };
+    let author = Author {
+        person_id: SERVER_PERSON.to_string(),
+        device_id: None,
+    };
+    let actor = gridsync_core::device_actor(SERVER_DEVICE);
+    // The last decision of the batch is the one stored (a batch may be decided again).
+    let mut wrote = false;
+    let mut process = |stored: Option<&StoredRecord>, _p: &PushRecord| -> PushDecision {
+        wrote = false;
+        let Some(s) = stored else {
+            return PushDecision::Duplicate;
+        };
+        if s.kind != RecordKind::Producer {
+            return PushDecision::Duplicate;
+        }
+        let Ok(mut doc) = RecordDoc::load(&s.doc, &[]) else {
+            return PushDecision::Duplicate;
+        };
+        let Ok(Record::Producer(mut p)) = doc.read() else {
+            return PushDecision::Duplicate;
+        };
+        if !edit(&mut p) {
+            return PushDecision::Duplicate;
+        }
+        let rec = Record::Producer(p);
+        if let Err(e) = gridsync_core::validate::validate_record(&rec) {
+            tracing::warn!(producer = %rec.id(), error = %e, "duplicate bookkeeping would not validate; not written");
+            return PushDecision::Duplicate;
+        }
+        doc.set_actor(&actor);
+        let before = doc.heads();
+        match doc.update(&rec, SERVER_PERSON, gridsync_core::now_ms()) {
+            Ok(true) => {}
+            Ok(false) => return PushDecision::Duplicate,
+            Err(e) => {
+                tracing::warn!(producer = %rec.id(), error = %e, "duplicate bookkeeping did not write");
+                return PushDecision::Duplicate;
+            }
+        }
+        let new_changes = doc.save_after(&before);
+        let heads = heads_to_bytes(&doc.heads());
+        let grid = match &rec {
+            Record::Producer(p) => p.grid.clone(),
+            _ => String::new(),
+        };
+        wrote = true;
+        PushDecision::Store {
+            kind: RecordKind::Producer,
+            grid,
+            doc: doc.inner().save_nocompress(),
+            heads,
+            new_changes,
+            action: "duplicates",
+            attachments: gridsync_core::attachment::refs_of(&rec),
+            record: Some(Box::new(rec)),
+        }
+    };
+    let results = storage.apply_push(&author, std::slice::from_ref(&push), &mut process)?;
+    Ok(wrote
+        && results
+            .first()
+            .is_some_and(|r| r.outcome == PushOutcome::Accepted))
+}
+
+/// The reasons of a mark as field staff read them (`、`-separated Chinese labels).
+pub fn reasons_zh(reasons: &[String]) -> String {
+    reasons
+        .iter()
+        .map(|r| MatchReason::from_id(r).map_or(r.as_str(), |m| m.label_zh()))
+        .collect::<Vec<_>>()
+        .join("、")
+}
