@@ -16,6 +16,7 @@
 uniffi::setup_scaffolding!();
 
 mod attachments;
+pub mod duplicates;
 pub mod error;
 mod future;
 pub mod observe;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod sync;
 pub mod types;
 
+pub use duplicates::{DuplicateMatch, DuplicateReason, ScaleAssessment, SpeciesOverThreshold};
 pub use error::ApiError;
 pub use observe::{RecordListener, Subscription, SyncStateListener};
 pub use store::GridStore;

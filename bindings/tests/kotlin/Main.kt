@@ -11,7 +11,7 @@ fun main(args: Array<String>) {
     var failed = 0
     var skipped = 0
     try {
-        for (suite in listOf(localTests(), serverTests(), concurrencyTests(), asyncTests(), observerTests())) {
+        for (suite in listOf(localTests(), duplicateTests(), serverTests(), concurrencyTests(), asyncTests(), observerTests())) {
             val (p, f, s) = suite.run(filter)
             passed += p
             failed += f

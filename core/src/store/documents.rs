@@ -132,19 +132,24 @@ pub(crate) fn row_values(rec: &Record) -> Vec<rusqlite::types::Value> {
     let text = |s: &str| Value::Text(s.to_string());
     let opt = |s: Option<&String>| s.map_or(Value::Null, |s| Value::Text(s.clone()));
     match rec {
-        Record::Producer(p) => vec![
-            text(&p.id),
-            text(&p.grid),
-            text(&p.name),
-            text(&p.owner),
-            text(&p.phone),
-            p.producer_type.into(),
-            p.status.into(),
-            p.effective_review_state().into(),
-            p.risk.into(),
-            Value::Integer(p.updated_at_ms),
-            Value::Integer(i64::from(p.confirmed_year().unwrap_or(0))),
-        ],
+        Record::Producer(p) => {
+            let mut row = vec![
+                text(&p.id),
+                text(&p.grid),
+                text(&p.name),
+                text(&p.owner),
+                text(&p.phone),
+                p.producer_type.into(),
+                p.status.into(),
+                p.effective_review_state().into(),
+                p.risk.into(),
+                Value::Integer(p.updated_at_ms),
+                Value::Integer(i64::from(p.confirmed_year().unwrap_or(0))),
+            ];
+            // dup_credit_code, dup_id_number, dup_phone, name_core.
+            row.extend(super::duplicates::key_values(p));
+            row
+        }
         Record::Visit(v) => {
             let r = v.rectification.as_ref();
             vec![
@@ -180,12 +185,14 @@ pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
         Record::Producer(_) => {
             exec(
                 tx,
-                "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, confirmed_year, last_visit_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, confirmed_year,
+                     dup_credit_code, dup_id_number, dup_phone, name_core, last_visit_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                          (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1))
                  ON CONFLICT(id) DO UPDATE SET grid = ?2, name = ?3, owner = ?4, phone = ?5,
                      producer_type = ?6, status = ?7, review_state = ?8, risk = ?9, updated_at_ms = ?10,
-                     confirmed_year = ?11",
+                     confirmed_year = ?11, dup_credit_code = ?12, dup_id_number = ?13, dup_phone = ?14,
+                     name_core = ?15",
                 values,
             )?;
         }

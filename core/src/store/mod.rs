@@ -16,6 +16,7 @@
 //! - `documents`: a record's document in SQLite (full save plus incremental chunks) and
 //!   its materialized query-table row;
 //! - `queries`: the field app's list queries and the patrol schedule;
+//! - `duplicates`: likely duplicates of an entry in the local copy, before it is saved;
 //! - `sync_state`: what to push, cursors, pulled pages, rejected and kept edits;
 //! - `integrity`: checks of the file and the query tables, and rebuilding them;
 //! - `clock`: the device's clock offset from the server's;
@@ -39,6 +40,9 @@ mod columns;
 #[cfg(test)]
 mod confirm_tests;
 mod documents;
+mod duplicates;
+#[cfg(test)]
+mod duplicates_tests;
 mod integrity;
 mod meta;
 mod observe;
@@ -64,6 +68,7 @@ use crate::model::ChecklistTemplate;
 use crate::{Error, Result};
 
 pub use attachments::{AttachmentInfo, AttachmentState, DEFAULT_CACHE_BYTES};
+pub use duplicates::{LikelyDuplicate, MAX_LIKELY_DUPLICATES};
 pub use integrity::{IntegrityLevel, IntegrityReport};
 pub use observe::{
     ChangeOrigin, ChangedRecord, RecordChanges, RecordFilter, Subscription, SyncEvent, SyncPhase,
@@ -335,8 +340,10 @@ impl Store {
             // Records stored before attachments existed: learn what they refer to.
             store.rebuild_attachment_refs()?;
         }
-        if before > 0 && before < schema::CONFIRMATIONS_VERSION {
-            // Documents received before the column existed may carry confirmations.
+        if before > 0 && before < schema::DUPLICATE_KEYS_VERSION {
+            // One rebuild from the documents fills the columns added since: confirmations
+            // (`CONFIRMATIONS_VERSION`, documents received before may carry them) and the
+            // likely-duplicate keys of every producer stored before.
             store.rebuild_query_tables()?;
         }
         Ok(store)

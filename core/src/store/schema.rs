@@ -18,6 +18,7 @@ const STEPS: Steps = Steps {
         include_str!("migrations/0003_cursor_tokens.sql"),
         include_str!("migrations/0004_attachments.sql"),
         include_str!("migrations/0005_confirmations.sql"),
+        include_str!("migrations/0006_duplicate_keys.sql"),
     ],
 };
 
@@ -26,6 +27,10 @@ pub const ATTACHMENTS_VERSION: i64 = 4;
 
 /// The version that added `producers.confirmed_year` (yearly confirmations).
 pub const CONFIRMATIONS_VERSION: i64 = 5;
+
+/// The version that added the likely-duplicate keys to `producers` (`dup_credit_code`,
+/// `dup_id_number`, `dup_phone`, `name_core`).
+pub const DUPLICATE_KEYS_VERSION: i64 = 6;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = STEPS.latest();
