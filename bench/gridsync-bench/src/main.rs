@@ -8,6 +8,7 @@
 //! that the peak memory of a phone and of the server can be read separately.
 
 mod amsync;
+mod dictionary;
 mod external;
 mod floor;
 mod photos;
@@ -48,6 +49,45 @@ enum Cmd {
         #[arg(long)]
         db: PathBuf,
     },
+    /// Trains protocol v4's zstd dictionary on a township's records
+    /// (`scripts/train-dictionary.sh`).
+    TrainDictionary {
+        /// Dataset seed (not the benchmark's, 7).
+        #[arg(long)]
+        seed: u64,
+        /// Largest dictionary, bytes.
+        #[arg(long, default_value_t = 64 * 1024)]
+        size: usize,
+        /// Where to write the dictionary.
+        #[arg(long)]
+        out: PathBuf,
+        /// Working directory for the township's server database.
+        #[arg(long)]
+        work: PathBuf,
+    },
+    /// Compresses a township's pages with gzip and zstd (with and without a dictionary) at
+    /// several page sizes and levels; prints a Markdown table.
+    Compression {
+        /// Dataset seed.
+        #[arg(long, default_value_t = workloads::BENCH_SEED)]
+        seed: u64,
+        /// The dictionary.
+        #[arg(long)]
+        dict: PathBuf,
+        /// Working directory for the township's server database.
+        #[arg(long)]
+        work: PathBuf,
+        /// zstd levels.
+        #[arg(long, value_delimiter = ',', default_value = "3,9,15,19")]
+        levels: Vec<i32>,
+        /// Page budgets, bytes of records.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "8192,65536,1048576,4194304"
+        )]
+        budgets: Vec<usize>,
+    },
     /// (child process) Serves a server database on 127.0.0.1 until stdin closes.
     Serve {
         /// The server's SQLite file.
@@ -76,6 +116,19 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Run(args) => workloads::run(&args),
         Cmd::Anatomy { db } => whatif::anatomy(&db).map(|a| println!("{a:?}")),
+        Cmd::TrainDictionary {
+            seed,
+            size,
+            out,
+            work,
+        } => dictionary::train(seed, size, &out, &work),
+        Cmd::Compression {
+            seed,
+            dict,
+            work,
+            levels,
+            budgets,
+        } => dictionary::compare(seed, &dict, &work, &levels, &budgets),
         Cmd::Serve { db } => procs::serve_main(&db),
         Cmd::Client {
             url,

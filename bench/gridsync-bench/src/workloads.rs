@@ -82,8 +82,11 @@ const SLOW_LINK: Link = Link {
 /// How often the slow link drops in the W6 cut bootstrap.
 const CUT_EVERY: Duration = Duration::from_secs(10);
 
+/// The seed of the benchmark's datasets (the protocol's dictionary is trained on another).
+pub const BENCH_SEED: u64 = 7;
+
 fn specs(small: bool) -> (DatasetSpec, DatasetSpec) {
-    let town = DatasetSpec::township(7);
+    let town = DatasetSpec::township(BENCH_SEED);
     if small {
         (
             DatasetSpec {
@@ -98,7 +101,7 @@ fn specs(small: bool) -> (DatasetSpec, DatasetSpec) {
             },
         )
     } else {
-        (town, DatasetSpec::banner(7))
+        (town, DatasetSpec::banner(BENCH_SEED))
     }
 }
 

@@ -21,8 +21,22 @@ use crate::{Error, Result};
 /// Moves bytes to and from the server. Implementations own the network; errors from the
 /// server come back as [`Error::Server`] with its status, code and message.
 pub trait Transport: Send + Sync {
-    /// One sync round trip: POST the encoded request, return the encoded response.
+    /// One sync round trip: POST the encoded request, return the encoded response, at
+    /// [`protocol::PROTOCOL_VERSION`].
     fn sync(&self, auth: &str, body: Vec<u8>) -> Result<Vec<u8>>;
+    /// One sync round trip at protocol `version` (the engine falls back to version 3 when
+    /// a server does not speak this build's). A transport that cannot announce another
+    /// version refuses it; the default sends [`protocol::PROTOCOL_VERSION`] requests only.
+    fn sync_at(&self, auth: &str, version: u16, body: Vec<u8>) -> Result<Vec<u8>> {
+        if version == protocol::PROTOCOL_VERSION {
+            self.sync(auth, body)
+        } else {
+            Err(Error::Protocol(format!(
+                "this transport speaks only protocol {}, not {version}",
+                protocol::PROTOCOL_VERSION
+            )))
+        }
+    }
     /// Exchanges an enrolment code for a device credential.
     fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse>;
     /// Asks for a new device secret.
@@ -137,6 +151,10 @@ pub struct SyncReport {
     pub clock_offset_ms: Option<i64>,
     /// The byte budget the last page was asked with ([`SyncEngine::page_target`]).
     pub last_page_bytes: u32,
+    /// The protocol version the sync spoke: [`SyncEngine::protocol_version`], or 3 when
+    /// the server answered that it does not speak it.
+    #[serde(default)]
+    pub protocol: u16,
     /// Attachment bytes sent (bodies of appends, including any the server refused).
     #[serde(default)]
     pub attachment_bytes_up: u64,
@@ -196,7 +214,16 @@ pub struct SyncEngine<'a> {
     pub attachment_chunk_target: Duration,
     /// Bytes per ranged attachment download.
     pub download_chunk: usize,
+    /// The protocol version to speak ([`protocol::PROTOCOL_VERSION`]; between
+    /// [`protocol::OLDEST_PROTOCOL_VERSION`] and it). A server that answers `400
+    /// unsupported_protocol` to version 4 is spoken to in version 3 for the rest of the
+    /// sync (gzip bodies): servers need not be upgraded before phones.
+    pub protocol_version: u16,
 }
+
+/// The version a phone falls back to when a server does not speak a newer one: the
+/// newest version before this build's dictionary compression.
+const FALLBACK_PROTOCOL_VERSION: u16 = 3;
 
 /// Largest attachment append.
 pub const MAX_ATTACHMENT_CHUNK: usize = 8 * 1024 * 1024;
@@ -312,6 +339,7 @@ impl<'a> SyncEngine<'a> {
             attachment_chunk: DEFAULT_ATTACHMENT_CHUNK,
             attachment_chunk_target: DEFAULT_ATTACHMENT_CHUNK_TARGET,
             download_chunk: DEFAULT_DOWNLOAD_CHUNK,
+            protocol_version: protocol::PROTOCOL_VERSION,
         }
     }
 
@@ -401,6 +429,18 @@ impl<'a> SyncEngine<'a> {
         let mut bare_docs = true;
         // Pages start small and follow the link: a cut loses one page at most.
         let mut page_bytes = clamp_page_bytes(self, f64::from(self.first_page_bytes));
+        if !(protocol::OLDEST_PROTOCOL_VERSION..=protocol::PROTOCOL_VERSION)
+            .contains(&self.protocol_version)
+        {
+            return Err(Error::Protocol(format!(
+                "protocol version {} is not one this build speaks ({} to {})",
+                self.protocol_version,
+                protocol::OLDEST_PROTOCOL_VERSION,
+                protocol::PROTOCOL_VERSION
+            )));
+        }
+        let mut version = self.protocol_version;
+        report.protocol = version;
         loop {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
@@ -424,15 +464,32 @@ impl<'a> SyncEngine<'a> {
                 bare_docs,
                 page_bytes,
             };
-            let body = protocol::encode(&req)?;
+            let body = protocol::encode_request(&req, version)?;
             report.bytes_up += body.len() as u64;
             report.last_page_bytes = page_bytes;
             let (sent_ms, started) = (crate::now_ms(), Instant::now());
-            let answer = self.round_trip(&mut link, body)?;
+            let answer = match self.round_trip(&mut link, version, body) {
+                // A server older than this build: the same request in its version.
+                Err(Error::Server {
+                    status: 400,
+                    code: ErrorCode::UnsupportedProtocol,
+                    message,
+                }) if version > FALLBACK_PROTOCOL_VERSION => {
+                    tracing::info!(
+                        "the server does not speak protocol {version} ({message}); speaking {FALLBACK_PROTOCOL_VERSION}"
+                    );
+                    version = FALLBACK_PROTOCOL_VERSION;
+                    report.protocol = version;
+                    report.round_trips += 1;
+                    want_full = req.want_full;
+                    continue;
+                }
+                other => other?,
+            };
             let took = started.elapsed();
             report.round_trips += 1;
             report.bytes_down += answer.len() as u64;
-            let resp = protocol::decode_response(&answer, protocol::PROTOCOL_VERSION)?;
+            let resp = protocol::decode_response(&answer, version)?;
             if resp.server_time_ms != 0 {
                 let midpoint = sent_ms + took.as_millis() as i64 / 2;
                 report.clock_offset_ms = Some(resp.server_time_ms - midpoint);
@@ -536,12 +593,13 @@ impl<'a> SyncEngine<'a> {
     }
 
     /// One request with the current credential, handling rotation and revocation.
-    fn round_trip(&self, link: &mut ServerLink, body: Vec<u8>) -> Result<Vec<u8>> {
+    fn round_trip(&self, link: &mut ServerLink, version: u16, body: Vec<u8>) -> Result<Vec<u8>> {
         if let Some(pending) = link.pending_secret.clone() {
-            match self
-                .transport
-                .sync(&auth_header(&link.device_id, &pending), body.clone())
-            {
+            match self.transport.sync_at(
+                &auth_header(&link.device_id, &pending),
+                version,
+                body.clone(),
+            ) {
                 Ok(answer) => {
                     // The server has now switched to the new secret.
                     link.secret = pending;
@@ -558,7 +616,7 @@ impl<'a> SyncEngine<'a> {
         }
         match self
             .transport
-            .sync(&auth_header(&link.device_id, &link.secret), body)
+            .sync_at(&auth_header(&link.device_id, &link.secret), version, body)
         {
             Err(Error::Server {
                 status: 401,

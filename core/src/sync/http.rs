@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::attachments::UploadState;
 use super::engine::Transport;
 use super::protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, RotateResponse, CONTENT_TYPE,
-    MAX_BODY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, RotateResponse, CALLS_PROTOCOL_VERSION,
+    CONTENT_TYPE, MAX_BODY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use crate::attachment::{is_sha256_hex, AttachmentRef};
 use crate::{Error, Result};
@@ -191,13 +191,17 @@ impl Answer {
 
 impl Transport for HttpTransport {
     fn sync(&self, auth: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        self.sync_at(auth, PROTOCOL_VERSION, body)
+    }
+
+    fn sync_at(&self, auth: &str, version: u16, body: Vec<u8>) -> Result<Vec<u8>> {
         let url = format!("{}/v1/sync", self.base);
         self.send(true, || {
             self.client
                 .post(&url)
                 .header("authorization", auth)
                 .header("content-type", CONTENT_TYPE)
-                .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                .header(PROTOCOL_HEADER, version.to_string())
                 .body(body.clone())
         })
     }
@@ -209,7 +213,7 @@ impl Transport for HttpTransport {
             self.client
                 .post(&url)
                 .header("content-type", "application/json")
-                .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                .header(PROTOCOL_HEADER, CALLS_PROTOCOL_VERSION.to_string())
                 .body(body.clone())
         })?;
         serde_json::from_slice(&answer).map_err(|e| Error::Protocol(format!("enrol answer: {e}")))
@@ -221,7 +225,7 @@ impl Transport for HttpTransport {
             self.client
                 .post(&url)
                 .header("authorization", auth)
-                .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                .header(PROTOCOL_HEADER, CALLS_PROTOCOL_VERSION.to_string())
         })?;
         serde_json::from_slice(&answer).map_err(|e| Error::Protocol(format!("rotate answer: {e}")))
     }
@@ -234,7 +238,7 @@ impl Transport for HttpTransport {
                 self.client
                     .head(&url)
                     .header("authorization", auth)
-                    .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                    .header(PROTOCOL_HEADER, CALLS_PROTOCOL_VERSION.to_string())
             },
             |s| s == 404,
         )?;
@@ -258,7 +262,7 @@ impl Transport for HttpTransport {
                 self.client
                     .patch(&url)
                     .header("authorization", auth)
-                    .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                    .header(PROTOCOL_HEADER, CALLS_PROTOCOL_VERSION.to_string())
                     .header("upload-offset", offset.to_string())
                     .header("upload-length", r.size.to_string())
                     .header("attachment-type", &r.mime)
@@ -287,7 +291,7 @@ impl Transport for HttpTransport {
                 self.client
                     .get(&url)
                     .header("authorization", auth)
-                    .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+                    .header(PROTOCOL_HEADER, CALLS_PROTOCOL_VERSION.to_string())
                     .header("range", format!("bytes={offset}-{last}"))
             },
             |_| false,

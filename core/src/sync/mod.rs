@@ -7,6 +7,7 @@
 mod attachment_tests;
 mod attachments;
 pub mod bare;
+pub mod compress;
 mod engine;
 #[cfg(feature = "http")]
 mod http;

@@ -1,23 +1,30 @@
-//! The gridsync wire protocol, version 3 (see `docs/protocol.md`).
+//! The gridsync wire protocol, version 4 (see `docs/protocol.md`).
 //!
-//! Sync bodies are `gzip(postcard(message))`; enrolment and device calls are JSON.
-//! Every size is bounded before anything is allocated.
+//! Sync bodies are `compress(postcard(message))`: gzip for versions 1 to 3, zstd with the
+//! trained dictionary `records-v1` for version 4 ([`super::compress`]). Enrolment and
+//! device calls are JSON. Every size is bounded before anything is allocated.
 //!
 //! Each version appends fields to the end of the request and the response and changes
 //! nothing else: version 2 appended `bare_docs` and `docs_digest`, version 3 `page_bytes`
-//! and `server_time_ms`. An older message is therefore a newer message whose appended
-//! fields take their defaults, which is how the server keeps serving version 1 and 2
-//! devices ([`decode_request`], [`encode_response`]).
-
-use std::io::Read;
+//! and `server_time_ms`; version 4 appended none and changed only how bodies are
+//! compressed. An older message is therefore a newer message whose appended fields take
+//! their defaults, which is how the server keeps serving version 1 to 3 devices
+//! ([`decode_request`], [`encode_response`]).
 
 use serde::{Deserialize, Serialize};
 
+use super::compress::{self, Codec};
 use crate::model::{GridNode, Person};
 use crate::{Error, Result};
 
 /// The protocol version this build speaks (header `x-gridsync-protocol`).
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
+/// The version the calls other than sync announce (rotate, codes): version 4 changed only
+/// how sync bodies are compressed, so they are version 3 calls, which every server since
+/// version 3 serves (a phone of this build can still rotate its secret on such a server).
+pub const CALLS_PROTOCOL_VERSION: u16 = 3;
+/// The last version that appended fields to the messages (version 4 appended none).
+const LAST_FIELDS_VERSION: u16 = 3;
 /// The oldest protocol version the server still serves.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// Header that carries the protocol version.
@@ -468,13 +475,28 @@ impl From<BodyError> for Error {
     }
 }
 
-/// Encodes a message as `gzip(postcard(msg))`.
+/// Encodes a message as this build's phone sends it: `zstd(postcard(msg))` with the
+/// dictionary of [`PROTOCOL_VERSION`] ([`encode_at`]).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
-    let raw = postcard::to_allocvec(msg).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
-    gzip(&raw)
+    encode_at(msg, PROTOCOL_VERSION)
 }
 
-/// Decodes `gzip(postcard(msg))`, refusing bodies over the limits.
+/// Encodes a message compressed as protocol `version` compresses bodies (gzip for 1 to 3,
+/// zstd with its dictionary for 4), at the phone's zstd level.
+pub fn encode_at<T: Serialize>(msg: &T, version: u16) -> Result<Vec<u8>> {
+    let raw = postcard::to_allocvec(msg).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
+    compress_body(&raw, version, compress::PHONE_ZSTD_LEVEL)
+}
+
+fn compress_body(raw: &[u8], version: u16, zstd_level: i32) -> Result<Vec<u8>> {
+    Codec::of(version)
+        .compress(raw, zstd_level)
+        .map_err(|e| Error::Protocol(format!("compress: {e}")))
+}
+
+/// Decodes a body of any version (gzip or zstd, told by its magic number), refusing bodies
+/// over the limits. A version 1 to 3 message decodes as one with its appended fields
+/// only when they are present: use [`decode_request`] and [`decode_response`] for those.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     let raw = inflate(body)?;
     postcard::from_bytes(&raw).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
@@ -483,8 +505,29 @@ pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
 /// Appends the postcard encoding of the default of each field that versions after
 /// `version` appended (every such default encodes as one zero byte: `false`, `0`, `None`).
 fn append_defaults(raw: &mut Vec<u8>, version: u16) {
-    let missing = PROTOCOL_VERSION.saturating_sub(version.max(1));
+    let missing = LAST_FIELDS_VERSION.saturating_sub(version.max(1));
     raw.extend(std::iter::repeat_n(0u8, missing as usize));
+}
+
+/// Encodes a sync request for protocol `version`: without the fields later versions
+/// appended (version 2 has no `page_bytes`, version 1 neither that nor `bare_docs`),
+/// compressed as that version compresses. A phone that falls back to an older server's
+/// version sends this.
+pub fn encode_request(req: &SyncRequest, version: u16) -> Result<Vec<u8>> {
+    let mut raw =
+        postcard::to_allocvec(req).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
+    if version < 3 {
+        // The last field is a varint of 1 to 5 bytes: drop exactly its encoding.
+        let n = postcard::to_allocvec(&req.page_bytes)
+            .map_err(|e| Error::Protocol(format!("encode: {e}")))?
+            .len();
+        raw.truncate(raw.len() - n);
+    }
+    if version < 2 {
+        // `bare_docs` is the single last byte.
+        raw.pop();
+    }
+    compress_body(&raw, version, compress::PHONE_ZSTD_LEVEL)
 }
 
 /// Decodes a sync request sent with protocol `version`: an older body is a newer body
@@ -496,6 +539,10 @@ pub fn decode_request(body: &[u8], version: u16) -> Result<SyncRequest> {
 
 /// [`decode_request`] with the refusal typed: [`ErrorCode::TooLarge`] for a body over the
 /// compressed or decompressed limit, [`ErrorCode::MalformedBody`] for anything else.
+///
+/// The body's compression is told by its magic number, whatever the version: gzip or zstd
+/// with this build's dictionary (a frame naming another dictionary is refused). Answers
+/// are compressed strictly as the request's version compresses ([`encode_response`]).
 pub fn decode_request_body(
     body: &[u8],
     version: u16,
@@ -518,8 +565,18 @@ pub fn decode_response(body: &[u8], version: u16) -> Result<SyncResponse> {
 
 /// Encodes a sync response for a device that speaks protocol `version`: version 2 has no
 /// `server_time_ms`; version 1 has neither that nor `docs_digest` (and never receives bare
-/// documents).
+/// documents). Versions 1 to 3 are gzip'd exactly as they always were; version 4 is zstd
+/// with its dictionary at the server's level ([`compress::SERVER_ZSTD_LEVEL`]).
 pub fn encode_response(resp: &SyncResponse, version: u16) -> Result<Vec<u8>> {
+    encode_response_at_level(resp, version, compress::SERVER_ZSTD_LEVEL)
+}
+
+/// [`encode_response`] at another zstd level (a gzip'd answer ignores it).
+pub fn encode_response_at_level(
+    resp: &SyncResponse,
+    version: u16,
+    zstd_level: i32,
+) -> Result<Vec<u8>> {
     let mut raw =
         postcard::to_allocvec(resp).map_err(|e| Error::Protocol(format!("encode: {e}")))?;
     if version < 3 {
@@ -537,43 +594,18 @@ pub fn encode_response(resp: &SyncResponse, version: u16) -> Result<Vec<u8>> {
         // `None` is the single last byte.
         raw.pop();
     }
-    gzip(&raw)
+    compress_body(&raw, version, zstd_level)
 }
 
-fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    std::io::Write::write_all(&mut gz, raw).map_err(|e| Error::Protocol(e.to_string()))?;
-    gz.finish().map_err(|e| Error::Protocol(e.to_string()))
-}
-
-/// Inflates a gzip body, refusing bodies over the limits.
+/// Decompresses a body, refusing bodies over the limits.
 fn inflate(body: &[u8]) -> Result<Vec<u8>> {
     Ok(inflate_body(body)?)
 }
 
-/// [`inflate`] with the refusal typed.
+/// [`inflate`] with the refusal typed. The codec is the one the body's magic number shows;
+/// a body with neither magic number is read as gzip, which refuses it as not gzip.
 fn inflate_body(body: &[u8]) -> std::result::Result<Vec<u8>, BodyError> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(BodyError {
-            code: ErrorCode::TooLarge,
-            message: format!("body of {} bytes exceeds {MAX_BODY_BYTES}", body.len()),
-        });
-    }
-    let mut raw = Vec::new();
-    let gz = flate2::read::GzDecoder::new(body);
-    gz.take(MAX_DECODED_BYTES as u64 + 1)
-        .read_to_end(&mut raw)
-        .map_err(|e| BodyError {
-            code: ErrorCode::MalformedBody,
-            message: format!("body is not valid gzip: {e}"),
-        })?;
-    if raw.len() > MAX_DECODED_BYTES {
-        return Err(BodyError {
-            code: ErrorCode::TooLarge,
-            message: format!("body decompresses to more than {MAX_DECODED_BYTES} bytes"),
-        });
-    }
-    Ok(raw)
+    Codec::sniff(body).unwrap_or(Codec::Gzip).decompress(body)
 }
 
 /// Checks the sizes and identifiers of a request before the server acts on it.
@@ -646,7 +678,7 @@ mod serde_bytes_compat {
 }
 
 /// gzip of arbitrary bytes, for tests that need bodies that are valid gzip but not valid
-/// messages.
+/// messages ([`encode_raw_at_for_tests`] for another version's compression).
 #[doc(hidden)]
 pub fn encode_raw_for_tests(raw: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -654,9 +686,24 @@ pub fn encode_raw_for_tests(raw: &[u8]) -> Vec<u8> {
     gz.finish().unwrap_or_default()
 }
 
+/// Arbitrary bytes compressed as protocol `version` compresses bodies, for tests.
+#[doc(hidden)]
+pub fn encode_raw_at_for_tests(raw: &[u8], version: u16) -> Vec<u8> {
+    compress_body(raw, version, compress::PHONE_ZSTD_LEVEL).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// gzip level 6, as versions 1 to 3 compress.
+    fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
+        compress_body(raw, 3, 0)
+    }
+
+    fn zstd_v4(raw: &[u8]) -> Vec<u8> {
+        compress_body(raw, 4, compress::PHONE_ZSTD_LEVEL).unwrap()
+    }
 
     #[test]
     fn request_layout_is_pinned() {
@@ -700,6 +747,21 @@ mod tests {
         // A body shorter than its version's layout is refused.
         assert!(decode_request(&gzip(&v1).unwrap(), 2).is_err());
         assert!(decode_request(&gzip(&v2).unwrap(), 3).is_err());
+        // Version 4 appended no field: its message is version 3's, compressed with zstd.
+        req.bare_docs = true;
+        req.page_bytes = 65536;
+        let v4 = encode_request(&req, 4).unwrap();
+        assert!(v4.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+        assert_eq!(inflate(&v4).unwrap(), v3);
+        assert_eq!(decode_request(&v4, 4).unwrap(), req);
+        assert_eq!(encode(&req).unwrap(), v4);
+        // A phone that falls back to an older server sends exactly that version's body.
+        assert_eq!(encode_request(&req, 3).unwrap(), gzip(&v3).unwrap());
+        assert_eq!(encode_request(&req, 2).unwrap(), gzip(&v2).unwrap());
+        assert_eq!(encode_request(&req, 1).unwrap(), gzip(&v1).unwrap());
+        // The server tells a request's compression by its magic number.
+        assert_eq!(decode_request(&gzip(&v3).unwrap(), 4).unwrap(), req);
+        assert_eq!(decode_request(&zstd_v4(&v3), 3).unwrap(), req);
     }
 
     #[test]
@@ -734,12 +796,23 @@ mod tests {
         // server_time_ms as a zigzag varint.
         v3_body.extend([0xf6, 0xa1, 0xbf, 0xe9, 0xd6, 0x66]);
         let v3 = encode_response(&resp, 3).unwrap();
+        // Versions 1 to 3 are served byte for byte as before version 4: gzip level 6.
+        assert_eq!(v3, gzip(&v3_body).unwrap());
         assert_eq!(inflate(&v3).unwrap(), v3_body);
+        // Version 4 is the same message in zstd with the dictionary, which names it.
+        let v4 = encode_response(&resp, 4).unwrap();
+        assert!(v4.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+        assert_eq!(
+            zstd::zstd_safe::get_dict_id_from_frame(&v4),
+            compress::RECORDS_V1.id()
+        );
+        assert_eq!(inflate(&v4).unwrap(), v3_body);
+        assert_eq!(decode_response(&v4, 4).unwrap(), resp);
         assert_eq!(decode::<SyncResponse>(&v3).unwrap(), resp);
         assert_eq!(decode_response(&v3, 3).unwrap(), resp);
         // A version 2 device gets the same answer without the server's time.
         let v2 = encode_response(&resp, 2).unwrap();
-        assert_eq!(inflate(&v2).unwrap(), v2_body);
+        assert_eq!(v2, gzip(&v2_body).unwrap());
         let mut as_v2 = resp.clone();
         as_v2.server_time_ms = 0;
         assert_eq!(decode_response(&v2, 2).unwrap(), as_v2);
@@ -805,6 +878,124 @@ mod tests {
             matches!(&e, Error::Protocol(m) if m.starts_with("body is not valid gzip")),
             "{e}"
         );
+    }
+
+    /// The refusal of a body as the server types it, at version 4.
+    fn refusal(body: &[u8]) -> BodyError {
+        decode_request_body(body, 4).unwrap_err()
+    }
+
+    #[test]
+    fn zstd_bodies_are_bounded_like_gzip_bodies() {
+        // 40 MB of zeros compress to a few kB; decoding stops one byte past the limit.
+        let zeros = vec![0u8; MAX_DECODED_BYTES + 1024];
+        let bomb = zstd_v4(&zeros);
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        let e = refusal(&bomb);
+        assert_eq!(e.code, ErrorCode::TooLarge);
+        assert!(e.message.contains("decompresses to more than"), "{e}");
+        // The same through a frame that does not declare its size.
+        let mut enc = zstd::stream::write::Encoder::with_dictionary(
+            Vec::new(),
+            3,
+            compress::RECORDS_V1.bytes,
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut enc, &zeros).unwrap();
+        assert_eq!(refusal(&enc.finish().unwrap()).code, ErrorCode::TooLarge);
+        // Over the compressed limit before anything is decompressed.
+        let mut big = vec![0x28, 0xb5, 0x2f, 0xfd];
+        big.resize(MAX_BODY_BYTES + 1, 0);
+        assert_eq!(refusal(&big).code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn zstd_bodies_that_do_not_decode_are_malformed_and_say_why() {
+        let good = encode(&SyncRequest {
+            epoch: "e".into(),
+            reference_version: String::new(),
+            push: vec![],
+            cursors: vec![],
+            want_full: vec![],
+            page_limit: 10,
+            bare_docs: true,
+            page_bytes: 0,
+        })
+        .unwrap();
+        assert!(decode_request_body(&good, 4).is_ok());
+        // Compressed with a dictionary this build does not hold (another id in the frame
+        // header): named, not decoded.
+        let ours = compress::RECORDS_V1.id().unwrap().get().to_le_bytes();
+        let at = 5 + good[5..12]
+            .windows(4)
+            .position(|w| w == ours)
+            .expect("the frame names its dictionary");
+        let mut foreign = good.clone();
+        foreign[at..at + 4].copy_from_slice(&12345u32.to_le_bytes());
+        let e = refusal(&foreign);
+        assert_eq!(e.code, ErrorCode::MalformedBody);
+        assert!(e.message.contains("dictionary id 12345"), "{e}");
+        assert!(e.message.contains("records-v1"), "{e}");
+        // Truncated anywhere: the frame is incomplete, never a partial message.
+        for cut in [4, 6, good.len() / 2, good.len() - 4, good.len() - 1] {
+            let e = refusal(&good[..cut]);
+            assert_eq!(e.code, ErrorCode::MalformedBody, "cut at {cut}: {e}");
+        }
+        // A flipped byte fails the frame's checksum (or its structure).
+        for i in 6..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x55;
+            if let Err(e) = decode_request_body(&bad, 4) {
+                assert!(
+                    matches!(e.code, ErrorCode::MalformedBody | ErrorCode::TooLarge),
+                    "{e}"
+                );
+            }
+        }
+        // Garbage after the frame.
+        let mut trailing = good.clone();
+        trailing.extend(b"trailing");
+        assert_eq!(refusal(&trailing).code, ErrorCode::MalformedBody);
+        // A frame that asks for a window of 2^31 bytes is refused, not allocated.
+        let mut header = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, (31 - 10) << 3];
+        header.extend([0u8; 16]);
+        let e = refusal(&header);
+        assert_eq!(e.code, ErrorCode::MalformedBody, "{e}");
+        assert!(e.message.starts_with("body is not valid zstd"), "{e}");
+        // Valid zstd of something that is not a message.
+        let e = refusal(&zstd_v4(&[0xff; 40]));
+        assert_eq!(e.code, ErrorCode::MalformedBody);
+        assert!(e.message.starts_with("malformed message"), "{e}");
+        // A frame compressed without a dictionary (it names none) is read without one.
+        let plain = zstd::bulk::compress(&inflate(&good).unwrap(), 3).unwrap();
+        assert_eq!(zstd::zstd_safe::get_dict_id_from_frame(&plain), None);
+        assert!(decode_request_body(&plain, 4).is_ok());
+        // Neither gzip nor zstd.
+        assert!(refusal(b"\x28\xb5 almost").message.contains("gzip"));
+    }
+
+    #[test]
+    fn the_dictionary_is_shipped_small_and_loads() {
+        let d = &compress::RECORDS_V1;
+        assert!(d.bytes.len() <= 112 * 1024, "{} bytes", d.bytes.len());
+        assert!(d.id().is_some(), "the dictionary declares no id");
+        // It compresses a page of records better than no dictionary at all.
+        let page: Vec<u8> = (0..40)
+            .flat_map(|i| {
+                postcard::to_allocvec(&PullRecord {
+                    id: format!("0190e4c2-7a1b-7c3d-9e8f-{i:012}"),
+                    kind: 1,
+                    grid: "152522-T01-V03".into(),
+                    seq: i,
+                    full: true,
+                    bytes: vec![],
+                    heads: vec![],
+                })
+                .unwrap()
+            })
+            .collect();
+        let plain = zstd::bulk::compress(&page, compress::PHONE_ZSTD_LEVEL).unwrap();
+        assert!(zstd_v4(&page).len() <= plain.len());
     }
 
     #[test]
