@@ -139,6 +139,8 @@ struct DashboardPage {
     compliance: Option<ComplianceView>,
     staffing: Option<StaffingView>,
     scale: crate::storage::ScaleCount,
+    /// Open possible duplicates (疑似重复待处理), pairs counted once.
+    duplicates: super::duplicates::OpenFigure,
 }
 
 /// The page's parameters, checked.
@@ -170,6 +172,7 @@ struct Gathered {
     compliance: Option<crate::reports::compliance::ComplianceSummary>,
     staffing: crate::reports::staffing::StaffingReport,
     scale: crate::storage::ScaleCount,
+    duplicates: super::duplicates::OpenFigure,
 }
 
 async fn dashboard(
@@ -237,7 +240,15 @@ async fn dashboard(
                 t
             },
         );
+        // Open possible duplicates of the grids counted (each pair once).
+        let duplicates = super::duplicates::open_figure(
+            storage,
+            &figures.grids,
+            &scope.readable,
+            &super::directory::grid_names(&nodes),
+        )?;
         Ok(Outcome::Page(Gathered {
+            duplicates,
             figures,
             nodes,
             choices,
@@ -663,6 +674,7 @@ fn render(signed: &Signed, g: Gathered, period: &Period) -> Response {
             compliance,
             staffing,
             scale: g.scale,
+            duplicates: g.duplicates,
         },
     )
 }

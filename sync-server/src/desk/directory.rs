@@ -535,6 +535,8 @@ pub(super) struct VisitLine {
     pub(super) tests: i64,
     pub(super) failed: i64,
     pub(super) rectification: &'static str,
+    /// The entry merged into this one the visit was recorded on (empty: this entry).
+    pub(super) via: String,
 }
 
 impl VisitLine {
@@ -555,6 +557,7 @@ impl VisitLine {
             } else {
                 "已整改"
             },
+            via: String::new(),
         }
     }
 }
@@ -581,6 +584,7 @@ struct ProducerPage {
     history_truncated: bool,
     visits: Vec<VisitLine>,
     more_visits: bool,
+    dups: super::duplicates::Section,
 }
 
 fn action_label(a: &str) -> &'static str {
@@ -596,7 +600,7 @@ fn action_label(a: &str) -> &'static str {
 }
 
 /// Chinese names of a producer's fields (the first segment of a path).
-fn field_label(path: &str) -> &'static str {
+pub(super) fn field_label(path: &str) -> &'static str {
     let top = path.split(['.', '[']).next().unwrap_or("");
     match top {
         "id" => "编号",
@@ -691,11 +695,13 @@ struct ProducerData {
     history_compared: usize,
     visits: Vec<VisitLine>,
     more_visits: bool,
+    dups: super::duplicates::Section,
 }
 
 fn producer_data(
     storage: &dyn Storage,
     scope: &Scope,
+    person: &gridsync_core::model::Person,
     id: &str,
 ) -> Result<Option<ProducerData>, StorageError> {
     let Some(row) = storage.query_producer(id)? else {
@@ -705,12 +711,8 @@ fn producer_data(
     if !in_scope(scope.tree.as_ref(), &scope.actor, &row.grid) {
         return Ok(None);
     }
-    let grid_name = storage
-        .grids()?
-        .into_iter()
-        .find(|g| g.code == row.grid)
-        .map(|g| g.name)
-        .unwrap_or_default();
+    let grids = grid_names(&storage.grids()?);
+    let grid_name = grids.get(&row.grid).cloned().unwrap_or_default();
     let names = person_names(storage)?;
     let mut reviews: Vec<ReviewStep> = storage
         .producer_reviews(id)?
@@ -728,6 +730,7 @@ fn producer_data(
     let mut history = Vec::new();
     let (mut history_total, mut history_compared) = (0, 0);
     let mut document_problem = None;
+    let mut dups = super::duplicates::Section::default();
     let stored = storage
         .record(id)?
         .filter(|s| s.kind == RecordKind::Producer);
@@ -740,6 +743,14 @@ fn producer_data(
         Some(Ok(mut doc)) => {
             // Yearly confirmations (年度确认) live in the document, beside the review steps.
             if let Ok(gridsync_core::model::Record::Producer(p)) = doc.read() {
+                dups = super::duplicates::section(
+                    storage,
+                    &p,
+                    person,
+                    &scope.readable,
+                    &names,
+                    &grids,
+                )?;
                 reviews.extend(p.confirmations.into_iter().map(|c| ReviewStep {
                     at: datetime(c.at_ms),
                     action: if c.operating {
@@ -805,8 +816,31 @@ fn producer_data(
             }
         }
     }
+    // Visits: this entry's and those of the entries merged into it as its duplicates. A
+    // merge rewrites nothing: a tombstone's visits (and the rectifications they ordered)
+    // stay recorded on the tombstone and are linked to the surviving entry through the
+    // tombstone's pointer (`merged_into`), read here.
     let page = storage.producer_visits(id, PageReq::first(PRODUCER_VISITS))?;
-    let visits = page.rows.iter().map(|v| VisitLine::of(v, &names)).collect();
+    let mut more_visits = page.more;
+    let mut rows: Vec<(crate::storage::VisitRow, String)> =
+        page.rows.into_iter().map(|v| (v, String::new())).collect();
+    for m in &dups.merged {
+        let page = storage.producer_visits(&m.id, PageReq::first(PRODUCER_VISITS))?;
+        more_visits |= page.more;
+        rows.extend(page.rows.into_iter().map(|v| (v, m.name.clone())));
+    }
+    rows.sort_by(|(a, _), (b, _)| b.started_at_ms.cmp(&a.started_at_ms).then(a.id.cmp(&b.id)));
+    if rows.len() > PRODUCER_VISITS as usize {
+        rows.truncate(PRODUCER_VISITS as usize);
+        more_visits = true;
+    }
+    let visits = rows
+        .iter()
+        .map(|(v, via)| VisitLine {
+            via: via.clone(),
+            ..VisitLine::of(v, &names)
+        })
+        .collect();
     Ok(Some(ProducerData {
         row,
         grid_name,
@@ -817,7 +851,8 @@ fn producer_data(
         history_total,
         history_compared,
         visits,
-        more_visits: page.more,
+        more_visits,
+        dups,
     }))
 }
 
@@ -830,8 +865,9 @@ async fn producer(
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
+    let person = signed.person.clone();
     let r = scoped(&st, &signed.person.id, move |storage, scope| {
-        Ok(match producer_data(storage, scope, &id)? {
+        Ok(match producer_data(storage, scope, &person, &id)? {
             Some(d) => Outcome::Page(d),
             None => Outcome::NotFound,
         })
@@ -877,6 +913,7 @@ async fn producer(
                 history_truncated: d.history_compared < d.history_total,
                 visits: d.visits,
                 more_visits: d.more_visits,
+                dups: d.dups,
             },
         )
     })

@@ -23,6 +23,7 @@ mod audit_pages;
 mod chart;
 mod dashboard;
 mod directory;
+mod duplicates;
 mod exports;
 pub mod password;
 mod patrols;
@@ -124,6 +125,7 @@ pub fn router<S>(app: Arc<AppState>, config: DeskConfig) -> Router<S> {
         .route("/desk/static/desk.css", get(css))
         .merge(review::routes())
         .merge(directory::routes())
+        .merge(duplicates::routes())
         .merge(patrols::routes())
         .merge(people::routes())
         .merge(audit_pages::routes())

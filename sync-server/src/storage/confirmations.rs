@@ -35,6 +35,7 @@ pub(crate) fn unconfirmed_counts(
         "q_producers",
         "SELECT grid, COUNT(*) FROM q_producers
          WHERE grid IN LIST($1) AND status = 'active' AND confirmed_year < $2
+           AND merged_into IS NULL
          GROUP BY grid ORDER BY grid",
         params![grids, i64::from(year)],
         |r: Row| Ok((r.get(0)?, r.get(1)?)),

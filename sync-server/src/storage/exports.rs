@@ -79,7 +79,7 @@ pub(crate) fn for_each_producer<B: Backend>(
 ) -> StorageResult<()> {
     let sql = format!(
         "SELECT {PRODUCER_COLS} FROM q_producers
-         WHERE grid = $1 AND (name > $2 OR (name = $2 AND id > $3))
+         WHERE grid = $1 AND merged_into IS NULL AND (name > $2 OR (name = $2 AND id > $3))
          ORDER BY name, id LIMIT $4"
     );
     for grid in grids {

@@ -2062,6 +2062,11 @@ impl<B: Backend> Storage for SqlStorage<B> {
             .read(|tx| super::duplicates::open_ids(tx, &grids, limit))
     }
 
+    fn merged_entries(&self, into: &str) -> StorageResult<Vec<ProducerRow>> {
+        self.backend
+            .read(|tx| super::desk_duplicates::merged_entries(tx, into))
+    }
+
     fn rebuild_query_tables(&self) -> StorageResult<RebuildReport> {
         let mut report = RebuildReport::default();
         let mut after: Option<String> = None;

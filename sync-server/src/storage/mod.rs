@@ -15,6 +15,7 @@ pub(crate) mod batch;
 pub mod chart;
 pub mod confirmations;
 pub mod desk;
+pub mod desk_duplicates;
 pub mod duplicates;
 pub mod exports;
 pub mod layer;
@@ -485,6 +486,8 @@ pub trait Storage:
     ) -> StorageResult<Vec<duplicates::Candidate>>;
     /// Producers of `grids` with open possible-duplicate marks, by grid (the desk's list).
     fn open_duplicate_ids(&self, grids: &[String], limit: u32) -> StorageResult<Vec<String>>;
+    /// The producers merged into `into` (tombstones pointing to it; see [`desk_duplicates`]).
+    fn merged_entries(&self, into: &str) -> StorageResult<Vec<ProducerRow>>;
     /// The dashboard's grouped counts of the query tables (see [`tallies`]), read in one
     /// transaction.
     fn tallies(&self, q: &TallyQuery) -> StorageResult<Tallies>;

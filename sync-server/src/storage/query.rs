@@ -997,6 +997,9 @@ pub fn directory_sql<'a>(
 ) -> StorageResult<PageSql<'a>> {
     let mut b = Builder::new();
     b.cond("grid IN LIST(?)", Value::TextList(grids));
+    // Entries merged into another as its duplicate (tombstones) are not in the directory;
+    // their page is reached from the surviving entry's.
+    b.conds.push("merged_into IS NULL".into());
     if let Some(t) = f.producer_type {
         b.cond("producer_type = ?", Value::from(t));
     }
@@ -1056,6 +1059,7 @@ pub fn review_queue_sql<'a>(
     let mut b = Builder::new();
     b.cond("review_state = ?", Value::from(level.awaiting()));
     b.cond("grid IN LIST(?)", Value::TextList(grids));
+    b.conds.push("merged_into IS NULL".into());
     b.finish(
         "q_producers",
         &format!("SELECT {PRODUCER_COLS} FROM q_producers"),

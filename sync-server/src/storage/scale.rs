@@ -252,7 +252,8 @@ impl<B: Backend> ScaleStorage for SqlStorage<B> {
                 "SELECT grid, COUNT(*),
                     SUM(CASE WHEN scale_farm THEN 1 ELSE 0 END),
                     SUM(CASE WHEN scale_mismatch THEN 1 ELSE 0 END)
-                 FROM q_producers WHERE status = 'active' AND grid IN LIST($1)
+                 FROM q_producers
+                 WHERE status = 'active' AND grid IN LIST($1) AND merged_into IS NULL
                  GROUP BY grid",
                 params![grids.as_slice()],
                 |r| {

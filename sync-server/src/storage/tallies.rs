@@ -3,6 +3,11 @@
 //! or a visit's grid), so the caller rolls them up to whichever level it shows; the counts
 //! are read in one read transaction, so the figures of one page agree with each other.
 //!
+//! Possible duplicates merged away (tombstones, `merged_into` set) are not producers of the
+//! directory: they are left out of every producer count, and their visits count for the
+//! entry they were merged into (coverage, never visited). Visits themselves are counted as
+//! they happened, a tombstone's too.
+//!
 //! Written once over [`Tx`] in the dialect both databases accept; integer results are
 //! `COUNT(*)` or `SUM` of integer literals (BIGINT on PostgreSQL, never NUMERIC).
 
@@ -169,7 +174,7 @@ pub(crate) fn read(tx: &mut dyn Tx, q: &TallyQuery) -> StorageResult<Tallies> {
         "q_producers",
         "SELECT grid, producer_type, review_state, status, COUNT(*),
                 SUM(CASE WHEN updated_at_ms < $2 THEN 1 ELSE 0 END)
-         FROM q_producers WHERE grid IN LIST($1)
+         FROM q_producers WHERE grid IN LIST($1) AND merged_into IS NULL
          GROUP BY grid, producer_type, review_state, status",
         &[g, Value::Int(q.stale_before_ms)],
         |r| {
@@ -192,15 +197,19 @@ pub(crate) fn read(tx: &mut dyn Tx, q: &TallyQuery) -> StorageResult<Tallies> {
     let coverage = tx.rows(
         "q_producers",
         "SELECT grid, COUNT(*),
-                SUM(CASE WHEN last_ms IS NULL THEN 1 ELSE 0 END),
-                SUM(CASE WHEN last_ms > threshold THEN 1 ELSE 0 END)
+                SUM(CASE WHEN last_ms IS NULL AND merged_ms IS NULL THEN 1 ELSE 0 END),
+                SUM(CASE WHEN last_ms > threshold OR merged_ms > threshold THEN 1 ELSE 0 END)
          FROM (SELECT p.grid AS grid,
                       CASE p.risk WHEN 'high' THEN CAST($3 AS BIGINT)
                                   WHEN 'medium' THEN CAST($4 AS BIGINT)
                                   ELSE CAST($5 AS BIGINT) END AS threshold,
                       (SELECT MAX(v.started_at_ms) FROM q_visits v
-                        WHERE v.producer_id = p.id AND v.started_at_ms <= $2) AS last_ms
-               FROM q_producers p WHERE p.status = 'active' AND p.grid IN LIST($1)) x
+                        WHERE v.producer_id = p.id AND v.started_at_ms <= $2) AS last_ms,
+                      (SELECT MAX(v.started_at_ms)
+                         FROM q_producers m JOIN q_visits v ON v.producer_id = m.id
+                        WHERE m.merged_into = p.id AND v.started_at_ms <= $2) AS merged_ms
+               FROM q_producers p
+               WHERE p.status = 'active' AND p.grid IN LIST($1) AND p.merged_into IS NULL) x
          GROUP BY grid",
         &[
             g,
@@ -226,8 +235,12 @@ pub(crate) fn read(tx: &mut dyn Tx, q: &TallyQuery) -> StorageResult<Tallies> {
             "q_producers",
             &format!(
                 "SELECT {PRODUCER_COLS} FROM q_producers p
-                 WHERE p.status = 'active' AND p.grid IN LIST($1) AND NOT EXISTS
+                 WHERE p.status = 'active' AND p.grid IN LIST($1) AND p.merged_into IS NULL
+                   AND NOT EXISTS
                      (SELECT 1 FROM q_visits v WHERE v.producer_id = p.id AND v.started_at_ms <= $2)
+                   AND NOT EXISTS
+                     (SELECT 1 FROM q_producers m JOIN q_visits v ON v.producer_id = m.id
+                       WHERE m.merged_into = p.id AND v.started_at_ms <= $2)
                  ORDER BY p.grid, p.name, p.id LIMIT $3"
             ),
             &[
