@@ -115,7 +115,25 @@ fn credit_code(serial: u32) -> String {
     )
 }
 
+/// A valid ID number, different for each serial.
+fn id_number(serial: u32) -> String {
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let first = format!("15252219850101{:03}", serial % 1000);
+    let sum: u32 = first
+        .bytes()
+        .zip(W)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    format!("{first}{}", b"10X98765432"[(sum % 11) as usize] as char)
+}
+
+/// Registers a family ranch with a phone and an ID number of its own (so that two ranches
+/// of one test are not likely duplicates of each other).
 fn add_ranch(d: &Device, name: &str) -> String {
+    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let phone = format!("1394791{serial:04}");
+    let id_number = id_number(serial);
     let v = d.json(&[
         "producer",
         "add",
@@ -126,9 +144,9 @@ fn add_ranch(d: &Device, name: &str) -> String {
         "--owner",
         "额尔敦",
         "--phone",
-        "13947912345",
+        &phone,
         "--id-number",
-        "11010519491231002X",
+        &id_number,
         "--product",
         "羊肉",
         "--livestock",
@@ -711,4 +729,191 @@ fn a_photo_recorded_with_a_visit_is_stored_and_listed_pending() {
     );
     assert!(err.contains("attachment"), "{err}");
     assert_eq!(d.json(&["attachments"]).as_array().unwrap().len(), 1);
+}
+
+/// Registering or editing lists the likely duplicates on the device (Chinese labels, the
+/// other entry's name, grid and reason) and saves nothing (exit code 3) unless `--anyway`.
+#[test]
+fn likely_duplicates_stop_a_save_until_anyway() {
+    const VILLAGE2: &str = "152522101202";
+    let d = Device::new();
+    d.ok(&[
+        "init",
+        "--person-id",
+        "liaison-1",
+        "--name",
+        "巴特尔",
+        "--phone",
+        "13904791111",
+        "--role",
+        "liaison",
+        "--grid",
+        VILLAGE,
+        "--grid",
+        VILLAGE2,
+        "--grid-name",
+        "巴彦图嘎嘎查",
+        "--grid-name",
+        "宝力根嘎查",
+    ]);
+    let coop = |name: &str, grid: &str, code: &str, phone: &str| -> Vec<String> {
+        [
+            "producer",
+            "add",
+            "--name",
+            name,
+            "--type",
+            "cooperative",
+            "--owner",
+            "苏和",
+            "--phone",
+            phone,
+            "--grid",
+            grid,
+            "--credit-code",
+            code,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let count = || {
+        d.json(&["producer", "list", "--grid", TOWNSHIP])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let first = d.json(&args(&coop(
+        "阿巴嘎旗浩日沁牧业专业合作社",
+        VILLAGE,
+        &credit_code(77),
+        "13947910001",
+    )));
+    let first_id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(first["likely_duplicates"], serde_json::json!([]));
+
+    // A similar name in the neighbouring village: listed, not saved, exit 3.
+    let similar = coop(
+        "浩日沁牧业合作社",
+        VILLAGE2,
+        &credit_code(78),
+        "13947910002",
+    );
+    let out = d.run(&args(&similar));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("可能重复：本机已有 1 个相近的生产主体，未保存"),
+        "{text}"
+    );
+    assert!(
+        text.contains("阿巴嘎旗浩日沁牧业专业合作社  巴彦图嘎嘎查（152522101201）  名称相同（同一或相邻网格）  可能性 80%"),
+        "{text}"
+    );
+    assert!(text.contains(&first_id), "{text}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--anyway"), "{err}");
+    assert_eq!(count(), 1, "nothing saved");
+    // The same as JSON: the matches on stdout, the error on stderr.
+    let mut json_args = vec!["--json"];
+    json_args.extend(args(&similar));
+    let out = d.run(&json_args);
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["saved"], false);
+    assert_eq!(v["likely_duplicates"][0]["id"], first_id.as_str());
+    assert_eq!(
+        v["likely_duplicates"][0]["reasons"],
+        serde_json::json!(["same_name"])
+    );
+    assert_eq!(v["likely_duplicates"][0]["grid"], VILLAGE);
+    let e: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(e["error"], "likely_duplicates");
+    // With --anyway it is saved, the match noted.
+    let mut anyway = args(&similar);
+    anyway.push("--anyway");
+    let text = d.ok(&anyway);
+    assert!(text.contains("已登记：浩日沁牧业合作社"), "{text}");
+    assert!(
+        text.contains("注意：本机另有 1 个可能重复的生产主体"),
+        "{text}"
+    );
+    assert_eq!(count(), 2);
+
+    // The same credit code under another name, anywhere: listed with its reason.
+    let err = d.fails(
+        3,
+        &args(&coop(
+            "草原红牧业合作社",
+            VILLAGE2,
+            &credit_code(77),
+            "13947910003",
+        )),
+    );
+    assert!(err.contains("发现 1 个可能重复的生产主体，未保存"), "{err}");
+    // Unrelated: saved at once.
+    let other = d.json(&args(&coop(
+        "额尔敦养殖合作社",
+        VILLAGE2,
+        &credit_code(79),
+        "13947910004",
+    )));
+    let other_id = other["id"].as_str().unwrap().to_string();
+    assert_eq!(other["likely_duplicates"], serde_json::json!([]));
+    assert_eq!(count(), 3);
+
+    // Editing: a phone that another entry has stops the edit; --anyway saves it.
+    let out = d.run(&["producer", "edit", &other_id, "--phone", "13947910001"]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("联系电话相同"), "{text}");
+    let shown = d.json(&["producer", "show", &other_id]);
+    assert_eq!(shown["producer"]["phone"], "13947910004", "not saved");
+    d.ok(&[
+        "producer",
+        "edit",
+        &other_id,
+        "--phone",
+        "13947910001",
+        "--anyway",
+    ]);
+    // A match the entry already had does not stop another edit of it.
+    let text = d.ok(&["producer", "edit", &other_id, "--address", "宝力根嘎查二组"]);
+    assert!(text.contains("已保存"), "{text}");
+    assert!(!text.contains("可能重复"), "{text}");
+}
+
+/// The producer view shows the scale line by the national thresholds: a herd on the
+/// threshold counts, one head less does not, and a small household's is a type mismatch.
+#[test]
+fn the_producer_view_shows_the_scale_assessment() {
+    let d = Device::new();
+    d.init_liaison();
+    let id = add_ranch(&d, "规模牧场");
+    let shown = d.json(&["producer", "show", &id]);
+    assert_eq!(
+        shown["scale_assessment"]["is_scale_farm"], false,
+        "150 sold"
+    );
+    d.ok(&["producer", "edit", &id, "--livestock", "sheep_goat=300/199"]);
+    let text = d.ok(&["producer", "show", &id]);
+    assert!(
+        text.contains("规模养殖：未达规模养殖标准（全国标准）"),
+        "{text}"
+    );
+    d.ok(&["producer", "edit", &id, "--livestock", "sheep_goat=300/200"]);
+    let text = d.ok(&["producer", "show", &id]);
+    assert!(
+        text.contains("规模养殖：规模养殖场（羊 200 年出栏≥200）"),
+        "{text}"
+    );
+    assert!(!text.contains("主体类型不符"), "{text}");
+    d.ok(&["producer", "edit", &id, "--type", "small_household"]);
+    let shown = d.json(&["producer", "show", &id]);
+    assert_eq!(shown["scale_assessment"]["type_mismatch"], true);
+    let text = d.ok(&["producer", "show", &id]);
+    assert!(text.contains("主体类型不符，请核实"), "{text}");
 }

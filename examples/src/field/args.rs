@@ -184,15 +184,28 @@ pub struct ProducerFields {
 /// `producer` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ProducerCmd {
-    /// Registers a producer.
-    Add(ProducerFields),
-    /// Edits a producer.
+    /// Registers a producer. Likely duplicates on the device (same credit code, ID number
+    /// or phone, a similar name nearby) are listed and nothing is saved (exit code 3)
+    /// unless `--anyway` is given.
+    Add {
+        /// The producer's fields.
+        #[command(flatten)]
+        fields: ProducerFields,
+        /// Save even when likely duplicates are found (checked: not the same producer).
+        #[arg(long)]
+        anyway: bool,
+    },
+    /// Edits a producer. Likely duplicates the edit brings up (not there before it) are
+    /// listed and nothing is saved (exit code 3) unless `--anyway` is given.
     Edit {
         /// Producer id.
         id: String,
         /// Fields to change.
         #[command(flatten)]
         fields: ProducerFields,
+        /// Save even when the edit brings up likely duplicates.
+        #[arg(long)]
+        anyway: bool,
         /// Marks the producer closed (停产/注销).
         #[arg(long, conflicts_with = "reopen")]
         close: bool,

@@ -29,6 +29,12 @@ pub enum CliError {
     },
     /// An error from the core.
     Core(Error),
+    /// Likely duplicates were found on the device and nothing was saved (exit code 3); the
+    /// matches are on stdout.
+    LikelyDuplicates {
+        /// How many.
+        count: usize,
+    },
 }
 
 impl From<Error> for CliError {
@@ -38,9 +44,11 @@ impl From<Error> for CliError {
 }
 
 impl CliError {
-    /// Exit code: 2 for bad input (invalid fields, unknown ids), 1 for everything else.
+    /// Exit code: 2 for bad input (invalid fields, unknown ids), 3 for likely duplicates
+    /// (nothing saved), 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
+            CliError::LikelyDuplicates { .. } => 3,
             CliError::Input { .. }
             | CliError::Core(Error::Invalid(_))
             | CliError::Core(Error::NotFound { .. }) => 2,
@@ -52,6 +60,7 @@ impl CliError {
     pub fn code(&self) -> &'static str {
         match self {
             CliError::Input { .. } | CliError::Core(Error::Invalid(_)) => "invalid",
+            CliError::LikelyDuplicates { .. } => "likely_duplicates",
             CliError::Core(e) => match e {
                 Error::Forbidden(_) => "forbidden",
                 Error::Workflow(_) => "workflow",
@@ -81,6 +90,9 @@ impl CliError {
         match self {
             CliError::Input { field, problem } => invalid_message(field, problem),
             CliError::Core(Error::Invalid(i)) => invalid_message(&i.field, &i.problem),
+            CliError::LikelyDuplicates { count } => format!(
+                "发现 {count} 个可能重复的生产主体，未保存；核实不是同一主体后加 --anyway 保存"
+            ),
             CliError::Core(e) => {
                 let lead = match e {
                     Error::Forbidden(_) => "无权操作",
@@ -209,6 +221,12 @@ pub fn main() -> i32 {
             0
         }
         Err(e) => {
+            if let CliError::LikelyDuplicates { .. } = e {
+                // The matches found, for the person to check.
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(out.buf.as_bytes());
+                let _ = stdout.flush();
+            }
             let mut stderr = std::io::stderr().lock();
             let text = if cli.json {
                 serde_json::json!({

@@ -1,11 +1,13 @@
 //! `producer` commands: add, edit, list, search, show, review, confirm, unconfirmed,
 //! resolve.
 
+use std::collections::HashSet;
+
 use gridsync_core::model::{
     GeoPoint, LivestockCount, Producer, ProducerStatus, ResponsibilityLetter,
 };
 use gridsync_core::now_ms;
-use gridsync_core::store::{ProducerSort, ProducerSummary, Store};
+use gridsync_core::store::{LikelyDuplicate, ProducerSort, ProducerSummary, Store};
 use serde_json::json;
 
 use super::args::{Cli, ProducerCmd, ProducerFields};
@@ -21,13 +23,14 @@ fn bad(field: &str, problem: impl Into<String>) -> CliError {
 /// Runs a `producer` subcommand.
 pub(crate) fn run(cli: &Cli, cmd: &ProducerCmd, out: &mut Out) -> Result<(), CliError> {
     match cmd {
-        ProducerCmd::Add(f) => add(cli, f, out),
+        ProducerCmd::Add { fields, anyway } => add(cli, fields, *anyway, out),
         ProducerCmd::Edit {
             id,
             fields,
+            anyway,
             close,
             reopen,
-        } => edit(cli, id, fields, *close, *reopen, out),
+        } => edit(cli, id, fields, *anyway, *close, *reopen, out),
         ProducerCmd::List {
             grid,
             sort,
@@ -180,7 +183,74 @@ fn apply_fields(p: &mut Producer, f: &ProducerFields) -> Result<(), CliError> {
     Ok(())
 }
 
-fn add(cli: &Cli, f: &ProducerFields, out: &mut Out) -> Result<(), CliError> {
+/// The likely duplicates as JSON: stable reason ids beside the Chinese labels.
+fn duplicates_json(found: &[LikelyDuplicate]) -> serde_json::Value {
+    json!(found
+        .iter()
+        .map(|d| json!({
+            "id": d.id,
+            "name": d.name,
+            "grid": d.grid,
+            "grid_name": d.grid_name,
+            "reasons": d.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            "reasons_zh": d.reasons.iter().map(|r| r.label_zh()).collect::<Vec<_>>(),
+            "score": d.score,
+        }))
+        .collect::<Vec<_>>())
+}
+
+/// One line per likely duplicate: name, grid, reasons, likelihood, id.
+fn duplicate_lines(out: &mut Out, found: &[LikelyDuplicate]) {
+    for (i, d) in found.iter().enumerate() {
+        let reasons: Vec<&str> = d.reasons.iter().map(|r| r.label_zh()).collect();
+        let grid = if d.grid_name.is_empty() {
+            d.grid.clone()
+        } else {
+            format!("{}（{}）", d.grid_name, d.grid)
+        };
+        out.line(format!(
+            "  {}. {}  {grid}  {}  可能性 {}%  [{}]",
+            i + 1,
+            d.name,
+            reasons.join("；"),
+            d.score,
+            d.id
+        ));
+    }
+}
+
+/// Refuses to save when `found` is not empty and the person did not say `--anyway`:
+/// lists the matches (stdout) and fails with exit code 3.
+fn stop_for_duplicates(
+    out: &mut Out,
+    found: &[LikelyDuplicate],
+    anyway: bool,
+) -> Result<(), CliError> {
+    if found.is_empty() || anyway {
+        return Ok(());
+    }
+    out.value(json!({ "saved": false, "likely_duplicates": duplicates_json(found) }));
+    out.line(format!(
+        "可能重复：本机已有 {} 个相近的生产主体，未保存。",
+        found.len()
+    ));
+    duplicate_lines(out, found);
+    out.line("核实不是同一主体后，加 --anyway 再次保存。");
+    Err(CliError::LikelyDuplicates { count: found.len() })
+}
+
+/// After a save with `--anyway`: the likely duplicates kept in mind.
+fn noted_duplicates(out: &mut Out, found: &[LikelyDuplicate]) {
+    if !found.is_empty() {
+        out.line(format!(
+            "注意：本机另有 {} 个可能重复的生产主体（已确认仍要保存）：",
+            found.len()
+        ));
+        duplicate_lines(out, found);
+    }
+}
+
+fn add(cli: &Cli, f: &ProducerFields, anyway: bool, out: &mut Out) -> Result<(), CliError> {
     let need = |v: &Option<String>, field: &str| -> Result<String, CliError> {
         v.clone()
             .ok_or_else(|| bad(field, "is required to register a producer"))
@@ -193,14 +263,21 @@ fn add(cli: &Cli, f: &ProducerFields, out: &mut Out) -> Result<(), CliError> {
     let grid = default_grid(&store, f.grid.as_deref())?;
     let mut p = Producer::new(name, ty, owner, phone, grid, "", now_ms());
     apply_fields(&mut p, f)?;
+    let found = store.likely_duplicates(&p)?;
+    stop_for_duplicates(out, &found, anyway)?;
     let p = store.create_producer(p)?;
-    out.value(json!({ "id": p.id, "producer": p }));
+    out.value(json!({
+        "id": p.id,
+        "producer": p,
+        "likely_duplicates": duplicates_json(&found),
+    }));
     out.line(format!(
         "已登记：{}（{}）",
         p.name,
         p.producer_type.label_zh()
     ));
     out.line(format!("编号：{}", p.id));
+    noted_duplicates(out, &found);
     Ok(())
 }
 
@@ -208,12 +285,20 @@ fn edit(
     cli: &Cli,
     id: &str,
     f: &ProducerFields,
+    anyway: bool,
     close: bool,
     reopen: bool,
     out: &mut Out,
 ) -> Result<(), CliError> {
     let store = open(cli)?;
     let mut p = store.producer(id)?;
+    // Matches the stored entry already had were seen before (or are the server's to
+    // mark); only those the edit brings up stop it.
+    let before: HashSet<String> = store
+        .likely_duplicates(&p)?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     apply_fields(&mut p, f)?;
     if close {
         p.status = ProducerStatus::Closed;
@@ -221,17 +306,22 @@ fn edit(
     if reopen {
         p.status = ProducerStatus::Active;
     }
+    let mut found = store.likely_duplicates(&p)?;
+    found.retain(|d| !before.contains(&d.id));
+    stop_for_duplicates(out, &found, anyway)?;
     let p = store.update_producer(p)?;
     out.value(json!({
         "id": p.id,
         "producer": p,
         "effective_review_state": p.effective_review_state(),
+        "likely_duplicates": duplicates_json(&found),
     }));
     out.line(format!(
         "已保存：{}，审核状态 {}",
         p.name,
         render::review_state(p.effective_review_state())
     ));
+    noted_duplicates(out, &found);
     Ok(())
 }
 
