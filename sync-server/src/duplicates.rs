@@ -254,6 +254,44 @@ fn settle_one(
             done.mirrored += 1;
         }
     }
+    // Two supervisors offline may each merge one entry of a pair into the other: both
+    // become tombstones pointing at each other. The entry with the smaller id survives
+    // (the same on every server and every retry), its mark records the other as merged
+    // here, and the other's edits are then carried to it.
+    let mut p = p;
+    if let Some(t) = p.merged_into.clone() {
+        if let Some(x) = load_producer(storage, &t.into)? {
+            if x.merged_into.as_ref().map(|m| m.into.as_str()) == Some(p.id.as_str()) {
+                let (revive, keep) = if p.id < x.id {
+                    (p.id.clone(), x.id.clone())
+                } else {
+                    (x.id.clone(), p.id.clone())
+                };
+                let by = t.by.clone();
+                server_write(storage, &revive, &mut |r: &mut Producer| {
+                    let Some(m) = r.merged_into.take() else {
+                        return false;
+                    };
+                    if let Some(mark) = r.duplicates.iter_mut().find(|d| d.id == keep) {
+                        mark.resolution = Some(DuplicateResolution {
+                            outcome: DuplicateOutcome::OtherMergedHere,
+                            by: by.clone(),
+                            at_ms: m.at_ms,
+                        });
+                    }
+                    true
+                })?;
+                done.mirrored += 1;
+                if keep != p.id {
+                    next.push(keep.clone());
+                }
+                match load_producer(storage, &p.id)? {
+                    Some(again) => p = again,
+                    None => return Ok(next),
+                }
+            }
+        }
+    }
     // 3. Carry edits of a tombstone to the entry it was merged into.
     if let Some(t) = &p.merged_into {
         let edits = tombstone_edits(&p, t);

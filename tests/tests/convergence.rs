@@ -356,6 +356,15 @@ fn prepare() -> Prepared {
         &[Record::Producer(p1), Record::Producer(p2), Record::Visit(v)],
     )
     .unwrap();
+    // The two share an ID number: the server marks them as possible duplicates (as it does
+    // after a push), so every device starts with an open mark to resolve.
+    let nodes = gridsync_server::duplicates::GridNodes::load(storage.as_ref()).unwrap();
+    let settled = gridsync_server::duplicates::settle(
+        storage.as_ref(),
+        &nodes,
+        &[initial[0].0.clone(), initial[1].0.clone()],
+    );
+    assert_eq!(settled.marked, 1, "{settled:?}");
     {
         let state = Arc::new(AppState::new(storage.clone()));
         for (i, person) in DEVICES.iter().enumerate() {
@@ -600,6 +609,32 @@ fn edit(dev: &Dev, cx: &mut Ctx<'_>) -> gridsync_core::Result<Wrote> {
             store.update_producer(p)?;
             Ok(w)
         }
+        // Possible duplicates: the server marks pairs of these producers (they share an ID
+        // number); a supervisor or county reviewer resolves an open mark, as "duplicate
+        // of" (a tombstone, whose later offline edits the server carries to the other
+        // entry) or "not a duplicate".
+        40..=49 if reviewer => {
+            let mut open: Vec<(String, String)> = Vec::new();
+            for (id, kind) in cx.known.iter() {
+                if *kind != RecordKind::Producer {
+                    continue;
+                }
+                let Ok(p) = store.producer(id) else { continue };
+                if p.is_merged() {
+                    continue;
+                }
+                let first = p.open_duplicates().next().map(|m| m.id.clone());
+                if let Some(other) = first {
+                    open.push((id.clone(), other));
+                }
+            }
+            let Some((id, other)) = pick(cx.rng, &open).cloned() else {
+                return Ok(Wrote::default());
+            };
+            let merge = cx.rng.chance(0.5);
+            store.resolve_duplicate(&id, &other, merge)?;
+            Ok(Wrote::default().has(&id, "resolved", other))
+        }
         // Review steps, each by the roles that may take it.
         40..=51 => {
             let Some(id) = cx.pick_kind(RecordKind::Producer) else {
@@ -833,6 +868,13 @@ struct SeedStats {
     syncs: usize,
     failed_syncs: usize,
     conflicts: usize,
+    /// Producers merged into another as duplicates at the end.
+    merged: usize,
+    /// Open or resolved possible-duplicate marks at the end.
+    marks: usize,
+    /// Edits of tombstones the server carried to the surviving entry (applied or left as
+    /// conflicts).
+    carried: usize,
 }
 
 fn copy_world(prep: &Prepared, to: &Path) {
@@ -1087,6 +1129,43 @@ fn run_seed(prep: &Prepared, seed: u64, counters: &Arc<Faults>) -> Result<SeedSt
         }
     }
     stats.conflicts = server.values().map(|f| f.conflicts.len()).sum();
+    // Every merged entry points to an entry the server holds, which records it (a mark
+    // resolved on its side), and every edit of the tombstone has been carried there (its
+    // fields are what its merge last recorded as seen).
+    for (id, f) in &server {
+        let Ok(Record::Producer(p)) = f.doc.read() else {
+            continue;
+        };
+        stats.marks += p.duplicates.len();
+        stats.carried += p.carried_edits.len();
+        let Some(t) = &p.merged_into else { continue };
+        stats.merged += 1;
+        let into = server
+            .get(&t.into)
+            .ok_or_else(|| format!("{id} is merged into {}, which is missing", t.into))?;
+        let Ok(Record::Producer(x)) = into.doc.read() else {
+            return Err(format!("{id} is merged into {}, not a producer", t.into));
+        };
+        if !x
+            .duplicates
+            .iter()
+            .any(|m| &m.id == id && m.resolution.is_some())
+        {
+            return Err(format!(
+                "{id} is merged into {}, whose mark of it is not resolved",
+                t.into
+            ));
+        }
+        for s in &t.seen {
+            let now = p.directory_field(&s.id).map(|v| v.to_string());
+            if now.as_deref() != Some(s.value.as_str()) {
+                return Err(format!(
+                    "{id}.{} = {now:?} was edited after the merge and never carried to {} (seen {})",
+                    s.id, t.into, s.value
+                ));
+            }
+        }
+    }
     // Every edit is accounted for.
     let sets: Vec<(String, String, ChangeHash)> = marks
         .iter()
@@ -1121,6 +1200,10 @@ fn run_seed(prep: &Prepared, seed: u64, counters: &Arc<Faults>) -> Result<SeedSt
                         v.rapid_tests.iter().any(|x| &x.id == value)
                     }
                     ("completed", Record::Visit(v)) => v.status == VisitStatus::Completed,
+                    ("resolved", Record::Producer(p)) => p
+                        .duplicates
+                        .iter()
+                        .any(|m| &m.id == value && m.resolution.is_some()),
                     ("template_item", Record::Template(t)) => {
                         t.items.iter().any(|i| &i.id == value)
                     }
@@ -1237,6 +1320,9 @@ fn devices_converge_under_lost_duplicated_reordered_and_partitioned_delivery() {
                         t.0.syncs += st.syncs;
                         t.0.failed_syncs += st.failed_syncs;
                         t.0.conflicts += st.conflicts;
+                        t.0.merged += st.merged;
+                        t.0.marks += st.marks;
+                        t.0.carried += st.carried;
                         t.1 += 1;
                     }
                     Ok(Err(why)) => failures.lock().unwrap().push((seed, why)),
@@ -1265,7 +1351,7 @@ fn devices_converge_under_lost_duplicated_reordered_and_partitioned_delivery() {
         );
     }
     println!(
-        "convergence: {ok} seeds passed ({replayed} regression seeds) in {:.1} s on {threads} threads: {} edits ({} refused locally, {} refused by the server as edits of reviewed visits), {} syncs ({} failed by faults), {} conflicts left visible; faults: {} requests lost, {} answers lost, {} duplicated, {} old requests replayed, {} refused by partitions, {} deliveries",
+        "convergence: {ok} seeds passed ({replayed} regression seeds) in {:.1} s on {threads} threads: {} edits ({} refused locally, {} refused by the server as edits of reviewed visits), {} syncs ({} failed by faults), {} conflicts left visible, {} duplicate marks, {} entries merged as duplicates, {} edits of them carried; faults: {} requests lost, {} answers lost, {} duplicated, {} old requests replayed, {} refused by partitions, {} deliveries",
         started.elapsed().as_secs_f64(),
         t.edits,
         t.refused_locally,
@@ -1273,6 +1359,9 @@ fn devices_converge_under_lost_duplicated_reordered_and_partitioned_delivery() {
         t.syncs,
         t.failed_syncs,
         t.conflicts,
+        t.marks,
+        t.merged,
+        t.carried,
         c.lost_requests.load(Ordering::Relaxed),
         c.lost_answers.load(Ordering::Relaxed),
         c.duplicated.load(Ordering::Relaxed),
