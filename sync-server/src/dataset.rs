@@ -260,7 +260,9 @@ const SAMPLES: &[(&str, &str, TestMethod, &str, Option<&str>)] = &[
 pub const DATASET_EPOCH_MS: i64 = 1_767_225_600_000;
 const DAY_MS: i64 = 86_400_000;
 
-fn id_number(rng: &mut Rng, region: &str) -> String {
+/// A valid resident ID number (GB 11643 check digit) of `region` (6 digits), random birth
+/// date and serial.
+pub fn id_number(rng: &mut Rng, region: &str) -> String {
     const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
     let year = 1950 + rng.below(50);
     let month = 1 + rng.below(12);

@@ -347,18 +347,24 @@ pub fn small_dataset() -> Dataset {
     })
 }
 
-/// A valid new producer in `grid`.
+/// A valid new producer in `grid`, with an ID number and a phone of its own (two test
+/// producers sharing them would be marked by the server as possible duplicates).
 pub fn new_producer(name: &str, grid: &str, by: &str) -> Producer {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rng = gridsync_server::dataset::Rng::new(
+        n ^ u64::from(std::process::id()).rotate_left(20) ^ gridsync_core::now_ms() as u64,
+    );
     let mut p = Producer::new(
         name,
         ProducerType::FamilyRanch,
         "测试户主",
-        "13912345678",
+        format!("139{:08}", rng.below(100_000_000)),
         grid,
         by,
         gridsync_core::now_ms(),
     );
-    p.id_number = Some("11010519491231002X".into());
+    p.id_number = Some(gridsync_server::dataset::id_number(&mut rng, "152522"));
     p.address = "测试地址".into();
     p
 }
@@ -883,12 +889,18 @@ pub const FUZZ_TARGETS: [FuzzTarget; 6] = [
     ("grids_csv", fuzz_grids_csv),
 ];
 
+/// A fuzz input as a body: the first byte says how the rest travels: odd, gzip'd (protocol
+/// 1 to 3); 2 modulo 4, zstd with the protocol 4 dictionary; otherwise as it is (which
+/// reaches both decoders' handling of broken frames).
 fn fuzz_body(data: &[u8]) -> Vec<u8> {
     match data.split_first() {
         Some((m, rest)) if m & 1 == 1 => {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             gz.write_all(rest).expect("gzip into memory");
             gz.finish().expect("gzip into memory")
+        }
+        Some((m, rest)) if m & 3 == 2 => {
+            gridsync_core::sync::protocol::encode_raw_at_for_tests(rest, 4)
         }
         Some((_, rest)) => rest.to_vec(),
         None => Vec::new(),
