@@ -402,6 +402,17 @@ fn duplicate_of_makes_a_tombstone_whose_visits_count_for_the_surviving_entry() {
     let directory = cty.get("/desk/directory");
     assert!(!directory.body.contains("data-id=\"D1\""));
     assert!(directory.body.contains("data-id=\"D2\""));
+    // Only with the explicit filter 已合并.
+    let merged = cty.get("/desk/directory?merged=1");
+    assert!(merged.body.contains("id=\"merged-only\""));
+    assert!(merged.body.contains("data-id=\"D1\""));
+    assert!(!merged.body.contains("data-id=\"D2\""));
+    assert_eq!(
+        cty.get("/desk/directory?merged=yes").status,
+        StatusCode::BAD_REQUEST
+    );
+    let queue = cty.get("/desk/reviews");
+    assert!(!queue.body.contains("data-id=\"D1\""));
 }
 
 #[test]

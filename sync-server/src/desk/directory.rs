@@ -302,6 +302,8 @@ struct DirectoryPage {
     rows: Vec<DirectoryRow>,
     pager: Pager,
     filtered: bool,
+    /// Listing the entries merged into another (已合并).
+    merged: bool,
 }
 
 const REVIEW_STATES: [ReviewState; 5] = [
@@ -328,6 +330,8 @@ struct DirectoryQuery {
     producer_type: Option<ProducerType>,
     review_state: Option<ReviewState>,
     risk: Option<RiskLevel>,
+    /// Entries merged into another (已合并) instead of the directory's producers.
+    merged: bool,
     page: u32,
 }
 
@@ -368,12 +372,18 @@ impl DirectoryQuery {
                 Some(RiskLevel::parse(r).ok_or_else(|| bad_param("risk", "不是已知的风险等级"))?)
             }
         };
+        let merged = match p.get("merged") {
+            None => false,
+            Some("1") => true,
+            Some(_) => return Err(bad_param("merged", "应为 1（只列出已合并的重复条目）")),
+        };
         Ok(DirectoryQuery {
             search,
             grid,
             producer_type,
             review_state,
             risk,
+            merged,
             page: p.page()?,
         })
     }
@@ -402,6 +412,7 @@ async fn directory(
             producer_type: query.producer_type,
             review_state: query.review_state,
             risk: query.risk,
+            merged: query.merged,
             ..DirectoryFilter::default()
         };
         let page = storage.directory(&filter, page_req(query.page))?;
@@ -432,6 +443,7 @@ async fn directory(
         let risk_s = query.risk.map(|r| r.as_str()).unwrap_or("");
         let q = query.search.clone().unwrap_or_default();
         let grid_s = query.grid.clone().unwrap_or_default();
+        let merged_s = if query.merged { "1" } else { "" };
         let pager = Pager::new(
             "/desk/directory",
             &[
@@ -440,6 +452,7 @@ async fn directory(
                 ("type", type_s),
                 ("review", review_s),
                 ("risk", risk_s),
+                ("merged", merged_s),
             ],
             query.page,
             page.more,
@@ -452,7 +465,9 @@ async fn directory(
                     && grid_s.is_empty()
                     && type_s.is_empty()
                     && review_s.is_empty()
-                    && risk_s.is_empty()),
+                    && risk_s.is_empty()
+                    && !query.merged),
+                merged: query.merged,
                 q,
                 grids,
                 types: Choice::list(

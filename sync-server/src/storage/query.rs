@@ -277,6 +277,9 @@ pub struct DirectoryFilter {
     pub status: Option<ProducerStatus>,
     /// Order.
     pub sort: DirectorySort,
+    /// List the entries merged into another as its duplicate (tombstones, 已合并) instead
+    /// of the directory's producers.
+    pub merged: bool,
 }
 
 /// The review level whose queue is listed.
@@ -998,8 +1001,12 @@ pub fn directory_sql<'a>(
     let mut b = Builder::new();
     b.cond("grid IN LIST(?)", Value::TextList(grids));
     // Entries merged into another as its duplicate (tombstones) are not in the directory;
-    // their page is reached from the surviving entry's.
-    b.conds.push("merged_into IS NULL".into());
+    // they are listed only when asked for.
+    b.conds.push(if f.merged {
+        "merged_into IS NOT NULL".into()
+    } else {
+        "merged_into IS NULL".into()
+    });
     if let Some(t) = f.producer_type {
         b.cond("producer_type = ?", Value::from(t));
     }
