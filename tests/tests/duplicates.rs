@@ -136,6 +136,18 @@ fn the_same_cooperative_registered_offline_twice_is_marked_merged_and_nothing_is
             ))
             .unwrap();
 
+    // The liaison of V02 patrols its entry (the visit will count for the surviving entry).
+    let visit =
+        w.l2.store
+            .save_visit(gridsync_core::model::Visit::new(
+                &b.id,
+                V02,
+                &w.l2.person.id,
+                &gridsync_core::model::default_template("builtin"),
+                gridsync_core::now_ms(),
+            ))
+            .unwrap();
+
     // The first to sync finds nothing to match; the second is marked in the same round trip
     // (its pull carries its own entry back with the mark), and the first sees its mark at
     // its next sync.
@@ -253,6 +265,37 @@ fn the_same_cooperative_registered_offline_twice_is_marked_merged_and_nothing_is
     // Another sync carries nothing again.
     w.l2.sync().unwrap();
     assert_eq!(w.stored(&a.id).carried_edits.len(), 2);
+
+    // On the supervisor's phone the tombstone leaves the directory's lists, and its visit
+    // is in the surviving entry's history (the visit still names the tombstone).
+    w.sp.sync().unwrap();
+    let listed: Vec<String> =
+        w.sp.store
+            .producers_in_grid(
+                "DEMO-T01",
+                gridsync_core::store::ProducerSort::Name,
+                1000,
+                0,
+            )
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+    assert!(listed.contains(&a.id) && !listed.contains(&b.id));
+    let history = w.sp.store.visit_history(&a.id).unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|v| v.id == visit.id && v.producer_id == b.id),
+        "{history:?}"
+    );
+    assert!(w
+        .sp
+        .store
+        .search_producers("浩日沁", 10)
+        .unwrap()
+        .iter()
+        .all(|p| p.id != b.id));
 
     // The liaison's phone now knows the entry is merged and refuses to edit it.
     let b_phone = w.l2.store.producer(&b.id).unwrap();

@@ -148,6 +148,7 @@ pub(crate) fn row_values(rec: &Record) -> Vec<rusqlite::types::Value> {
             ];
             // dup_credit_code, dup_id_number, dup_phone, name_core.
             row.extend(super::duplicates::key_values(p));
+            row.push(opt(p.merged_into.as_ref().map(|m| &m.into)));
             row
         }
         Record::Visit(v) => {
@@ -186,13 +187,13 @@ pub(crate) fn materialize(tx: &Connection, rec: &Record) -> Result<()> {
             exec(
                 tx,
                 "INSERT INTO producers (id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, confirmed_year,
-                     dup_credit_code, dup_id_number, dup_phone, name_core, last_visit_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     dup_credit_code, dup_id_number, dup_phone, name_core, merged_into, last_visit_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                          (SELECT MAX(started_at_ms) FROM visits WHERE producer_id = ?1))
                  ON CONFLICT(id) DO UPDATE SET grid = ?2, name = ?3, owner = ?4, phone = ?5,
                      producer_type = ?6, status = ?7, review_state = ?8, risk = ?9, updated_at_ms = ?10,
                      confirmed_year = ?11, dup_credit_code = ?12, dup_id_number = ?13, dup_phone = ?14,
-                     name_core = ?15",
+                     name_core = ?15, merged_into = ?16",
                 values,
             )?;
         }

@@ -381,7 +381,7 @@ fn table_of(kind: RecordKind) -> Option<(&'static str, &'static str)> {
     Some(match kind {
         RecordKind::Producer => (
             "producers",
-            "id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, confirmed_year, dup_credit_code, dup_id_number, dup_phone, name_core",
+            "id, grid, name, owner, phone, producer_type, status, review_state, risk, updated_at_ms, confirmed_year, dup_credit_code, dup_id_number, dup_phone, name_core, merged_into",
         ),
         RecordKind::Visit => (
             "visits",

@@ -340,10 +340,11 @@ impl Store {
             // Records stored before attachments existed: learn what they refer to.
             store.rebuild_attachment_refs()?;
         }
-        if before > 0 && before < schema::DUPLICATE_KEYS_VERSION {
+        if before > 0 && before < schema::MERGED_INTO_VERSION {
             // One rebuild from the documents fills the columns added since: confirmations
-            // (`CONFIRMATIONS_VERSION`, documents received before may carry them) and the
-            // likely-duplicate keys of every producer stored before.
+            // (`CONFIRMATIONS_VERSION`, documents received before may carry them), the
+            // likely-duplicate keys of every producer stored before
+            // (`DUPLICATE_KEYS_VERSION`) and the tombstones' `merged_into`.
             store.rebuild_query_tables()?;
         }
         Ok(store)

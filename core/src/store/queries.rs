@@ -160,6 +160,7 @@ impl Store {
         self.read(|c| {
             let sql = format!(
                 "{SUBTREE} SELECT {PRODUCER_COLS} FROM producers p WHERE p.grid IN (SELECT code FROM sub)
+                     AND p.merged_into IS NULL
                  ORDER BY {order} LIMIT ?2 OFFSET ?3"
             );
             let mut st = c.prepare_cached(&sql)?;
@@ -176,7 +177,7 @@ impl Store {
             let sql = format!(
                 "{SUBTREE} SELECT {PRODUCER_COLS} FROM producers p
                  WHERE p.grid IN (SELECT code FROM sub) AND p.status = 'active'
-                     AND p.confirmed_year < ?2
+                     AND p.confirmed_year < ?2 AND p.merged_into IS NULL
                  ORDER BY p.name, p.id"
             );
             let mut st = c.prepare_cached(&sql)?;
@@ -194,7 +195,8 @@ impl Store {
         self.read(|c| {
             let sql = format!(
                 "SELECT {PRODUCER_COLS} FROM producers p
-                 WHERE instr(p.name, ?1) > 0 OR instr(p.owner, ?1) > 0 OR instr(p.phone, ?1) > 0
+                 WHERE (instr(p.name, ?1) > 0 OR instr(p.owner, ?1) > 0 OR instr(p.phone, ?1) > 0)
+                     AND p.merged_into IS NULL
                  ORDER BY instr(p.name, ?1) = 0, length(p.name), p.name LIMIT ?2"
             );
             let mut st = c.prepare_cached(&sql)?;
@@ -232,7 +234,8 @@ impl Store {
                          ELSE p.last_visit_ms END AS last_sane
                  FROM producers p
                  LEFT JOIN patrol_intervals pi ON pi.producer_type = p.producer_type AND pi.risk = p.risk
-                 WHERE p.status = 'active' AND p.grid IN (SELECT code FROM sub)"
+                 WHERE p.status = 'active' AND p.merged_into IS NULL
+                     AND p.grid IN (SELECT code FROM sub)"
             );
             let mut st = c.prepare_cached(&sql)?;
             let rows = st.query_map(
@@ -272,12 +275,15 @@ impl Store {
         })
     }
 
-    /// A producer's visits, newest first.
+    /// A producer's visits, newest first, with those of the entries merged into it as its
+    /// duplicates (their visits keep naming the merged entry, `producer_id` tells which).
     pub fn visit_history(&self, producer_id: &str) -> Result<Vec<VisitSummary>> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, producer_id, inspector, started_at_ms, status, rect_open FROM visits
-                 WHERE producer_id = ?1 ORDER BY started_at_ms DESC",
+                 WHERE producer_id = ?1
+                     OR producer_id IN (SELECT id FROM producers WHERE merged_into = ?1)
+                 ORDER BY started_at_ms DESC",
             )?;
             let rows = st.query_map([producer_id], |r| {
                 Ok(VisitSummary {

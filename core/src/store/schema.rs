@@ -19,6 +19,7 @@ const STEPS: Steps = Steps {
         include_str!("migrations/0004_attachments.sql"),
         include_str!("migrations/0005_confirmations.sql"),
         include_str!("migrations/0006_duplicate_keys.sql"),
+        include_str!("migrations/0007_merged_into.sql"),
     ],
 };
 
@@ -31,6 +32,9 @@ pub const CONFIRMATIONS_VERSION: i64 = 5;
 /// The version that added the likely-duplicate keys to `producers` (`dup_credit_code`,
 /// `dup_id_number`, `dup_phone`, `name_core`).
 pub const DUPLICATE_KEYS_VERSION: i64 = 6;
+
+/// The version that added `producers.merged_into` (tombstones of merged duplicates).
+pub const MERGED_INTO_VERSION: i64 = 7;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = STEPS.latest();
