@@ -390,6 +390,8 @@ fn duplicate_of_makes_a_tombstone_whose_visits_count_for_the_surviving_entry() {
     let visits = &visits[..visits.find("</table>").unwrap()];
     assert!(visits.contains("data-id=\"V1\""), "{visits}");
     assert!(visits.contains("额尔敦家庭牧场（已并入本条）"));
+    // Its last visit is the tombstone's (D2 had none of its own).
+    assert!(!page.body.contains("<dt>最近巡查</dt><dd>尚无</dd>"));
 
     // Figures: one producer fewer; the tombstone's visit covers D2 (D2 had none), and the
     // visit still counts as a visit.

@@ -719,7 +719,7 @@ fn producer_data(
     person: &gridsync_core::model::Person,
     id: &str,
 ) -> Result<Option<ProducerData>, StorageError> {
-    let Some(row) = storage.query_producer(id)? else {
+    let Some(mut row) = storage.query_producer(id)? else {
         return Ok(None);
     };
     // The phones' rule, over the stored grid tree.
@@ -835,6 +835,11 @@ fn producer_data(
     // merge rewrites nothing: a tombstone's visits (and the rectifications they ordered)
     // stay recorded on the tombstone and are linked to the surviving entry through the
     // tombstone's pointer (`merged_into`), read here.
+    row.last_visit_ms = dups
+        .merged
+        .iter()
+        .map(|m| m.last_visit_ms)
+        .fold(row.last_visit_ms, Option::max);
     let page = storage.producer_visits(id, PageReq::first(PRODUCER_VISITS))?;
     let mut more_visits = page.more;
     let mut rows: Vec<(crate::storage::VisitRow, String)> =

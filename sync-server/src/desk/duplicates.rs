@@ -377,6 +377,8 @@ pub(super) struct MergedView {
     pub(super) id: String,
     pub(super) name: String,
     pub(super) grid: String,
+    /// Its last visit (its visits count for the surviving entry).
+    pub(super) last_visit_ms: Option<i64>,
 }
 
 /// The tombstone's pointer.
@@ -470,6 +472,7 @@ pub(super) fn section(
         .into_iter()
         .map(|r| MergedView {
             grid: format!("{}（{}）", name_of(grids, &r.grid), r.grid),
+            last_visit_ms: r.last_visit_ms,
             id: r.id,
             name: r.name,
         })
