@@ -657,3 +657,63 @@ fn tombstones_leave_the_counts_on_postgres() {
     let storage = schema.open().unwrap();
     tombstones_leave_the_counts(&storage);
 }
+
+#[test]
+fn an_entry_is_not_merged_into_a_merged_entry() {
+    let s = start(|_, _| {});
+    seed(
+        &s,
+        &[
+            entry("D1", "额尔敦家庭牧场", "阿拉坦", "T1-V1", 1, "13900000001"),
+            entry("D2", "额尔敦养殖场", "巴图", "T1-V1", 1, "13900000002"),
+            entry("D3", "额尔敦牧业", "巴特", "T1-V1", 1, "13900000003"),
+        ],
+    );
+    let done = settle_ids(&s, &["D1", "D2", "D3"]);
+    assert_eq!(done.marked, 3, "{done:?}");
+    let mut sup = Browser::new(&s);
+    sup.sign_in("wangli", SUP_PASSWORD);
+    assert_eq!(figure(&sup.get("/desk/duplicates"), "duplicate-total"), 3);
+    let page = sup.get("/desk/producers/D1");
+    let merge = form(&page, "data-other=\"D2\"", "merge").unwrap();
+    assert_eq!(post_form(&mut sup, &merge).status, StatusCode::SEE_OTHER);
+
+    // D3's mark about D1 stays open; its page says where D1 went and offers no merge into
+    // it, and a crafted one is refused naming why, with nothing stored.
+    let page = sup.get("/desk/producers/D3");
+    assert!(page
+        .body
+        .contains("该条目已并入 <a href=\"/desk/producers/D2\">"));
+    assert!(form(&page, "data-other=\"D1\"", "merge").is_none());
+    assert!(form(&page, "data-other=\"D1\"", "not-duplicate").is_some());
+    assert!(form(&page, "data-other=\"D2\"", "merge").is_some());
+    let before = heads(&s, "D3");
+    let csrf = page.csrf();
+    let r = sup.post(
+        "/desk/producers/D3/duplicates",
+        &[
+            ("csrf", &csrf),
+            ("other", "D1"),
+            ("outcome", "merge"),
+            ("state", "open"),
+        ],
+    );
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.body.contains("D1 was itself merged into D2"),
+        "{}",
+        r.body
+    );
+    assert_eq!(heads(&s, "D3"), before);
+    // Merged into the surviving entry instead: fine.
+    let merge = form(&page, "data-other=\"D2\"", "merge").unwrap();
+    assert_eq!(post_form(&mut sup, &merge).status, StatusCode::SEE_OTHER);
+    let merged: Vec<String> = s
+        .storage()
+        .merged_entries("D2")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(merged, ["D1", "D3"]);
+}

@@ -355,6 +355,9 @@ pub(super) struct MarkView {
     pub(super) outcome_id: &'static str,
     pub(super) by: String,
     pub(super) at: String,
+    /// An open mark whose other entry was meanwhile merged into a third one: that one's id
+    /// and name (this entry cannot be merged into a tombstone; the page says where to look).
+    pub(super) other_merged_into: Option<(String, String)>,
 }
 
 /// An edit carried here from a tombstone.
@@ -424,6 +427,13 @@ pub(super) fn section(
     let mut marks = Vec::new();
     for m in &p.duplicates {
         let (name, grid, link) = current_name(&m.id, &m.other_name)?;
+        let other_merged_into = match (&m.resolution, load(storage, &m.id)?) {
+            (None, Some((o, _))) => match o.merged_into {
+                Some(t) => Some((t.into.clone(), current_name(&t.into, &t.into)?.0)),
+                None => None,
+            },
+            _ => None,
+        };
         let grid = if grid.is_empty() {
             m.other_grid.clone()
         } else {
@@ -449,6 +459,7 @@ pub(super) fn section(
                 .as_ref()
                 .map(|r| datetime(r.at_ms))
                 .unwrap_or_default(),
+            other_merged_into,
         });
     }
     // Open marks first, then by when they were found.
@@ -641,6 +652,17 @@ pub fn resolve_duplicate(
             seen: seen.to_string(),
             now: now_state.to_string(),
         });
+    }
+    if merge {
+        if let Some((o, _)) = load(st.storage.as_ref(), other)? {
+            if let Some(t) = o.merged_into {
+                return Err(DecisionError::Invalid(format!(
+                    "{other} was itself merged into {}: an entry is merged into a producer of \
+                     the directory, not into a merged entry",
+                    t.into
+                )));
+            }
+        }
     }
     let now = gridsync_core::now_ms();
     rules::resolve_duplicate(&mut p, other, merge, &person.id, now).map_err(core_error)?;
