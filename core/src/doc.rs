@@ -292,7 +292,7 @@ impl RecordDoc {
             .into_iter()
             .map(|c| HistoryEntry {
                 hash: hex::encode(c.hash().0),
-                by: c.message().cloned().unwrap_or_default(),
+                by: crate::doc::change_author(c.message()),
                 at_ms: c.timestamp(),
                 ops: c.len(),
             })
@@ -320,6 +320,14 @@ pub fn load_received(bytes: &[u8]) -> Result<RecordDoc> {
 pub fn check_limits(doc: &AutoCommit) -> Result<()> {
     Reader::new(doc, false).map(&ROOT, &Path::ROOT, true)?;
     Ok(())
+}
+
+/// The person a change names: its message, without the tag the server adds to its own
+/// changes (`gridsync-server#<tag>`; person ids never hold `#`).
+pub fn change_author(message: Option<&String>) -> String {
+    message
+        .map(|m| m.split('#').next().unwrap_or_default().to_string())
+        .unwrap_or_default()
 }
 
 /// Converts heads to bytes for storage.

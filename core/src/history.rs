@@ -84,7 +84,7 @@ pub fn field_history(doc: &mut AutoCommit, max_changes: usize) -> Result<FieldHi
         .map(|c| ChangeMeta {
             hash: c.hash(),
             deps: c.deps().to_vec(),
-            person: c.message().cloned().unwrap_or_default(),
+            person: crate::doc::change_author(c.message()),
             actor: c.actor_id().to_hex_string(),
             at_ms: c.timestamp(),
         })

@@ -492,6 +492,7 @@ pub fn server_write(
         device_id: None,
     };
     let actor = gridsync_core::device_actor(SERVER_DEVICE);
+    let key = storage.change_key(true)?;
     // The last decision of the batch is the one stored (a batch may be decided again).
     let mut wrote = false;
     let mut process = |stored: Option<&StoredRecord>, _p: &PushRecord| -> PushDecision {
@@ -516,9 +517,24 @@ pub fn server_write(
             tracing::warn!(producer = %rec.id(), error = %e, "duplicate bookkeeping would not validate; not written");
             return PushDecision::Duplicate;
         }
+        // The change is made twice: with the plain message (in a copy) to compute its tag,
+        // then with the tag in its message ([`crate::signed`]): same actor, dependencies,
+        // time and operations, so the two differ only in the message.
+        let now = gridsync_core::now_ms();
+        let Ok(mut probe) = RecordDoc::from_doc(doc.inner().fork()) else {
+            return PushDecision::Duplicate;
+        };
+        probe.set_actor(&actor);
+        if !matches!(probe.update(&rec, SERVER_PERSON, now), Ok(true)) {
+            return PushDecision::Duplicate;
+        }
+        let Some(plain) = probe.inner().get_last_local_change().cloned() else {
+            return PushDecision::Duplicate;
+        };
+        let message = crate::signed::signed_message(&key, rec.id(), &plain);
         doc.set_actor(&actor);
         let before = doc.heads();
-        match doc.update(&rec, SERVER_PERSON, gridsync_core::now_ms()) {
+        match doc.update(&rec, &message, now) {
             Ok(true) => {}
             Ok(false) => return PushDecision::Duplicate,
             Err(e) => {

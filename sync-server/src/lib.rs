@@ -17,6 +17,7 @@ pub mod push;
 pub mod reports;
 pub mod scale;
 pub mod scope;
+pub mod signed;
 pub mod storage;
 
 use std::sync::Arc;

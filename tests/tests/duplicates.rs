@@ -485,3 +485,118 @@ fn crafted_pushes_cannot_forge_marks_or_merges() {
     let stored = w.stored(&e.id);
     assert!(stored.duplicates.is_empty() && stored.merged_into.is_none());
 }
+
+#[test]
+fn after_a_restore_the_phones_hand_back_the_servers_own_changes() {
+    let w = world();
+    // The backup is taken before the pair exists (marked as `admin backup` writes it).
+    let backup = w._dir.path().join("backup.db");
+    let World {
+        _dir,
+        server,
+        l1,
+        l2,
+        sp,
+    } = w;
+    let server = server.backup(&backup, true);
+    let code = credit_code("D00005");
+    let a = l1
+        .store
+        .create_producer(coop(
+            "巴彦查干牧业合作社",
+            V01,
+            &l1.person.id,
+            &code,
+            "13800000031",
+            "额尔敦",
+        ))
+        .unwrap();
+    l1.sync().unwrap();
+    let b = l2
+        .store
+        .create_producer(coop(
+            "巴彦查干合作社",
+            V02,
+            &l2.person.id,
+            &code,
+            "13900000032",
+            "萨仁",
+        ))
+        .unwrap();
+    l2.sync().unwrap();
+    l1.sync().unwrap();
+    // Each phone edits its entry after receiving the server's mark: these edits depend on
+    // the server's change.
+    let mut e = l1.store.producer(&a.id).unwrap();
+    assert_eq!(e.open_duplicates().count(), 1);
+    e.address = "恢复前的地址".into();
+    l1.store.update_producer(e).unwrap();
+    l1.sync().unwrap();
+
+    // The server is restored from the older backup: the pair, the marks and the edit are
+    // gone from it.
+    let server = server.restore(&backup);
+    assert!(server.storage.record(&a.id).unwrap().is_none());
+    for p in [&l1, &l2, &l1, &l2] {
+        let r = p.sync().unwrap();
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    }
+    // The phones handed everything back, the server's own changes included (their tags
+    // verify), so nothing waits.
+    for id in [&a.id, &b.id] {
+        let s = server.storage.record(id).unwrap().expect("handed back");
+        let Record::Producer(p) = RecordDoc::load(&s.doc, &[]).unwrap().read().unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(p.duplicates.len(), 1, "{id}: {:?}", p.duplicates);
+    }
+    assert_eq!(l1.store.counts().unwrap().unsynced, 0);
+    assert_eq!(l2.store.counts().unwrap().unsynced, 0);
+    let s = server.storage.record(&a.id).unwrap().unwrap();
+    let Record::Producer(p) = RecordDoc::load(&s.doc, &[]).unwrap().read().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(p.address, "恢复前的地址");
+    // A change under the server's actor with a made-up tag is still refused: the crafted
+    // push is told to wait for its author, and nothing is stored.
+    let forged = {
+        let stored = server.storage.record(&a.id).unwrap().unwrap();
+        let mut doc = RecordDoc::load(&stored.doc, &[]).unwrap();
+        doc.set_actor(&gridsync_core::device_actor(
+            gridsync_server::duplicates::SERVER_DEVICE,
+        ));
+        let before = doc.heads();
+        let mut rec = doc.read().unwrap();
+        let Record::Producer(p) = &mut rec else {
+            unreachable!()
+        };
+        p.duplicates[0].resolution = Some(DuplicateResolution {
+            outcome: DuplicateOutcome::NotDuplicate,
+            by: sp.person.id.clone(),
+            at_ms: gridsync_core::now_ms(),
+        });
+        doc.update(
+            &rec,
+            &format!("gridsync-server#{}", "ab".repeat(32)),
+            gridsync_core::now_ms(),
+        )
+        .unwrap();
+        gridsync_core::sync::protocol::PushRecord {
+            id: a.id.clone(),
+            kind: rec.kind().tag(),
+            changes: doc.save_after(&before),
+            heads: doc.heads().iter().map(|h| h.0).collect(),
+        }
+    };
+    assert_refused(
+        &push(&l1, forged),
+        RejectCode::MissingDeps,
+        "a forged server change",
+    );
+    let s = server.storage.record(&a.id).unwrap().unwrap();
+    let Record::Producer(p) = RecordDoc::load(&s.doc, &[]).unwrap().read().unwrap() else {
+        unreachable!()
+    };
+    assert!(p.duplicates[0].resolution.is_none());
+    drop(server);
+}

@@ -144,3 +144,28 @@ pub(crate) fn open_ids(tx: &mut dyn Tx, grids: &[&str], limit: u32) -> StorageRe
         |r: Row| r.get(0),
     )
 }
+
+/// The key that tags the server's own changes ([`crate::signed`]), made on first use and
+/// kept in `server_meta` (a backup and a dump carry it, so a restored server still
+/// recognises the changes it made before).
+/// `create`: make it if there is none (a write; otherwise a read, which answers an empty
+/// key when none was made yet: no change verifies under it).
+pub(crate) fn change_key(tx: &mut dyn Tx, create: bool) -> StorageResult<Vec<u8>> {
+    if create {
+        use rand::RngCore;
+        let mut fresh = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut fresh);
+        let fresh = hex::encode(fresh);
+        tx.execute(
+            "INSERT INTO server_meta (key, value) VALUES ('change_key', $1) ON CONFLICT (key) DO NOTHING",
+            params![fresh.as_str()],
+        )?;
+    }
+    let v: Option<String> = tx.value(
+        "server_meta",
+        "SELECT value FROM server_meta WHERE key = 'change_key'",
+        params![],
+    )?;
+    hex::decode(v.unwrap_or_default())
+        .map_err(|e| super::StorageError::BadRow(format!("server_meta change_key: {e}")))
+}

@@ -134,6 +134,8 @@ pub(crate) fn init_meta(tx: &mut dyn Tx) -> StorageResult<()> {
         "INSERT INTO server_meta (key, value) VALUES ('ref_generation', '1') ON CONFLICT (key) DO NOTHING",
         &[],
     )?;
+    // Made with the database, so that every backup carries it (`crate::signed`).
+    super::duplicates::change_key(tx, true)?;
     let restored: Option<String> = tx.value(
         "server_meta",
         "SELECT value FROM server_meta WHERE key = 'restored_backup'",
@@ -2054,6 +2056,16 @@ impl<B: Backend> Storage for SqlStorage<B> {
         q: &super::duplicates::CandidateQuery,
     ) -> StorageResult<Vec<super::duplicates::Candidate>> {
         self.backend.read(|tx| super::duplicates::candidates(tx, q))
+    }
+
+    fn change_key(&self, create: bool) -> StorageResult<Vec<u8>> {
+        if create {
+            self.backend
+                .write(|tx| super::duplicates::change_key(tx, true))
+        } else {
+            self.backend
+                .read(|tx| super::duplicates::change_key(tx, false))
+        }
     }
 
     fn open_duplicate_ids(&self, grids: &[String], limit: u32) -> StorageResult<Vec<String>> {

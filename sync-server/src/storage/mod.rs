@@ -484,6 +484,10 @@ pub trait Storage:
         &self,
         q: &duplicates::CandidateQuery,
     ) -> StorageResult<Vec<duplicates::Candidate>>;
+    /// The key that tags the server's own changes ([`crate::signed`]): made when `create`
+    /// and there is none (a write transaction); otherwise read (empty when none was made:
+    /// nothing verifies). Judging a push reads it (it runs inside the push's transaction).
+    fn change_key(&self, create: bool) -> StorageResult<Vec<u8>>;
     /// Producers of `grids` with open possible-duplicate marks, by grid (the desk's list).
     fn open_duplicate_ids(&self, grids: &[String], limit: u32) -> StorageResult<Vec<String>>;
     /// The producers merged into `into` (tombstones pointing to it; see [`desk_duplicates`]).
