@@ -3,8 +3,11 @@
 //!
 //! Measures (a) recording a visit with 20 answers durably, one committed transaction per
 //! visit (p50 / p99); (b) batch creation of producers (records per second); (c) cold open
-//! of a store holding them and listing the first page of a grid's producers; and the bytes
-//! stored per visit. Prints medians over several runs and ratios against the baseline.
+//! of a store holding them and listing the first page of a grid's producers; (d) the likely
+//! duplicates of a new entry among every producer on the device (`Store::likely_duplicates`,
+//! against one indexed SQL lookup by ID number on the same file, and against building
+//! `dedupe`'s index from every producer per check); and the bytes stored per visit. Prints
+//! medians over several runs and ratios against the baseline.
 //!
 //! `cargo run --release -p gridsync-examples --bin bench-local -- [--producers N]
 //! [--visits N] [--runs N] [--batch N] [--dir PATH]`
@@ -12,12 +15,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use gridsync_core::dedupe::{find_duplicates, normalize_code, DedupeEntry};
 use gridsync_core::model::{
     Answer, AnswerType, AnswerValue, ChecklistItem, ChecklistTemplate, Finding, GeoPoint, GridKind,
     GridLevel, GridNode, LivestockCount, Person, Producer, ProducerType, ResponsibilityLetter,
     RiskLevel, Role, Severity, Species, Visit, YesNoNa,
 };
-use gridsync_core::store::{ProducerSort, Store};
+use gridsync_core::store::{ProducerSort, Store, TreeSnapshot};
 use rusqlite::{params, Connection};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -364,6 +368,36 @@ struct Figures {
     pl_visit_file_bytes: f64,
     gs_producer_record_bytes: f64,
     pl_producer_record_bytes: f64,
+    /// (d) `Store::likely_duplicates` of a new entry, median ms.
+    gs_dup_ms: f64,
+    /// (d) baseline: one indexed SQL lookup of an ID number on the same file, median ms.
+    pl_dup_ms: f64,
+    /// (d) the same check without stored keys: `dedupe::find_duplicates` over every
+    /// producer (an index built per check), median ms.
+    naive_dup_ms: f64,
+    /// (d) likely duplicates found per check, mean.
+    dup_found: f64,
+}
+
+/// Entries checked in (d).
+const DUP_CHECKS: usize = 101;
+
+/// A new entry to check in (d): for even `k` a name containing an existing producer's in
+/// a sibling village (a match), for odd `k` a name nobody has (none); its own phone and
+/// ID number.
+fn dup_candidate(o: &Options, k: usize, now: i64) -> Producer {
+    let j = (k * 7919) % o.producers;
+    let mut p = producer(o.producers + k, now);
+    let t = j % TOWNSHIPS;
+    let v = (j / TOWNSHIPS + 1) % VILLAGES_PER_TOWNSHIP;
+    p.grid = village(t, v);
+    p.name = if k % 2 == 0 {
+        format!("{}牧业专业合作社", name(j))
+    } else {
+        format!("{}新养殖场", name(o.producers + k))
+    };
+    p.phone = format!("137{:08}", k);
+    p
 }
 
 fn one_run(o: &Options, run: usize) -> BenchResult<Figures> {
@@ -496,6 +530,54 @@ fn measure(o: &Options, dir: &Path) -> BenchResult<Figures> {
     f.gs_page_ms = median(gs_page);
     f.pl_open_ms = median(pl_open);
     f.pl_page_ms = median(pl_page);
+
+    // (d) likely duplicates of a new entry before it is saved, against every producer on
+    // the device; the baseline is one indexed lookup by ID number on the same file.
+    let s = Store::open(&gs_path)?;
+    let candidates: Vec<Producer> = (0..DUP_CHECKS).map(|k| dup_candidate(o, k, now)).collect();
+    let (mut gs_dup, mut pl_dup) = (Vec::new(), Vec::new());
+    let mut found = 0;
+    for c in candidates.iter().take(5) {
+        s.likely_duplicates(c)?;
+    }
+    for c in &candidates {
+        let t = Instant::now();
+        let m = s.likely_duplicates(c)?;
+        gs_dup.push(t.elapsed().as_secs_f64() * 1e3);
+        found += m.len();
+    }
+    if found < DUP_CHECKS / 2 {
+        return Err(format!("(d) found only {found} likely duplicates").into());
+    }
+    let c = Connection::open(&gs_path)?;
+    let mut st = c.prepare_cached("SELECT id FROM producers WHERE dup_id_number = ?1")?;
+    for (k, _) in candidates.iter().enumerate() {
+        let existing = &producers[(k * 7919) % o.producers];
+        let key = existing.id_number.as_deref().and_then(normalize_code);
+        let t = Instant::now();
+        let ids: Vec<String> = st
+            .query_map([key], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        pl_dup.push(t.elapsed().as_secs_f64() * 1e3);
+        if ids.len() != 1 {
+            return Err("(d) the baseline lookup found no row".into());
+        }
+    }
+    drop(st);
+    drop(c);
+    drop(s);
+    let snapshot = TreeSnapshot::from_nodes(&tree);
+    let entries: Vec<DedupeEntry> = producers.iter().map(DedupeEntry::of).collect();
+    let mut naive = Vec::new();
+    for c in candidates.iter().take(5) {
+        let t = Instant::now();
+        find_duplicates(&snapshot, &DedupeEntry::of(c), &entries);
+        naive.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    f.gs_dup_ms = median(gs_dup);
+    f.pl_dup_ms = median(pl_dup);
+    f.naive_dup_ms = median(naive);
+    f.dup_found = found as f64 / DUP_CHECKS as f64;
     Ok(f)
 }
 
@@ -520,7 +602,7 @@ fn run() -> BenchResult<()> {
     for r in 0..o.runs {
         let f = one_run(&o, r)?;
         eprintln!(
-            "run {}: visit p50 {:.2}/{:.2} ms, p99 {:.2}/{:.2} ms, create {:.0}/{:.0} per s, open+page {:.2}/{:.2} ms",
+            "run {}: visit p50 {:.2}/{:.2} ms, p99 {:.2}/{:.2} ms, create {:.0}/{:.0} per s, open+page {:.2}/{:.2} ms, duplicates {:.2}/{:.3}/{:.1} ms",
             r + 1,
             f.gs_visit_p50,
             f.pl_visit_p50,
@@ -529,7 +611,10 @@ fn run() -> BenchResult<()> {
             f.gs_create_rate,
             f.pl_create_rate,
             f.gs_open_ms + f.gs_page_ms,
-            f.pl_open_ms + f.pl_page_ms
+            f.pl_open_ms + f.pl_page_ms,
+            f.gs_dup_ms,
+            f.pl_dup_ms,
+            f.naive_dup_ms
         );
         runs.push(f);
     }
@@ -596,6 +681,25 @@ fn run() -> BenchResult<()> {
         m(|f| f.gs_open_ms + f.gs_page_ms),
         m(|f| f.pl_open_ms + f.pl_page_ms),
         "",
+    );
+    let dup = m(|f| f.gs_dup_ms);
+    row(
+        "(d) likely duplicates of a new entry, ms",
+        dup,
+        m(|f| f.pl_dup_ms),
+        &format!(
+            "median <= 10 ms: {} (baseline: one indexed SQL lookup by ID number)",
+            if dup <= 10.0 { "met" } else { "NOT met" }
+        ),
+    );
+    row(
+        "(d) same, index built per check (no keys), ms",
+        m(|f| f.naive_dup_ms),
+        dup,
+        &format!(
+            "ratio against the stored keys; {:.1} matches per check",
+            m(|f| f.dup_found)
+        ),
     );
     row(
         "bytes per visit: record (document vs JSON)",
