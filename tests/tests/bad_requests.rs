@@ -339,3 +339,71 @@ fn a_client_that_sends_its_body_very_slowly_is_cut_off_and_others_are_served() {
     tx.send(()).ok();
     t.join().unwrap();
 }
+
+#[test]
+fn hostile_zstd_bodies_get_clear_errors_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, phone) = server_and_liaison(dir.path());
+    phone.sync().unwrap();
+    let link = phone.store.server_link().unwrap().unwrap();
+    let api = Api {
+        base: server.url(),
+        auth: format!("Bearer {}.{}", link.device_id, link.secret),
+        client: reqwest::blocking::Client::new(),
+    };
+    let v4 = |body: Vec<u8>| {
+        api.post(
+            "/v1/sync",
+            &[
+                ("authorization", &api.auth),
+                ("x-gridsync-protocol", "4"),
+                ("content-type", protocol::CONTENT_TYPE),
+            ],
+            body,
+        )
+    };
+    let good = protocol::encode_request(&empty_request(), 4).unwrap();
+    assert_eq!(v4(good.clone()).0, 200);
+    // A zstd bomb: 40 MB of zeros in a few kB, refused past the decoded limit.
+    let bomb = protocol::encode_raw_at_for_tests(&vec![0u8; protocol::MAX_DECODED_BYTES + 1024], 4);
+    assert!(bomb.len() < 64 * 1024);
+    let (s, m) = v4(bomb);
+    assert_eq!(s, 413, "{m}");
+    assert_eq!(error_code(&m), ErrorCode::TooLarge);
+    assert!(m.contains("decompresses to more than"), "{m}");
+    // Compressed with a dictionary the server does not hold: named.
+    let ours = gridsync_core::sync::compress::RECORDS_V1
+        .id()
+        .unwrap()
+        .get()
+        .to_le_bytes();
+    let at = 5 + good[5..12].windows(4).position(|w| w == ours).unwrap();
+    let mut foreign = good.clone();
+    foreign[at..at + 4].copy_from_slice(&777u32.to_le_bytes());
+    let (s, m) = v4(foreign);
+    assert_eq!(s, 400, "{m}");
+    assert_eq!(error_code(&m), ErrorCode::MalformedBody);
+    assert!(
+        m.contains("dictionary id 777") && m.contains("records-v1"),
+        "{m}"
+    );
+    // Truncated frames.
+    for cut in [5, good.len() / 2, good.len() - 1] {
+        let (s, m) = v4(good[..cut].to_vec());
+        assert_eq!(s, 400, "cut at {cut}: {m}");
+        assert_eq!(error_code(&m), ErrorCode::MalformedBody);
+        assert!(m.contains("zstd"), "{m}");
+    }
+    // A frame asking for a 2 GiB window.
+    let mut huge_window = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, (31 - 10) << 3];
+    huge_window.extend([0u8; 16]);
+    let (s, m) = v4(huge_window);
+    assert_eq!((s, error_code(&m)), (400, ErrorCode::MalformedBody), "{m}");
+    // Valid zstd of bytes that are no message.
+    let (s, m) = v4(protocol::encode_raw_at_for_tests(&[0xff; 40], 4));
+    assert_eq!((s, error_code(&m)), (400, ErrorCode::MalformedBody), "{m}");
+    assert!(m.contains("malformed message"), "{m}");
+    // The server still serves the same phone, in version 4.
+    assert_eq!(v4(good).0, 200);
+    assert_eq!(phone.sync().unwrap().protocol, 4);
+}

@@ -108,6 +108,9 @@ enum Cmd {
         /// Device name.
         #[arg(long, default_value = "bench-phone")]
         name: String,
+        /// Protocol version the phone speaks (3: gzip, as phones before protocol 4).
+        #[arg(long, default_value_t = gridsync_core::sync::protocol::PROTOCOL_VERSION)]
+        protocol: u16,
     },
 }
 
@@ -135,7 +138,8 @@ fn main() {
             code,
             db,
             name,
-        } => procs::client_main(&url, &code, &db, &name),
+            protocol,
+        } => procs::client_main(&url, &code, &db, &name, protocol),
     };
     if let Err(e) = result {
         eprintln!("gridsync-bench: {e}");

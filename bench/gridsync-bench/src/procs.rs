@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gridsync_core::store::Store;
-use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine};
+use gridsync_core::sync::compress::Codec;
+use gridsync_core::sync::protocol::{EnrollRequest, EnrollResponse, RotateResponse};
+use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine, Transport};
 use gridsync_server::storage::sqlite::SqliteStorage;
 use gridsync_server::storage::Storage;
 use serde::{Deserialize, Serialize};
@@ -173,21 +175,82 @@ pub struct ClientFigures {
     pub records: i64,
     /// Peak resident memory of the phone process, KiB.
     pub peak_rss_kb: u64,
+    /// The protocol version the sync spoke.
+    #[serde(default)]
+    pub protocol: u16,
+    /// CPU time to decompress every answer of the bootstrap once more after it (the
+    /// phone's decompression share of `cpu_secs`), seconds.
+    #[serde(default)]
+    pub decompress_secs: f64,
+    /// The median of that per answer (page), seconds.
+    #[serde(default)]
+    pub decompress_page_secs: f64,
+}
+
+/// An HTTP transport that keeps every sync answer's body, to time their decompression
+/// after the bootstrap (the bodies are compressed: about 2 MB for a township).
+struct Keeping {
+    inner: HttpTransport,
+    answers: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Keeping {
+    fn keep(&self, answer: Vec<u8>) -> Vec<u8> {
+        if let Ok(mut a) = self.answers.lock() {
+            a.push(answer.clone());
+        }
+        answer
+    }
+}
+
+impl Transport for Keeping {
+    fn sync(&self, auth: &str, body: Vec<u8>) -> gridsync_core::Result<Vec<u8>> {
+        self.inner.sync(auth, body).map(|a| self.keep(a))
+    }
+    fn sync_at(&self, auth: &str, version: u16, body: Vec<u8>) -> gridsync_core::Result<Vec<u8>> {
+        self.inner
+            .sync_at(auth, version, body)
+            .map(|a| self.keep(a))
+    }
+    fn enroll(&self, req: &EnrollRequest) -> gridsync_core::Result<EnrollResponse> {
+        self.inner.enroll(req)
+    }
+    fn rotate(&self, auth: &str) -> gridsync_core::Result<RotateResponse> {
+        self.inner.rotate(auth)
+    }
+}
+
+/// Thread CPU time to decompress each body: the total and the median per body.
+fn decompress_cpu(bodies: &[Vec<u8>]) -> R<(f64, f64)> {
+    let mut each = Vec::with_capacity(bodies.len());
+    for b in bodies {
+        let codec = Codec::sniff(b).ok_or("an answer is neither gzip nor zstd")?;
+        let t = thread_cpu_secs().unwrap_or(0.0);
+        let raw = codec.decompress(b)?;
+        each.push(thread_cpu_secs().unwrap_or(0.0) - t);
+        drop(raw);
+    }
+    Ok((each.iter().sum(), crate::report::median(each)))
 }
 
 /// The `client` child: enrol an empty phone and bootstrap it, print the figures as JSON.
-pub fn client_main(url: &str, code: &str, db: &Path, name: &str) -> R<()> {
+pub fn client_main(url: &str, code: &str, db: &Path, name: &str, protocol: u16) -> R<()> {
     if db.exists() {
         return Err(format!("{} already exists; a bootstrap starts empty", db.display()).into());
     }
     let store = Store::open(db)?;
-    let transport = HttpTransport::new(url)?;
+    let transport = Keeping {
+        inner: HttpTransport::new(url)?,
+        answers: Default::default(),
+    };
     let t = Instant::now();
     enroll(&store, &transport, url, code, name)?;
     let enrol_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let cpu = cpu_secs(None).unwrap_or(0.0);
-    let report = SyncEngine::new(&store, &transport).sync(&mut |_| {}, &CancelFlag::new())?;
+    let mut engine = SyncEngine::new(&store, &transport);
+    engine.protocol_version = protocol;
+    let report = engine.sync(&mut |_| {}, &CancelFlag::new())?;
     let secs = t.elapsed().as_secs_f64();
     let cpu_secs = cpu_secs(None).unwrap_or(0.0) - cpu;
     let counts = store.counts()?;
@@ -204,18 +267,30 @@ pub fn client_main(url: &str, code: &str, db: &Path, name: &str) -> R<()> {
         pulled: report.pulled,
         records: counts.producers + counts.visits,
         peak_rss_kb: peak_rss_kb(None).unwrap_or(0),
+        protocol: report.protocol,
+        decompress_secs: 0.0,
+        decompress_page_secs: 0.0,
+    };
+    // After the figures above (CPU, peak memory): the answers decompressed once more.
+    let answers = std::mem::take(&mut *transport.answers.lock().map_err(|_| "poisoned")?);
+    let (total, page) = decompress_cpu(&answers)?;
+    let figures = ClientFigures {
+        decompress_secs: total,
+        decompress_page_secs: page,
+        ..figures
     };
     println!("{}", serde_json::to_string(&figures)?);
     Ok(())
 }
 
 /// Runs the `client` child and returns what it measured.
-pub fn run_client(url: &str, code: &str, db: &Path, name: &str) -> R<ClientFigures> {
+pub fn run_client(url: &str, code: &str, db: &Path, name: &str, protocol: u16) -> R<ClientFigures> {
     let out = Command::new(std::env::current_exe()?)
         .args([
             "client", "--url", url, "--code", code, "--name", name, "--db",
         ])
         .arg(db)
+        .args(["--protocol", &protocol.to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {

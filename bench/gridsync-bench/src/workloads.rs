@@ -10,7 +10,7 @@ use gridsync_core::model::{
     DEFAULT_TEMPLATE_ID,
 };
 use gridsync_core::store::{ProducerSort, Store, DEFAULT_READERS};
-use gridsync_core::sync::{enroll, CancelFlag, HttpTransport, SyncEngine, SyncReport};
+use gridsync_core::sync::{enroll, protocol, CancelFlag, HttpTransport, SyncEngine, SyncReport};
 use gridsync_server::dataset::DatasetSpec;
 
 use crate::procs::{self, ServerProc};
@@ -402,7 +402,13 @@ fn township_run(
     let code = setup::issue_code(&db, &sup.id)?;
     let phone_db = run_dir.join("supervisor.db");
     let server_cpu = server.cpu_secs().unwrap_or(0.0);
-    let c = procs::run_client(&server.url, &code, &phone_db, "supervisor-phone")?;
+    let c = procs::run_client(
+        &server.url,
+        &code,
+        &phone_db,
+        "supervisor-phone",
+        protocol::PROTOCOL_VERSION,
+    )?;
     s.add(
         "w1.server_cpu",
         server.cpu_secs().unwrap_or(0.0) - server_cpu,
@@ -422,6 +428,33 @@ fn township_run(
     s.add("w1.bytes", (c.bytes_up + c.bytes_down) as f64);
     s.add("w1.phone_kb", c.peak_rss_kb as f64);
     s.add("w1.server_kb", server.peak_rss_kb().unwrap_or(0) as f64);
+    s.add("w1.decompress", c.decompress_secs);
+    s.add("w1.decompress_page", c.decompress_page_secs);
+    s.add("w1.pages", f64::from(c.round_trips));
+    // The same bootstrap by a phone of protocol 3 (gzip), side by side (issue 20).
+    eprintln!("  W1 again, protocol 3");
+    let code = setup::issue_code(&db, &sup.id)?;
+    let server_cpu = server.cpu_secs().unwrap_or(0.0);
+    let c3 = procs::run_client(
+        &server.url,
+        &code,
+        &run_dir.join("supervisor-v3.db"),
+        "supervisor-phone-v3",
+        3,
+    )?;
+    if c3.records != town.records as i64 || c3.protocol != 3 {
+        return Err(format!("the protocol 3 bootstrap brought {} records", c3.records).into());
+    }
+    s.add(
+        "w1v3.server_cpu",
+        server.cpu_secs().unwrap_or(0.0) - server_cpu,
+    );
+    s.add("w1v3.phone_cpu", c3.cpu_secs);
+    s.add("w1v3.secs", c3.secs);
+    s.add("w1v3.bytes", (c3.bytes_up + c3.bytes_down) as f64);
+    s.add("w1v3.rt", f64::from(c3.round_trips));
+    s.add("w1v3.decompress", c3.decompress_secs);
+    s.add("w1v3.decompress_page", c3.decompress_page_secs);
 
     // W10: a screen's reads during the bootstrap, with read connections and without.
     eprintln!("  W10 reads during a bootstrap");
@@ -470,9 +503,12 @@ fn township_run(
     s.add("w2.push_bytes", (push.bytes_up + push.bytes_down) as f64);
     s.add("w2.push_up", push.bytes_up as f64);
     let pull = sync(&store, &transport)?;
-    if pull.pulled != 10 {
+    // The 10 edits, and whatever the server wrote because of them (possible-duplicate
+    // marks of the producers edited).
+    if pull.pulled < 10 {
         return Err(format!("the supervisor pulled {} records, expected 10", pull.pulled).into());
     }
+    s.add("w2.pulled", f64::from(pull.pulled));
     s.add("w2.pull_rt", f64::from(pull.round_trips));
     s.add("w2.pull_bytes", (pull.bytes_up + pull.bytes_down) as f64);
     s.add("w2.pull_down", pull.bytes_down as f64);
@@ -592,6 +628,17 @@ fn township_run(
             s.add("w6.boot.secs", t.elapsed().as_secs_f64());
             s.add("w6.boot.bytes", (r.bytes_up + r.bytes_down) as f64);
             s.add("w6.boot.records", f64::from(r.pulled));
+            // The same first bootstrap by a phone of protocol 3 (gzip), for comparison.
+            let lstore = Store::open(run_dir.join("liaison-slow-v3.db"))?;
+            let code = setup::issue_code(&db, &lia.id)?;
+            let t = Instant::now();
+            enroll(&lstore, &slow, &proxy.url(), &code, "liaison-slow-v3")?;
+            let mut engine = SyncEngine::new(&lstore, &slow);
+            engine.protocol_version = 3;
+            let r = engine.sync(&mut |_| {}, &CancelFlag::new())?;
+            s.add("w6.boot3.secs", t.elapsed().as_secs_f64());
+            s.add("w6.boot3.bytes", (r.bytes_up + r.bytes_down) as f64);
+            s.add("w6.boot3.rt", f64::from(r.round_trips));
             drop(proxy);
             cut_bootstrap(town, &db, &server.url, &sup, run_dir, s)?;
             if let Some(plan) = photos {
@@ -716,7 +763,13 @@ fn banner_run(banner: &Prepared, run_dir: &Path, s: &mut Samples) -> R<()> {
     let county = banner.person(Role::CountyReviewer, "")?;
     let code = setup::issue_code(&db, &county.id)?;
     let phone_db = run_dir.join("county.db");
-    let c = procs::run_client(&server.url, &code, &phone_db, "county-phone")?;
+    let c = procs::run_client(
+        &server.url,
+        &code,
+        &phone_db,
+        "county-phone",
+        protocol::PROTOCOL_VERSION,
+    )?;
     if c.records != banner.records as i64 {
         return Err(format!(
             "banner bootstrap brought {} records, expected {}",
@@ -935,6 +988,69 @@ fn build_table(
         "≤ 1.5× floor",
         Verdict::of(b <= 1.5 * floor_bytes),
     );
+    if s.has("w1v3.bytes") {
+        // Protocol 4 (zstd, dictionary) against 3 (gzip), the same bootstrap (issue 20).
+        let b3 = s.med("w1v3.bytes");
+        t.row(
+            "W1",
+            "… bytes, protocol 4 (zstd with the records-v1 dictionary) against the floor",
+            bytes(b),
+            format!("floor: JSON gzip'd {}", bytes(floor_bytes)),
+            ratio(b, floor_bytes),
+            "≤ 1.0× floor (stretch 0.8×)",
+            Verdict::of(b <= floor_bytes),
+        );
+        t.row(
+            "W1",
+            &format!(
+                "… bytes, protocol 3 (gzip) phone on the same server ({} round trips)",
+                count(s.med("w1v3.rt"))
+            ),
+            bytes(b3),
+            format!("floor: JSON gzip'd {}", bytes(floor_bytes)),
+            ratio(b3, floor_bytes),
+            "",
+            Verdict::Info,
+        );
+        t.row(
+            "W1",
+            &format!(
+                "… CPU, protocol 4: phone {} + server {}; protocol 3: phone {} + server {}",
+                secs(s.med("w1.phone_cpu")),
+                secs(s.med("w1.server_cpu")),
+                secs(s.med("w1v3.phone_cpu")),
+                secs(s.med("w1v3.server_cpu"))
+            ),
+            secs(s.med("w1.phone_cpu") + s.med("w1.server_cpu")),
+            format!(
+                "protocol 3: {}",
+                secs(s.med("w1v3.phone_cpu") + s.med("w1v3.server_cpu"))
+            ),
+            ratio(
+                s.med("w1.phone_cpu") + s.med("w1.server_cpu"),
+                s.med("w1v3.phone_cpu") + s.med("w1v3.server_cpu"),
+            ),
+            "",
+            Verdict::Info,
+        );
+        t.row(
+            "W1",
+            &format!(
+                "… the phone's decompression CPU, protocol 4 (zstd): per page (median of {}) {}",
+                count(s.med("w1.pages")),
+                ms(s.med("w1.decompress_page") * 1e3)
+            ),
+            secs(s.med("w1.decompress")),
+            format!(
+                "protocol 3 (gzip): {} (per page {})",
+                secs(s.med("w1v3.decompress")),
+                ms(s.med("w1v3.decompress_page") * 1e3)
+            ),
+            ratio(s.med("w1.decompress"), s.med("w1v3.decompress")),
+            "",
+            Verdict::Info,
+        );
+    }
     if s.has("anat.sent") {
         // Where the bytes go (run 1): pages of documents against variants, all gzip'd alike.
         let (sent, bare, json) = (s.med("anat.sent"), s.med("anat.bare"), s.med("anat.json"));
@@ -1162,6 +1278,23 @@ fn build_table(
             String::new(),
             "",
             Verdict::Info,
+        );
+    }
+    if s.has("w6.boot3.secs") {
+        let (v4, v3) = (s.med("w6.boot.secs"), s.med("w6.boot3.secs"));
+        t.row(
+            "W6",
+            &format!(
+                "… the same village bootstrap, protocol 4 ({}) against protocol 3 ({}, {} round trips) (1 run each)",
+                bytes(s.med("w6.boot.bytes")),
+                bytes(s.med("w6.boot3.bytes")),
+                count(s.med("w6.boot3.rt"))
+            ),
+            secs(v4),
+            format!("protocol 3: {}", secs(v3)),
+            ratio(v4, v3),
+            "≤ 10 s",
+            Verdict::of(v4 <= 10.0),
         );
     }
     if s.has("w6.cut.secs") {
