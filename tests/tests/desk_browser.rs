@@ -287,6 +287,11 @@ fn every_section_of_the_console_in_the_browser() {
             "#rectifications, #rectifications-empty",
         ),
         ("audit", "/desk/audit".to_string(), "#audit"),
+        (
+            "duplicates",
+            "/desk/duplicates".to_string(),
+            "#duplicate-filters",
+        ),
         ("dashboard", "/desk/dashboard".to_string(), "#summary"),
         ("townships", "/desk/townships".to_string(), "table"),
         ("exports", "/desk/exports".to_string(), "a[href*='.xlsx']"),
