@@ -1,7 +1,8 @@
 //! Checks a form before it is saved: likely duplicates in the local copy (the same credit
 //! code, ID number or phone anywhere on the device, a similar name in the same or a
-//! neighbouring grid) and the livestock scale assessment (规模养殖) by the national
-//! thresholds. Local reads, blocking like the other store calls (milliseconds).
+//! neighbouring grid) and the livestock scale assessment (规模养殖) by the thresholds of
+//! the device's league (fetched at sync) or the national ones. Local reads, blocking like
+//! the other store calls (milliseconds).
 
 use gridsync_core::dedupe::MatchReason;
 use gridsync_core::model::Species;
@@ -92,9 +93,9 @@ pub struct ScaleAssessment {
     pub summary_zh: String,
 }
 
-/// The scale assessment of a producer by the national thresholds.
-fn assess(p: &gridsync_core::model::Producer) -> ScaleAssessment {
-    let a = scale::assess(p, &ScaleThresholds::mara());
+/// The scale assessment of a producer by `thresholds`.
+fn assess(p: &gridsync_core::model::Producer, thresholds: &ScaleThresholds) -> ScaleAssessment {
+    let a = scale::assess(p, thresholds);
     let species_over: Vec<SpeciesOverThreshold> = a
         .species_over
         .iter()
@@ -173,15 +174,70 @@ impl GridStore {
         })
     }
 
-    /// The livestock scale assessment of a stored producer (national thresholds).
+    /// The livestock scale assessment of a stored producer, by the thresholds of the
+    /// device's league (fetched at sync: the national table with the league's changes;
+    /// the national table alone before the first sync or without a league).
     pub fn scale_assessment(&self, producer_id: String) -> Result<ScaleAssessment, ApiError> {
-        guard(|| Ok(assess(&self.store.producer(&producer_id)?)))
+        guard(|| {
+            let p = self.store.producer(&producer_id)?;
+            Ok(assess(&p, &self.store.scale_thresholds()?))
+        })
+    }
+
+    /// The livestock scale assessment of a producer's fields (e.g. of a form before it is
+    /// saved) by the thresholds of the device's league, as [`GridStore::scale_assessment`].
+    pub fn scale_assessment_of(&self, producer: Producer) -> Result<ScaleAssessment, ApiError> {
+        guard(|| Ok(assess(&producer.into(), &self.store.scale_thresholds()?)))
+    }
+
+    /// The league whose scale thresholds the device holds and the species it changed from
+    /// the national table (`None`: the national table applies).
+    pub fn scale_thresholds_league(&self) -> Result<Option<LeagueThresholds>, ApiError> {
+        guard(|| {
+            Ok(self.store.league_scale()?.and_then(|l| {
+                let league = l.league?;
+                let t = ScaleThresholds::with_overrides(&l.overrides);
+                Some(LeagueThresholds {
+                    league,
+                    changed: l
+                        .overrides
+                        .0
+                        .keys()
+                        .map(|s| SpeciesThreshold {
+                            species: *s,
+                            measure: t.get(*s).map(|t| t.measure.as_str().to_string()),
+                            threshold: t.get(*s).map(|t| t.head),
+                        })
+                        .collect(),
+                })
+            }))
+        })
     }
 }
 
-/// The livestock scale assessment of a producer's fields (national thresholds), e.g. of a
-/// form before it is saved.
+/// A league's changes to the national scale thresholds, as the device holds them.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct LeagueThresholds {
+    /// The league's grid code.
+    pub league: String,
+    /// The species whose threshold the league changed, in species order.
+    pub changed: Vec<SpeciesThreshold>,
+}
+
+/// One species' threshold in force.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SpeciesThreshold {
+    /// The species.
+    pub species: Species,
+    /// `on_hand` or `sold_per_year`; `None`: the league set no threshold for it.
+    pub measure: Option<String>,
+    /// The least head that counts; `None` as `measure`.
+    pub threshold: Option<u32>,
+}
+
+/// The livestock scale assessment of a producer's fields by the national thresholds
+/// (without a store; [`GridStore::scale_assessment_of`] uses the device's league's).
 #[uniffi::export]
 pub fn assess_scale(producer: Producer) -> Result<ScaleAssessment, ApiError> {
-    guard(|| Ok(assess(&producer.into())))
+    guard(|| Ok(assess(&producer.into(), &ScaleThresholds::mara())))
 }

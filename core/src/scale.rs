@@ -29,9 +29,11 @@
 //! type (small household 散户, input dealer 农资经营主体, purchaser 收购者) is a type
 //! mismatch: the entry is probably registered under the wrong type.
 //!
-//! Phones assess with [`ScaleThresholds::mara`]: league overrides live on the server only
-//! (the protocol's reference data does not carry them), so the server's query tables and
-//! the desk console use the league's thresholds while a phone shows the national ones.
+//! A league's overrides are set on the server (`gridsync-server admin
+//! set-scale-thresholds`), whose query tables and desk console count with them; phones
+//! fetch their league's at sync (`GET /v1/scale-thresholds`, when the reference version
+//! changes) and assess with `Store::scale_thresholds`, so a phone shows the flag the desk
+//! counts (the national table until its first sync).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -312,7 +314,7 @@ impl Default for ScaleThresholds {
 }
 
 impl ScaleThresholds {
-    /// The national MARA table (what phones use).
+    /// The national MARA table.
     pub fn mara() -> Self {
         ScaleThresholds {
             by_species: Species::ALL

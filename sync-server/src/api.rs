@@ -210,6 +210,7 @@ pub fn router(state: Arc<AppState>, more: Router<Arc<AppState>>) -> Router {
         .route("/v1/sync", post(sync))
         .route("/v1/device/rotate", post(rotate))
         .route("/v1/enrolment-codes", post(issue_code))
+        .route("/v1/scale-thresholds", get(scale_thresholds))
         .route("/metrics", get(metrics))
         .merge(more)
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -637,6 +638,32 @@ async fn rotate(
             detail: "new secret issued; the old one works until the new one is used".into(),
         })?;
         Ok(Json(RotateResponse { secret }))
+    })
+    .await
+}
+
+/// `GET /v1/scale-thresholds`: the livestock scale thresholds of the device's league
+/// (`crate::scale::thresholds_answer`), a few hundred bytes of JSON. Devices ask for it
+/// when their reference data changes.
+async fn scale_thresholds(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<Json<gridsync_core::sync::protocol::ScaleThresholdsResponse>> {
+    check_protocol(&headers)?;
+    blocking(move || {
+        let (_device, person) = authorize(&st, addr.ip(), &headers)?;
+        let scope = st
+            .scopes
+            .scope(st.storage.as_ref(), &person.id)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::PersonInactive,
+                    "person is not active",
+                )
+            })?;
+        Ok(Json(crate::scale::thresholds_answer(&scope)))
     })
     .await
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use gridsync_core::model::{Actor, GridNode, Person, Role};
 use gridsync_core::rules::{in_scope, is_within};
+use gridsync_core::scale::ScaleOverrides;
 use gridsync_core::store::TreeSnapshot;
 use gridsync_core::sync::protocol::Reference;
 use sha2::{Digest, Sha256};
@@ -25,6 +26,12 @@ pub struct Scope {
     pub tree: Arc<TreeSnapshot>,
     /// Reference data for the device.
     pub reference: Reference,
+    /// The league of the person's grids ([`crate::scale::league_of`]), whose livestock
+    /// scale thresholds the device fetches (`GET /v1/scale-thresholds`).
+    pub league: Option<String>,
+    /// That league's changes to the national scale thresholds (empty: none). The
+    /// reference version covers them ([`Scope::with_scale_overrides`]).
+    pub scale_overrides: ScaleOverrides,
 }
 
 impl Scope {
@@ -82,13 +89,36 @@ impl Scope {
         };
         let digest = Sha256::digest(serde_json::to_vec(&reference).unwrap_or_default());
         reference.version = hex::encode(&digest[..12]);
+        let league = crate::scale::league_of(tree.as_ref(), &me.grids);
         Scope {
             actor,
             readable,
             template_grids,
             tree,
             reference,
+            league,
+            scale_overrides: ScaleOverrides::default(),
         }
+    }
+
+    /// The scope with its league's scale threshold overrides. Overrides change the
+    /// reference version (so that a device fetches them at its next sync); without any it
+    /// stays what [`Scope::compute`] gave, so a league that never set any re-sends nothing.
+    pub fn with_scale_overrides(mut self, overrides: ScaleOverrides) -> Scope {
+        self.scale_overrides = overrides;
+        if self.scale_overrides.0.is_empty() {
+            return self;
+        }
+        let mut reference = self.reference.clone();
+        reference.version = String::new();
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&reference).unwrap_or_default());
+        h.update(b"\nscale_thresholds ");
+        h.update(self.league.as_deref().unwrap_or("").as_bytes());
+        h.update(b" ");
+        h.update(self.scale_overrides.to_json().as_bytes());
+        self.reference.version = hex::encode(&h.finalize()[..12]);
+        self
     }
 
     /// Whether a record of `kind` in `grid` is visible.
@@ -130,7 +160,15 @@ impl ScopeCache {
         let nodes = storage.grids()?;
         let people = storage.people()?;
         let tree = Arc::new(TreeSnapshot::from_nodes(&nodes));
-        let scope = Arc::new(Scope::compute(&nodes, &people, &me, tree.clone()));
+        let scope = Scope::compute(&nodes, &people, &me, tree.clone());
+        let overrides = match &scope.league {
+            Some(league) => storage
+                .scale_overrides(league)?
+                .map(|l| l.overrides)
+                .unwrap_or_default(),
+            None => ScaleOverrides::default(),
+        };
+        let scope = Arc::new(scope.with_scale_overrides(overrides));
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if g.0 == generation {
             g.1 = Some(tree);

@@ -52,6 +52,7 @@ mod put;
 mod queries;
 mod records;
 mod reference;
+mod scale;
 pub mod schema;
 mod sync_state;
 #[cfg(test)]
@@ -79,6 +80,7 @@ pub use queries::{
     Counts, DueProducer, ProducerSort, ProducerSummary, RectificationItem, VisitSummary,
 };
 pub use reference::TreeSnapshot;
+pub use scale::LeagueScale;
 pub use sync_state::{KeptEdit, PendingPush, PulledRecord, ServerLink};
 
 /// Read connections a store opens at most ([`StoreOptions::readers`]).

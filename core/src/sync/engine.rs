@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use super::attachments::UploadState;
 use super::protocol::{
-    self, EnrollRequest, EnrollResponse, ErrorCode, PushRecord, RotateResponse, SyncRequest,
-    SyncResponse,
+    self, EnrollRequest, EnrollResponse, ErrorCode, PushRecord, RotateResponse,
+    ScaleThresholdsResponse, SyncRequest, SyncResponse,
 };
 use crate::attachment::AttachmentRef;
 use crate::model::Person;
-use crate::store::{ServerLink, Store, SyncEvent, SyncPhase};
+use crate::scale::ScaleOverrides;
+use crate::store::{LeagueScale, ServerLink, Store, SyncEvent, SyncPhase};
 use crate::{Error, Result};
 
 /// Moves bytes to and from the server. Implementations own the network; errors from the
@@ -41,6 +42,14 @@ pub trait Transport: Send + Sync {
     fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse>;
     /// Asks for a new device secret.
     fn rotate(&self, auth: &str) -> Result<RotateResponse>;
+
+    /// `GET /v1/scale-thresholds`: the livestock scale thresholds of the device's league.
+    /// `None` when the server has no such call (older than it) or the transport cannot
+    /// ask (the default): the device then assesses with the national table.
+    fn scale_thresholds(&self, auth: &str) -> Result<Option<ScaleThresholdsResponse>> {
+        let _ = auth;
+        Ok(None)
+    }
 
     /// `HEAD /v1/attachments/{sha}`: what the server holds of an attachment, `None` when
     /// it holds nothing (or this device may not know of it).
@@ -173,6 +182,14 @@ pub struct SyncReport {
     /// noted here too: the records part of the sync stands.
     #[serde(default)]
     pub attachment_errors: Vec<(String, String)>,
+    /// Whether this sync fetched the league's scale thresholds (the reference data had
+    /// changed since they were last fetched).
+    #[serde(default)]
+    pub scale_thresholds_fetched: bool,
+    /// Why the league's scale thresholds could not be fetched: the device keeps those it
+    /// had and asks again at the next sync. The records part of the sync stands.
+    #[serde(default)]
+    pub scale_thresholds_error: Option<String>,
 }
 
 /// What the app asks of one sync.
@@ -398,6 +415,7 @@ impl<'a> SyncEngine<'a> {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
+            self.refresh_scale_thresholds(&mut report);
             self.upload_attachments(options, &mut report, &mut observed, cancel)?;
             Ok(report)
         })();
@@ -588,6 +606,54 @@ impl<'a> SyncEngine<'a> {
                 return Err(Error::Protocol(
                     "sync did not finish after 100,000 round trips".into(),
                 ));
+            }
+        }
+    }
+
+    /// Fetches the league's scale thresholds when the reference data the device holds is
+    /// not the one they were fetched for ([`Store::league_scale`]). A failure is noted in
+    /// the report and left for the next sync: the device keeps the thresholds it had.
+    fn refresh_scale_thresholds(&self, report: &mut SyncReport) {
+        let result = (|| -> Result<bool> {
+            let link = self.link()?;
+            if link.reference_version.is_empty() {
+                return Ok(false);
+            }
+            let held = self.store.league_scale()?;
+            if held
+                .as_ref()
+                .is_some_and(|h| h.reference_version == link.reference_version)
+            {
+                return Ok(false);
+            }
+            let auth = auth_header(&link.device_id, &link.secret);
+            let scale = match self.transport.scale_thresholds(&auth)? {
+                Some(answer) => {
+                    let overrides = ScaleOverrides::parse_json(&answer.overrides.to_string())
+                        .map_err(|e| {
+                            Error::Protocol(format!("scale thresholds answer: overrides: {e}"))
+                        })?;
+                    LeagueScale {
+                        league: answer.league,
+                        overrides,
+                        reference_version: link.reference_version.clone(),
+                    }
+                }
+                // A server without the call: its phones assess with the national table.
+                None => LeagueScale {
+                    league: None,
+                    overrides: ScaleOverrides::default(),
+                    reference_version: link.reference_version.clone(),
+                },
+            };
+            self.store.set_league_scale(&scale)?;
+            Ok(true)
+        })();
+        match result {
+            Ok(fetched) => report.scale_thresholds_fetched = fetched,
+            Err(e) => {
+                tracing::warn!("league scale thresholds not fetched: {e}");
+                report.scale_thresholds_error = Some(e.to_string());
             }
         }
     }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use super::attachments::UploadState;
 use super::engine::Transport;
 use super::protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, RotateResponse, CALLS_PROTOCOL_VERSION,
-    CONTENT_TYPE, MAX_BODY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, RotateResponse, ScaleThresholdsResponse,
+    CALLS_PROTOCOL_VERSION, CONTENT_TYPE, MAX_BODY_BYTES, MAX_SCALE_THRESHOLDS_BYTES,
+    PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use crate::attachment::{is_sha256_hex, AttachmentRef};
 use crate::{Error, Result};
@@ -228,6 +229,33 @@ impl Transport for HttpTransport {
                 .header(PROTOCOL_HEADER, CALLS_PROTOCOL_VERSION.to_string())
         })?;
         serde_json::from_slice(&answer).map_err(|e| Error::Protocol(format!("rotate answer: {e}")))
+    }
+
+    fn scale_thresholds(&self, auth: &str) -> Result<Option<ScaleThresholdsResponse>> {
+        let url = format!("{}/v1/scale-thresholds", self.base);
+        let a = self.exchange(
+            true,
+            || {
+                self.client
+                    .get(&url)
+                    .header("authorization", auth)
+                    .header(PROTOCOL_HEADER, CALLS_PROTOCOL_VERSION.to_string())
+            },
+            // A server older than the call has no such route.
+            |s| s == 404,
+        )?;
+        if a.status == 404 {
+            return Ok(None);
+        }
+        if a.body.len() > MAX_SCALE_THRESHOLDS_BYTES {
+            return Err(Error::Protocol(format!(
+                "the scale thresholds answer of {} bytes exceeds the limit of {MAX_SCALE_THRESHOLDS_BYTES} bytes",
+                a.body.len()
+            )));
+        }
+        serde_json::from_slice(&a.body)
+            .map(Some)
+            .map_err(|e| Error::Protocol(format!("scale thresholds answer: {e}")))
     }
 
     fn attachment_state(&self, auth: &str, sha256: &str) -> Result<Option<UploadState>> {

@@ -266,6 +266,26 @@ pub struct RotateResponse {
     pub secret: String,
 }
 
+/// Largest answer to `GET /v1/scale-thresholds` a device reads (a league's overrides are a
+/// few hundred bytes).
+pub const MAX_SCALE_THRESHOLDS_BYTES: usize = 64 * 1024;
+
+/// Answer to `GET /v1/scale-thresholds` (JSON): the livestock scale thresholds of the
+/// device's league ([`crate::scale`]). Not part of the sync messages: the engine asks for
+/// it when the reference data it holds changes (`docs/protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleThresholdsResponse {
+    /// The reference version of the device's scope when the server answered (it covers
+    /// these thresholds: a change of them changes the version).
+    pub reference_version: String,
+    /// The league of the device's person: the one league-level ancestor of all of its
+    /// grids (`None`: its grids lie in no league or in several; the national table applies).
+    pub league: Option<String>,
+    /// The league's overrides in their JSON form ([`crate::scale::ScaleOverrides::to_json`];
+    /// `{}`: none).
+    pub overrides: serde_json::Value,
+}
+
 /// Error body (JSON) of every non-2xx answer that has a body: `{"error": CODE, "message":
 /// TEXT}`, the same shape on every route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

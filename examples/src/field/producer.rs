@@ -377,7 +377,9 @@ fn show(cli: &Cli, id: &str, out: &mut Out) -> Result<(), CliError> {
     let conflicts = store.conflicts(id)?;
     let history = store.history(id)?;
     let visits = store.visit_history(id)?;
-    let scale = gridsync_core::scale::assess(&p, &gridsync_core::scale::ScaleThresholds::mara());
+    // The thresholds of the device's league as last fetched at sync (national otherwise).
+    let thresholds = store.scale_thresholds()?;
+    let scale = gridsync_core::scale::assess(&p, &thresholds);
     out.value(json!({
         "producer": p,
         "effective_review_state": p.effective_review_state(),
@@ -502,7 +504,13 @@ fn describe(store: &Store, p: &Producer, out: &mut Out) {
         let sold = c.sold_per_year.map_or("-".to_string(), |n| n.to_string());
         out.line(format!("{}：存栏 {on} 头，年出栏 {sold} 头", s.label_zh()));
     }
-    out.line(render::scale(p));
+    let league = store.league_scale().ok().flatten();
+    let thresholds = store.scale_thresholds().unwrap_or_default();
+    let basis = match &league {
+        Some(l) if !l.overrides.0.is_empty() => "盟市标准",
+        _ => "全国标准",
+    };
+    out.line(render::scale(p, &thresholds, basis));
     if !p.certifications.is_empty() {
         let c: Vec<&str> = p.certifications.iter().map(|c| c.as_str()).collect();
         out.line(format!("认证：{}", c.join("、")));

@@ -203,12 +203,17 @@ pub fn field_label(field: &str) -> &'static str {
     }
 }
 
-/// The livestock scale line of a producer, assessed against the national MARA table
-/// (a phone has no league overrides: the sync protocol does not carry them).
-pub fn scale(p: &gridsync_core::model::Producer) -> String {
-    let a = gridsync_core::scale::assess(p, &gridsync_core::scale::ScaleThresholds::mara());
+/// The livestock scale line of a producer, assessed against `thresholds` (the store's: its
+/// league's as last fetched at sync, or the national MARA table); `basis` names them
+/// (全国标准 or 盟市标准).
+pub fn scale(
+    p: &gridsync_core::model::Producer,
+    thresholds: &gridsync_core::scale::ScaleThresholds,
+    basis: &str,
+) -> String {
+    let a = gridsync_core::scale::assess(p, thresholds);
     if !a.is_scale_farm {
-        return "规模养殖：未达规模养殖标准（全国标准）".to_string();
+        return format!("规模养殖：未达规模养殖标准（{basis}）");
     }
     let over: Vec<String> = a
         .species_over

@@ -1,8 +1,9 @@
 //! Livestock scale thresholds per league (规模养殖场标准, issue 16): the league's overrides
 //! of the national table ([`gridsync_core::scale`]), the assessment every producer's
 //! query row carries (`q_producers.scale_farm`, `scale_mismatch`), and the counts per grid
-//! the desk side shows. Server-only configuration: phones assess with the national table
-//! (the sync protocol's reference data does not carry overrides).
+//! the desk side shows. Phones fetch their league's overrides (`GET /v1/scale-thresholds`)
+//! when the reference version changes, which setting overrides makes it do (the
+//! reference generation moves).
 //!
 //! [`thresholds_of`] is read by [`super::query::materialize`] once per batch of records
 //! (one read of the small `scale_thresholds` table; the grid tree is walked only when a
@@ -183,6 +184,9 @@ impl<B: Backend> ScaleStorage for SqlStorage<B> {
     ) -> StorageResult<RebuildReport> {
         let json = overrides.to_json();
         self.backend().write(|tx| {
+            // The league's people get new reference data (its version covers the
+            // overrides) and their phones fetch the overrides.
+            super::layer::bump_generation(tx)?;
             if overrides.0.is_empty() {
                 tx.execute(
                     "DELETE FROM scale_thresholds WHERE league = $1",
