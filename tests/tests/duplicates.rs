@@ -63,11 +63,16 @@ impl World {
     }
 
     fn stored(&self, id: &str) -> Producer {
-        let s = self.storage().record(id).unwrap().unwrap();
-        match RecordDoc::load(&s.doc, &[]).unwrap().read().unwrap() {
-            Record::Producer(p) => p,
-            other => panic!("{id} is a {}", other.kind().as_str()),
-        }
+        stored_in(self.storage(), id).unwrap_or_else(|| panic!("{id} is not stored"))
+    }
+}
+
+/// The producer `id` as `storage` holds it, `None` if it holds none.
+fn stored_in(storage: &dyn Storage, id: &str) -> Option<Producer> {
+    let s = storage.record(id).unwrap()?;
+    match RecordDoc::load(&s.doc, &[]).unwrap().read().unwrap() {
+        Record::Producer(p) => Some(p),
+        other => panic!("{id} is a {}", other.kind().as_str()),
     }
 }
 
@@ -536,27 +541,21 @@ fn after_a_restore_the_phones_hand_back_the_servers_own_changes() {
     // The server is restored from the older backup: the pair, the marks and the edit are
     // gone from it.
     let server = server.restore(&backup);
-    assert!(server.storage.record(&a.id).unwrap().is_none());
+    assert!(stored_in(server.storage.as_ref(), &a.id).is_none());
     for p in [&l1, &l2, &l1, &l2] {
         let r = p.sync().unwrap();
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
     }
     // The phones handed everything back, the server's own changes included (their tags
     // verify), so nothing waits.
+    let storage = server.storage.as_ref();
     for id in [&a.id, &b.id] {
-        let s = server.storage.record(id).unwrap().expect("handed back");
-        let Record::Producer(p) = RecordDoc::load(&s.doc, &[]).unwrap().read().unwrap() else {
-            unreachable!()
-        };
+        let p = stored_in(storage, id).expect("handed back");
         assert_eq!(p.duplicates.len(), 1, "{id}: {:?}", p.duplicates);
     }
     assert_eq!(l1.store.counts().unwrap().unsynced, 0);
     assert_eq!(l2.store.counts().unwrap().unsynced, 0);
-    let s = server.storage.record(&a.id).unwrap().unwrap();
-    let Record::Producer(p) = RecordDoc::load(&s.doc, &[]).unwrap().read().unwrap() else {
-        unreachable!()
-    };
-    assert_eq!(p.address, "恢复前的地址");
+    assert_eq!(stored_in(storage, &a.id).unwrap().address, "恢复前的地址");
     // A change under the server's actor with a made-up tag is still refused: the crafted
     // push is told to wait for its author, and nothing is stored.
     let forged = {
@@ -593,10 +592,8 @@ fn after_a_restore_the_phones_hand_back_the_servers_own_changes() {
         RejectCode::MissingDeps,
         "a forged server change",
     );
-    let s = server.storage.record(&a.id).unwrap().unwrap();
-    let Record::Producer(p) = RecordDoc::load(&s.doc, &[]).unwrap().read().unwrap() else {
-        unreachable!()
-    };
-    assert!(p.duplicates[0].resolution.is_none());
+    assert!(stored_in(storage, &a.id).unwrap().duplicates[0]
+        .resolution
+        .is_none());
     drop(server);
 }
