@@ -16,7 +16,8 @@ use gridsync_core::model::{
 use gridsync_core::scale::{assess, Measure, ScaleThresholds, Threshold};
 use gridsync_core::store::{ProducerSort, Store};
 use gridsync_core::sync::protocol::{
-    EnrollRequest, EnrollResponse, RotateResponse, CALLS_PROTOCOL_VERSION, PROTOCOL_HEADER,
+    EnrollRequest, EnrollResponse, RotateResponse, ScaleThresholdsResponse, CALLS_PROTOCOL_VERSION,
+    PROTOCOL_HEADER,
 };
 use gridsync_core::sync::{CancelFlag, HttpTransport, SyncEngine, SyncReport, Transport};
 use gridsync_tests::*;
@@ -259,6 +260,80 @@ fn the_call_needs_a_device_credential_and_a_protocol_version() {
     phone.sync().unwrap();
     let link = phone.store.server_link().unwrap().unwrap();
     assert_eq!(answer.reference_version, link.reference_version);
+}
+
+/// An HTTP transport whose scale thresholds call always fails (the link drops).
+struct FailingCall(HttpTransport);
+
+impl Transport for FailingCall {
+    fn sync(&self, auth: &str, body: Vec<u8>) -> gridsync_core::Result<Vec<u8>> {
+        self.0.sync(auth, body)
+    }
+    fn sync_at(&self, auth: &str, version: u16, body: Vec<u8>) -> gridsync_core::Result<Vec<u8>> {
+        self.0.sync_at(auth, version, body)
+    }
+    fn enroll(&self, req: &EnrollRequest) -> gridsync_core::Result<EnrollResponse> {
+        self.0.enroll(req)
+    }
+    fn rotate(&self, auth: &str) -> gridsync_core::Result<RotateResponse> {
+        self.0.rotate(auth)
+    }
+    fn scale_thresholds(
+        &self,
+        _auth: &str,
+    ) -> gridsync_core::Result<Option<ScaleThresholdsResponse>> {
+        Err(gridsync_core::Error::Transport("connection reset".into()))
+    }
+}
+
+#[test]
+fn a_failed_fetch_keeps_what_the_phone_had_and_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, data, phone) = server_and_liaison(dir.path());
+    let league = league_of(&data, V01);
+    set(
+        &server,
+        &league,
+        "beef_cattle,sold_per_year,30
+",
+    );
+    phone.sync().unwrap();
+    assert_eq!(beef(&phone.store).map(|t| t.head), Some(30));
+
+    set(
+        &server,
+        &league,
+        "beef_cattle,sold_per_year,40
+",
+    );
+    let failing = FailingCall(phone.transport.clone());
+    let p = phone
+        .store
+        .create_producer(cattle(
+            "断网牧场",
+            ProducerType::FamilyRanch,
+            30,
+            &phone.person.id,
+        ))
+        .unwrap();
+    let r = SyncEngine::new(&phone.store, &failing)
+        .sync(&mut |_| {}, &CancelFlag::new())
+        .unwrap();
+    // The records part stands; the thresholds stay what they were.
+    assert_eq!(r.pushed, 1, "{r:?}");
+    assert!(server.storage.record(&p.id).unwrap().is_some());
+    assert!(!r.scale_thresholds_fetched);
+    assert!(
+        r.scale_thresholds_error
+            .as_deref()
+            .is_some_and(|e| e.contains("connection reset")),
+        "{r:?}"
+    );
+    assert_eq!(beef(&phone.store).map(|t| t.head), Some(30));
+    // The next sync brings no new reference data, yet fetches them.
+    let r = phone.sync().unwrap();
+    assert!(r.scale_thresholds_fetched, "{r:?}");
+    assert_eq!(beef(&phone.store).map(|t| t.head), Some(40));
 }
 
 /// An HTTP transport that does not know the scale thresholds call (as apps built before

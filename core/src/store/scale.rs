@@ -73,6 +73,15 @@ impl Store {
         };
         self.write(|tx| meta::set_json(tx, KEY, &stored))
     }
+
+    /// Forgets the league's thresholds (at enrolment: the new person's league is fetched
+    /// at the first sync; until then the national table applies).
+    pub(crate) fn clear_league_scale(&self) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM meta WHERE key = ?1", [KEY])?;
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -130,5 +139,8 @@ mod tests {
         );
         assert!(assess(&p, &t).is_scale_farm);
         assert!(!assess(&p, &ScaleThresholds::mara()).is_scale_farm);
+        s.clear_league_scale().unwrap();
+        assert_eq!(s.league_scale().unwrap(), None);
+        assert_eq!(s.scale_thresholds().unwrap(), ScaleThresholds::mara());
     }
 }

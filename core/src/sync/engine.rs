@@ -338,6 +338,8 @@ pub fn enroll(
         epoch: resp.epoch,
         reference_version: String::new(),
     })?;
+    // Another person's league may have been held before (a re-enrolled device).
+    store.clear_league_scale()?;
     Ok(resp.person)
 }
 
