@@ -10,6 +10,12 @@
 //! over its own HTTP connection. Measured: accepted records per second over the whole burst,
 //! and the latency of each push request. With `--backend both` the backends alternate run by
 //! run and the medians are printed side by side.
+//!
+//! After each burst, a fresh server takes the same load again with the devices arriving
+//! evenly at `--paced` (default 0.7) of the records per second that burst reached: the
+//! latency of a server that is busy but not saturated. Those runs are printed as a second
+//! block in the same format. `--spread-ms` replaces the burst by devices arriving evenly
+//! over a fixed window (no paced runs then).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
@@ -17,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use gridsync_core::doc::RecordDoc;
-use gridsync_core::model::{GridLevel, Person, Producer, ProducerType, Record, Role};
+use gridsync_core::model::{GridLevel, Person, Producer, Record, Role};
 use gridsync_core::sync::protocol::{
     self, EnrollRequest, PushOutcome, PushRecord, SyncRequest, SyncResponse,
 };
@@ -58,6 +64,10 @@ struct Args {
     /// then shows service time under a steady arrival rate rather than a burst's queue.
     #[arg(long, default_value_t = 0)]
     spread_ms: u64,
+    /// After each burst, run again with the devices arriving evenly at this fraction of the
+    /// records per second the burst reached (0: no such runs; ignored with --spread-ms).
+    #[arg(long, default_value_t = 0.7)]
+    paced: f64,
 }
 
 /// One run's figures.
@@ -224,13 +234,29 @@ struct Device {
     records: usize,
 }
 
+/// Producers as the generator makes them (names, owners, phones, ID numbers, products of
+/// their own): each pushed producer takes one's identity, so that no two of them are the
+/// same person by phone or ID number, as in the field (the server's duplicate check after
+/// each push compares them).
+fn identities(count: usize) -> Vec<Producer> {
+    generate(&DatasetSpec {
+        townships: 2,
+        villages_per_township: 10,
+        producers_per_township: count.div_ceil(2),
+        visits_per_producer: 0,
+        ..DatasetSpec::township(11)
+    })
+    .producers
+}
+
 fn prepare(
     storage: &dyn Storage,
     url: &str,
     person: &Person,
-    n: usize,
     batch: usize,
+    like: &[Producer],
 ) -> Result<Device, String> {
+    let n = like.len();
     let mut transport = HttpTransport::new(url).map_err(|e| e.to_string())?;
     transport.attempts = 1;
     let code = gridsync_server::admin::issue_code(storage, &person.id, "bench", 1)
@@ -263,20 +289,21 @@ fn prepare(
     let actor = gridsync_core::device_actor(&enrolled.device_id);
     let grid = person.grids.first().cloned().unwrap_or_default();
     let mut pushes = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, like) in like.iter().enumerate() {
         let now = gridsync_core::now_ms();
         let mut p = Producer::new(
-            format!("牧场{}-{i}", person.id),
-            ProducerType::FamilyRanch,
-            "测试户主",
-            "13912345678",
+            like.name.clone(),
+            like.producer_type,
+            like.owner.clone(),
+            like.phone.clone(),
             &grid,
             &person.id,
             now,
         );
-        p.id_number = Some("11010519491231002X".into());
+        p.id_number = like.id_number.clone();
+        p.credit_code = like.credit_code.clone();
         p.address = format!("{grid} 第{i}户");
-        p.products = vec!["羊肉".into(), "牛奶".into()];
+        p.products = like.products.clone();
         let rec = Record::Producer(p);
         let mut doc =
             RecordDoc::create(&rec, &actor, &person.id, now).map_err(|e| e.to_string())?;
@@ -309,7 +336,14 @@ fn prepare(
     })
 }
 
-fn run_once(backend: &str, args: &Args, url: Option<&str>) -> Result<RunResult, String> {
+/// One run on a fresh server: device `i` of `n` starts `i × spread_ms / n` after the
+/// release (0: all at once).
+fn run_once(
+    backend: &str,
+    args: &Args,
+    url: Option<&str>,
+    spread_ms: u64,
+) -> Result<RunResult, String> {
     let (storage, keep): (Arc<dyn Storage>, Box<dyn std::any::Any>) = match backend {
         "sqlite" => {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -329,15 +363,17 @@ fn run_once(backend: &str, args: &Args, url: Option<&str>) -> Result<RunResult, 
     let people = seed(storage.as_ref(), args.devices)?;
     let server = start(storage.clone(), args.server_threads, keep)?;
     let url = format!("http://{}", server.addr);
+    let like = identities(people.len() * args.records);
+    if like.len() < people.len() * args.records {
+        return Err(format!(
+            "the generator made {} producers, {} are needed",
+            like.len(),
+            people.len() * args.records
+        ));
+    }
     let mut devices = Vec::with_capacity(people.len());
-    for p in &people {
-        devices.push(prepare(
-            storage.as_ref(),
-            &url,
-            p,
-            args.records,
-            args.batch,
-        )?);
+    for (p, like) in people.iter().zip(like.chunks(args.records.max(1))) {
+        devices.push(prepare(storage.as_ref(), &url, p, args.batch, like)?);
     }
     let expected: usize = devices.iter().map(|d| d.records).sum();
     let barrier = Arc::new(Barrier::new(devices.len() + 1));
@@ -347,7 +383,7 @@ fn run_once(backend: &str, args: &Args, url: Option<&str>) -> Result<RunResult, 
         .enumerate()
         .map(|(i, d)| {
             let barrier = barrier.clone();
-            let start_after = Duration::from_millis(args.spread_ms * i as u64 / n_devices.max(1));
+            let start_after = Duration::from_millis(spread_ms * i as u64 / n_devices.max(1));
             std::thread::spawn(move || -> Result<(Vec<f64>, usize), String> {
                 barrier.wait();
                 std::thread::sleep(start_after);
@@ -373,7 +409,8 @@ fn run_once(backend: &str, args: &Args, url: Option<&str>) -> Result<RunResult, 
         })
         .collect();
     eprintln!(
-        "burst: {} devices, pid {}",
+        "{}: {} devices, pid {}",
+        if spread_ms == 0 { "burst" } else { "spread" },
         args.devices,
         std::process::id()
     );
@@ -434,48 +471,99 @@ fn main() {
     } else {
         format!("arriving evenly over {} ms", args.spread_ms)
     };
-    println!(
-        "ingest: {} devices x {} records ({arrival}), {} records per push, {} runs per backend, {} server threads, {} cores",
-        args.devices,
-        args.records,
-        args.batch,
-        args.runs,
-        args.server_threads,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
+    let header = |arrival: &str| {
+        format!(
+            "ingest: {} devices x {} records ({arrival}), {} records per push, {} runs per backend, {} server threads, {} cores",
+            args.devices,
+            args.records,
+            args.batch,
+            args.runs,
+            args.server_threads,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        )
+    };
+    println!("{}", header(&arrival));
+    let paced = args.spread_ms == 0 && args.paced > 0.0;
     let mut results: Vec<(&str, Vec<RunResult>)> =
         backends.iter().map(|b| (*b, Vec::new())).collect();
+    // The paced runs: their rows are printed after the burst's, as a block of their own.
+    let mut paced_results: Vec<(&str, Vec<RunResult>)> =
+        backends.iter().map(|b| (*b, Vec::new())).collect();
+    let mut paced_lines: Vec<String> = Vec::new();
     for run in 0..args.runs {
-        for (backend, list) in results.iter_mut() {
-            match run_once(backend, &args, url.as_deref()) {
-                Ok(r) => {
-                    println!(
-                        "run {} {:<8} {:>6} records in {:>6.2} s = {:>7.0} records/s; push p50 {:>7.1} ms, p99 {:>7.1} ms; {:.0} us CPU of this process per record",
-                        run + 1,
-                        backend,
-                        r.records,
-                        r.seconds,
-                        r.rate(),
-                        r.pct(50.0),
-                        r.pct(99.0),
-                        r.cpu_seconds * 1e6 / r.records as f64
-                    );
-                    list.push(r);
-                }
+        for ((backend, list), (_, paced_list)) in results.iter_mut().zip(paced_results.iter_mut()) {
+            let r = match run_once(backend, &args, url.as_deref(), args.spread_ms) {
+                Ok(r) => r,
                 Err(e) => {
                     eprintln!("run {} {backend}: {e}", run + 1);
                     std::process::exit(1);
                 }
+            };
+            println!("{}", run_line(run, backend, &r));
+            if paced {
+                // Devices arriving evenly so that the records they bring come at the given
+                // fraction of what this burst reached.
+                let offered = r.rate() * args.paced;
+                let spread_ms = (r.records as f64 / offered * 1000.0).round() as u64;
+                match run_once(backend, &args, url.as_deref(), spread_ms) {
+                    Ok(p) => {
+                        paced_lines.push(format!(
+                            "{} (offered {:.0} records/s over {} ms)",
+                            run_line(run, backend, &p),
+                            offered,
+                            spread_ms
+                        ));
+                        paced_list.push(p);
+                    }
+                    Err(e) => {
+                        eprintln!("run {} {backend} paced: {e}", run + 1);
+                        std::process::exit(1);
+                    }
+                }
             }
+            list.push(r);
         }
     }
+    print_medians(args.runs, &results);
+    if paced {
+        println!(
+            "{}",
+            header(&format!(
+                "arriving evenly at {:.0} % of the same run's burst rate",
+                args.paced * 100.0
+            ))
+        );
+        for l in &paced_lines {
+            println!("{l}");
+        }
+        print_medians(args.runs, &paced_results);
+    }
+}
+
+/// One run's line.
+fn run_line(run: usize, backend: &str, r: &RunResult) -> String {
+    format!(
+        "run {} {:<8} {:>6} records in {:>6.2} s = {:>7.0} records/s; push p50 {:>7.1} ms, p99 {:>7.1} ms; {:.0} us CPU of this process per record",
+        run + 1,
+        backend,
+        r.records,
+        r.seconds,
+        r.rate(),
+        r.pct(50.0),
+        r.pct(99.0),
+        r.cpu_seconds * 1e6 / r.records as f64
+    )
+}
+
+/// The medians table of a block of runs.
+fn print_medians(runs: usize, results: &[(&str, Vec<RunResult>)]) {
     println!();
-    println!("medians over {} runs:", args.runs);
+    println!("medians over {runs} runs:");
     println!(
         "{:<10} {:>12} {:>14} {:>14} {:>16}",
         "backend", "records/s", "push p50 ms", "push p99 ms", "CPU us/record"
     );
-    for (backend, list) in &results {
+    for (backend, list) in results {
         println!(
             "{:<10} {:>12.0} {:>14.1} {:>14.1} {:>16.0}",
             backend,

@@ -54,6 +54,8 @@ pub struct PushContext<'a> {
     revoked_actors: Option<Vec<ActorId>>,
     /// Producers accepted earlier in this batch: id -> grid and type.
     batch_producers: HashMap<String, (String, ProducerType)>,
+    /// Templates the batch's visits named, loaded once per batch: (id, version) -> template.
+    templates: std::cell::RefCell<HashMap<(String, u32), ChecklistTemplate>>,
 }
 
 impl std::fmt::Debug for PushContext<'_> {
@@ -79,6 +81,7 @@ impl<'a> PushContext<'a> {
             own_actor: gridsync_core::device_actor(device_id),
             revoked_actors: None,
             batch_producers: HashMap::new(),
+            templates: Default::default(),
         }
     }
 
@@ -164,7 +167,14 @@ fn visit_template(
 fn validate_full(ctx: &PushContext<'_>, rec: &Record) -> Result<(), CoreError> {
     match rec {
         Record::Visit(v) => {
-            let Some(t) = visit_template(ctx.storage, &v.template_id, v.template_version) else {
+            let key = (v.template_id.clone(), v.template_version);
+            let cached = ctx.templates.borrow().get(&key).cloned();
+            let found = cached.or_else(|| {
+                let t = visit_template(ctx.storage, &v.template_id, v.template_version)?;
+                ctx.templates.borrow_mut().insert(key, t.clone());
+                Some(t)
+            });
+            let Some(t) = found else {
                 return Err(validate::Invalid::new(
                     "template_version",
                     format!(
@@ -263,10 +273,40 @@ fn read_doc(doc: AutoCommit) -> Result<Record, CoreError> {
     RecordDoc::from_doc(doc)?.read()
 }
 
+/// Reads the record in a document and hands the document back, without copying it
+/// (`read_doc(doc.fork())` copies every operation and change of the document). With
+/// `strict`, the read is [`RecordDoc::read_strict`]. The document comes back unless its
+/// envelope was refused.
+fn read_keeping(doc: AutoCommit, strict: bool) -> (Result<Record, CoreError>, Option<AutoCommit>) {
+    let mut d = match RecordDoc::from_doc(doc) {
+        Ok(d) => d,
+        Err(e) => return (Err(e), None),
+    };
+    let rec = if strict { d.read_strict() } else { d.read() };
+    (rec, Some(std::mem::take(d.inner())))
+}
+
+/// [`read_keeping`] for a read that must succeed.
+fn read_kept(doc: AutoCommit) -> Result<(Record, AutoCommit), CoreError> {
+    match read_keeping(doc, false) {
+        (Ok(rec), Some(doc)) => Ok((rec, doc)),
+        (Err(e), _) => Err(e),
+        (Ok(_), None) => Err(CoreError::Document(
+            "the document was not handed back".into(),
+        )),
+    }
+}
+
 /// Judges every new change on its own, in causal order: the record at the change's
 /// dependencies (what its author had seen) against the record right after it, with core's
 /// rules for the person who pushed. A chain of changes (the usual case: one phone's
-/// edits, one after the other) costs one change applied and one read per change.
+/// edits, one after the other) costs one change applied and one read per change; the
+/// last change of a chain that ends at the merged document's only head is judged on the
+/// merged document itself (no change applied, no copy).
+///
+/// Returns the strict read of the merged document ([`RecordDoc::read_strict`]) when the
+/// judgement made it, so that the caller reads the document once: an `Err` in it is the
+/// caller's to report, after the judgement passed, as if it had read the document itself.
 fn judge_each_change(
     ctx: &PushContext<'_>,
     merged: &mut AutoCommit,
@@ -274,7 +314,7 @@ fn judge_each_change(
     changes: &[Change],
     kind: RecordKind,
     id: &str,
-) -> Result<(), CoreError> {
+) -> Result<Option<Result<Record, CoreError>>, CoreError> {
     let mut reads: HashMap<Vec<ChangeHash>, Record> = HashMap::new();
     let mut forks = 0usize;
     let mut fork_budget = || {
@@ -290,6 +330,8 @@ fn judge_each_change(
             Ok(())
         }
     };
+    let merged_heads = merged.get_heads();
+    let mut strict_read = None;
     // A document at known heads that the next change may extend.
     let mut work: Option<(Vec<ChangeHash>, AutoCommit)> = None;
     if let Some((heads, doc, rec)) = stored {
@@ -298,7 +340,7 @@ fn judge_each_change(
         reads.insert(h.clone(), rec.clone());
         work = Some((h, doc));
     }
-    for c in changes {
+    for (i, c) in changes.iter().enumerate() {
         let mut deps = c.deps().to_vec();
         deps.sort();
         let before = if deps.is_empty() {
@@ -311,23 +353,54 @@ fn judge_each_change(
             reads.insert(deps.clone(), r.clone());
             Some(r)
         };
-        let after_doc = match work.take() {
-            Some((h, mut doc)) if h == deps => {
-                doc.apply_changes([c.clone()])?;
-                doc
-            }
-            _ if deps.is_empty() => {
-                let mut doc = AutoCommit::new();
-                doc.apply_changes([c.clone()])?;
-                doc
-            }
-            _ => {
-                fork_budget()?;
-                merged.fork_at(&[c.hash()])?
-            }
+        let last = i + 1 == changes.len();
+        let after = if last && merged_heads.as_slice() == [c.hash()] {
+            // The document right after this change is the merged one: its heads are this
+            // change's hash, so it holds exactly this change and its ancestors. Read in
+            // place, strictly (the caller's final read); a document the strict read
+            // refuses for an unknown field is judged on the plain read, and the refusal
+            // is reported after the judgement, as before.
+            let (strict, doc) = read_keeping(std::mem::take(merged), true);
+            let Some(doc) = doc else {
+                // The envelope was refused: the plain read fails the same way.
+                return Err(strict.err().unwrap_or_else(|| {
+                    CoreError::Document("the document was not handed back".into())
+                }));
+            };
+            let (rec, doc) = match strict {
+                Ok(rec) => {
+                    strict_read = Some(Ok(rec.clone()));
+                    (rec, doc)
+                }
+                Err(e @ CoreError::Invalid(_)) => {
+                    strict_read = Some(Err(e));
+                    read_kept(doc)?
+                }
+                Err(e) => return Err(e),
+            };
+            *merged = doc;
+            work = None;
+            rec
+        } else {
+            let after_doc = match work.take() {
+                Some((h, mut doc)) if h == deps => {
+                    doc.apply_changes([c.clone()])?;
+                    doc
+                }
+                _ if deps.is_empty() => {
+                    let mut doc = AutoCommit::new();
+                    doc.apply_changes([c.clone()])?;
+                    doc
+                }
+                _ => {
+                    fork_budget()?;
+                    merged.fork_at(&[c.hash()])?
+                }
+            };
+            let (after, after_doc) = read_kept(after_doc)?;
+            work = Some((vec![c.hash()], after_doc));
+            after
         };
-        let mut after_doc = after_doc;
-        let after = read_doc(after_doc.fork())?;
         if after.kind() != kind || after.id() != id {
             return Err(CoreError::Document(
                 "a change makes the document another record".into(),
@@ -340,9 +413,8 @@ fn judge_each_change(
             &after,
         )?;
         reads.insert(vec![c.hash()], after);
-        work = Some((vec![c.hash()], after_doc));
     }
-    Ok(())
+    Ok(strict_read)
 }
 
 /// Decides one pushed record for the person and device of `ctx`.
@@ -394,7 +466,8 @@ pub fn decide(
                     )
                 }
             };
-            let rec = match RecordDoc::from_doc(doc.clone()).and_then(|d| d.read()) {
+            // Read in place (no copy of the document for the read).
+            let (rec, mut d) = match read_kept(doc) {
                 Ok(r) => r,
                 Err(e) => {
                     return reject(
@@ -403,7 +476,6 @@ pub fn decide(
                     )
                 }
             };
-            let mut d = doc;
             let copy = d.fork();
             (d, Some(copy), Some(rec))
         }
@@ -519,12 +591,31 @@ pub fn decide(
         (Some(d), Some(r)) => Some((old_heads.as_slice(), d.clone(), r)),
         _ => None,
     };
-    if let Err(e) = judge_each_change(ctx, &mut merged, stored_view, &new_changes, kind, &p.id) {
-        return core_reject(e);
-    }
+    let strict_read =
+        match judge_each_change(ctx, &mut merged, stored_view, &new_changes, kind, &p.id) {
+            Ok(r) => r,
+            Err(e) => return core_reject(e),
+        };
     let new_changes_bytes = merged.save_after(&old_heads);
-    // Only fields the server's model knows are stored (servers are upgraded first).
-    let result = match RecordDoc::from_doc(merged.fork()).and_then(|d| d.read_strict()) {
+    // Only fields the server's model knows are stored (servers are upgraded first). The
+    // judgement usually read the merged document already.
+    let strict_read = match strict_read {
+        Some(r) => r,
+        None => {
+            let (r, doc) = read_keeping(std::mem::take(&mut merged), true);
+            match doc {
+                Some(doc) => merged = doc,
+                None => {
+                    return reject(
+                        RejectCode::BadDocument,
+                        r.err().map(|e| e.to_string()).unwrap_or_default(),
+                    )
+                }
+            }
+            r
+        }
+    };
+    let result = match strict_read {
         Ok(r) => r,
         Err(e @ CoreError::Invalid(_)) => return core_reject(e),
         Err(e) => return reject(RejectCode::BadDocument, e.to_string()),
