@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Skip W6 and the photos (the slow link: about 25 minutes of the full run).
     #[arg(long)]
     pub no_slow: bool,
+    /// Skip the W6 township bootstrap over the cut link (about 12 minutes).
+    #[arg(long)]
+    pub no_cut: bool,
 }
 
 /// The sizes of W8 and W9: visits, photo bytes; devices, photo bytes per device.
@@ -165,7 +168,8 @@ fn run_in(args: &RunArgs, root: &Path) -> R<()> {
                 device_size: 2_000_000,
             }
         });
-        township_run(&town, &run_dir, run, photos, !args.no_slow, &mut s)?;
+        let cut = !args.no_cut;
+        township_run(&town, &run_dir, run, photos, (!args.no_slow, cut), &mut s)?;
         if let Some(b) = &banner {
             banner_run(b, &run_dir, &mut s)?;
         }
@@ -380,7 +384,7 @@ fn township_run(
     run_dir: &Path,
     run: usize,
     photos: Option<PhotoPlan>,
-    slow: bool,
+    (slow, cut): (bool, bool),
     s: &mut Samples,
 ) -> R<()> {
     let db = setup::server_copy(town, run_dir)?;
@@ -640,7 +644,9 @@ fn township_run(
             s.add("w6.boot3.bytes", (r.bytes_up + r.bytes_down) as f64);
             s.add("w6.boot3.rt", f64::from(r.round_trips));
             drop(proxy);
-            cut_bootstrap(town, &db, &server.url, &sup, run_dir, s)?;
+            if cut {
+                cut_bootstrap(town, &db, &server.url, &sup, run_dir, s)?;
+            }
             if let Some(plan) = photos {
                 photo_workloads(town, &db, &server, &township, plan, run_dir, s)?;
             }
