@@ -312,6 +312,7 @@ fn judge_each_change(
     merged: &mut AutoCommit,
     stored: Option<(&[ChangeHash], AutoCommit, &Record)>,
     changes: &[Change],
+    trusted: &HashSet<ChangeHash>,
     kind: RecordKind,
     id: &str,
 ) -> Result<Option<Result<Record, CoreError>>, CoreError> {
@@ -406,12 +407,14 @@ fn judge_each_change(
                 "a change makes the document another record".into(),
             ));
         }
-        rules::check_change(
-            ctx.scope.tree.as_ref(),
-            &ctx.scope.actor,
-            before.as_ref(),
-            &after,
-        )?;
+        if !trusted.contains(&c.hash()) {
+            rules::check_change(
+                ctx.scope.tree.as_ref(),
+                &ctx.scope.actor,
+                before.as_ref(),
+                &after,
+            )?;
+        }
         reads.insert(vec![c.hash()], after);
     }
     Ok(strict_read)
@@ -559,8 +562,23 @@ pub fn decide(
             format!("record {} already exists", p.id),
         );
     }
-    // Every change is the pushing device's and names the authenticated person.
+    // Every change is the pushing device's and names the authenticated person, except the
+    // server's own changes handed back (after a restore), recognised by their tag
+    // ([`crate::signed`]): those are the server's and are not judged as this person's.
+    let server_actor = gridsync_core::device_actor(crate::duplicates::SERVER_DEVICE);
+    let mut key: Option<Vec<u8>> = None;
+    let mut trusted: HashSet<ChangeHash> = HashSet::new();
     for c in &new_changes {
+        if *c.actor_id() == server_actor {
+            if key.is_none() {
+                key = Some(ctx.storage.change_key(false).unwrap_or_default());
+            }
+            let k = key.as_deref().unwrap_or_default();
+            if !k.is_empty() && crate::signed::verify(k, &p.id, c) {
+                trusted.insert(c.hash());
+                continue;
+            }
+        }
         if !ctx.actor_allowed(c.actor_id()) {
             // Only the device an actor belongs to may deliver its changes. A phone meets
             // this honestly after a restore (it holds another device's changes that the
@@ -591,11 +609,18 @@ pub fn decide(
         (Some(d), Some(r)) => Some((old_heads.as_slice(), d.clone(), r)),
         _ => None,
     };
-    let strict_read =
-        match judge_each_change(ctx, &mut merged, stored_view, &new_changes, kind, &p.id) {
-            Ok(r) => r,
-            Err(e) => return core_reject(e),
-        };
+    let strict_read = match judge_each_change(
+        ctx,
+        &mut merged,
+        stored_view,
+        &new_changes,
+        &trusted,
+        kind,
+        &p.id,
+    ) {
+        Ok(r) => r,
+        Err(e) => return core_reject(e),
+    };
     let new_changes_bytes = merged.save_after(&old_heads);
     // Only fields the server's model knows are stored (servers are upgraded first). The
     // judgement usually read the merged document already.
