@@ -53,6 +53,14 @@ pub struct SyncReport {
     /// tried again at the next sync); a network error during the uploads is one of them:
     /// the records part of the sync stands.
     pub attachment_errors: Vec<AttachmentFailure>,
+    /// Whether this sync fetched the league's livestock scale thresholds (the reference
+    /// data had changed); `scale_assessment` uses them from now on.
+    #[uniffi(default = false)]
+    pub scale_thresholds_fetched: bool,
+    /// Why the league's scale thresholds could not be fetched: the device keeps those it
+    /// had and asks again at the next sync (the records part of the sync stands).
+    #[uniffi(default = None)]
+    pub scale_thresholds_error: Option<String>,
 }
 
 /// An attachment that could not be uploaded in a sync (a `(sha256, reason)` tuple in the core).
@@ -91,6 +99,8 @@ impl From<cs::SyncReport> for SyncReport {
                 .into_iter()
                 .map(|(sha256, reason)| AttachmentFailure { sha256, reason })
                 .collect(),
+            scale_thresholds_fetched: r.scale_thresholds_fetched,
+            scale_thresholds_error: r.scale_thresholds_error,
         }
     }
 }

@@ -42,7 +42,8 @@ def test_league_scale_thresholds_reach_the_phone():
 
     set_thresholds(s, league, "species,measure,head\nbeef_cattle,sold_per_year,30\n")
     try:
-        store.sync(None, None)
+        report = store.sync(None, None)
+        assert report.scale_thresholds_fetched and report.scale_thresholds_error is None, report
         a = store.scale_assessment(at.id)
         assert a.is_scale_farm and not a.type_mismatch, a
         assert a.summary_zh == "规模养殖场（肉牛 30 年出栏≥30）", a.summary_zh
@@ -57,6 +58,8 @@ def test_league_scale_thresholds_reach_the_phone():
     finally:
         # The shared server goes back to the national table for the tests after this one.
         set_thresholds(s, league, "")
-    store.sync(None, None)
+    report = store.sync(None, None)
+    assert report.scale_thresholds_fetched, report
     assert not store.scale_assessment(at.id).is_scale_farm
+    assert not store.sync(None, None).scale_thresholds_fetched, "nothing changed: nothing fetched"
     assert store.scale_thresholds_league().changed == []
