@@ -374,6 +374,8 @@ pub(crate) fn sync(cli: &Cli, a: &SyncArgs, out: &mut Out) -> Result<(), CliErro
         "attachments_completed": report.attachments_completed,
         "attachments_left": report.attachments_left,
         "attachment_errors": report.attachment_errors.iter().map(|(sha, r)| json!({"sha256": sha, "reason": r})).collect::<Vec<_>>(),
+        "scale_thresholds_fetched": report.scale_thresholds_fetched,
+        "scale_thresholds_error": report.scale_thresholds_error,
     }));
     out.line(format!("同步完成（{}）", link.url));
     out.line(format!(
@@ -410,6 +412,19 @@ pub(crate) fn sync(cli: &Cli, a: &SyncArgs, out: &mut Out) -> Result<(), CliErro
             "    照片 [{}] 未上传：{reason}",
             &sha[..sha.len().min(12)]
         ));
+    }
+    if report.scale_thresholds_fetched {
+        let changed = store
+            .league_scale()?
+            .is_some_and(|l| !l.overrides.0.is_empty());
+        out.line(if changed {
+            "  规模养殖标准已更新：按本盟市标准"
+        } else {
+            "  规模养殖标准已更新：按全国标准"
+        });
+    }
+    if let Some(e) = &report.scale_thresholds_error {
+        out.line(format!("  规模养殖标准未能更新（下次同步再试）：{e}"));
     }
     Ok(())
 }
