@@ -675,3 +675,57 @@ fn a_version_1_device_still_gets_documents_with_their_hashes() {
     assert!(plain.docs_digest.is_none());
     assert_eq!(plain.records, v1_answer.records);
 }
+
+/// A bootstrap in pages of 1 KiB of a township where records were edited after they were
+/// created (here: the server's possible-duplicate marks on namesakes): the records whose
+/// feed entry comes after the cursor but which entered the grid before it are asked for
+/// whole (`want_full`), more of them than one small page holds. The ones the server leaves
+/// for the next page must be asked for again, or they are lost for good.
+#[test]
+fn a_bootstrap_in_small_pages_asks_again_for_what_a_page_left_out() {
+    use gridsync_core::sync::{CancelFlag, SyncEngine};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    let data = small_dataset();
+    server.load(&data);
+    let url = server.url();
+    let phone = |name: &str, role: Role, grid: &str| {
+        let p = Phone::enrol(
+            &server,
+            &url,
+            dir.path(),
+            name,
+            &person_in(&data, role, grid).id,
+        );
+        p.sync().unwrap();
+        p
+    };
+    let l1 = phone("l1", Role::Liaison, "DEMO-T01-V01");
+    let l2 = phone("l2", Role::Liaison, "DEMO-T01-V02");
+    for _ in 0..8 {
+        for l in [&l1, &l2] {
+            let grid = l.person.grids[0].clone();
+            l.store
+                .create_producer(new_producer("乌力吉家庭牧场", &grid, &l.person.id))
+                .unwrap();
+            l.sync().unwrap();
+        }
+    }
+    let whole = phone("whole", Role::Supervisor, "DEMO-T01");
+    let small = Phone::enrol(
+        &server,
+        &url,
+        dir.path(),
+        "small",
+        &person_in(&data, Role::Supervisor, "DEMO-T01").id,
+    );
+    let mut e = SyncEngine::new(&small.store, &small.transport);
+    e.first_page_bytes = 1024;
+    e.min_page_bytes = 1024;
+    e.max_page_bytes = 1024;
+    let r = e.sync(&mut |_| {}, &CancelFlag::new()).unwrap();
+    let want = whole.store.record_ids().unwrap();
+    assert!(want.len() > 40, "{} records", want.len());
+    assert_eq!(small.store.record_ids().unwrap(), want, "{r:?}");
+    assert_eq!(r.pulled as usize, want.len());
+}

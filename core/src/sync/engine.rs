@@ -566,10 +566,24 @@ impl<'a> SyncEngine<'a> {
                         "the server sent bare documents it was not asked for".into(),
                     ));
                 }
-                // Ask for the same page again, with every document's hashes.
+                // Ask for the same page again, with every document's hashes (and the
+                // records asked for whole, which the refused page may have held).
                 bare_docs = false;
                 report.digest_retries += 1;
+                want_full = req.want_full;
                 continue;
+            }
+            // Records asked for whole that the server left for the next page (its byte
+            // budget was spent: it says `more`) are asked for again; dropping them would
+            // lose them for good, since the cursors have moved past their feed entries.
+            if resp.more {
+                let served: HashSet<&str> = resp.records.iter().map(|r| r.id.as_str()).collect();
+                want_full.extend(
+                    req.want_full
+                        .iter()
+                        .filter(|id| !served.contains(id.as_str()))
+                        .cloned(),
+                );
             }
             report.pulled += outcome.applied as u32;
             report.removed += outcome.removed as u32;
