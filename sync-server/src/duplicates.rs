@@ -26,7 +26,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gridsync_core::dedupe::{DedupeEntry, DuplicateIndex, MatchReason};
+use gridsync_core::dedupe::{
+    combined_score, core_similarity, name_core, normalize_code, normalize_phone, MatchReason,
+};
 use gridsync_core::doc::{heads_to_bytes, RecordDoc};
 use gridsync_core::model::{
     CarriedEdit, DuplicateMark, DuplicateOutcome, DuplicateResolution, MergedInto, Producer,
@@ -36,7 +38,7 @@ use gridsync_core::rules::GridTree;
 use gridsync_core::store::TreeSnapshot;
 use gridsync_core::sync::protocol::{PushOutcome, PushRecord};
 
-use crate::storage::duplicates::CandidateQuery;
+use crate::storage::duplicates::{Candidate, CandidateQuery};
 use crate::storage::{Author, PushDecision, Storage, StorageResult, StoredRecord};
 
 /// The person the server's own changes name (the review history and the audit trail show
@@ -50,6 +52,15 @@ pub const SERVER_DEVICE: &str = "server-duplicates";
 /// an entry that is itself a tombstone is carried on; marks written on the other entry of
 /// a pair are not re-checked).
 const MAX_ROUNDS: usize = 8;
+
+/// Most new marks one check writes (the best scores): a common name (乌力吉家庭牧场 in a
+/// banner where many herders are called 乌力吉) would otherwise mark a new entry against
+/// every namesake, and each of them in turn, one write per pair.
+pub const MAX_NEW_MARKS: usize = 5;
+
+/// Most open marks an entry carries: past this, it is not marked again until some are
+/// resolved (the desk lists it already).
+pub const MAX_OPEN_MARKS: usize = 20;
 
 /// What the server did after a push.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -374,76 +385,103 @@ fn settle_one(
         grids: nodes.neighbourhood(&p.grid),
     };
     let candidates = storage.duplicate_candidates(&q)?;
-    let known: BTreeSet<&str> = p.duplicates.iter().map(|m| m.id.as_str()).collect();
-    let entries: Vec<DedupeEntry> = candidates
-        .iter()
-        .filter(|c| !known.contains(c.id.as_str()))
-        .map(|c| DedupeEntry {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            grid: c.grid.clone(),
-            credit_code: c.credit_code.clone(),
-            id_number: c.id_number.clone(),
-            phone: c.phone.clone(),
-        })
-        .collect();
-    if entries.is_empty() {
+    if p.open_duplicates().count() >= MAX_OPEN_MARKS {
         return Ok(next);
     }
-    let index = DuplicateIndex::with_entries(&nodes.tree, &entries);
-    let found = index.find(&DedupeEntry::of(&p));
+    // Matched on the keys as stored (the name core is computed once, when a row is
+    // written, not for every candidate of every check).
+    let known: BTreeSet<&str> = p.duplicates.iter().map(|m| m.id.as_str()).collect();
+    let credit = p.credit_code.as_deref().and_then(normalize_code);
+    let idn = p.id_number.as_deref().and_then(normalize_code);
+    let phone = normalize_phone(&p.phone);
+    let core = name_core(&p.name);
+    let near: BTreeSet<&str> = q.grids.iter().map(String::as_str).collect();
+    let mut found: Vec<(MatchReason, Vec<MatchReason>, &Candidate)> = Vec::new();
+    for c in candidates.iter().filter(|c| !known.contains(c.id.as_str())) {
+        let mut reasons = Vec::new();
+        if credit.is_some() && c.credit_code.as_deref().and_then(normalize_code) == credit {
+            reasons.push(MatchReason::CreditCode);
+        }
+        if idn.is_some() && c.id_number.as_deref().and_then(normalize_code) == idn {
+            reasons.push(MatchReason::IdNumber);
+        }
+        if phone.is_some() && c.phone_norm == phone {
+            reasons.push(MatchReason::Phone);
+        }
+        if near.contains(c.grid.as_str()) {
+            if let Some(r) = core_similarity(&core, &c.name_core) {
+                reasons.push(r);
+            }
+        }
+        if let Some(best) = reasons.iter().copied().min() {
+            reasons.sort();
+            found.push((best, reasons, c));
+        }
+    }
     if found.is_empty() {
         return Ok(next);
     }
+    // Best first: by combined score, then id.
+    found.sort_by(|a, b| {
+        combined_score(&b.1)
+            .cmp(&combined_score(&a.1))
+            .then_with(|| a.2.id.cmp(&b.2.id))
+    });
+    found.truncate(MAX_NEW_MARKS);
     let now = gridsync_core::now_ms();
-    let by_id: BTreeMap<&str, &DedupeEntry> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
-    // (other entry's id, the mark on this entry, the mark on the other entry)
-    let marks: Vec<(String, DuplicateMark, DuplicateMark)> = found
-        .iter()
-        .filter_map(|f| {
-            let other = by_id.get(f.id.as_str())?;
-            let reasons: Vec<String> = f.reasons.iter().map(|r| r.as_str().to_string()).collect();
-            let mark = |id: &str, name: &str, grid: &str| DuplicateMark {
-                id: id.to_string(),
-                other_name: name.to_string(),
-                other_grid: grid.to_string(),
-                reasons: reasons.clone(),
-                score: f.score,
-                found_at_ms: now,
-                resolution: None,
-            };
-            Some((
-                other.id.clone(),
+    // other entry's id -> (the mark on this entry, the mark on the other entry)
+    let mut marks: BTreeMap<String, (DuplicateMark, DuplicateMark)> = BTreeMap::new();
+    for (_, reasons, other) in &found {
+        let ids: Vec<String> = reasons.iter().map(|r| r.as_str().to_string()).collect();
+        let score = combined_score(reasons);
+        let mark = |id: &str, name: &str, grid: &str| DuplicateMark {
+            id: id.to_string(),
+            other_name: name.to_string(),
+            other_grid: grid.to_string(),
+            reasons: ids.clone(),
+            score,
+            found_at_ms: now,
+            resolution: None,
+        };
+        marks.insert(
+            other.id.clone(),
+            (
                 mark(&other.id, &other.name, &other.grid),
                 mark(&p.id, &p.name, &p.grid),
-            ))
-        })
-        .collect();
-    let wrote = server_write(storage, &p.id, &mut |a: &mut Producer| {
-        if a.merged_into.is_some() {
-            return false;
-        }
-        let mut changed = false;
-        for (_, m, _) in &marks {
-            if !a.duplicates.iter().any(|x| x.id == m.id) {
-                a.duplicates.push(m.clone());
-                changed = true;
-            }
-        }
-        changed
-    })?;
-    if !wrote {
-        return Ok(next);
+            ),
+        );
     }
-    for (other_id, _, m) in &marks {
-        server_write(storage, other_id, &mut |b: &mut Producer| {
-            if b.duplicates.iter().any(|x| x.id == m.id) {
+    // Both sides of every pair in one transaction.
+    let mut ids: Vec<String> = vec![p.id.clone()];
+    ids.extend(marks.keys().cloned());
+    let cap = gridsync_core::validate::MAX_DUPLICATE_MARKS;
+    let written = server_write_many(storage, &ids, &mut |x: &mut Producer| {
+        if x.id == p.id {
+            if x.merged_into.is_some() {
                 return false;
             }
-            b.duplicates.push(m.clone());
-            true
-        })?;
-        done.marked += 1;
+            let mut changed = false;
+            for (m, _) in marks.values() {
+                if !x.duplicates.iter().any(|d| d.id == m.id) && x.duplicates.len() < cap {
+                    x.duplicates.push(m.clone());
+                    changed = true;
+                }
+            }
+            changed
+        } else {
+            match marks.get(&x.id) {
+                Some((_, m))
+                    if !x.duplicates.iter().any(|d| d.id == m.id) && x.duplicates.len() < cap =>
+                {
+                    x.duplicates.push(m.clone());
+                    true
+                }
+                _ => false,
+            }
+        }
+    })?;
+    if written.contains(&p.id) {
+        done.marked += marks.len();
     }
     Ok(next)
 }
@@ -481,12 +519,25 @@ pub fn server_write(
     id: &str,
     edit: &mut dyn FnMut(&mut Producer) -> bool,
 ) -> StorageResult<bool> {
-    let push = PushRecord {
-        id: id.to_string(),
-        kind: RecordKind::Producer.tag(),
-        changes: Vec::new(),
-        heads: Vec::new(),
-    };
+    Ok(server_write_many(storage, &[id.to_string()], edit)?.contains(id))
+}
+
+/// [`server_write`] on several producers in one transaction (`edit` sees each, by id).
+/// Returns the ids written.
+pub fn server_write_many(
+    storage: &dyn Storage,
+    ids: &[String],
+    edit: &mut dyn FnMut(&mut Producer) -> bool,
+) -> StorageResult<BTreeSet<String>> {
+    let pushes: Vec<PushRecord> = ids
+        .iter()
+        .map(|id| PushRecord {
+            id: id.clone(),
+            kind: RecordKind::Producer.tag(),
+            changes: Vec::new(),
+            heads: Vec::new(),
+        })
+        .collect();
     let author = Author {
         person_id: SERVER_PERSON.to_string(),
         device_id: None,
@@ -494,9 +545,9 @@ pub fn server_write(
     let actor = gridsync_core::device_actor(SERVER_DEVICE);
     let key = storage.change_key(true)?;
     // The last decision of the batch is the one stored (a batch may be decided again).
-    let mut wrote = false;
-    let mut process = |stored: Option<&StoredRecord>, _p: &PushRecord| -> PushDecision {
-        wrote = false;
+    let mut wrote: BTreeSet<String> = BTreeSet::new();
+    let mut process = |stored: Option<&StoredRecord>, pr: &PushRecord| -> PushDecision {
+        wrote.remove(&pr.id);
         let Some(s) = stored else {
             return PushDecision::Duplicate;
         };
@@ -548,7 +599,7 @@ pub fn server_write(
             Record::Producer(p) => p.grid.clone(),
             _ => String::new(),
         };
-        wrote = true;
+        wrote.insert(pr.id.clone());
         PushDecision::Store {
             kind: RecordKind::Producer,
             grid,
@@ -560,11 +611,12 @@ pub fn server_write(
             record: Some(Box::new(rec)),
         }
     };
-    let results = storage.apply_push(&author, std::slice::from_ref(&push), &mut process)?;
-    Ok(wrote
-        && results
-            .first()
-            .is_some_and(|r| r.outcome == PushOutcome::Accepted))
+    let results = storage.apply_push(&author, &pushes, &mut process)?;
+    Ok(results
+        .into_iter()
+        .filter(|r| r.outcome == PushOutcome::Accepted && wrote.contains(&r.id))
+        .map(|r| r.id)
+        .collect())
 }
 
 /// The reasons of a mark as field staff read them (`、`-separated Chinese labels).

@@ -352,8 +352,12 @@ pub fn small_dataset() -> Dataset {
 pub fn new_producer(name: &str, grid: &str, by: &str) -> Producer {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The counter spread over all 64 bits, so that two threads' seeds never meet (a plain
+    // XOR of a small counter and the clock did).
     let mut rng = gridsync_server::dataset::Rng::new(
-        n ^ u64::from(std::process::id()).rotate_left(20) ^ gridsync_core::now_ms() as u64,
+        n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ u64::from(std::process::id()).rotate_left(40)
+            ^ gridsync_core::now_ms() as u64,
     );
     let mut p = Producer::new(
         name,

@@ -387,7 +387,7 @@ fn concurrent_pushes_on_both_instances_reach_a_paging_reader_exactly_once() {
                         let p = phone
                             .store
                             .create_producer(new_producer(
-                                &format!("并发{w}-{round}-{k}"),
+                                &unlike_name(w, round, k),
                                 &person.grids[0],
                                 &person.id,
                             ))
@@ -452,4 +452,17 @@ fn concurrent_pushes_on_both_instances_reach_a_paging_reader_exactly_once() {
         .into_iter()
         .collect();
     assert!(created.is_subset(&ids));
+}
+
+/// A producer name whose core (three characters, one from each list) is like no other's:
+/// the server's duplicate check would otherwise mark namesakes, and a marked record is
+/// written again, so it would arrive again (legitimately) in the reader's feed.
+fn unlike_name(w: usize, round: usize, k: usize) -> String {
+    let pick = |set: &str, i: usize| set.chars().nth(i % set.chars().count()).unwrap_or('甲');
+    format!(
+        "{}{}{}牧场",
+        pick("甲乙丙丁戊己庚辛", w),
+        pick("子丑寅卯辰巳午未申酉", round),
+        pick("金木水火土", k)
+    )
 }

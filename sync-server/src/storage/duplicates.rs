@@ -75,6 +75,10 @@ pub struct Candidate {
     pub id_number: Option<String>,
     /// Phone as entered.
     pub phone: String,
+    /// Normalised phone as stored.
+    pub phone_norm: Option<String>,
+    /// Name core as stored (`dedupe::name_core`, computed when the row was written).
+    pub name_core: String,
 }
 
 fn candidate(r: Row) -> StorageResult<Candidate> {
@@ -85,6 +89,8 @@ fn candidate(r: Row) -> StorageResult<Candidate> {
         credit_code: r.get(3)?,
         id_number: r.get(4)?,
         phone: r.get(5)?,
+        phone_norm: r.get(6)?,
+        name_core: r.get(7)?,
     })
 }
 
@@ -92,7 +98,7 @@ fn candidate(r: Row) -> StorageResult<Candidate> {
 /// as validated (upper case, no spaces), so the normalised form finds them; the phone is
 /// looked up by its normalised column.
 pub(crate) fn candidates(tx: &mut dyn Tx, q: &CandidateQuery) -> StorageResult<Vec<Candidate>> {
-    const COLS: &str = "id, name, grid, credit_code, id_number, phone";
+    const COLS: &str = "id, name, grid, credit_code, id_number, phone, phone_norm, name_core";
     let mut out: Vec<Candidate> = Vec::new();
     let credit = q.credit_code.as_deref().and_then(normalize_code);
     let idn = q.id_number.as_deref().and_then(normalize_code);
