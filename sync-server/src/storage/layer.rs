@@ -12,7 +12,7 @@ use gridsync_core::model::{GridNode, Person, RecordKind};
 use gridsync_core::sync::protocol::{Departure, PullRecord, PushRecord, PushResult};
 use sha2::{Digest, Sha256};
 
-use super::batch::{resolve_since, Op};
+use super::batch::{resolve_since, Op, Since};
 use super::query;
 use super::sql::{params, Heads, Insert, Row, TextArray, Tx, Value};
 use super::*;
@@ -376,12 +376,33 @@ pub(crate) fn batch_ids(records: &[PushRecord]) -> Vec<&str> {
 /// sorted order), then writes the feed log, departures, records, changes and audit with one
 /// bulk insert per table. One timestamp for the whole batch.
 pub(crate) fn write_ops(tx: &mut dyn Tx, author: &Author, ops: &[Op]) -> StorageResult<()> {
+    write_jobs(tx, &[(author, ops)])
+}
+
+/// [`write_ops`] of several decided pushes at once, each with its author (a group commit):
+/// their writes in the order given, one counter update per grid and one insert per table
+/// for all of them. A record must not be written by two of the pushes.
+pub(crate) fn write_jobs(tx: &mut dyn Tx, jobs: &[(&Author, &[Op])]) -> StorageResult<()> {
+    // Every write with its author, and `since` of a push's own earlier write made an index
+    // into this list.
+    let mut flat: Vec<(&Author, &Op, Since)> = Vec::new();
+    for (author, ops) in jobs {
+        let base = flat.len();
+        flat.extend(ops.iter().map(|op| {
+            let since = match op.since {
+                Since::Op(j) => Since::Op(base + j),
+                other => other,
+            };
+            (*author, op, since)
+        }));
+    }
+    let ops: Vec<&Op> = flat.iter().map(|f| f.1).collect();
     if ops.is_empty() {
         return Ok(());
     }
     let now = gridsync_core::now_ms();
     let mut need: BTreeMap<&str, i64> = BTreeMap::new();
-    for op in ops {
+    for op in &ops {
         *need.entry(op.grid.as_str()).or_insert(0) += 1;
         if let Some(from) = &op.moved_from {
             *need.entry(from.as_str()).or_insert(0) += 1;
@@ -410,12 +431,12 @@ pub(crate) fn write_ops(tx: &mut dyn Tx, author: &Author, ops: &[Op]) -> Storage
     let mut seqs = Vec::with_capacity(ops.len());
     let mut deps = Vec::new();
     let mut since_of: Vec<i64> = Vec::with_capacity(ops.len());
-    for op in ops {
+    for (_, op, since) in &flat {
         let seq = take(&op.grid)?;
         if let Some(from) = &op.moved_from {
-            deps.push((from.as_str(), take(from)?, op));
+            deps.push((from.as_str(), take(from)?, *op));
         }
-        since_of.push(resolve_since(op.since, seq, &since_of));
+        since_of.push(resolve_since(*since, seq, &since_of));
         seqs.push(seq);
     }
     let tokens: Vec<i64> = (0..ops.len() + deps.len()).map(|_| new_token()).collect();
@@ -496,10 +517,10 @@ pub(crate) fn write_ops(tx: &mut dyn Tx, author: &Author, ops: &[Op]) -> Storage
             )
         })
         .collect();
-    let audit: Vec<Vec<Value<'_>>> = ops
+    let audit: Vec<Vec<Value<'_>>> = flat
         .iter()
         .zip(&details)
-        .map(|(op, detail)| {
+        .map(|((author, op, _), detail)| {
             vec![
                 Value::Int(now),
                 Value::Text(&author.person_id),
@@ -513,18 +534,20 @@ pub(crate) fn write_ops(tx: &mut dyn Tx, author: &Author, ops: &[Op]) -> Storage
         })
         .collect();
     tx.insert_rows(&INS_AUDIT, &audit)?;
-    let last: Vec<&Op> = ops
+    let last: Vec<(&Author, &Op)> = flat
         .iter()
         .enumerate()
-        .filter(|(i, op)| last_of.get(op.id.as_str()) == Some(i))
-        .map(|(_, op)| op)
+        .filter(|(i, f)| last_of.get(f.1.id.as_str()) == Some(i))
+        .map(|(_, f)| (f.0, f.1))
         .collect();
-    write_refs(tx, author, &last)?;
+    write_refs(tx, &last)?;
     // The query rows of the records as they are stored now, from the records the push
     // logic read.
     if query::query_tables_enabled() {
-        let recs: Vec<&gridsync_core::model::Record> =
-            last.iter().filter_map(|op| op.record.as_deref()).collect();
+        let recs: Vec<&gridsync_core::model::Record> = last
+            .iter()
+            .filter_map(|(_, op)| op.record.as_deref())
+            .collect();
         query::materialize(tx, &recs)?;
     }
     Ok(())
@@ -533,16 +556,16 @@ pub(crate) fn write_ops(tx: &mut dyn Tx, author: &Author, ops: &[Op]) -> Storage
 /// Records the attachment references of written records: the pushing device's reference
 /// to each attachment a record refers to, and no reference any more to those the record
 /// dropped. Only visits hold attachments.
-fn write_refs(tx: &mut dyn Tx, author: &Author, ops: &[&Op]) -> StorageResult<()> {
-    let visits: Vec<&Op> = ops
+fn write_refs(tx: &mut dyn Tx, ops: &[(&Author, &Op)]) -> StorageResult<()> {
+    let visits: Vec<(&Author, &Op)> = ops
         .iter()
         .copied()
-        .filter(|op| op.kind == RecordKind::Visit)
+        .filter(|(_, op)| op.kind == RecordKind::Visit)
         .collect();
     if visits.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = visits.iter().map(|op| op.id.as_str()).collect();
+    let ids: Vec<&str> = visits.iter().map(|(_, op)| op.id.as_str()).collect();
     let stored: Vec<(String, String)> = tx.rows(
         "attachment_refs",
         "SELECT DISTINCT sha256, record_id FROM attachment_refs WHERE record_id IN LIST($1)",
@@ -551,7 +574,7 @@ fn write_refs(tx: &mut dyn Tx, author: &Author, ops: &[&Op]) -> StorageResult<()
     )?;
     let now: HashSet<(&str, &str)> = visits
         .iter()
-        .flat_map(|op| {
+        .flat_map(|(_, op)| {
             op.attachments
                 .iter()
                 .map(|a| (a.sha256.as_str(), op.id.as_str()))
@@ -565,11 +588,11 @@ fn write_refs(tx: &mut dyn Tx, author: &Author, ops: &[&Op]) -> StorageResult<()
             )?;
         }
     }
-    let device = author.device_id.as_deref().unwrap_or(super::SEED_DEVICE);
     let rows: Vec<Vec<Value<'_>>> = visits
         .iter()
-        .flat_map(|op| {
-            op.attachments.iter().map(|a| {
+        .flat_map(|(author, op)| {
+            let device = author.device_id.as_deref().unwrap_or(super::SEED_DEVICE);
+            op.attachments.iter().map(move |a| {
                 vec![
                     Value::Text(&a.sha256),
                     Value::Text(&op.id),
