@@ -53,6 +53,17 @@ struct Args {
     /// Records per push request.
     #[arg(long, default_value_t = 10)]
     batch: usize,
+    /// Townships of 10 villages the devices (and their producers) are spread over. 7 puts
+    /// the default 10,000 producers at about 1,400 a township, a banner's density (the
+    /// duplicate check compares each new producer with its township's).
+    #[arg(long, default_value_t = 7)]
+    townships: usize,
+    /// Producers' names as the dataset generator makes them (20 surnames x 20 given names,
+    /// so that nearly every new producer has namesakes in its township and is marked as a
+    /// possible duplicate: the duplicate check's worst case) instead of the default, names
+    /// drawn from about 6,000 (one new producer in six or so has a similar name nearby).
+    #[arg(long)]
+    dataset_names: bool,
     /// Runs per backend (medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -78,6 +89,8 @@ struct RunResult {
     /// CPU time of this process (server and phones) during the burst.
     cpu_seconds: f64,
     latencies_ms: Vec<f64>,
+    /// Producers with an open possible-duplicate mark after the run.
+    marked: usize,
 }
 
 impl RunResult {
@@ -194,9 +207,9 @@ fn start(
 }
 
 /// Grids and `devices` liaisons spread over the villages of a generated banner.
-fn seed(storage: &dyn Storage, devices: usize) -> Result<Vec<Person>, String> {
+fn seed(storage: &dyn Storage, devices: usize, townships: usize) -> Result<Vec<Person>, String> {
     let data = generate(&DatasetSpec {
-        townships: 2,
+        townships: townships.max(1),
         villages_per_township: 10,
         producers_per_township: 0,
         visits_per_producer: 0,
@@ -238,15 +251,60 @@ struct Device {
 /// their own): each pushed producer takes one's identity, so that no two of them are the
 /// same person by phone or ID number, as in the field (the server's duplicate check after
 /// each push compares them).
-fn identities(count: usize) -> Vec<Producer> {
-    generate(&DatasetSpec {
+fn identities(count: usize, dataset_names: bool) -> Vec<Producer> {
+    let mut out = generate(&DatasetSpec {
         townships: 2,
         villages_per_township: 10,
         producers_per_township: count.div_ceil(2),
         visits_per_producer: 0,
         ..DatasetSpec::township(11)
     })
-    .producers
+    .producers;
+    if !dataset_names {
+        for (i, p) in out.iter_mut().enumerate() {
+            rename(p, i);
+        }
+    }
+    out
+}
+
+/// Gives `p` an owner's name from a pool of about 6,000 (20 surnames, or none as many
+/// herders go by a given name alone, times 300 given names of two syllables) and its
+/// type's name for it. Which village has how many namesakes in the field is not known to
+/// us; this pool makes one new producer in six or so similar to another in its township
+/// at a banner's density, where the generator's 400 names make nearly every one.
+fn rename(p: &mut Producer, i: usize) {
+    use gridsync_core::model::ProducerType as T;
+    const SURNAMES: [&str; 21] = [
+        "", "王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "包", "白", "乌", "宝",
+        "巴", "敖", "额", "那", "苏", "其",
+    ];
+    const FIRST: [&str; 20] = [
+        "巴", "额", "乌", "苏", "萨", "宝", "图", "满", "阿", "斯", "朝", "那", "其", "敖", "达",
+        "哈", "吉", "查", "孟", "特",
+    ];
+    const SECOND: [&str; 15] = [
+        "特尔", "日娜", "和", "仁", "音", "雅", "拉", "坦", "琴", "鲁", "顺", "格", "图", "布",
+        "夫",
+    ];
+    // A fixed spread of i (a multiplicative hash), so runs and backends get the same names.
+    let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    let owner = format!(
+        "{}{}{}",
+        SURNAMES[(h % 21) as usize],
+        FIRST[((h / 21) % 20) as usize],
+        SECOND[((h / 420) % 15) as usize]
+    );
+    p.name = match p.producer_type {
+        T::FamilyRanch => format!("{owner}家庭牧场"),
+        T::FamilyFarm => format!("{owner}家庭农场"),
+        T::Cooperative => format!("{owner}养殖专业合作社"),
+        T::Enterprise => format!("{owner}牧业有限公司"),
+        T::InputDealer => format!("{owner}农牧资经销部"),
+        T::Purchaser => format!("{owner}牲畜收购点"),
+        _ => owner.clone(),
+    };
+    p.owner = owner;
 }
 
 fn prepare(
@@ -360,10 +418,10 @@ fn run_once(
         }
         other => return Err(format!("unknown backend {other}")),
     };
-    let people = seed(storage.as_ref(), args.devices)?;
+    let people = seed(storage.as_ref(), args.devices, args.townships)?;
     let server = start(storage.clone(), args.server_threads, keep)?;
     let url = format!("http://{}", server.addr);
-    let like = identities(people.len() * args.records);
+    let like = identities(people.len() * args.records, args.dataset_names);
     if like.len() < people.len() * args.records {
         return Err(format!(
             "the generator made {} producers, {} are needed",
@@ -440,12 +498,20 @@ fn run_once(
     if stored as usize != expected {
         return Err(format!("{stored} records stored, {expected} pushed"));
     }
+    let mut grids: Vec<String> = people.iter().flat_map(|p| p.grids.clone()).collect();
+    grids.sort();
+    grids.dedup();
+    let marked = storage
+        .open_duplicate_ids(&grids, u32::MAX)
+        .map_err(|e| e.to_string())?
+        .len();
     drop(server);
     Ok(RunResult {
         records: accepted,
         seconds,
         cpu_seconds,
         latencies_ms: latencies,
+        marked,
     })
 }
 
@@ -543,7 +609,7 @@ fn main() {
 /// One run's line.
 fn run_line(run: usize, backend: &str, r: &RunResult) -> String {
     format!(
-        "run {} {:<8} {:>6} records in {:>6.2} s = {:>7.0} records/s; push p50 {:>7.1} ms, p99 {:>7.1} ms; {:.0} us CPU of this process per record",
+        "run {} {:<8} {:>6} records in {:>6.2} s = {:>7.0} records/s; push p50 {:>7.1} ms, p99 {:>7.1} ms; {:.0} us CPU of this process per record; {} producers marked as possible duplicates",
         run + 1,
         backend,
         r.records,
@@ -551,7 +617,8 @@ fn run_line(run: usize, backend: &str, r: &RunResult) -> String {
         r.rate(),
         r.pct(50.0),
         r.pct(99.0),
-        r.cpu_seconds * 1e6 / r.records as f64
+        r.cpu_seconds * 1e6 / r.records as f64,
+        r.marked
     )
 }
 

@@ -58,6 +58,11 @@ const MAX_ROUNDS: usize = 8;
 /// every namesake, and each of them in turn, one write per pair.
 pub const MAX_NEW_MARKS: usize = 5;
 
+/// Most producers one check reads for their similar names (the most alike first, pairs
+/// already known left out): a few more than it may mark, since a candidate found by a
+/// code or phone as well scores higher and is read by that key anyway.
+const MAX_SIMILAR: usize = 2 * MAX_NEW_MARKS;
+
 /// Most open marks an entry carries: past this, it is not marked again until some are
 /// resolved (the desk lists it already).
 pub const MAX_OPEN_MARKS: usize = 20;
@@ -83,6 +88,8 @@ pub fn settle(storage: &dyn Storage, nodes: &GridNodes, ids: &[String]) -> Settl
     let mut done = Settled::default();
     let mut work: Vec<String> = ids.to_vec();
     let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut cores = CoreCache::default();
+    let mut marks = PendingMarks::default();
     let mut rounds = 0;
     while !work.is_empty() && rounds < MAX_ROUNDS {
         rounds += 1;
@@ -91,7 +98,13 @@ pub fn settle(storage: &dyn Storage, nodes: &GridNodes, ids: &[String]) -> Settl
             if !seen.insert(id.clone()) {
                 continue;
             }
-            match settle_one(storage, nodes, &id, &mut done) {
+            let mut step = Step {
+                nodes,
+                cores: &mut cores,
+                marks: &mut marks,
+                done: &mut done,
+            };
+            match settle_one(storage, &mut step, &id) {
                 Ok(more) => next.extend(more),
                 Err(e) => {
                     tracing::warn!(producer = %id, error = %e, "duplicate bookkeeping left for the next push");
@@ -100,7 +113,119 @@ pub fn settle(storage: &dyn Storage, nodes: &GridNodes, ids: &[String]) -> Settl
         }
         work = next;
     }
+    match marks.write(storage) {
+        Ok(n) => done.marked += n,
+        Err(e) => {
+            tracing::warn!(error = %e, "possible-duplicate marks left for the next push");
+        }
+    }
     done
+}
+
+/// What one settlement carries from entry to entry.
+struct Step<'a> {
+    nodes: &'a GridNodes,
+    cores: &'a mut CoreCache,
+    marks: &'a mut PendingMarks,
+    done: &'a mut Settled,
+}
+
+/// The marks the checks of one settlement found, written together at its end: both sides
+/// of every pair, each document once (a namesake marked by several entries of one push is
+/// written once), in one transaction.
+#[derive(Debug, Default)]
+struct PendingMarks {
+    /// Entry -> the marks to add to it.
+    on: BTreeMap<String, Vec<DuplicateMark>>,
+    /// The pairs, as (the checked entry, the other).
+    pairs: Vec<(String, String)>,
+}
+
+impl PendingMarks {
+    /// Whether `a` and `b` are already paired in this settlement.
+    fn paired(&self, a: &str, b: &str) -> bool {
+        self.on
+            .get(a)
+            .is_some_and(|ms| ms.iter().any(|m| m.id == b))
+    }
+
+    fn add(&mut self, entry: &str, other: &str, on_entry: DuplicateMark, on_other: DuplicateMark) {
+        self.on.entry(entry.to_string()).or_default().push(on_entry);
+        self.on.entry(other.to_string()).or_default().push(on_other);
+        self.pairs.push((entry.to_string(), other.to_string()));
+    }
+
+    /// Writes the marks; returns the pairs whose checked entry received its mark.
+    fn write(&self, storage: &dyn Storage) -> StorageResult<usize> {
+        if self.on.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = self.on.keys().cloned().collect();
+        let cap = gridsync_core::validate::MAX_DUPLICATE_MARKS;
+        let written = server_write_many(storage, &ids, &mut |x: &mut Producer| {
+            // A tombstone is not marked (its merge settled who it is).
+            if x.merged_into.is_some() {
+                return false;
+            }
+            let mut changed = false;
+            for m in self.on.get(&x.id).into_iter().flatten() {
+                if !x.duplicates.iter().any(|d| d.id == m.id) && x.duplicates.len() < cap {
+                    x.duplicates.push(m.clone());
+                    changed = true;
+                }
+            }
+            changed
+        })?;
+        Ok(self
+            .pairs
+            .iter()
+            .filter(|(entry, _)| written.contains(entry))
+            .count())
+    }
+}
+
+/// The name cores of each neighbourhood read during one settlement (core -> ids): the
+/// entries of one push are mostly of one village, so one read serves them all.
+#[derive(Debug, Default)]
+struct CoreCache {
+    by_grids: BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>>,
+}
+
+impl CoreCache {
+    /// The producers of `grids` whose cores are similar to `core`, those `skip` holds left
+    /// out.
+    fn similar(
+        &mut self,
+        storage: &dyn Storage,
+        grids: &[String],
+        core: &str,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> StorageResult<Vec<String>> {
+        if core.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cores = match self.by_grids.entry(grids.to_vec()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut by_core: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (c, id) in storage.name_cores(grids)? {
+                    by_core.entry(c).or_default().push(id);
+                }
+                e.insert(by_core)
+            }
+        };
+        // The most alike first (the same core, then one edit, then contained), at most
+        // MAX_SIMILAR: a short core is contained in many, and only the best few are marked.
+        let mut found: Vec<(MatchReason, &String)> = cores
+            .iter()
+            .filter_map(|(c, ids)| core_similarity(core, c).map(|r| (r, ids)))
+            .flat_map(|(r, ids)| ids.iter().map(move |id| (r, id)))
+            .filter(|(_, id)| !skip(id))
+            .collect();
+        found.sort();
+        found.truncate(MAX_SIMILAR);
+        Ok(found.into_iter().map(|(_, id)| id.clone()).collect())
+    }
 }
 
 /// The grid tree, with what the check needs of it: parents, and each grid's neighbours.
@@ -211,12 +336,13 @@ fn read_producer(s: &StoredRecord) -> Option<Producer> {
 
 /// One entry's bookkeeping; returns the entries whose own bookkeeping may now be due
 /// (a surviving entry that received a carried edit and is itself merged).
-fn settle_one(
-    storage: &dyn Storage,
-    nodes: &GridNodes,
-    id: &str,
-    done: &mut Settled,
-) -> StorageResult<Vec<String>> {
+fn settle_one(storage: &dyn Storage, step: &mut Step<'_>, id: &str) -> StorageResult<Vec<String>> {
+    let Step {
+        nodes,
+        cores,
+        marks: pending,
+        done,
+    } = step;
     let Some(p) = load_producer(storage, id)? else {
         return Ok(Vec::new());
     };
@@ -340,6 +466,8 @@ fn settle_one(
                 changed
             })?;
             if wrote {
+                // A carried name changes the survivor's core.
+                cores.by_grids.clear();
                 for (_, _, applied) in &outcome {
                     if *applied {
                         done.carried += 1;
@@ -377,27 +505,38 @@ fn settle_one(
         return Ok(next);
     }
     // 1. Check the entry against the directory.
+    if p.open_duplicates().count() >= MAX_OPEN_MARKS {
+        return Ok(next);
+    }
+    let core = name_core(&p.name);
+    let grids = nodes.neighbourhood(&p.grid);
+    let known: BTreeSet<&str> = p.duplicates.iter().map(|m| m.id.as_str()).collect();
+    let skip = |id: &str| id == p.id || known.contains(id) || pending.paired(&p.id, id);
     let q = CandidateQuery {
         id: p.id.clone(),
         credit_code: p.credit_code.clone(),
         id_number: p.id_number.clone(),
         phone: p.phone.clone(),
-        grids: nodes.neighbourhood(&p.grid),
+        similar: cores.similar(storage, &grids, &core, &skip)?,
+        grids,
     };
     let candidates = storage.duplicate_candidates(&q)?;
-    if p.open_duplicates().count() >= MAX_OPEN_MARKS {
-        return Ok(next);
-    }
     // Matched on the keys as stored (the name core is computed once, when a row is
     // written, not for every candidate of every check).
-    let known: BTreeSet<&str> = p.duplicates.iter().map(|m| m.id.as_str()).collect();
+    let candidates: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| !pending.paired(&p.id, &c.id))
+        .collect();
     let credit = p.credit_code.as_deref().and_then(normalize_code);
     let idn = p.id_number.as_deref().and_then(normalize_code);
     let phone = normalize_phone(&p.phone);
-    let core = name_core(&p.name);
     let near: BTreeSet<&str> = q.grids.iter().map(String::as_str).collect();
     let mut found: Vec<(MatchReason, Vec<MatchReason>, &Candidate)> = Vec::new();
-    for c in candidates.iter().filter(|c| !known.contains(c.id.as_str())) {
+    for c in candidates
+        .iter()
+        .copied()
+        .filter(|c| !known.contains(c.id.as_str()))
+    {
         let mut reasons = Vec::new();
         if credit.is_some() && c.credit_code.as_deref().and_then(normalize_code) == credit {
             reasons.push(MatchReason::CreditCode);
@@ -429,8 +568,6 @@ fn settle_one(
     });
     found.truncate(MAX_NEW_MARKS);
     let now = gridsync_core::now_ms();
-    // other entry's id -> (the mark on this entry, the mark on the other entry)
-    let mut marks: BTreeMap<String, (DuplicateMark, DuplicateMark)> = BTreeMap::new();
     for (_, reasons, other) in &found {
         let ids: Vec<String> = reasons.iter().map(|r| r.as_str().to_string()).collect();
         let score = combined_score(reasons);
@@ -443,45 +580,12 @@ fn settle_one(
             found_at_ms: now,
             resolution: None,
         };
-        marks.insert(
-            other.id.clone(),
-            (
-                mark(&other.id, &other.name, &other.grid),
-                mark(&p.id, &p.name, &p.grid),
-            ),
+        pending.add(
+            &p.id,
+            &other.id,
+            mark(&other.id, &other.name, &other.grid),
+            mark(&p.id, &p.name, &p.grid),
         );
-    }
-    // Both sides of every pair in one transaction.
-    let mut ids: Vec<String> = vec![p.id.clone()];
-    ids.extend(marks.keys().cloned());
-    let cap = gridsync_core::validate::MAX_DUPLICATE_MARKS;
-    let written = server_write_many(storage, &ids, &mut |x: &mut Producer| {
-        if x.id == p.id {
-            if x.merged_into.is_some() {
-                return false;
-            }
-            let mut changed = false;
-            for (m, _) in marks.values() {
-                if !x.duplicates.iter().any(|d| d.id == m.id) && x.duplicates.len() < cap {
-                    x.duplicates.push(m.clone());
-                    changed = true;
-                }
-            }
-            changed
-        } else {
-            match marks.get(&x.id) {
-                Some((_, m))
-                    if !x.duplicates.iter().any(|d| d.id == m.id) && x.duplicates.len() < cap =>
-                {
-                    x.duplicates.push(m.clone());
-                    true
-                }
-                _ => false,
-            }
-        }
-    })?;
-    if written.contains(&p.id) {
-        done.marked += marks.len();
     }
     Ok(next)
 }

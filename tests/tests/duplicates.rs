@@ -597,3 +597,64 @@ fn after_a_restore_the_phones_hand_back_the_servers_own_changes() {
         .is_none());
     drop(server);
 }
+
+#[test]
+fn namesakes_pushed_together_are_paired_once_and_a_check_marks_at_most_its_bound() {
+    use gridsync_server::duplicates::MAX_NEW_MARKS;
+    let w = world();
+    // Offline, a liaison registers eight ranches of herders all called 乌力吉 (their codes
+    // and phones differ): one push carries them all.
+    let n = 8;
+    let ids: Vec<String> = (0..n)
+        .map(|i| {
+            let mut p = new_producer("乌力吉家庭牧场", V01, &w.l1.person.id);
+            p.owner = format!("乌力吉{i}");
+            w.l1.store.create_producer(p).unwrap().id
+        })
+        .collect();
+    w.l1.sync().unwrap();
+    let mut pairs = std::collections::BTreeSet::new();
+    for id in &ids {
+        let p = w.stored(id);
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &p.duplicates {
+            assert!(
+                seen.insert(m.id.clone()),
+                "{id} is marked twice for {}",
+                m.id
+            );
+            assert_eq!(m.reasons, vec!["same_name".to_string()]);
+            // Both sides of every pair.
+            let other = w.stored(&m.id);
+            assert_eq!(mark_on(&other, id).id, *id);
+            pairs.insert(if *id < m.id {
+                (id.clone(), m.id.clone())
+            } else {
+                (m.id.clone(), id.clone())
+            });
+        }
+        assert!(!p.duplicates.is_empty(), "{id} has no mark");
+    }
+    // Each entry's check added at most its bound.
+    assert!(pairs.len() <= n * MAX_NEW_MARKS, "{} pairs", pairs.len());
+    // The liaison's phone holds the server's marks after that same sync's pull.
+    assert!(!w.l1.store.producer(&ids[0]).unwrap().duplicates.is_empty());
+
+    // A ninth namesake, pushed alone later, is marked against the bound's number of them.
+    let ninth =
+        w.l2.store
+            .create_producer(new_producer("乌力吉家庭牧场", V02, &w.l2.person.id))
+            .unwrap();
+    w.l2.sync().unwrap();
+    let stored = w.stored(&ninth.id);
+    assert_eq!(
+        stored.duplicates.len(),
+        MAX_NEW_MARKS,
+        "{:?}",
+        stored.duplicates
+    );
+    for m in &stored.duplicates {
+        assert!(ids.contains(&m.id));
+        assert_eq!(mark_on(&w.stored(&m.id), &ninth.id).id, ninth.id);
+    }
+}

@@ -11,8 +11,8 @@ use gridsync_core::model::Producer;
 use super::sql::{params, Row, Tx, Value};
 use super::StorageResult;
 
-/// Most candidates one check reads (same codes anywhere, every producer of the
-/// neighbouring grids): a village and its siblings hold a few thousand at most.
+/// Most rows one lookup reads (candidates by one key or by similar names; distinct name
+/// cores of a neighbourhood): a village and its siblings hold a few thousand at most.
 pub const MAX_CANDIDATES: u32 = 20_000;
 
 /// The derived columns of one producer's row.
@@ -56,8 +56,11 @@ pub struct CandidateQuery {
     pub id_number: Option<String>,
     /// Its phone as entered.
     pub phone: String,
-    /// Its own grid and the neighbouring ones (every producer of these is a candidate).
+    /// Its own grid and the neighbouring ones, where a similar name counts.
     pub grids: Vec<String>,
+    /// The producers of `grids` whose name cores are similar to the entry's (found by the
+    /// caller among [`super::Storage::name_cores`]).
+    pub similar: Vec<String>,
 }
 
 /// A stored producer that may be a duplicate.
@@ -121,21 +124,33 @@ pub(crate) fn candidates(tx: &mut dyn Tx, q: &CandidateQuery) -> StorageResult<V
             candidate,
         )?);
     }
-    if !q.grids.is_empty() {
-        let grids: Vec<&str> = q.grids.iter().map(String::as_str).collect();
+    if !q.similar.is_empty() {
+        let ids: Vec<&str> = q.similar.iter().map(String::as_str).collect();
         out.extend(tx.rows(
             "q_producers",
             &format!(
                 "SELECT {COLS} FROM q_producers
-                 WHERE grid IN LIST($1) AND id <> $2 AND merged_into IS NULL LIMIT $3"
+                 WHERE id IN LIST($1) AND id <> $2 AND merged_into IS NULL LIMIT $3"
             ),
-            params![grids.as_slice(), q.id.as_str(), limit],
+            params![ids.as_slice(), q.id.as_str(), limit],
             candidate,
         )?);
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out.dedup_by(|a, b| a.id == b.id);
     Ok(out)
+}
+
+/// The name cores of the producers of `grids`, with their ids (tombstones and empty cores
+/// left out; see [`super::Storage::name_cores`]).
+pub(crate) fn name_cores(tx: &mut dyn Tx, grids: &[&str]) -> StorageResult<Vec<(String, String)>> {
+    tx.rows(
+        "q_producers",
+        "SELECT name_core, id FROM q_producers
+         WHERE grid IN LIST($1) AND name_core <> '' AND merged_into IS NULL LIMIT $2",
+        params![grids, i64::from(MAX_CANDIDATES)],
+        |r: Row| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Ids of producers of `grids` with open possible-duplicate marks, most recently edited

@@ -2081,6 +2081,12 @@ impl<B: Backend> Storage for SqlStorage<B> {
         self.backend.read(|tx| super::duplicates::candidates(tx, q))
     }
 
+    fn name_cores(&self, grids: &[String]) -> StorageResult<Vec<(String, String)>> {
+        let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+        self.backend
+            .read(|tx| super::duplicates::name_cores(tx, &grids))
+    }
+
     fn change_key(&self, create: bool) -> StorageResult<Vec<u8>> {
         if create {
             self.backend

@@ -477,13 +477,17 @@ pub trait Storage:
     /// left out (see [`confirmations`]).
     fn unconfirmed_counts(&self, grids: &[String], year: i32) -> StorageResult<Vec<(String, i64)>>;
     /// Producers that may be duplicates of the entry `q` describes: the same credit code,
-    /// ID number or normalised phone anywhere, or any producer of `q.grids` (the entry's
-    /// own and neighbouring grids), tombstones and the entry itself left out (see
-    /// [`duplicates`]). The caller scores them with `gridsync_core::dedupe`.
+    /// ID number or normalised phone anywhere, or a producer of `q.grids` (the entry's
+    /// own and neighbouring grids) among `q.similar`; tombstones and the entry itself left
+    /// out (see [`duplicates`]). The caller scores them with `gridsync_core::dedupe`.
     fn duplicate_candidates(
         &self,
         q: &duplicates::CandidateQuery,
     ) -> StorageResult<Vec<duplicates::Candidate>>;
+    /// The name cores of the producers of `grids` with their ids, tombstones left out. The
+    /// duplicate check compares an entry's core with these (once per neighbourhood and
+    /// push) and reads only the similar producers.
+    fn name_cores(&self, grids: &[String]) -> StorageResult<Vec<(String, String)>>;
     /// The key that tags the server's own changes ([`crate::signed`]): made when `create`
     /// and there is none (a write transaction); otherwise read (empty when none was made:
     /// nothing verifies). Judging a push reads it (it runs inside the push's transaction).
