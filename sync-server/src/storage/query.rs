@@ -608,10 +608,15 @@ fn refresh_last_visit(tx: &mut dyn Tx, ids: &BTreeSet<String>) -> StorageResult<
         return Ok(());
     }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    // Only rows whose value changes are written: rewriting a row (a new producer has no
+    // visits, and its row was just inserted) costs a new row version and, on PostgreSQL, new
+    // entries in every index of `q_producers` when the page has no room for it.
     tx.execute(
         "UPDATE q_producers SET last_visit_ms =
             (SELECT MAX(v.started_at_ms) FROM q_visits v WHERE v.producer_id = q_producers.id)
-         WHERE id IN LIST($1)",
+         WHERE id IN LIST($1) AND COALESCE(last_visit_ms, -9223372036854775807) <> COALESCE(
+            (SELECT MAX(v.started_at_ms) FROM q_visits v WHERE v.producer_id = q_producers.id),
+            -9223372036854775807)",
         params![ids.as_slice()],
     )?;
     Ok(())
