@@ -345,7 +345,7 @@ fn check_producer(actor: &Actor, before: Option<&Producer>, after: &Producer) ->
         before.map_or(&[][..], |b| &b.confirmations[..]),
         after,
     )?;
-    check_duplicate_bookkeeping(actor, before, after, true)?;
+    check_duplicate_bookkeeping(actor, before, after)?;
     if let Some(b) = before {
         check_producer_kept(b, after)?;
         if let Some(m) = &b.merged_into {
@@ -532,23 +532,17 @@ pub fn settle_carried_edit(
 /// The duplicate bookkeeping of a producer (`_duplicates`, `_merged_into`,
 /// `_carried_edits`) is written by the server; a person may only resolve an open mark
 /// (supervisors and county staff: "not a duplicate", or "duplicate of" with the tombstone
-/// pointing to the other entry) and settle an open carried edit. `per_change`: judging one
-/// change against what its author had seen (the authors are checked); otherwise judging a
-/// merged result against the stored record (a resolution that differs must be one this
-/// actor may make).
+/// pointing to the other entry) and settle an open carried edit. Judged per change,
+/// against what its author had seen (the authors are checked). A merged result is not
+/// judged again ([`merge_producer`]): every change to the bookkeeping was judged on its
+/// own (the server's own changes are verified by their tag instead), and they are only
+/// ever written by the server and by the people who resolve, so whatever the merge picks
+/// among them is theirs.
 fn check_duplicate_bookkeeping(
     actor: &Actor,
     before: Option<&Producer>,
     after: &Producer,
-    per_change: bool,
 ) -> Result<()> {
-    if !per_change {
-        // Judging a merged result: every change to the bookkeeping has been judged on its
-        // own against what its author had seen (the server's own changes are verified by
-        // their tag instead), and they are only ever written by the server and by the
-        // people who resolve, so whatever the merge picks among them is theirs.
-        return Ok(());
-    }
     let old = before.map_or(&[][..], |b| &b.duplicates[..]);
     for m in &after.duplicates {
         let Some(o) = old.iter().find(|o| o.id == m.id) else {
@@ -574,31 +568,29 @@ fn check_duplicate_bookkeeping(
                 "only supervisors and county staff resolve possible duplicates",
             ));
         }
-        if per_change {
-            if o.resolution.is_some() {
-                return Err(Error::Workflow(format!(
-                    "the possible duplicate {} was already resolved",
-                    m.id
-                )));
-            }
-            if r.by != actor.person_id && actor.role != Role::Admin {
-                return Err(forbid(format!(
-                    "a possible duplicate is resolved by the person who resolves it, not {}",
-                    r.by
-                )));
-            }
-            if r.outcome == DuplicateOutcome::OtherMergedHere {
-                return Err(forbid(
-                    "\"the other entry merged here\" is written by the server",
-                ));
-            }
-            let points = after.merged_into.as_ref().map(|t| t.into.as_str());
-            if r.outcome == DuplicateOutcome::MergedIntoOther && points != Some(m.id.as_str()) {
-                return Err(Error::Workflow(format!(
-                    "merging into {} makes this entry a tombstone pointing to it",
-                    m.id
-                )));
-            }
+        if o.resolution.is_some() {
+            return Err(Error::Workflow(format!(
+                "the possible duplicate {} was already resolved",
+                m.id
+            )));
+        }
+        if r.by != actor.person_id && actor.role != Role::Admin {
+            return Err(forbid(format!(
+                "a possible duplicate is resolved by the person who resolves it, not {}",
+                r.by
+            )));
+        }
+        if r.outcome == DuplicateOutcome::OtherMergedHere {
+            return Err(forbid(
+                "\"the other entry merged here\" is written by the server",
+            ));
+        }
+        let points = after.merged_into.as_ref().map(|t| t.into.as_str());
+        if r.outcome == DuplicateOutcome::MergedIntoOther && points != Some(m.id.as_str()) {
+            return Err(Error::Workflow(format!(
+                "merging into {} makes this entry a tombstone pointing to it",
+                m.id
+            )));
         }
     }
     if old
@@ -620,32 +612,30 @@ fn check_duplicate_bookkeeping(
                     "only supervisors and county staff merge duplicate entries",
                 ));
             }
-            if per_change {
-                if b.is_some() {
-                    return Err(Error::Workflow("this entry was already merged".into()));
-                }
-                if a.by != actor.person_id && actor.role != Role::Admin {
-                    return Err(forbid(format!(
-                        "a merge is recorded by the person who merges, not {}",
-                        a.by
-                    )));
-                }
-                if a.into == after.id {
-                    return Err(Error::Workflow(
-                        "an entry cannot be merged into itself".into(),
-                    ));
-                }
-                let marked = after.duplicates.iter().any(|m| {
-                    m.id == a.into
-                        && m.resolution.as_ref().map(|r| r.outcome)
-                            == Some(DuplicateOutcome::MergedIntoOther)
-                });
-                if !marked {
-                    return Err(Error::Workflow(format!(
-                        "{} is not a possible duplicate resolved as \"duplicate of\" on this entry",
-                        a.into
-                    )));
-                }
+            if b.is_some() {
+                return Err(Error::Workflow("this entry was already merged".into()));
+            }
+            if a.by != actor.person_id && actor.role != Role::Admin {
+                return Err(forbid(format!(
+                    "a merge is recorded by the person who merges, not {}",
+                    a.by
+                )));
+            }
+            if a.into == after.id {
+                return Err(Error::Workflow(
+                    "an entry cannot be merged into itself".into(),
+                ));
+            }
+            let marked = after.duplicates.iter().any(|m| {
+                m.id == a.into
+                    && m.resolution.as_ref().map(|r| r.outcome)
+                        == Some(DuplicateOutcome::MergedIntoOther)
+            });
+            if !marked {
+                return Err(Error::Workflow(format!(
+                    "{} is not a possible duplicate resolved as \"duplicate of\" on this entry",
+                    a.into
+                )));
             }
         }
     }
@@ -661,7 +651,7 @@ fn check_duplicate_bookkeeping(
         if &same != o {
             return Err(forbid("a carried edit cannot be changed, only settled"));
         }
-        if per_change && e.settled_by != o.settled_by {
+        if e.settled_by != o.settled_by {
             if o.settled_by.is_some() {
                 return Err(Error::Workflow(format!(
                     "the carried edit {} was already settled",
@@ -861,7 +851,6 @@ pub fn check_merge(
 
 fn merge_producer(actor: &Actor, s: &Producer, m: &Producer) -> Result<()> {
     check_producer_kept(s, m)?;
-    check_duplicate_bookkeeping(actor, Some(s), m, false)?;
     check_new_steps_authors(actor, &s.review.history, m)?;
     check_new_confirmations(actor, &s.confirmations, m)?;
     let (s_eff, m_eff) = (s.effective_review_state(), m.effective_review_state());

@@ -58,12 +58,14 @@ struct Args {
     /// duplicate check compares each new producer with its township's).
     #[arg(long, default_value_t = 7)]
     townships: usize,
-    /// Producers' names as the dataset generator makes them (20 surnames x 20 given names,
-    /// so that nearly every new producer has namesakes in its township and is marked as a
-    /// possible duplicate: the duplicate check's worst case) instead of the default, names
-    /// drawn from about 6,000 (one new producer in six or so has a similar name nearby).
-    #[arg(long)]
-    dataset_names: bool,
+    /// Producers' names: `pool` (the default) draws owners' names from about 6,000 (at a
+    /// banner's density nearly half the new producers then have a similar name in their
+    /// township and are marked as possible duplicates); `dataset` takes the generator's
+    /// (20 surnames x 20 given names: nearly every one is marked, the duplicate check's
+    /// worst case); `unique` gives every producer a name like no other (the check runs and
+    /// finds nothing: its least cost).
+    #[arg(long, default_value = "pool")]
+    names: String,
     /// Runs per backend (medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -251,7 +253,7 @@ struct Device {
 /// their own): each pushed producer takes one's identity, so that no two of them are the
 /// same person by phone or ID number, as in the field (the server's duplicate check after
 /// each push compares them).
-fn identities(count: usize, dataset_names: bool) -> Vec<Producer> {
+fn identities(count: usize, names: &str) -> Result<Vec<Producer>, String> {
     let mut out = generate(&DatasetSpec {
         townships: 2,
         villages_per_township: 10,
@@ -260,21 +262,49 @@ fn identities(count: usize, dataset_names: bool) -> Vec<Producer> {
         ..DatasetSpec::township(11)
     })
     .producers;
-    if !dataset_names {
-        for (i, p) in out.iter_mut().enumerate() {
-            rename(p, i);
+    match names {
+        "dataset" => {}
+        "pool" => {
+            for (i, p) in out.iter_mut().enumerate() {
+                rename(p, i);
+            }
+        }
+        "unique" => {
+            for (i, p) in out.iter_mut().enumerate() {
+                name_after(p, spelled(i));
+            }
+        }
+        other => {
+            return Err(format!(
+                "--names must be pool, dataset or unique, not {other}"
+            ))
         }
     }
-    out
+    Ok(out)
+}
+
+/// `i` as a name like no other's: its six decimal digits, each spelled with two letters,
+/// so that two such names differ in two letters or more at the same length (never "one
+/// edit apart", never one inside the other).
+fn spelled(i: usize) -> String {
+    const A: [char; 10] = ['甲', '乙', '丙', '丁', '戊', '己', '庚', '辛', '壬', '癸'];
+    const B: [char; 10] = ['子', '丑', '寅', '卯', '辰', '巳', '午', '未', '申', '酉'];
+    format!("{:06}", i % 1_000_000)
+        .bytes()
+        .flat_map(|b| {
+            let d = usize::from(b - b'0');
+            [A[d], B[d]]
+        })
+        .collect()
 }
 
 /// Gives `p` an owner's name from a pool of about 6,000 (20 surnames, or none as many
 /// herders go by a given name alone, times 300 given names of two syllables) and its
-/// type's name for it. Which village has how many namesakes in the field is not known to
-/// us; this pool makes one new producer in six or so similar to another in its township
-/// at a banner's density, where the generator's 400 names make nearly every one.
+/// type's name for it. How many namesakes a township has in the field is not known to us;
+/// with this pool, at a banner's density, nearly half the new producers (46 % in the
+/// default run) are similar to another in their township (a short given name is contained
+/// in the names of many), where the generator's 400 names make nearly every one.
 fn rename(p: &mut Producer, i: usize) {
-    use gridsync_core::model::ProducerType as T;
     const SURNAMES: [&str; 21] = [
         "", "王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "包", "白", "乌", "宝",
         "巴", "敖", "额", "那", "苏", "其",
@@ -295,6 +325,12 @@ fn rename(p: &mut Producer, i: usize) {
         FIRST[((h / 21) % 20) as usize],
         SECOND[((h / 420) % 15) as usize]
     );
+    name_after(p, owner);
+}
+
+/// Names `p` after its owner `owner`, as its type names producers.
+fn name_after(p: &mut Producer, owner: String) {
+    use gridsync_core::model::ProducerType as T;
     p.name = match p.producer_type {
         T::FamilyRanch => format!("{owner}家庭牧场"),
         T::FamilyFarm => format!("{owner}家庭农场"),
@@ -421,7 +457,7 @@ fn run_once(
     let people = seed(storage.as_ref(), args.devices, args.townships)?;
     let server = start(storage.clone(), args.server_threads, keep)?;
     let url = format!("http://{}", server.addr);
-    let like = identities(people.len() * args.records, args.dataset_names);
+    let like = identities(people.len() * args.records, &args.names)?;
     if like.len() < people.len() * args.records {
         return Err(format!(
             "the generator made {} producers, {} are needed",

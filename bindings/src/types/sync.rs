@@ -34,6 +34,10 @@ pub struct SyncReport {
     pub bytes_down: u64,
     /// Whether the server's history was found reset (restored from a backup).
     pub epoch_reset: bool,
+    /// The protocol version the sync spoke (4: zstd bodies; 3 when the server does not
+    /// speak 4, as an older server answers).
+    #[uniffi(default = 0)]
+    pub protocol: u16,
     /// Pages fetched again with hashes because the documents rebuilt here did not match
     /// the server's digest (0 unless app and server disagree on document hashes).
     pub digest_retries: u32,
@@ -88,6 +92,7 @@ impl From<cs::SyncReport> for SyncReport {
             bytes_up: r.bytes_up,
             bytes_down: r.bytes_down,
             epoch_reset: r.epoch_reset,
+            protocol: r.protocol,
             digest_retries: r.digest_retries,
             waiting: r.waiting,
             attachment_bytes_up: r.attachment_bytes_up,

@@ -56,6 +56,7 @@ def test_liaison_day_two_devices():
     report = a.sync(rec, None)
     assert report.pushed == 2 and report.rejected == [], report
     assert report.bytes_up > 0 and report.bytes_down > 0
+    assert report.protocol == 4, report  # zstd bodies with the records dictionary
     assert rec.reports[-1].pushed == 2
     assert a.counts().unsynced == 0
 
