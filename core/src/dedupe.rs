@@ -355,15 +355,16 @@ pub fn core_similarity(a: &str, b: &str) -> Option<MatchReason> {
     if a == b {
         return Some(MatchReason::SameName);
     }
-    let (ac, bc): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if ac.len().min(bc.len()) >= 4 && within_one_edit(&ac, &bc) {
-        return Some(MatchReason::NameOneEdit);
+    // Counted before anything is allocated: the server compares one entry with every core
+    // of its neighbourhood, and most pairs differ in length by more than one.
+    let (na, nb) = (a.chars().count(), b.chars().count());
+    if na.min(nb) >= 4 && na.abs_diff(nb) <= 1 {
+        let (ac, bc): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        if within_one_edit(&ac, &bc) {
+            return Some(MatchReason::NameOneEdit);
+        }
     }
-    let (short, long, short_n) = if ac.len() <= bc.len() {
-        (a, b, ac.len())
-    } else {
-        (b, a, bc.len())
-    };
+    let (short, long, short_n) = if na <= nb { (a, b, na) } else { (b, a, nb) };
     if short_n >= 2 && long.contains(short) {
         return Some(MatchReason::NameContains);
     }
