@@ -191,6 +191,13 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// Prepared statements each connection keeps parsed (rusqlite keeps 16 by default). A
+/// record written or pulled runs about a dozen distinct statements (its `records` row, its
+/// query rows, its attachment references, the lookups before them) and the sync engine and
+/// the screens run others between them: with 16, statements pushed out of the cache are
+/// parsed again at their next use.
+const STATEMENT_CACHE: usize = 128;
+
 /// Opens a read connection: queries only, a small page cache of its own.
 fn open_reader(path: &Path) -> Result<Connection> {
     let c = Connection::open_with_flags(
@@ -198,6 +205,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
+    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     c.pragma_update(None, "query_only", "ON")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     c.pragma_update(None, "cache_size", -1024)?;
@@ -295,6 +303,7 @@ impl Store {
         readers: usize,
     ) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
