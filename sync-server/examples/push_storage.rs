@@ -18,10 +18,12 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use clap::Parser;
-use gridsync_core::doc::RecordDoc;
-use gridsync_core::model::{GridLevel, Person, Producer, Record, Role};
+
+#[path = "support/load.rs"]
+mod load;
+
+use gridsync_core::model::{Person, Producer};
 use gridsync_core::sync::protocol::{PushOutcome, PushRecord};
-use gridsync_server::dataset::{generate, DatasetSpec};
 use gridsync_server::scope::ScopeCache;
 use gridsync_server::storage::sqlite::SqliteStorage;
 use gridsync_server::storage::testing::ScratchSchema;
@@ -100,21 +102,6 @@ fn pg_cpu(pid_file: &str) -> f64 {
     total
 }
 
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
-    s[i.min(s.len() - 1)]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 #[derive(Debug, Clone)]
 struct RunResult {
     rate: f64,
@@ -122,38 +109,6 @@ struct RunResult {
     p99: f64,
     cpu_us: f64,
     pg_cpu_us: f64,
-}
-
-fn seed(storage: &dyn Storage, devices: usize) -> Result<Vec<Person>, String> {
-    let data = generate(&DatasetSpec {
-        townships: 2,
-        villages_per_township: 10,
-        producers_per_township: 0,
-        visits_per_producer: 0,
-        ..DatasetSpec::township(7)
-    });
-    storage
-        .import_grids(&data.grids)
-        .map_err(|e| e.to_string())?;
-    let villages: Vec<String> = data
-        .grids
-        .iter()
-        .filter(|g| g.level == GridLevel::Village)
-        .map(|g| g.code.clone())
-        .collect();
-    let mut people = Vec::with_capacity(devices);
-    for i in 0..devices {
-        let p = Person {
-            id: format!("bench-liaison-{i:04}"),
-            name: format!("协管员{i}"),
-            phone: format!("139{i:08}"),
-            role: Role::Liaison,
-            grids: vec![villages[i % villages.len()].clone()],
-        };
-        gridsync_server::admin::add_person(storage, &p).map_err(|e| e.to_string())?;
-        people.push(p);
-    }
-    Ok(people)
 }
 
 /// One device's batches: new producers, each one change as the phone makes it.
@@ -167,29 +122,7 @@ fn prepare(
     let grid = person.grids.first().cloned().unwrap_or_default();
     let mut pushes = Vec::with_capacity(args.records);
     for (i, like) in like.iter().enumerate() {
-        let now = gridsync_core::now_ms();
-        let mut p = Producer::new(
-            like.name.clone(),
-            like.producer_type,
-            like.owner.clone(),
-            like.phone.clone(),
-            &grid,
-            &person.id,
-            now,
-        );
-        p.id_number = like.id_number.clone();
-        p.credit_code = like.credit_code.clone();
-        p.products = like.products.clone();
-        p.address = format!("{grid} 第{i}户");
-        let rec = Record::Producer(p);
-        let mut doc =
-            RecordDoc::create(&rec, &actor, &person.id, now).map_err(|e| e.to_string())?;
-        pushes.push(PushRecord {
-            id: rec.id().to_string(),
-            kind: rec.kind().tag(),
-            changes: doc.save(),
-            heads: doc.heads().iter().map(|h| h.0).collect(),
-        });
+        pushes.push(load::producer_push(like, i, &grid, &person.id, &actor)?);
     }
     Ok(pushes
         .chunks(args.batch.max(1))
@@ -215,16 +148,9 @@ fn run_once(args: &Args, url: Option<&str>, spread_ms: f64) -> Result<RunResult,
         }
         other => return Err(format!("--backend must be sqlite or postgres, not {other}")),
     };
-    let people = seed(storage.as_ref(), args.devices)?;
+    let people = load::seed(storage.as_ref(), args.devices, 2)?;
     // Identities as the dataset generator makes them (valid ID numbers and credit codes).
-    let like = generate(&DatasetSpec {
-        townships: 2,
-        villages_per_township: 10,
-        producers_per_township: (args.devices * args.records).div_ceil(2),
-        visits_per_producer: 0,
-        ..DatasetSpec::township(11)
-    })
-    .producers;
+    let like = load::identities(args.devices * args.records, "dataset")?;
     if like.len() < args.devices * args.records {
         return Err("the generator made too few producers".into());
     }
@@ -303,8 +229,8 @@ fn run_once(args: &Args, url: Option<&str>, spread_ms: f64) -> Result<RunResult,
     }
     Ok(RunResult {
         rate: total as f64 / secs,
-        p50: percentile(&lat, 50.0),
-        p99: percentile(&lat, 99.0),
+        p50: load::percentile(&lat, 50.0),
+        p99: load::percentile(&lat, 99.0),
         cpu_us: cpu * 1e6 / total as f64,
         pg_cpu_us: if args.backend == "postgres" {
             pg * 1e6 / total as f64
@@ -361,11 +287,11 @@ fn main() {
         println!(
             "{what}, median of {}: {:.0} records/s, p50 {:.1} ms, p99 {:.1} ms, CPU {:.0} µs/record, database server CPU {:.0} µs/record",
             runs.len(),
-            median(runs.iter().map(|r| r.rate).collect()),
-            median(runs.iter().map(|r| r.p50).collect()),
-            median(runs.iter().map(|r| r.p99).collect()),
-            median(runs.iter().map(|r| r.cpu_us).collect()),
-            median(runs.iter().map(|r| r.pg_cpu_us).collect()),
+            load::median(runs.iter().map(|r| r.rate).collect()),
+            load::median(runs.iter().map(|r| r.p50).collect()),
+            load::median(runs.iter().map(|r| r.p99).collect()),
+            load::median(runs.iter().map(|r| r.cpu_us).collect()),
+            load::median(runs.iter().map(|r| r.pg_cpu_us).collect()),
         );
     };
     summary("burst", &runs);
